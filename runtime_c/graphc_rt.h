@@ -1,0 +1,195 @@
+/* graphc runtime: hand-written kernels and the weights loader compiled into every generated library.
+ *
+ * Conventions (every kernel follows them):
+ *  - all tensors are dense, row-major (C-contiguous) float32 unless the name says otherwise;
+ *  - sizes and strides are int64_t element counts;
+ *  - `nthreads` is the context's thread count; kernels parallelise with
+ *    `#pragma omp parallel for num_threads(nthreads)` and never read OMP_NUM_THREADS themselves;
+ *  - no kernel allocates: scratch memory comes from the caller's arena through a `work` pointer whose
+ *    size the matching *_work_floats() function returns (a compile-time known formula);
+ *  - kernels that can fail on data (an index out of range) return a gc_status, the others are void.
+ * The symbols are all prefixed gc_ and have hidden visibility in the final library (only the model's
+ * NAME_* API is exported).
+ */
+#ifndef GRAPHC_RT_H
+#define GRAPHC_RT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Tests build the runtime alone with -DGC_INTERNAL= to call the kernels directly. */
+#ifndef GC_INTERNAL
+#if defined(__GNUC__)
+#define GC_INTERNAL __attribute__((visibility("hidden")))
+#else
+#define GC_INTERNAL
+#endif
+#endif
+
+/* Status codes shared by the runtime and every generated library (NAME_status mirrors them).
+ * Only ever append new codes at the end. */
+typedef enum gc_status {
+    GC_OK = 0,
+    GC_ERR_INVALID_ARGUMENT = -1, /* null pointer, bad dimension, out-of-range dynamic dim */
+    GC_ERR_IO = -2,               /* weights file missing / unreadable */
+    GC_ERR_FORMAT = -3,           /* weights file corrupt or truncated */
+    GC_ERR_MISMATCH = -4,         /* weights of another model: name, dtype, shape or fingerprint */
+    GC_ERR_OUT_OF_MEMORY = -5,
+    GC_ERR_INDEX = -6,            /* an index tensor holds a value out of range */
+    GC_ERR_INTERNAL = -7
+} gc_status;
+
+GC_INTERNAL const char *gc_status_string(int status);
+
+/* ------------------------------------------------------------------ GEMM (gc_gemm.c) */
+/* C[M,N] = alpha * op(A)[M,K] @ op(B)[K,N] + beta * C + bias[N]
+ * op(A) = A (lda = row stride) or A^T when transA; likewise B. bias may be NULL.
+ * beta == 0 means C is write-only (may hold garbage on entry). */
+GC_INTERNAL void gc_sgemm(int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha,
+                          const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                          int64_t ldc, const float *bias, int nthreads);
+
+/* Batched: for b in [0,batch): C_b = op(A_b) @ op(B_b) (+bias), with element strides between batch items
+ * (a stride of 0 broadcasts). */
+GC_INTERNAL void gc_sgemm_batched(int transA, int transB, int64_t batch, int64_t M, int64_t N, int64_t K,
+                                  const float *A, int64_t lda, int64_t strideA, const float *B, int64_t ldb,
+                                  int64_t strideB, float *C, int64_t ldc, int64_t strideC, const float *bias,
+                                  int nthreads);
+
+/* ------------------------------------------------------------------ convolution (gc_conv.c) */
+/* N-d convolution for 1 or 2 spatial dims, described by one struct so the generated code stays short.
+ * x[N, C, H, W] (for 1-d: H = 1, kh = 1, stride_h = 1, pad_h = 0, dil_h = 1)
+ * w[OC, C/groups, KH, KW], bias[OC] or NULL, y[N, OC, OH, OW]. */
+typedef struct gc_conv2d_params {
+    int64_t n, c, h, w;        /* input */
+    int64_t oc, kh, kw;        /* filters */
+    int64_t oh, ow;            /* output (precomputed by the compiler) */
+    int64_t stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups;
+} gc_conv2d_params;
+
+GC_INTERNAL size_t gc_conv2d_work_floats(const gc_conv2d_params *p, int nthreads);
+GC_INTERNAL void gc_conv2d(const gc_conv2d_params *p, const float *x, const float *w, const float *bias,
+                           float *y, float *work, int nthreads);
+
+/* Transposed convolution (PyTorch ConvTranspose2d): x[N, C, H, W], w[C, OC/groups, KH, KW],
+ * y[N, OC, OH, OW] with OH = (H-1)*stride_h - 2*pad_h + dil_h*(KH-1) + output_padding_h + 1. */
+typedef struct gc_conv_transpose2d_params {
+    int64_t n, c, h, w;
+    int64_t oc, kh, kw;
+    int64_t oh, ow;
+    int64_t stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups;
+} gc_conv_transpose2d_params;
+
+GC_INTERNAL size_t gc_conv_transpose2d_work_floats(const gc_conv_transpose2d_params *p, int nthreads);
+GC_INTERNAL void gc_conv_transpose2d(const gc_conv_transpose2d_params *p, const float *x, const float *w,
+                                     const float *bias, float *y, float *work, int nthreads);
+
+/* ------------------------------------------------------------------ pooling (gc_pool.c) */
+typedef struct gc_pool2d_params {
+    int64_t n, c, h, w, oh, ow;
+    int64_t kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w;
+    int count_include_pad;   /* avg only */
+    int64_t divisor_override; /* avg only; 0 = none */
+} gc_pool2d_params;
+
+/* max pool: padding acts as -inf (PyTorch semantics); windows are clipped to the input */
+GC_INTERNAL void gc_max_pool2d(const gc_pool2d_params *p, const float *x, float *y, int nthreads);
+GC_INTERNAL void gc_avg_pool2d(const gc_pool2d_params *p, const float *x, float *y, int nthreads);
+/* PyTorch adaptive pooling bins: start = floor(i*H/OH), end = ceil((i+1)*H/OH) */
+GC_INTERNAL void gc_adaptive_avg_pool2d(int64_t n, int64_t c, int64_t h, int64_t w, int64_t oh, int64_t ow,
+                                        const float *x, float *y, int nthreads);
+
+/* ------------------------------------------------------------------ normalisation (gc_norm.c) */
+/* Tensors are seen as [outer, n] rows (layer/rms norm over the last n elements, weight/bias of length n,
+ * each may be NULL). */
+GC_INTERNAL void gc_layer_norm(int64_t outer, int64_t n, const float *x, const float *weight,
+                               const float *bias, float eps, float *y, int nthreads);
+GC_INTERNAL void gc_rms_norm(int64_t outer, int64_t n, const float *x, const float *weight, float eps,
+                             float *y, int nthreads);
+/* x[N, C, inner]; mean/var/weight/bias of length C (weight/bias may be NULL). Eval-mode batch norm. */
+GC_INTERNAL void gc_batch_norm(int64_t n, int64_t c, int64_t inner, const float *x, const float *mean,
+                               const float *var, const float *weight, const float *bias, float eps, float *y,
+                               int nthreads);
+/* x[N, C, inner], groups divide C; weight/bias of length C or NULL. */
+GC_INTERNAL void gc_group_norm(int64_t n, int64_t c, int64_t inner, int64_t groups, const float *x,
+                               const float *weight, const float *bias, float eps, float *y, int nthreads);
+
+/* ------------------------------------------------------------------ softmax and reductions (gc_reduce.c) */
+/* The tensor is seen as [outer, n, inner]; the operation runs along n. */
+GC_INTERNAL void gc_softmax(int64_t outer, int64_t n, int64_t inner, const float *x, float *y, int log,
+                            int nthreads);
+
+typedef enum gc_reduce_kind { GC_REDUCE_SUM = 0, GC_REDUCE_MEAN = 1, GC_REDUCE_MAX = 2, GC_REDUCE_MIN = 3,
+                              GC_REDUCE_PROD = 4 } gc_reduce_kind;
+GC_INTERNAL void gc_reduce(int kind, int64_t outer, int64_t n, int64_t inner, const float *x, float *y,
+                           int nthreads);
+/* argmax / argmin along n (first index of the extreme, NaN counts as the maximum like PyTorch) */
+GC_INTERNAL void gc_argreduce(int is_min, int64_t outer, int64_t n, int64_t inner, const float *x, int64_t *y,
+                              int nthreads);
+
+/* ------------------------------------------------------------------ attention (gc_attention.c) */
+/* Scaled dot-product attention, PyTorch semantics.
+ * q[B, H, Tq, D], k[B, H, Tk, D], v[B, H, Tk, Dv] -> out[B, H, Tq, Dv].
+ * mask: additive float mask or NULL, addressed as mask[b*mask_sb + h*mask_sh + i*mask_sq + j*mask_sk]
+ * (strides of 0 broadcast). causal: key j is masked out for query i when j > i (PyTorch's is_causal,
+ * top-left aligned). Rows that are fully masked produce NaN like PyTorch.
+ * work: gc_sdpa_work_floats(...) floats. */
+GC_INTERNAL size_t gc_sdpa_work_floats(int64_t tq, int64_t tk, int nthreads);
+GC_INTERNAL void gc_sdpa(int64_t b, int64_t h, int64_t tq, int64_t tk, int64_t d, int64_t dv, const float *q,
+                         const float *k, const float *v, const float *mask, int64_t mask_sb, int64_t mask_sh,
+                         int64_t mask_sq, int64_t mask_sk, float scale, int causal, float *out, float *work,
+                         int nthreads);
+
+/* ------------------------------------------------------------------ indexing (gc_index.c) */
+/* out[i, :] = table[idx[i], :] for i < n; table[V, D]; negative or >= V index -> GC_ERR_INDEX */
+GC_INTERNAL int gc_embedding(int64_t n, const int64_t *idx, int64_t v, int64_t d, const float *table,
+                             float *out, int nthreads);
+
+/* ------------------------------------------------------------------ weights (gc_safetensors.c) */
+/* A parsed safetensors blob (the file mapped with mmap, or bytes baked into the library).
+ * Parsing validates everything before anything is trusted: header length within the blob, JSON
+ * well-formed, every tensor's dtype known, shape * itemsize == end - begin, offsets inside the data
+ * area and non-overlapping. Errors write a message (naming the tensor or the byte offset) into err. */
+typedef struct gc_st_tensor {
+    const char *name;     /* NUL-terminated, owned by the gc_st */
+    int dtype;            /* gc_dtype */
+    int ndim;
+    int64_t shape[8];
+    const void *data;     /* points into the blob */
+    size_t nbytes;
+} gc_st_tensor;
+
+typedef enum gc_dtype { GC_F32 = 0, GC_F64 = 1, GC_F16 = 2, GC_BF16 = 3, GC_I8 = 4, GC_I16 = 5, GC_I32 = 6,
+                        GC_I64 = 7, GC_U8 = 8, GC_BOOL = 9 } gc_dtype;
+
+typedef struct gc_st {
+    const unsigned char *blob; /* whole file */
+    size_t size;
+    int mapped;                /* 1 when blob is an mmap the gc_st owns */
+    int ntensors;
+    gc_st_tensor *tensors;
+    int nmeta;
+    char **meta_keys;          /* __metadata__ string entries */
+    char **meta_values;
+    char *strings;             /* storage for names/keys/values */
+} gc_st;
+
+/* parse bytes that stay valid for the lifetime of st (baked weights) */
+GC_INTERNAL int gc_st_open_memory(gc_st *st, const void *blob, size_t size, char *err, size_t errlen);
+/* open + mmap a file (read-only) and parse it */
+GC_INTERNAL int gc_st_open_file(gc_st *st, const char *path, char *err, size_t errlen);
+GC_INTERNAL void gc_st_close(gc_st *st);
+GC_INTERNAL const gc_st_tensor *gc_st_find(const gc_st *st, const char *name);
+GC_INTERNAL const char *gc_st_meta(const gc_st *st, const char *key); /* NULL when absent */
+/* find name and check dtype and shape; on mismatch write "tensor 'name': expected f32[3,4], file has ..." */
+GC_INTERNAL int gc_st_expect(const gc_st *st, const char *name, int dtype, int ndim, const int64_t *shape,
+                             const void **data, char *err, size_t errlen);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* GRAPHC_RT_H */
