@@ -43,6 +43,20 @@ static float inv_std(double var, float eps)
     return (float)(1.0 / sqrt(var + (double)eps));
 }
 
+/* The mean as an unevaluated float sum hi + lo: (x - hi) - lo keeps the precision of the double mean
+ * (x - hi is exact when x is close to the mean), which matters when the data sit on a large offset. */
+typedef struct split_mean {
+    float hi, lo;
+} split_mean;
+
+static split_mean split(double mean)
+{
+    split_mean m;
+    m.hi = (float)mean;
+    m.lo = (float)(mean - (double)m.hi);
+    return m;
+}
+
 void gc_layer_norm(int64_t outer, int64_t n, const float *x, const float *weight, const float *bias,
                    float eps, float *y, int nthreads)
 {
@@ -56,10 +70,10 @@ void gc_layer_norm(int64_t outer, int64_t n, const float *x, const float *weight
         float *yr = y + r * n;
         double mean, var;
         row_moments(xr, n, &mean, &var);
-        const float m = (float)mean;
+        const split_mean m = split(mean);
         const float rstd = inv_std(var, eps);
         for (int64_t i = 0; i < n; i++) {
-            float v = (xr[i] - m) * rstd;
+            float v = ((xr[i] - m.hi) - m.lo) * rstd;
             if (weight)
                 v *= weight[i];
             if (bias)
@@ -128,7 +142,7 @@ void gc_group_norm(int64_t n, int64_t c, int64_t inner, int64_t groups, const fl
         float *yg = y + r * per_group * inner;
         double mean, var;
         row_moments(xg, per_group * inner, &mean, &var);
-        const float m = (float)mean;
+        const split_mean m = split(mean);
         const float rstd = inv_std(var, eps);
         for (int64_t cc = 0; cc < per_group; cc++) {
             const float scale = weight ? rstd * weight[ch0 + cc] : rstd;
@@ -136,7 +150,7 @@ void gc_group_norm(int64_t n, int64_t c, int64_t inner, int64_t groups, const fl
             const float *xr = xg + cc * inner;
             float *yr = yg + cc * inner;
             for (int64_t i = 0; i < inner; i++)
-                yr[i] = (xr[i] - m) * scale + shift;
+                yr[i] = ((xr[i] - m.hi) - m.lo) * scale + shift;
         }
     }
 }

@@ -1,0 +1,38 @@
+"""Exception types. Every error graphc raises for bad input says what is wrong and where."""
+
+from __future__ import annotations
+
+
+class GraphcError(Exception):
+    """Base class of graphc's own errors."""
+
+
+class ShapeError(GraphcError, ValueError):
+    """An op was given inputs whose shapes or dtypes its rule rejects."""
+
+
+class TraceError(GraphcError):
+    """The forward pass did something that cannot be recorded into a static graph."""
+
+
+class IRParseError(GraphcError, ValueError):
+    """The IR text does not parse; carries line, column, the offending token and what was expected."""
+
+    def __init__(self, message: str, line: int = 0, column: int = 0, token: str = "", expected=()):
+        super().__init__(message)
+        self.line = line
+        self.column = column
+        self.token = token
+        self.expected = tuple(expected)
+
+
+class VerifyError(GraphcError):
+    """A graph breaks an IR invariant (names the node)."""
+
+
+class UnsupportedError(GraphcError):
+    """A backend cannot lower an op / dtype (names op, dtype and module path)."""
+
+
+class CompileError(GraphcError):
+    """The C compiler failed on generated code (carries the compiler's output)."""

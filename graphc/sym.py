@@ -1,0 +1,282 @@
+"""Symbolic dimensions.
+
+A dim is an ``int`` or a :class:`Sym`: a polynomial with integer coefficients over named size
+symbols (``B``, ``T``, ``B*256``, ``B*T*4``, ``T+1``). Arithmetic on Syms stays exact; division is
+allowed only when it is exact for every value of the symbols, so ``x.view(x.shape[0], -1)`` keeps
+the batch dim symbolic. Results that are constant collapse back to ``int``.
+
+Comparisons that would need a symbol's value (``<``, ``>``, ``bool(B == 3)`` ...) raise a
+:class:`~graphc.errors.TraceError`: shapes that depend on a dynamic dim's value cannot be specialised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Union
+
+from .errors import TraceError
+
+Monomial = tuple[str, ...]  # sorted symbol names, repeated for powers; () is the constant term
+
+
+class Sym:
+    __slots__ = ("terms", "_hash")
+
+    def __init__(self, terms: Mapping[Monomial, int]):
+        self.terms: tuple[tuple[Monomial, int], ...] = tuple(sorted((m, c) for m, c in terms.items() if c))
+        self._hash = hash(self.terms)
+
+    # construction ------------------------------------------------------------------------------
+    @staticmethod
+    def var(name: str) -> Sym:
+        if not name.isidentifier():
+            raise ValueError(f"a dynamic dim name must be an identifier, got {name!r}")
+        return Sym({(name,): 1})
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        return tuple(sorted({s for m, _ in self.terms for s in m}))
+
+    @property
+    def is_var(self) -> bool:
+        return len(self.terms) == 1 and len(self.terms[0][0]) == 1 and self.terms[0][1] == 1
+
+    def coeffs(self) -> dict[Monomial, int]:
+        return dict(self.terms)
+
+    # arithmetic --------------------------------------------------------------------------------
+    def __add__(self, other: DimLike) -> Dim:
+        o = _poly(other)
+        if o is None:
+            return NotImplemented
+        out = dict(self.terms)
+        for m, c in o.items():
+            out[m] = out.get(m, 0) + c
+        return simplify(Sym(out))
+
+    __radd__ = __add__
+
+    def __neg__(self) -> Dim:
+        return simplify(Sym({m: -c for m, c in self.terms}))
+
+    def __sub__(self, other: DimLike) -> Dim:
+        o = _poly(other)
+        if o is None:
+            return NotImplemented
+        return self + Sym({m: -c for m, c in o.items()})
+
+    def __rsub__(self, other: DimLike) -> Dim:
+        return (-self) + other
+
+    def __mul__(self, other: DimLike) -> Dim:
+        o = _poly(other)
+        if o is None:
+            return NotImplemented
+        out: dict[Monomial, int] = {}
+        for m1, c1 in self.terms:
+            for m2, c2 in o.items():
+                m = tuple(sorted(m1 + m2))
+                out[m] = out.get(m, 0) + c1 * c2
+        return simplify(Sym(out))
+
+    __rmul__ = __mul__
+
+    def __floordiv__(self, other: DimLike) -> Dim:
+        q = exact_div(self, other)
+        if q is None:
+            raise TraceError(
+                f"cannot divide the dynamic size {self} by {other} exactly; "
+                "graphc keeps dynamic dims symbolic and needs divisions that hold for every size"
+            )
+        return q
+
+    def __rfloordiv__(self, other: DimLike) -> Dim:
+        q = exact_div(other, self)
+        if q is None:
+            raise TraceError(f"cannot divide {other} by the dynamic size {self} exactly")
+        return q
+
+    __truediv__ = __floordiv__
+
+    def __mod__(self, other: DimLike) -> int:
+        if exact_div(self, other) is not None:
+            return 0
+        raise TraceError(f"'{self} % {other}' depends on the value of a dynamic dim")
+
+    # comparisons -------------------------------------------------------------------------------
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sym):
+            return self.terms == other.terms
+        return False  # a non-constant polynomial never equals an int for every value
+
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def _undecidable(self, other: object, op: str):
+        raise TraceError(
+            f"'{self} {op} {other}' depends on the value of a dynamic dim; Python control flow may only "
+            "use static sizes (make the dim static or move the decision out of forward())"
+        )
+
+    def __lt__(self, other):
+        self._undecidable(other, "<")
+
+    def __le__(self, other):
+        self._undecidable(other, "<=")
+
+    def __gt__(self, other):
+        self._undecidable(other, ">")
+
+    def __ge__(self, other):
+        self._undecidable(other, ">=")
+
+    def __index__(self) -> int:
+        raise TraceError(
+            f"the dynamic size {self} was used where a concrete int is needed (range(), indexing a list, "
+            "numpy); graphc cannot specialise a dynamic dim"
+        )
+
+    __int__ = __index__
+
+    # printing / evaluation --------------------------------------------------------------------------
+    def __str__(self) -> str:
+        parts = []
+        # symbols first, biggest monomials first, constant last: B*T*4 + B + 1
+        for m, c in sorted(self.terms, key=lambda t: (-len(t[0]), t[0])):
+            if not m:
+                parts.append(str(c))
+                continue
+            body = "*".join(m)
+            if c == 1:
+                parts.append(body)
+            elif c == -1:
+                parts.append("-" + body)
+            else:
+                parts.append(f"{body}*{c}")
+        s = "+".join(parts)
+        return s.replace("+-", "-")
+
+    def __repr__(self) -> str:
+        return f"Sym({self})"
+
+    def evaluate(self, env: Mapping[str, int]) -> int:
+        total = 0
+        for m, c in self.terms:
+            v = c
+            for s in m:
+                try:
+                    v *= env[s]
+                except KeyError:
+                    raise KeyError(f"no value for dynamic dim {s!r}") from None
+            total += v
+        return total
+
+    def to_c(self, name=lambda s: s) -> str:
+        """A C expression (int64 arithmetic) with symbol names mapped by `name`."""
+        parts = []
+        for m, c in sorted(self.terms, key=lambda t: (-len(t[0]), t[0])):
+            factors = [name(s) for s in m]
+            if c != 1 or not factors:
+                factors.append(str(c) if c >= 0 else f"({c})")
+            parts.append("*".join(factors))
+        return "(" + " + ".join(parts) + ")"
+
+
+Dim = Union[int, Sym]
+DimLike = Union[int, Sym]
+
+
+def _poly(x: object) -> dict[Monomial, int] | None:
+    if isinstance(x, Sym):
+        return dict(x.terms)
+    if isinstance(x, bool):
+        return None
+    if isinstance(x, int):
+        return {(): x}
+    return None
+
+
+def simplify(s: Sym) -> Dim:
+    if not s.terms:
+        return 0
+    if len(s.terms) == 1 and s.terms[0][0] == ():
+        return s.terms[0][1]
+    return s
+
+
+def exact_div(a: DimLike, b: DimLike) -> Dim | None:
+    """a / b when the quotient is a polynomial with integer coefficients, else None."""
+    pa, pb = _poly(a), _poly(b)
+    if pa is None or pb is None or not pb:
+        return None
+    if len(pb) != 1:
+        # only the trivial case of dividing a polynomial by itself (or a multiple of it)
+        if isinstance(a, Sym) and isinstance(b, Sym) and a == b:
+            return 1
+        return None
+    (mb, cb), = pb.items()
+    out: dict[Monomial, int] = {}
+    for m, c in pa.items():
+        rest = list(m)
+        for s in mb:
+            if s in rest:
+                rest.remove(s)
+            else:
+                return None
+        if c % cb:
+            return None
+        out[tuple(rest)] = c // cb
+    return simplify(Sym(out))
+
+
+def is_static(d: object) -> bool:
+    return isinstance(d, int) and not isinstance(d, bool)
+
+
+def prod(dims: Iterable[DimLike]) -> Dim:
+    out: Dim = 1
+    for d in dims:
+        out = out * d
+    return out
+
+
+def evaluate(d: DimLike, env: Mapping[str, int]) -> int:
+    return d.evaluate(env) if isinstance(d, Sym) else int(d)
+
+
+def parse_dim(text: str) -> Dim:
+    """Parse 'B', '256', 'B*256', 'B*T+1' (the IR's dim syntax)."""
+    text = text.replace(" ", "")
+    if not text:
+        raise ValueError("empty dim")
+    total: Dim = 0
+    for sign, term in _split_terms(text):
+        val: Dim = sign
+        for f in term.split("*"):
+            if f.isdigit():
+                val = val * int(f)
+            elif f.isidentifier():
+                val = val * Sym.var(f)
+            else:
+                raise ValueError(f"bad dim factor {f!r} in {text!r}")
+        total = total + val
+    return total
+
+
+def _split_terms(text: str):
+    term, sign = "", 1
+    for ch in text:
+        if ch in "+-":
+            if term:
+                yield sign, term
+            elif ch == "-" and not term and sign == -1:
+                raise ValueError(f"bad dim {text!r}")
+            term, sign = "", (1 if ch == "+" else -1)
+        else:
+            term += ch
+    if not term:
+        raise ValueError(f"bad dim {text!r}")
+    yield sign, term

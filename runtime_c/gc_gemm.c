@@ -1,0 +1,551 @@
+/* graphc runtime: single-precision GEMM (gc_sgemm, gc_sgemm_batched).
+ *
+ * Three code paths, picked by shape and layout:
+ *  - packed (BLIS style): op(A) and op(B) are copied block by block into small contiguous buffers
+ *    (A in MR-row micro-panels, B in NR-column micro-panels) and a register-blocked MR x NR micro-kernel
+ *    runs over them. Handles every layout; used for all "real" matrix products.
+ *  - dot: op(A) rows and op(B) columns both contiguous along K (A not transposed, B transposed: the
+ *    linear-layer layout) and M or N tiny. Tiles of up to 4 x 4 dot products, no packing.
+ *  - axpy: B not transposed and M tiny (GEMV-like). C rows accumulate broadcast(A) * B rows, no packing.
+ * Threads get disjoint rectangles of C; each one packs into its own stack buffers, so nothing is
+ * allocated and no synchronisation happens inside a product.
+ *
+ * The vector code uses GCC/Clang vector extensions sized by the target ISA (AVX-512, AVX, SSE/NEON);
+ * other compilers get GC_VW = 1, i.e. plain scalar code through the same helpers.
+ */
+#include "graphc_rt.h"
+
+#include <string.h>
+
+#if defined(__GNUC__) && (defined(__FMA__) || defined(__AVX512F__))
+#include <immintrin.h>
+#endif
+
+/* ------------------------------------------------------------------ vector helpers */
+#if defined(__GNUC__)
+#if defined(__AVX512F__)
+#define GC_VW 16
+#elif defined(__AVX__)
+#define GC_VW 8
+#else
+#define GC_VW 4
+#endif
+typedef float gc_vf __attribute__((vector_size(GC_VW * sizeof(float))));
+#else
+#define GC_VW 1
+typedef float gc_vf;
+#endif
+
+/* Micro-tile: MR rows x NR = 2 vectors of columns. 12 x 32 fills 24 of the 32 AVX-512 registers with
+ * accumulators; with 16 registers (AVX/SSE/NEON) 6 x 2 vectors leaves room for the B and A operands. */
+#ifndef GC_MR
+#if GC_VW == 16
+#define GC_MR 12
+#else
+#define GC_MR 6
+#endif
+#endif
+#define GC_NV 2
+#define GC_NR (GC_NV * GC_VW)
+
+/* Cache blocking: a KC x NR micro-panel of B stays in L1 while the MC x KC block of A and the KC x NC
+ * block of B stay in L2. Both buffers live on the thread's stack: (MC + NC) * KC floats = 224 KiB. */
+#ifndef GC_KC
+#define GC_KC 256
+#define GC_MC (GC_MR * (96 / GC_MR))
+#define GC_NC (GC_NR * (128 / GC_NR))
+#endif
+
+static inline gc_vf vload(const float *p) /* unaligned load */
+{
+    gc_vf v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline void vstore(float *p, gc_vf v) /* unaligned store */
+{
+    memcpy(p, &v, sizeof v);
+}
+
+static inline gc_vf vset1(float x)
+{
+#if GC_VW == 1
+    return x;
+#else
+    return x - (gc_vf){0}; /* scalar - vector broadcasts the scalar */
+#endif
+}
+
+static inline float vsum(gc_vf v)
+{
+#if GC_VW == 1
+    return v;
+#else
+    float s = 0.0f;
+    for (int i = 0; i < GC_VW; i++) s += v[i];
+    return s;
+#endif
+}
+
+/* acc + a * b as one fused instruction when the ISA has FMA (vector a*b+c is only contracted under
+ * -ffp-contract=fast, which -std=c11 turns off). */
+static inline gc_vf vfma(gc_vf a, gc_vf b, gc_vf acc)
+{
+#if GC_VW == 16
+    return _mm512_fmadd_ps(a, b, acc);
+#elif GC_VW == 8 && defined(__FMA__)
+    return _mm256_fmadd_ps(a, b, acc);
+#elif GC_VW == 4 && defined(__FMA__)
+    return _mm_fmadd_ps(a, b, acc);
+#else
+    return acc + a * b;
+#endif
+}
+
+static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+static inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+static inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+/* A strided matrix view: element (i, j) is p[i * rs + j * cs]. op(A) and op(B) become views, so the
+ * transposes only swap strides. */
+typedef struct view {
+    const float *p;
+    int64_t rs, cs;
+} view;
+
+/* What to do with the product P (already summed over K) of a C element:
+ * C = alpha * P + beta * C + bias[j]; beta == 0 never reads C. */
+typedef struct epilogue {
+    float alpha, beta;
+    const float *bias; /* indexed by the column of the C block, or NULL */
+} epilogue;
+
+static inline float finish1(float acc, const epilogue *ep, const float *c, int64_t j)
+{
+    float v = ep->alpha * acc;
+    if (ep->beta != 0.0f) v += ep->beta * *c;
+    if (ep->bias) v += ep->bias[j];
+    return v;
+}
+
+/* C = beta * C + bias over an M x N block (the K == 0 / alpha == 0 product). */
+static void scale_c(int64_t M, int64_t N, float beta, float *C, int64_t ldc, const float *bias, int nthreads)
+{
+    (void)nthreads; /* unused without OpenMP */
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1)
+    for (int64_t i = 0; i < M; i++) {
+        float *c = C + i * ldc;
+        for (int64_t j = 0; j < N; j++) {
+            float v = beta != 0.0f ? beta * c[j] : 0.0f;
+            c[j] = bias ? v + bias[j] : v;
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ packed path */
+
+/* Pack the mc x kc block of op(A) at a into MR-row micro-panels: ap[panel][k][r], rows past mc are 0. */
+static void pack_a(int64_t mc, int64_t kc, view a, float *restrict ap)
+{
+    for (int64_t i0 = 0; i0 < mc; i0 += GC_MR) {
+        const int64_t mr = min64(GC_MR, mc - i0);
+        const float *src = a.p + i0 * a.rs;
+        if (mr == GC_MR && a.cs == 1) {
+            /* rows contiguous along k: transpose MR rows, reading them in parallel */
+            const float *rows[GC_MR];
+            for (int r = 0; r < GC_MR; r++) rows[r] = src + r * a.rs;
+            for (int64_t k = 0; k < kc; k++)
+                for (int r = 0; r < GC_MR; r++) ap[k * GC_MR + r] = rows[r][k];
+        } else if (mr == GC_MR && a.rs == 1) {
+            /* transposed A: each k holds MR consecutive rows */
+            for (int64_t k = 0; k < kc; k++) memcpy(ap + k * GC_MR, src + k * a.cs, GC_MR * sizeof(float));
+        } else {
+            for (int64_t k = 0; k < kc; k++) {
+                int64_t r = 0;
+                for (; r < mr; r++) ap[k * GC_MR + r] = src[r * a.rs + k * a.cs];
+                for (; r < GC_MR; r++) ap[k * GC_MR + r] = 0.0f;
+            }
+        }
+        ap += GC_MR * kc;
+    }
+}
+
+/* Pack the kc x nc block of op(B) at b into NR-column micro-panels: bp[panel][k][c], columns past nc
+ * are 0. */
+static void pack_b(int64_t kc, int64_t nc, view b, float *restrict bp)
+{
+    for (int64_t j0 = 0; j0 < nc; j0 += GC_NR) {
+        const int64_t nr = min64(GC_NR, nc - j0);
+        const float *src = b.p + j0 * b.cs;
+        if (nr == GC_NR && b.cs == 1) {
+            /* row-major B: each k is NR consecutive floats */
+            for (int64_t k = 0; k < kc; k++) memcpy(bp + k * GC_NR, src + k * b.rs, GC_NR * sizeof(float));
+        } else if (nr == GC_NR && b.rs == 1) {
+            /* transposed B (linear-layer weights): transpose NR rows of length kc, in chunks of 8 k
+             * so that every source cache line is consumed while it is hot */
+            int64_t k = 0;
+            for (; k + 8 <= kc; k += 8)
+                for (int c = 0; c < GC_NR; c++) {
+                    const float *s = src + c * b.cs + k;
+                    for (int kk = 0; kk < 8; kk++) bp[(k + kk) * GC_NR + c] = s[kk];
+                }
+            for (; k < kc; k++)
+                for (int c = 0; c < GC_NR; c++) bp[k * GC_NR + c] = src[c * b.cs + k];
+        } else {
+            for (int64_t k = 0; k < kc; k++) {
+                int64_t c = 0;
+                for (; c < nr; c++) bp[k * GC_NR + c] = src[k * b.rs + c * b.cs];
+                for (; c < GC_NR; c++) bp[k * GC_NR + c] = 0.0f;
+            }
+        }
+        bp += GC_NR * kc;
+    }
+}
+
+/* The register-blocked core: an MR x NR tile of A-panel @ B-panel over kc, then the epilogue on the
+ * mr x nr valid corner of C (partial tiles go through a scratch tile). */
+static void micro_kernel(int64_t kc, const float *restrict ap, const float *restrict bp, float *restrict c,
+                         int64_t ldc, int64_t mr, int64_t nr, const epilogue *ep)
+{
+    gc_vf acc[GC_MR][GC_NV];
+    for (int r = 0; r < GC_MR; r++)
+        for (int v = 0; v < GC_NV; v++) acc[r][v] = vset1(0.0f);
+
+    /* k loop: NV vector loads of B, MR broadcasts of A, MR * NV FMAs */
+    for (int64_t k = 0; k < kc; k++) {
+        gc_vf b[GC_NV];
+        for (int v = 0; v < GC_NV; v++) b[v] = *(const gc_vf *)(bp + v * GC_VW);
+#pragma GCC unroll 16
+        for (int r = 0; r < GC_MR; r++) {
+            const gc_vf a = vset1(ap[r]);
+            for (int v = 0; v < GC_NV; v++) acc[r][v] = vfma(a, b[v], acc[r][v]);
+        }
+        ap += GC_MR;
+        bp += GC_NR;
+    }
+
+    const gc_vf valpha = vset1(ep->alpha), vbeta = vset1(ep->beta);
+    if (mr == GC_MR && nr == GC_NR) {
+        /* full tile: vector epilogue straight into C */
+        gc_vf vbias[GC_NV];
+        for (int v = 0; v < GC_NV; v++) vbias[v] = ep->bias ? vload(ep->bias + v * GC_VW) : vset1(0.0f);
+        for (int r = 0; r < GC_MR; r++) {
+            float *cr = c + r * ldc;
+            for (int v = 0; v < GC_NV; v++) {
+                gc_vf x = valpha * acc[r][v] + vbias[v];
+                if (ep->beta != 0.0f) x = vfma(vbeta, vload(cr + v * GC_VW), x);
+                vstore(cr + v * GC_VW, x);
+            }
+        }
+    } else {
+        /* edge tile: spill the accumulators, then a scalar epilogue on the valid part */
+        float tile[GC_MR * GC_NR];
+        for (int r = 0; r < GC_MR; r++)
+            for (int v = 0; v < GC_NV; v++) vstore(tile + r * GC_NR + v * GC_VW, acc[r][v]);
+        for (int64_t r = 0; r < mr; r++)
+            for (int64_t j = 0; j < nr; j++) c[r * ldc + j] = finish1(tile[r * GC_NR + j], ep, &c[r * ldc + j], j);
+    }
+}
+
+/* Sequential packed GEMM of an M x N block of C: loops nc (columns) / kc (depth) / mc (rows) around the
+ * micro-kernel. The first depth block applies beta and bias, later ones accumulate. */
+static void gemm_packed(int64_t M, int64_t N, int64_t K, view a, view b, float *C, int64_t ldc,
+                        const epilogue *ep)
+{
+    _Alignas(64) float apack[GC_MC * GC_KC];
+    _Alignas(64) float bpack[GC_KC * GC_NC];
+
+    for (int64_t jc = 0; jc < N; jc += GC_NC) {
+        const int64_t nc = min64(GC_NC, N - jc);
+        for (int64_t pc = 0; pc < K; pc += GC_KC) {
+            const int64_t kc = min64(GC_KC, K - pc);
+            const view bb = {b.p + pc * b.rs + jc * b.cs, b.rs, b.cs};
+            pack_b(kc, nc, bb, bpack);
+            epilogue e = *ep;
+            if (pc > 0) {
+                e.beta = 1.0f;
+                e.bias = NULL;
+            } else if (ep->bias) {
+                e.bias = ep->bias + jc;
+            }
+            for (int64_t ic = 0; ic < M; ic += GC_MC) {
+                const int64_t mc = min64(GC_MC, M - ic);
+                const view ab = {a.p + ic * a.rs + pc * a.cs, a.rs, a.cs};
+                pack_a(mc, kc, ab, apack);
+                /* micro-tiles of the mc x nc block, B micro-panel outermost so it stays in L1 */
+                for (int64_t jr = 0; jr < nc; jr += GC_NR) {
+                    epilogue et = e;
+                    if (e.bias) et.bias = e.bias + jr;
+                    for (int64_t ir = 0; ir < mc; ir += GC_MR)
+                        micro_kernel(kc, apack + ir * kc, bpack + jr * kc, C + (ic + ir) * ldc + jc + jr, ldc,
+                                     min64(GC_MR, mc - ir), min64(GC_NR, nc - jr), &et);
+                }
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ dot path (A row-major, B^T) */
+
+/* R x NC dot products over K: C[r][c] = A row r . B row c (both contiguous). Always inlined with
+ * constant R and NC so the accumulators stay in registers. */
+static inline __attribute__((always_inline)) void dot_tile(int R, int NC, int64_t K, const float *a,
+                                                           int64_t lda, const float *b, int64_t ldb, float *c,
+                                                           int64_t ldc, const epilogue *ep)
+{
+    gc_vf acc[4][4];
+    for (int r = 0; r < R; r++)
+        for (int j = 0; j < NC; j++) acc[r][j] = vset1(0.0f);
+    int64_t k = 0;
+    for (; k + GC_VW <= K; k += GC_VW) {
+        gc_vf va[4], vb[4];
+        for (int r = 0; r < R; r++) va[r] = vload(a + r * lda + k);
+        for (int j = 0; j < NC; j++) vb[j] = vload(b + j * ldb + k);
+        for (int r = 0; r < R; r++)
+            for (int j = 0; j < NC; j++) acc[r][j] = vfma(va[r], vb[j], acc[r][j]);
+    }
+    for (int r = 0; r < R; r++)
+        for (int j = 0; j < NC; j++) {
+            float s = vsum(acc[r][j]);
+            for (int64_t kk = k; kk < K; kk++) s += a[r * lda + kk] * b[j * ldb + kk];
+            c[r * ldc + j] = finish1(s, ep, &c[r * ldc + j], j);
+        }
+}
+
+/* C block [m0, m1) x [n0, n1) with 4 x 4 tiles, edges with smaller constant-size tiles. */
+static void gemm_dot(int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t K, const float *A, int64_t lda,
+                     const float *B, int64_t ldb, float *C, int64_t ldc, const epilogue *ep)
+{
+    for (int64_t i = m0; i < m1; i += 4) {
+        const int64_t R = min64(4, m1 - i);
+        for (int64_t j = n0; j < n1; j += 4) {
+            const int64_t NC = min64(4, n1 - j);
+            epilogue e = *ep;
+            if (e.bias) e.bias += j;
+            const float *a = A + i * lda, *b = B + j * ldb;
+            float *c = C + i * ldc + j;
+            /* dispatch to a compile-time tile size */
+#define GC_DOT_CASE(r, n) \
+    case (r) * 4 + (n): dot_tile((r), (n), K, a, lda, b, ldb, c, ldc, &e); break;
+            switch (R * 4 + NC) {
+                GC_DOT_CASE(1, 1) GC_DOT_CASE(1, 2) GC_DOT_CASE(1, 3) GC_DOT_CASE(1, 4)
+                GC_DOT_CASE(2, 1) GC_DOT_CASE(2, 2) GC_DOT_CASE(2, 3) GC_DOT_CASE(2, 4)
+                GC_DOT_CASE(3, 1) GC_DOT_CASE(3, 2) GC_DOT_CASE(3, 3) GC_DOT_CASE(3, 4)
+                GC_DOT_CASE(4, 1) GC_DOT_CASE(4, 2) GC_DOT_CASE(4, 3) GC_DOT_CASE(4, 4)
+            default: break;
+            }
+#undef GC_DOT_CASE
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ axpy path (B row-major, tiny M) */
+
+/* R rows x NV vectors of C columns: C[r][cols] = sum_k op(A)[r][k] * B[k][cols]. Inlined with constant
+ * R and NV (R <= 4, NV <= 4). */
+static inline __attribute__((always_inline)) void axpy_tile(int R, int NV, int64_t K, view a, const float *b,
+                                                            int64_t ldb, float *c, int64_t ldc,
+                                                            const epilogue *ep)
+{
+    gc_vf acc[4][4];
+    for (int r = 0; r < R; r++)
+        for (int v = 0; v < NV; v++) acc[r][v] = vset1(0.0f);
+    for (int64_t k = 0; k < K; k++) {
+        gc_vf vb[4];
+        for (int v = 0; v < NV; v++) vb[v] = vload(b + k * ldb + v * GC_VW);
+        for (int r = 0; r < R; r++) {
+            const gc_vf va = vset1(a.p[r * a.rs + k * a.cs]);
+            for (int v = 0; v < NV; v++) acc[r][v] = vfma(va, vb[v], acc[r][v]);
+        }
+    }
+    const gc_vf valpha = vset1(ep->alpha), vbeta = vset1(ep->beta);
+    for (int r = 0; r < R; r++)
+        for (int v = 0; v < NV; v++) {
+            float *cp = c + r * ldc + v * GC_VW;
+            gc_vf x = valpha * acc[r][v];
+            if (ep->bias) x += vload(ep->bias + v * GC_VW);
+            if (ep->beta != 0.0f) x = vfma(vbeta, vload(cp), x);
+            vstore(cp, x);
+        }
+}
+
+/* C block [m0, m1) x [n0, n1): 4-vector-wide column strips, then 1-vector strips, then scalar columns. */
+static void gemm_axpy(int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t K, view a, const float *B,
+                      int64_t ldb, float *C, int64_t ldc, const epilogue *ep)
+{
+    for (int64_t i = m0; i < m1; i += 4) {
+        const int R = (int)min64(4, m1 - i);
+        const view ai = {a.p + i * a.rs, a.rs, a.cs};
+        int64_t j = n0;
+        for (; j < n1;) {
+            const int NV = n1 - j >= 4 * GC_VW ? 4 : n1 - j >= GC_VW ? 1 : 0;
+            if (NV == 0) break;
+            epilogue e = *ep;
+            if (e.bias) e.bias += j;
+            const float *b = B + j;
+            float *c = C + i * ldc + j;
+#define GC_AXPY_CASE(r, nv) \
+    case (r) * 8 + (nv): axpy_tile((r), (nv), K, ai, b, ldb, c, ldc, &e); break;
+            switch (R * 8 + NV) {
+                GC_AXPY_CASE(1, 1) GC_AXPY_CASE(1, 4) GC_AXPY_CASE(2, 1) GC_AXPY_CASE(2, 4)
+                GC_AXPY_CASE(3, 1) GC_AXPY_CASE(3, 4) GC_AXPY_CASE(4, 1) GC_AXPY_CASE(4, 4)
+            default: break;
+            }
+#undef GC_AXPY_CASE
+            j += NV * GC_VW;
+        }
+        /* leftover columns (fewer than one vector) */
+        for (int r = 0; r < R; r++)
+            for (int64_t jj = j; jj < n1; jj++) {
+                float s = 0.0f;
+                for (int64_t k = 0; k < K; k++) s += ai.p[r * a.rs + k * a.cs] * B[k * ldb + jj];
+                float *cp = C + (i + r) * ldc + jj;
+                *cp = finish1(s, ep, cp, jj);
+            }
+    }
+}
+
+/* ------------------------------------------------------------------ driver */
+
+/* Split C into tm x tn thread rectangles (tm * tn == T): minimise a rough cost model per thread, the
+ * padded micro-tile work plus the packing traffic (B block once per rectangle, A once per NC strip). */
+static void choose_grid(int64_t M, int64_t N, int T, int *tm_out, int *tn_out)
+{
+    double best = -1.0;
+    for (int tm = 1; tm <= T; tm++) {
+        if (T % tm) continue;
+        const int tn = T / tm;
+        const int64_t mt = ceil_div(ceil_div(M, tm), GC_MR) * GC_MR;
+        const int64_t nt = ceil_div(ceil_div(N, tn), GC_NR) * GC_NR;
+        if ((tm > 1 && mt * (tm - 1) >= M) || (tn > 1 && nt * (tn - 1) >= N)) continue; /* empty slices */
+        const double fma_cost = (double)mt * (double)nt / (2.0 * GC_VW);
+        const double pack_cost = 0.5 * ((double)nt + (double)mt * (double)ceil_div(nt, GC_NC));
+        const double cost = fma_cost + pack_cost;
+        if (best < 0 || cost < best) {
+            best = cost;
+            *tm_out = tm;
+            *tn_out = tn;
+        }
+    }
+    if (best < 0) { /* nothing divides cleanly: split the longer side */
+        *tm_out = M >= N ? T : 1;
+        *tn_out = M >= N ? 1 : T;
+    }
+}
+
+/* Slice t of n equal parts of [0, len), aligned to multiples of align. */
+static void slice(int64_t len, int64_t parts, int64_t t, int64_t align, int64_t *lo, int64_t *hi)
+{
+    const int64_t step = ceil_div(ceil_div(len, parts), align) * align;
+    *lo = min64(len, t * step);
+    *hi = min64(len, *lo + step);
+}
+
+/* One gc_sgemm call, cut into T slices of C that threads run independently. */
+enum gemm_path { PATH_PACKED, PATH_DOT, PATH_AXPY };
+typedef struct gemm_job {
+    int path;
+    int64_t M, N, K;
+    view a, b;
+    float *C;
+    int64_t ldc;
+    epilogue ep;
+    int tm, tn;  /* packed path: thread grid */
+    int split_n; /* dot path: slices are column ranges (else row ranges) */
+    int T;
+} gemm_job;
+
+static void run_slice(const gemm_job *g, int t)
+{
+    int64_t lo, hi;
+    switch (g->path) {
+    case PATH_DOT:
+        /* A row-major, B^T: a.p / b.p are row-major with row strides a.rs / b.cs */
+        if (g->split_n) {
+            slice(g->N, g->T, t, 4, &lo, &hi);
+            if (lo < hi) gemm_dot(0, g->M, lo, hi, g->K, g->a.p, g->a.rs, g->b.p, g->b.cs, g->C, g->ldc, &g->ep);
+        } else {
+            slice(g->M, g->T, t, 4, &lo, &hi);
+            if (lo < hi) gemm_dot(lo, hi, 0, g->N, g->K, g->a.p, g->a.rs, g->b.p, g->b.cs, g->C, g->ldc, &g->ep);
+        }
+        break;
+    case PATH_AXPY:
+        slice(g->N, g->T, t, GC_VW, &lo, &hi);
+        if (lo < hi) gemm_axpy(0, g->M, lo, hi, g->K, g->a, g->b.p, g->b.rs, g->C, g->ldc, &g->ep);
+        break;
+    default: {
+        int64_t m0, m1, n0, n1;
+        slice(g->M, g->tm, t / g->tn, GC_MR, &m0, &m1);
+        slice(g->N, g->tn, t % g->tn, GC_NR, &n0, &n1);
+        if (m0 >= m1 || n0 >= n1) break;
+        const view at = {g->a.p + m0 * g->a.rs, g->a.rs, g->a.cs};
+        const view bt = {g->b.p + n0 * g->b.cs, g->b.rs, g->b.cs};
+        epilogue e = g->ep;
+        if (e.bias) e.bias += n0;
+        gemm_packed(m1 - m0, n1 - n0, g->K, at, bt, g->C + m0 * g->ldc + n0, g->ldc, &e);
+        break;
+    }
+    }
+}
+
+void gc_sgemm(int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+              const float *B, int64_t ldb, float beta, float *C, int64_t ldc, const float *bias, int nthreads)
+{
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0 || alpha == 0.0f) {
+        scale_c(M, N, beta, C, ldc, bias, (double)M * N > 65536 ? nthreads : 1);
+        return;
+    }
+    gemm_job g = {.M = M, .N = N, .K = K, .C = C, .ldc = ldc, .ep = {alpha, beta, bias}, .tm = 1, .tn = 1};
+    g.a = transA ? (view){A, 1, lda} : (view){A, lda, 1};
+    g.b = transB ? (view){B, 1, ldb} : (view){B, ldb, 1};
+
+    /* threads only pay off above ~0.1 M multiply-adds */
+    int T = nthreads < 1 ? 1 : nthreads;
+    if ((double)M * (double)N * (double)K < 131072.0) T = 1;
+
+    if (!transA && transB && (M <= 4 || N <= 4)) {
+        /* dot path, slices of the long side (at least 16 rows / columns each) */
+        g.path = PATH_DOT;
+        g.split_n = N >= M;
+        T = (int)min64(T, max64(1, (g.split_n ? N : M) / 16));
+    } else if (!transB && M <= 4) {
+        /* axpy path, column slices of at least 4 vectors */
+        g.path = PATH_AXPY;
+        T = (int)min64(T, max64(1, N / (4 * GC_VW)));
+    } else {
+        /* packed path, a tm x tn grid of C rectangles */
+        g.path = PATH_PACKED;
+        if (T > 1) choose_grid(M, N, T, &g.tm, &g.tn);
+        T = g.tm * g.tn;
+    }
+    g.T = T;
+
+    if (T == 1) {
+        run_slice(&g, 0);
+        return;
+    }
+#pragma omp parallel for num_threads(T) schedule(static)
+    for (int t = 0; t < T; t++) run_slice(&g, t);
+}
+
+void gc_sgemm_batched(int transA, int transB, int64_t batch, int64_t M, int64_t N, int64_t K, const float *A,
+                      int64_t lda, int64_t strideA, const float *B, int64_t ldb, int64_t strideB, float *C,
+                      int64_t ldc, int64_t strideC, const float *bias, int nthreads)
+{
+    if (batch <= 0 || M <= 0 || N <= 0) return;
+    /* Many small products: one product per thread at a time. Few or large ones: threads inside each. */
+    const double work = (double)M * (double)N * (double)K;
+    const int per_item = nthreads > 1 && batch >= nthreads && (work < 4.0e6 || batch % nthreads == 0);
+    if (per_item) {
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+        for (int64_t i = 0; i < batch; i++)
+            gc_sgemm(transA, transB, M, N, K, 1.0f, A + i * strideA, lda, B + i * strideB, ldb, 0.0f,
+                     C + i * strideC, ldc, bias, 1);
+    } else {
+        for (int64_t i = 0; i < batch; i++)
+            gc_sgemm(transA, transB, M, N, K, 1.0f, A + i * strideA, lda, B + i * strideB, ldb, 0.0f,
+                     C + i * strideC, ldc, bias, nthreads);
+    }
+}
