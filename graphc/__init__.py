@@ -69,7 +69,7 @@ globals().update(_TENSOR_FUNCS)
 
 
 def _legacy(dt):
-    def ctor(*args, device=None):
+    def ctor(*args, device=None):  # noqa: F811 - PyTorch keyword
         return Tensor(*args, dtype=dt, device=device)
 
     return ctor
