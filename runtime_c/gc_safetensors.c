@@ -100,7 +100,7 @@ typedef struct parser {
     char *pool;               /* string pool (becomes st->strings) */
     size_t pool_len, pool_cap;
     gc_st *st;
-    size_t tensor_cap, meta_cap;
+    size_t tensor_cap, meta_key_cap, meta_value_cap; /* allocated lengths of the arrays in st */
     char *err;
     size_t errlen;
 } parser;
@@ -387,23 +387,26 @@ static int parse_int_array(parser *p, const char *tensor, const char *key, int64
     }
 }
 
-static int grow(parser *p, void **arr, size_t *cap, size_t count, size_t elem)
+/* room for element `count` in arr (capacity *cap): the array itself, moved when it had to grow, or NULL
+ * with *rc set */
+static void *grow(parser *p, void *arr, size_t *cap, size_t count, size_t elem, int *rc)
 {
     if (count < *cap)
-        return GC_OK;
+        return arr;
     const size_t ncap = *cap ? *cap * 2 : 16;
     if (ncap > (size_t)INT_MAX || ncap > SIZE_MAX / elem) {
         set_error(p->err, p->errlen, "safetensors header: too many entries at byte %zu", p->pos);
-        return GC_ERR_FORMAT;
+        *rc = GC_ERR_FORMAT;
+        return NULL;
     }
-    void *n = realloc(*arr, ncap * elem);
+    void *n = realloc(arr, ncap * elem);
     if (!n) {
         set_error(p->err, p->errlen, "out of memory while reading the safetensors header");
-        return GC_ERR_OUT_OF_MEMORY;
+        *rc = GC_ERR_OUT_OF_MEMORY;
+        return NULL;
     }
-    *arr = n;
     *cap = ncap;
-    return GC_OK;
+    return n;
 }
 
 /* offsets inside the data area, and exactly as many bytes as dtype and shape need */
@@ -458,9 +461,11 @@ static int check_tensor(parser *p, gc_st_tensor *t, uint64_t begin, uint64_t end
 static int parse_tensor(parser *p, const char *name)
 {
     gc_st *st = p->st;
-    int rc = grow(p, (void **)&st->tensors, &p->tensor_cap, (size_t)st->ntensors, sizeof(gc_st_tensor));
-    if (rc)
+    int rc = GC_OK;
+    gc_st_tensor *tensors = grow(p, st->tensors, &p->tensor_cap, (size_t)st->ntensors, sizeof *tensors, &rc);
+    if (!tensors)
         return rc;
+    st->tensors = tensors;
     gc_st_tensor *t = &st->tensors[st->ntensors];
     memset(t, 0, sizeof *t);
     t->name = name;
@@ -570,12 +575,14 @@ static int parse_metadata(parser *p)
             return syntax_error(p, "expected a string (__metadata__ values are strings)");
         if ((rc = parse_string(p, &value)))
             return rc;
-        /* keys and values grow in lockstep from the same capacity */
-        size_t key_cap = p->meta_cap, value_cap = p->meta_cap;
-        if ((rc = grow(p, (void **)&st->meta_keys, &key_cap, (size_t)st->nmeta, sizeof(char *))) ||
-            (rc = grow(p, (void **)&st->meta_values, &value_cap, (size_t)st->nmeta, sizeof(char *))))
+        char **keys = grow(p, st->meta_keys, &p->meta_key_cap, (size_t)st->nmeta, sizeof *keys, &rc);
+        if (!keys)
             return rc;
-        p->meta_cap = key_cap;
+        st->meta_keys = keys;
+        char **values = grow(p, st->meta_values, &p->meta_value_cap, (size_t)st->nmeta, sizeof *values, &rc);
+        if (!values)
+            return rc;
+        st->meta_values = values;
         st->meta_keys[st->nmeta] = (char *)key;
         st->meta_values[st->nmeta] = (char *)value;
         st->nmeta++;
@@ -815,6 +822,9 @@ int gc_st_open_file(gc_st *st, const char *path, char *err, size_t errlen)
     int flags = O_RDONLY;
 #ifdef O_CLOEXEC
     flags |= O_CLOEXEC;
+#endif
+#ifdef O_NONBLOCK
+    flags |= O_NONBLOCK; /* a FIFO must not block the open; it is rejected as not a regular file below */
 #endif
     const int fd = open(path, flags);
     if (fd < 0) {
