@@ -154,6 +154,8 @@ class Sym:
                 parts.append(body)
             elif c == -1:
                 parts.append("-" + body)
+            elif c < 0:
+                parts.append(f"-{body}*{-c}")  # not B*-3: parse_dim and the IR parser read -B*3
             else:
                 parts.append(f"{body}*{c}")
         s = "+".join(parts)
