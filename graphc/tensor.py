@@ -426,7 +426,8 @@ class Tensor:
             raise TypeError("len() of a 0-d tensor")
         n = self.shape[0]
         if not is_static(n):
-            raise TraceError(f"len() of a tensor whose first dim is the dynamic size {n}")
+            msg = f"len() of a tensor whose first dim is the dynamic size {n}"
+            raise self._tracer.error(msg, self) if self._tracer is not None else TraceError(msg)
         return n
 
     def __iter__(self):

@@ -47,6 +47,17 @@ class Dim:
             raise ValueError(f"Dim {self.name}: need 0 <= min <= max, got min={self.min} max={self.max}")
 
 
+def _traceback_location(tb: Any) -> str:
+    """'file.py:LINE' of the innermost traceback entry outside the graphc package."""
+    loc = ""
+    while tb is not None:
+        fn = os.path.abspath(tb.tb_frame.f_code.co_filename)
+        if not fn.startswith(_PKG_DIR):
+            loc = f"{os.path.basename(fn)}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return loc
+
+
 def user_location() -> str:
     """'file.py:LINE' of the innermost stack frame outside the graphc package."""
     f = sys._getframe(1)
@@ -87,6 +98,11 @@ class Tracer:
         self.scope.append(path)
         try:
             return forward(*args, **kwargs)
+        except TraceError as e:
+            located = self.locate(e)
+            if located is e:
+                raise
+            raise located.with_traceback(e.__traceback__) from None
         finally:
             self.scope.pop()
 
@@ -146,15 +162,33 @@ class Tracer:
         return " ".join(parts)
 
     def error(self, message: str, t: Tensor | None = None) -> TraceError:
-        return TraceError(f"{message} ({self._where(t)})")
+        e = TraceError(f"{message} ({self._where(t)})")
+        e._located = True
+        return e
 
     def data_dependent(self, what: str, t: Tensor) -> TraceError:
-        return TraceError(
+        e = TraceError(
             f"data-dependent Python control flow: {what} needs the value of a traced tensor, which is "
             f"unknown while tracing ({self._where(t)}). graphc compiles one static graph: use "
             "graphc.where(cond, a, b) instead of if/else on tensor values, compute such values outside "
             "forward(), or make them module attributes"
         )
+        e._located = True
+        return e
+
+    def locate(self, e: TraceError) -> TraceError:
+        """Name the module and the user's source line in a TraceError raised without them (a dynamic
+        dim used as an int or in a comparison: graphc.sym knows no tracer)."""
+        if getattr(e, "_located", False):
+            return e
+        scope = self.current_scope
+        where = f"in module '{scope}'" if scope else "in the top-level forward()"
+        loc = _traceback_location(e.__traceback__)
+        if loc:
+            where += f" at {loc}"
+        out = TraceError(f"{e} ({where})")
+        out._located = True
+        return out
 
     def wrap_error(self, e: ShapeError, opname: str) -> ShapeError:
         return ShapeError(f"{e} ({self._where()})")
@@ -294,6 +328,11 @@ def trace(module: Any, example_inputs: Any, dynamic: Mapping[str, Any] | None = 
     _ACTIVE.append(tracer)
     try:
         out = module(*args)
+    except TraceError as e:  # modules that do not go through Tracer.call_module
+        located = tracer.locate(e)
+        if located is e:
+            raise
+        raise located.with_traceback(e.__traceback__) from None
     finally:
         _ACTIVE.pop()
         if eval_mode and was_training and hasattr(module, "train"):
