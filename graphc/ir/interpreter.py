@@ -39,6 +39,10 @@ def bind_dims(g, inputs: Mapping[str, np.ndarray]) -> dict[str, int]:
                     raise ValueError(f"input '{v.name}' dim {i}: dynamic dim {name}={n} is outside {lo}..{hi}")
     for v in g.inputs:
         for i, (d, n) in enumerate(zip(v.type.shape, inputs[v.name].shape)):
+            unbound = [s for s in d.symbols if s not in env] if isinstance(d, Sym) else []
+            if unbound:
+                raise ValueError(f"input '{v.name}' dim {i} is {d}, but no input has {' or '.join(unbound)} as a "
+                                 "whole dim, so its value cannot be read off the inputs")
             want = d.evaluate(env) if isinstance(d, Sym) else d
             if want != n:
                 raise ValueError(f"input '{v.name}': dim {i} should be {d} (= {want}), got {n}")
