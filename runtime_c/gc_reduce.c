@@ -15,6 +15,7 @@
 #include "graphc_rt.h"
 
 #define GC_BLOCK 64
+#define LANES 8
 #define GC_REDUCE_PARALLEL_MIN 16384
 
 #ifdef _OPENMP
@@ -32,27 +33,55 @@ static inline int gt_or_nan(float v, float m)
     return v > m || v != v;
 }
 
+/* max of x[0..n) ignoring NaN (n > 0); eight lanes so the compiler vectorises it */
+static float row_max(const float *x, int64_t n)
+{
+    float m[LANES];
+    for (int l = 0; l < LANES; l++)
+        m[l] = -INFINITY;
+    int64_t i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int l = 0; l < LANES; l++)
+            m[l] = x[i + l] > m[l] ? x[i + l] : m[l];
+    for (; i < n; i++)
+        m[0] = x[i] > m[0] ? x[i] : m[0];
+    float r = m[0];
+    for (int l = 1; l < LANES; l++)
+        r = m[l] > r ? m[l] : r;
+    return r;
+}
+
+/* Contiguous row. The max may skip NaN: a NaN still turns the sum, hence the whole row, into NaN. */
 static void softmax_row(const float *x, float *y, int64_t n, int use_log)
 {
-    float m = -INFINITY;
-    for (int64_t j = 0; j < n; j++)
-        if (gt_or_nan(x[j], m))
-            m = x[j];
+    const float m = row_max(x, n);
     double sum = 0.0;
+    int64_t i = 0;
     if (use_log) {
         for (int64_t j = 0; j < n; j++)
             sum += expf(x[j] - m);
         const float lse = (float)log(sum);
-        for (int64_t j = 0; j < n; j++)
-            y[j] = (x[j] - m) - lse;
+        for (; i + LANES <= n; i += LANES) {
+            float v[LANES];
+            for (int l = 0; l < LANES; l++)
+                v[l] = (x[i + l] - m) - lse;
+            for (int l = 0; l < LANES; l++)
+                y[i + l] = v[l];
+        }
+        for (; i < n; i++)
+            y[i] = (x[i] - m) - lse;
     } else {
         for (int64_t j = 0; j < n; j++) {
             const float e = expf(x[j] - m);
             y[j] = e;
             sum += e;
         }
-        for (int64_t j = 0; j < n; j++)
-            y[j] = (float)(y[j] / sum);
+        const float inv = (float)(1.0 / sum);
+        for (; i + LANES <= n; i += LANES)
+            for (int l = 0; l < LANES; l++)
+                y[i + l] *= inv;
+        for (; i < n; i++)
+            y[i] *= inv;
     }
 }
 
@@ -92,10 +121,13 @@ static void softmax_cols(const float *x, float *y, int64_t n, int64_t inner, int
                 yr[c] = (xr[c] - m[c]) - lse[c];
         }
     } else {
+        float inv[GC_BLOCK];
+        for (int c = 0; c < bw; c++)
+            inv[c] = (float)(1.0 / sum[c]);
         for (int64_t j = 0; j < n; j++) {
             float *yr = y + j * inner;
             for (int c = 0; c < bw; c++)
-                yr[c] = (float)(yr[c] / sum[c]);
+                yr[c] *= inv[c];
         }
     }
 }
