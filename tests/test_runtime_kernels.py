@@ -186,13 +186,17 @@ def test_layer_norm(lib, outer, n, affine):
     np.testing.assert_allclose(y, ref_layer_norm(x, w, b, 1e-5), rtol=1e-5, atol=2e-5)
 
 
-def test_layer_norm_large_offset(lib):
-    """Data on a large common offset: a one-pass E[x^2]-E[x]^2 would lose everything here."""
-    rng = np.random.default_rng(0)
-    x = randn(rng, 8, 512, scale=1e-2, offset=1000.0)
+@pytest.mark.parametrize("offset,scale,n", [(1000.0, 1e-2, 512), (1e4, 1.0, 4096), (0.0, 1.0, 100_000)])
+def test_norm_statistics_are_accurate(lib, offset, scale, n):
+    """Data on a large common offset (a one-pass E[x^2]-E[x]^2 would lose everything) and long rows."""
+    rng = np.random.default_rng(n)
+    x = randn(rng, 4, n, scale=scale, offset=offset)
     y = np.empty_like(x)
-    lib.gc_layer_norm(8, 512, fp(x), FFI.NULL, FFI.NULL, 1e-12, fp(y), 2)
-    np.testing.assert_allclose(y, ref_layer_norm(x, None, None, 1e-12), rtol=1e-4, atol=1e-4)
+    lib.gc_layer_norm(4, n, fp(x), FFI.NULL, FFI.NULL, 1e-12, fp(y), 2)
+    np.testing.assert_allclose(y, ref_layer_norm(x, None, None, 1e-12), rtol=0, atol=3e-6)
+    lib.gc_group_norm(2, 2, n, 1, fp(x), FFI.NULL, FFI.NULL, 1e-12, fp(y), 2)  # x seen as [2, 2, n]
+    ref = ref_group_norm(x.reshape(2, 2, n), 1, None, None, 1e-12).reshape(4, n)
+    np.testing.assert_allclose(y, ref, rtol=0, atol=3e-6)
 
 
 def test_layer_norm_constant_row(lib):
