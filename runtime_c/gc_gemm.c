@@ -36,24 +36,34 @@ typedef float gc_vf __attribute__((vector_size(GC_VW * sizeof(float))));
 typedef float gc_vf;
 #endif
 
-/* Micro-tile: MR rows x NR = 2 vectors of columns. 12 x 32 fills 24 of the 32 AVX-512 registers with
- * accumulators; with 16 registers (AVX/SSE/NEON) 6 x 2 vectors leaves room for the B and A operands. */
+/* Micro-tile: MR rows x NR = 2 vectors of columns. With 16 registers (AVX2/SSE/NEON) 6 x 2 vectors of
+ * accumulators leave room for the B and A operands; on AVX-512 8 x 2 (16 of 32 registers) measured
+ * faster than 12 x 2 or 14 x 2. */
 #ifndef GC_MR
 #if GC_VW == 16
-#define GC_MR 12
+#define GC_MR 8
 #else
 #define GC_MR 6
 #endif
 #endif
+#ifndef GC_NV
 #define GC_NV 2
+#endif
 #define GC_NR (GC_NV * GC_VW)
 
-/* Cache blocking: a KC x NR micro-panel of B stays in L1 while the MC x KC block of A and the KC x NC
- * block of B stay in L2. Both buffers live on the thread's stack: (MC + NC) * KC floats = 224 KiB. */
+/* Cache blocking: a KC x NR micro-panel of B (16 KiB) stays in L1 while the MC x KC block of A and the
+ * KC x NC block of B stay in L2. Only A is packed more than once (once per NC columns), so NC gets most
+ * of the budget. Both buffers live on the thread's stack: (MC + NC) * KC floats = 224 to 232 KiB. */
 #ifndef GC_KC
+#if GC_VW == 16
+#define GC_KC 128
+#define GC_MC 64
+#define GC_NC 384
+#else
 #define GC_KC 256
-#define GC_MC (GC_MR * (96 / GC_MR))
-#define GC_NC (GC_NR * (128 / GC_NR))
+#define GC_MC (GC_MR * 12)
+#define GC_NC (GC_NR * (160 / GC_NR))
+#endif
 #endif
 
 static inline gc_vf vload(const float *p) /* unaligned load */
@@ -85,6 +95,49 @@ static inline float vsum(gc_vf v)
     float s = 0.0f;
     for (int i = 0; i < GC_VW; i++) s += v[i];
     return s;
+#endif
+}
+
+/* Interleave the low (ZIP_LO) or high (ZIP_HI) halves of two vectors: (a0 b0 a1 b1 ...). */
+#if GC_VW == 16
+#define GC_LO_IDX 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23
+#define GC_HI_IDX 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31
+#define GC_LOG2_VW 4
+#elif GC_VW == 8
+#define GC_LO_IDX 0, 8, 1, 9, 2, 10, 3, 11
+#define GC_HI_IDX 4, 12, 5, 13, 6, 14, 7, 15
+#define GC_LOG2_VW 3
+#elif GC_VW == 4
+#define GC_LO_IDX 0, 4, 1, 5
+#define GC_HI_IDX 2, 6, 3, 7
+#define GC_LOG2_VW 2
+#endif
+#if GC_VW > 1
+#if defined(__clang__) || __GNUC__ >= 12
+#define ZIP_LO(a, b) __builtin_shufflevector(a, b, GC_LO_IDX)
+#define ZIP_HI(a, b) __builtin_shufflevector(a, b, GC_HI_IDX)
+#else
+typedef int32_t gc_vi __attribute__((vector_size(GC_VW * sizeof(int32_t))));
+#define ZIP_LO(a, b) __builtin_shuffle(a, b, (gc_vi){GC_LO_IDX})
+#define ZIP_HI(a, b) __builtin_shuffle(a, b, (gc_vi){GC_HI_IDX})
+#endif
+#endif
+
+/* Transpose a VW x VW block held in VW vectors: log2(VW) rounds of the perfect shuffle
+ * r'[2i] = zip_lo(r[i], r[i + VW/2]), r'[2i+1] = zip_hi(r[i], r[i + VW/2]). */
+static inline void vtranspose(gc_vf r[GC_VW])
+{
+#if GC_VW > 1
+    for (int round = 0; round < GC_LOG2_VW; round++) {
+        gc_vf t[GC_VW];
+        for (int i = 0; i < GC_VW / 2; i++) {
+            t[2 * i] = ZIP_LO(r[i], r[i + GC_VW / 2]);
+            t[2 * i + 1] = ZIP_HI(r[i], r[i + GC_VW / 2]);
+        }
+        for (int i = 0; i < GC_VW; i++) r[i] = t[i];
+    }
+#else
+    (void)r;
 #endif
 }
 
@@ -145,29 +198,38 @@ static void scale_c(int64_t M, int64_t N, float beta, float *C, int64_t ldc, con
 
 /* ------------------------------------------------------------------ packed path */
 
-/* Pack the mc x kc block of op(A) at a into MR-row micro-panels: ap[panel][k][r], rows past mc are 0. */
+/* Pack the mc x kc block of op(A) at a into MR-row micro-panels: ap[panel][k][r], rows past mc are 0.
+ * One of the two strides is 1 (views come from row-major storage). */
 static void pack_a(int64_t mc, int64_t kc, view a, float *restrict ap)
 {
-    for (int64_t i0 = 0; i0 < mc; i0 += GC_MR) {
-        const int64_t mr = min64(GC_MR, mc - i0);
-        const float *src = a.p + i0 * a.rs;
-        if (mr == GC_MR && a.cs == 1) {
-            /* rows contiguous along k: transpose MR rows, reading them in parallel */
-            const float *rows[GC_MR];
-            for (int r = 0; r < GC_MR; r++) rows[r] = src + r * a.rs;
-            for (int64_t k = 0; k < kc; k++)
-                for (int r = 0; r < GC_MR; r++) ap[k * GC_MR + r] = rows[r][k];
-        } else if (mr == GC_MR && a.rs == 1) {
-            /* transposed A: each k holds MR consecutive rows */
-            for (int64_t k = 0; k < kc; k++) memcpy(ap + k * GC_MR, src + k * a.cs, GC_MR * sizeof(float));
-        } else {
-            for (int64_t k = 0; k < kc; k++) {
-                int64_t r = 0;
-                for (; r < mr; r++) ap[k * GC_MR + r] = src[r * a.rs + k * a.cs];
-                for (; r < GC_MR; r++) ap[k * GC_MR + r] = 0.0f;
-            }
+    const int64_t full = mc / GC_MR * GC_MR; /* rows in complete micro-panels */
+    if (a.rs == 1) {
+        /* transposed A: stored row k holds op(A)'s column k; walk k outermost so every source row
+         * segment is read once, front to back */
+        for (int64_t k = 0; k < kc; k++) {
+            const float *s = a.p + k * a.cs;
+            for (int64_t i0 = 0; i0 < full; i0 += GC_MR)
+                memcpy(ap + i0 * kc + k * GC_MR, s + i0, GC_MR * sizeof(float));
         }
-        ap += GC_MR * kc;
+    } else {
+        /* rows contiguous along k: transpose MR rows at a time, reading them in parallel */
+        for (int64_t i0 = 0; i0 < full; i0 += GC_MR) {
+            const float *rows[GC_MR];
+            for (int r = 0; r < GC_MR; r++) rows[r] = a.p + (i0 + r) * a.rs;
+            float *dst = ap + i0 * kc;
+            for (int64_t k = 0; k < kc; k++)
+                for (int r = 0; r < GC_MR; r++) dst[k * GC_MR + r] = rows[r][k];
+        }
+    }
+    if (full < mc) {
+        /* last, partial micro-panel */
+        const float *src = a.p + full * a.rs;
+        float *dst = ap + full * kc;
+        for (int64_t k = 0; k < kc; k++) {
+            int64_t r = 0;
+            for (; r < mc - full; r++) dst[k * GC_MR + r] = src[r * a.rs + k * a.cs];
+            for (; r < GC_MR; r++) dst[k * GC_MR + r] = 0.0f;
+        }
     }
 }
 
@@ -175,31 +237,41 @@ static void pack_a(int64_t mc, int64_t kc, view a, float *restrict ap)
  * are 0. */
 static void pack_b(int64_t kc, int64_t nc, view b, float *restrict bp)
 {
-    for (int64_t j0 = 0; j0 < nc; j0 += GC_NR) {
-        const int64_t nr = min64(GC_NR, nc - j0);
-        const float *src = b.p + j0 * b.cs;
-        if (nr == GC_NR && b.cs == 1) {
-            /* row-major B: each k is NR consecutive floats */
-            for (int64_t k = 0; k < kc; k++) memcpy(bp + k * GC_NR, src + k * b.rs, GC_NR * sizeof(float));
-        } else if (nr == GC_NR && b.rs == 1) {
-            /* transposed B (linear-layer weights): transpose NR rows of length kc, in chunks of 8 k
-             * so that every source cache line is consumed while it is hot */
+    const int64_t full = nc / GC_NR * GC_NR; /* columns in complete micro-panels */
+    if (b.cs == 1) {
+        /* row-major B: walk k outermost, each stored row segment is read once, front to back */
+        for (int64_t k = 0; k < kc; k++) {
+            const float *s = b.p + k * b.rs;
+            for (int64_t j0 = 0; j0 < full; j0 += GC_NR)
+                memcpy(bp + j0 * kc + k * GC_NR, s + j0, GC_NR * sizeof(float));
+        }
+    } else {
+        /* transposed B (linear-layer weights): VW x VW blocks, read as rows of the stored matrix,
+         * transposed in registers and written as NR-wide packed rows */
+        for (int64_t j0 = 0; j0 < full; j0 += GC_NR) {
+            const float *src = b.p + j0 * b.cs;
+            float *dst = bp + j0 * kc;
             int64_t k = 0;
-            for (; k + 8 <= kc; k += 8)
-                for (int c = 0; c < GC_NR; c++) {
-                    const float *s = src + c * b.cs + k;
-                    for (int kk = 0; kk < 8; kk++) bp[(k + kk) * GC_NR + c] = s[kk];
+            for (; k + GC_VW <= kc; k += GC_VW)
+                for (int h = 0; h < GC_NV; h++) {
+                    gc_vf blk[GC_VW];
+                    for (int i = 0; i < GC_VW; i++) blk[i] = vload(src + (h * GC_VW + i) * b.cs + k);
+                    vtranspose(blk);
+                    for (int i = 0; i < GC_VW; i++) *(gc_vf *)(dst + (k + i) * GC_NR + h * GC_VW) = blk[i];
                 }
             for (; k < kc; k++)
-                for (int c = 0; c < GC_NR; c++) bp[k * GC_NR + c] = src[c * b.cs + k];
-        } else {
-            for (int64_t k = 0; k < kc; k++) {
-                int64_t c = 0;
-                for (; c < nr; c++) bp[k * GC_NR + c] = src[k * b.rs + c * b.cs];
-                for (; c < GC_NR; c++) bp[k * GC_NR + c] = 0.0f;
-            }
+                for (int c = 0; c < GC_NR; c++) dst[k * GC_NR + c] = src[c * b.cs + k];
         }
-        bp += GC_NR * kc;
+    }
+    if (full < nc) {
+        /* last, partial micro-panel */
+        const float *src = b.p + full * b.cs;
+        float *dst = bp + full * kc;
+        for (int64_t k = 0; k < kc; k++) {
+            int64_t c = 0;
+            for (; c < nc - full; c++) dst[k * GC_NR + c] = src[k * b.rs + c * b.cs];
+            for (; c < GC_NR; c++) dst[k * GC_NR + c] = 0.0f;
+        }
     }
 }
 
@@ -211,8 +283,18 @@ static void micro_kernel(int64_t kc, const float *restrict ap, const float *rest
     gc_vf acc[GC_MR][GC_NV];
     for (int r = 0; r < GC_MR; r++)
         for (int v = 0; v < GC_NV; v++) acc[r][v] = vset1(0.0f);
+#if defined(__GNUC__)
+    /* the C tile is read at the end: start fetching it now (C is large and usually not cached) */
+    for (int64_t r = 0; r < mr; r++) {
+        __builtin_prefetch(c + r * ldc, 1);
+        __builtin_prefetch(c + r * ldc + nr - 1, 1);
+    }
+#endif
 
     /* k loop: NV vector loads of B, MR broadcasts of A, MR * NV FMAs */
+#ifdef GC_KUNROLL
+#pragma GCC unroll 4
+#endif
     for (int64_t k = 0; k < kc; k++) {
         gc_vf b[GC_NV];
         for (int v = 0; v < GC_NV; v++) b[v] = *(const gc_vf *)(bp + v * GC_VW);
