@@ -27,12 +27,6 @@
 
 /* ------------------------------------------------------------------ softmax */
 
-/* "v is larger than m, or v is NaN": once m is NaN it stays NaN */
-static inline int gt_or_nan(float v, float m)
-{
-    return v > m || v != v;
-}
-
 /* max of x[0..n) ignoring NaN (n > 0); eight lanes so the compiler vectorises it */
 static float row_max(const float *x, int64_t n)
 {
@@ -51,7 +45,8 @@ static float row_max(const float *x, int64_t n)
     return r;
 }
 
-/* Contiguous row. The max may skip NaN: a NaN still turns the sum, hence the whole row, into NaN. */
+/* Contiguous row. The max may skip NaN: a NaN still turns the sum, hence the whole row, into NaN (and
+ * so does +inf, through inf - inf). */
 static void softmax_row(const float *x, float *y, int64_t n, int use_log)
 {
     const float m = row_max(x, n);
@@ -97,8 +92,7 @@ static void softmax_cols(const float *x, float *y, int64_t n, int64_t inner, int
     for (int64_t j = 0; j < n; j++) {
         const float *xr = x + j * inner;
         for (int c = 0; c < bw; c++)
-            if (gt_or_nan(xr[c], m[c]))
-                m[c] = xr[c];
+            m[c] = xr[c] > m[c] ? xr[c] : m[c]; /* NaN skipped, as in softmax_row */
     }
     for (int64_t j = 0; j < n; j++) {
         const float *xr = x + j * inner;
