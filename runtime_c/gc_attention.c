@@ -120,7 +120,8 @@ void gc_sdpa(int64_t b, int64_t h, int64_t tq, int64_t tk, int64_t d, int64_t dv
             o[c] = 0.0f;
         for (int64_t j = 0; j < nkeys; j++)
             axpy(o, s[j], vh + j * dv, dv);
+        const float inv = (float)(1.0 / sum);
         for (int64_t c = 0; c < dv; c++)
-            o[c] = (float)(o[c] / sum);
+            o[c] *= inv;
     }
 }
