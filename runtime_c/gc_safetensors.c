@@ -478,6 +478,7 @@ static int parse_tensor(parser *p, const char *name)
         p->pos++;
     } else {
         for (;;) {
+            skip_ws(p);
             const size_t key_pos = p->pos, mark = p->pool_len;
             const char *key;
             if ((rc = parse_string(p, &key)) || (rc = expect(p, ':')))
@@ -607,6 +608,7 @@ static int parse_header(parser *p)
         p->pos++;
     } else {
         for (;;) {
+            skip_ws(p);
             const size_t key_pos = p->pos, mark = p->pool_len;
             const char *key;
             if ((rc = parse_string(p, &key)) || (rc = expect(p, ':')))

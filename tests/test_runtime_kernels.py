@@ -944,7 +944,7 @@ CORRUPT = [  # (header, data, message fragment)
     ('{"a":{"dtype":"F32","data_offsets":[0,8]}}', b"\0" * 8, "tensor 'a': missing \"shape\""),
     ('{"a":{"dtype":"F32","shape":[2]}}', b"\0" * 8, "tensor 'a': missing \"data_offsets\""),
     ('{"a":{}}', b"", "tensor 'a': missing \"dtype\""),
-    ('{"a":{' + T + ',"extra":1}}', b"\0" * 8, "tensor 'a': unexpected key 'extra'"),
+    ('{"a":{' + T + ', "extra":1}}', b"\0" * 8, "tensor 'a': unexpected key 'extra' at byte 62"),
     ('{"a":{' + T + ',"dtype":"F32"}}', b"\0" * 8, "tensor 'a': duplicate key 'dtype'"),
     ('{"a":{"dtype":"F32","shape":[2],"data_offsets":[8]}}', b"\0" * 8, "data_offsets needs 2 entries, has 1"),
     ('{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8,8]}}', b"\0" * 8, "more than 2 entries"),
