@@ -1,0 +1,122 @@
+"""canonicalize: rewrite equivalent spellings into the one form the backends optimise."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .._dtype import dtype
+from ..ir.graph import Graph, Node, Value
+from ..ops.registry import TensorType
+from .base import Rewriter, const_value, constant_node, make_node, producer, register_pass, rule_gives
+
+
+def _transposed_param(b: Value) -> Value | None:
+    """W when b is permute[1, 0] of a 2-d parameter W."""
+    t = producer(b, "permute")
+    if t is not None and tuple(t.attrs["dims"]) == (1, 0) and t.inputs[0] is not None \
+            and t.inputs[0].kind == "param":
+        return t.inputs[0]
+    return None
+
+
+def _bias_shape_ok(b: Value, n_out: object) -> bool:
+    """b broadcasts over the last dim only: [N], [1, N], [1, 1, N], ..."""
+    shape = b.type.shape
+    return bool(shape) and shape[-1] == n_out and all(d == 1 for d in shape[:-1])
+
+
+def _exact_reciprocal(c: float, dt: dtype) -> float | None:
+    """1/c when c is a power of two whose reciprocal the dtype holds exactly (then x / c == x * (1/c)
+    bit for bit: both round the same real number)."""
+    if not math.isfinite(c) or c == 0 or abs(math.frexp(c)[0]) != 0.5:
+        return None
+    r = 1.0 / c
+    with np.errstate(over="ignore", under="ignore"):
+        held = float(np.asarray(r, dtype=np.float64).astype(dt.np).astype(np.float64))
+    return r if held == r else None
+
+
+def _negated(c: int | float | bool, dt: dtype) -> int | float | None:
+    if isinstance(c, bool):
+        return None
+    if dt.is_floating_point:
+        return -float(c)
+    if not dt.is_signed:
+        return None
+    info = np.iinfo(dt.np)
+    return -int(c) if info.min <= -int(c) <= info.max else None
+
+
+@register_pass("canonicalize", level=2)
+def canonicalize(g: Graph) -> bool:
+    """Rewrite into canonical forms (each exact, and only when the op's type rule gives the same type):
+
+    * matmul(x, permute[1,0](W)) -> linear(x, W) for a 2-d parameter W (no data movement);
+      matmul(x, P) with a 2-d parameter P -> linear(x, permute[1,0](P)) (fold_constants then stores
+      the pre-transposed weight). Only float dtypes (linear's rule).
+    * add(linear(x, W), b) and add(b, linear(x, W)) -> linear(x, W, b) when the bias-less linear
+      has no other use and b broadcasts over the last dim only ([N], [1, N], ...: reshaped to [N]).
+    * sub(x, c) -> add(x, -c) for a `constant` c (float, or signed int whose negation fits): IEEE
+      defines x - c as x + (-c), so the result is identical.
+    * div(x, c) -> mul(x, 1/c) for a `constant` c = +-2^k whose reciprocal is exact in the dtype.
+    """
+    rw = Rewriter(g)
+
+    def visit(n: Node) -> Value | None:
+        if n.op == "matmul":
+            x, b = n.inputs
+            if x is None or b is None or b.type.ndim != 2:
+                return None
+            w = _transposed_param(b)
+            wt = TensorType((b.type.shape[1], b.type.shape[0]), b.type.dtype)
+            if (w is None and b.kind != "param") or not rule_gives("linear", [x, wt], None, n.out.type):
+                return None
+            if w is None:
+                w = rw.emit(make_node(g, "permute", [b], {"dims": (1, 0)}, like=n)).out
+            return rw.emit(make_node(g, "linear", [x, w], like=n)).out
+        if n.op == "add":
+            for lin_v, b in (n.inputs, n.inputs[::-1]):
+                lin = producer(lin_v, "linear")
+                if lin is None or b is None or len(lin.inputs) > 2 and lin.inputs[2] is not None \
+                        or rw.uses(lin_v) != 1:
+                    continue
+                x, w = lin.inputs[0], lin.inputs[1]
+                if w is None or not _bias_shape_ok(b, w.type.shape[0]):
+                    continue
+                vec = TensorType((w.type.shape[0],), b.type.dtype)
+                if not rule_gives("linear", [x, w, vec], None, n.out.type):
+                    continue
+                if b.type.ndim != 1:
+                    b = rw.emit(make_node(g, "reshape", [b], {"shape": vec.shape}, like=n)).out
+                return rw.emit(make_node(g, "linear", [x, w, b], like=lin)).out
+            return None
+        if n.op == "sub":
+            x, c = n.inputs
+            cv = const_value(c)
+            if cv is None or x is None or x.type != n.out.type:
+                return None
+            neg = _negated(cv, c.type.dtype)
+            if neg is None:
+                return None
+            if not rule_gives("add", [x, c], None, n.out.type):
+                return None
+            k = rw.emit(constant_node(g, neg, c.type.dtype, like=producer(c)))
+            return rw.emit(make_node(g, "add", [x, k.out], like=n)).out
+        if n.op == "div":
+            x, c = n.inputs
+            cv = const_value(c)
+            if cv is None or x is None or isinstance(cv, bool):
+                return None
+            r = _exact_reciprocal(float(cv), c.type.dtype)
+            if r is None:
+                return None
+            if not rule_gives("mul", [x, c], None, n.out.type):
+                return None
+            k = rw.emit(constant_node(g, r, c.type.dtype, like=producer(c)))
+            return rw.emit(make_node(g, "mul", [x, k.out], like=n)).out
+        return None
+
+    return rw.run(visit)
+
