@@ -6,21 +6,24 @@ a copy and never modifies its input (see ``base.py`` for the protocol and the ru
 =================  =====  ==================================================================
 pass               level  rule (each pass's docstring has the details)
 =================  =====  ==================================================================
-dce                -O1    drop unused nodes, and unused parameters with their arrays
 remove_noops       -O1    identity, dropout, same-shape reshape/expand, identity permute,
                           same-dtype cast, full slice, zero pad, concat of one, x*1, x/1,
                           x+0, x-0 -> x
-cse                -O1    same op + operands + attributes -> one node (constants by value+dtype)
 canonicalize       -O2    matmul with a (transposed) 2-d weight -> linear; linear + bias -> one
                           linear; x - c -> x + (-c); x / 2^k -> x * 2^-k
 merge_lora         -O2    base linear + s * B(A(x)) -> linear with W + s*B@A (bake_weights only)
 fold_batchnorm     -O2    conv/linear -> batch_norm -> one conv/linear with folded parameters
 fold_constants     -O2    ops on parameters/constants only -> new parameters (`constant` if 0-d)
+cse                -O1    same op + operands + attributes -> one node (constants by value+dtype)
+dce                -O1    drop unused nodes, and unused parameters with their arrays
 =================  =====  ==================================================================
 
-:func:`optimize` runs the passes of a level, in the order above (canonical forms first, so that
-constant folding sees ``linear(x, W)`` instead of a transposed copy of W), repeated until no pass
-changes the graph. -O0 returns a copy of the graph as traced; -O3 is -O2 for now.
+:func:`optimize` runs the passes of a level in the order above (``PIPELINE``), repeated until no
+pass changes the graph (at most ``MAX_ROUNDS`` rounds). Canonical forms come before folding so that
+``matmul(x, permute(W))`` becomes ``linear(x, W)`` instead of a transposed copy of W, and no-ops go
+first so that the LoRA and BatchNorm patterns are not hidden behind dropout/identity.
+-O0 returns a copy of the graph as traced; -O3 is -O2 for now (reserved for rewrites that trade
+precision or memory for speed).
 
 The output depends only on the input graph's text and parameter *presence*, never on parameter
 values: names and shapes of all parameters are the same when the C backend re-runs the pipeline on
