@@ -192,7 +192,7 @@ def _parse_header(path: str, f: BinaryIO, size: int) -> tuple[list[_Entry], dict
         raise _bad(path, f"'{_METADATA_KEY}' in the header (bytes 8..{data_start}) must map str to str")
     entries: list[_Entry] = []
     for name, info in header.items():
-        where = f"tensor {name!r} in the header (bytes 8..{data_start})"
+        where = f"tensor {name!r} {_entry_location(text, name, data_start)}"
         if not isinstance(info, dict):
             raise _bad(path, f"{where} is a JSON {type(info).__name__}, not an object")
         missing = [k for k in ("dtype", "shape", "data_offsets") if k not in info]
@@ -236,6 +236,17 @@ def _parse_header(path: str, f: BinaryIO, size: int) -> tuple[list[_Entry], dict
         raise _bad(path, f"{data_len - expected} bytes at file byte {data_start + expected} follow the last tensor's "
                          "data and belong to no tensor")
     return entries, metadata, data_start
+
+
+def _entry_location(text: str, name: str, data_start: int) -> str:
+    """'(header entry at byte B)': where the name's key starts in the file, or the header's range."""
+    for quoted in (json.dumps(name), json.dumps(name, ensure_ascii=False)):
+        i = text.find(quoted + ":")
+        if i < 0:
+            i = text.find(quoted + " :")
+        if i >= 0:
+            return f"(header entry at byte {8 + len(text[:i].encode('utf-8'))})"
+    return f"(in the header, bytes 8..{data_start})"
 
 
 def _open_checked(path: PathLike) -> tuple[str, BinaryIO, int]:
