@@ -12,3 +12,8 @@ from .module import (
 from .parameter import Buffer, Parameter
 
 # layers
+# (a statement first, so these appended imports form their own import block for ruff's isort)
+LAYER_PACKAGES = ("graphc.nn.functional", "graphc.nn.modules", "graphc.nn.lora")
+from . import functional  # noqa: E402
+from .lora import LoraLinear  # noqa: E402
+from .modules import *  # noqa: E402, F403
