@@ -8,7 +8,8 @@
  * depend on the thread count. Rows are assigned in contiguous chunks, so a thread walks the query rows
  * of one head in order and that head's K and V stay in its cache.
  *
- * A row whose every visible score is -inf (fully masked) produces NaN, as the header's contract states.
+ * A row whose every visible score is -inf (fully masked) produces zeros, as PyTorch 2.x's
+ * scaled_dot_product_attention does (a NaN would poison every later layer of a padded batch).
  * With no keys at all (Tk == 0) the output is zero, the value of an empty sum.
  */
 #include <math.h>
@@ -107,7 +108,7 @@ void gc_sdpa(int64_t b, int64_t h, int64_t tq, int64_t tk, int64_t d, int64_t dv
         }
         if (m == -INFINITY) { /* fully masked row */
             for (int64_t c = 0; c < dv; c++)
-                o[c] = NAN;
+                o[c] = 0.0f;
             continue;
         }
         double sum = 0.0;

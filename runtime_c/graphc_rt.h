@@ -136,7 +136,7 @@ GC_INTERNAL void gc_argreduce(int is_min, int64_t outer, int64_t n, int64_t inne
  * q[B, H, Tq, D], k[B, H, Tk, D], v[B, H, Tk, Dv] -> out[B, H, Tq, Dv].
  * mask: additive float mask or NULL, addressed as mask[b*mask_sb + h*mask_sh + i*mask_sq + j*mask_sk]
  * (strides of 0 broadcast). causal: key j is masked out for query i when j > i (PyTorch's is_causal,
- * top-left aligned). Rows that are fully masked produce NaN like PyTorch.
+ * top-left aligned). Rows that are fully masked produce zeros like PyTorch 2.x.
  * work: gc_sdpa_work_floats(...) floats. */
 GC_INTERNAL size_t gc_sdpa_work_floats(int64_t tq, int64_t tk, int nthreads);
 GC_INTERNAL void gc_sdpa(int64_t b, int64_t h, int64_t tq, int64_t tk, int64_t d, int64_t dv, const float *q,
