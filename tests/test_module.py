@@ -747,3 +747,74 @@ def test_container_state_dict_layout_matches_torch():
     assert keys[:6] == ["layers.0.weight", "layers.0.bias", "layers.0.running", "layers.2.weight", "layers.2.bias",
                         "layers.2.running"]
     assert "params.0" in keys and "named.k" in keys and keys[-1] == "heads.a.running"
+
+
+# ------------------------------------------------------------------------------------- nn.init
+def test_init_fans_and_gains_match_torch():
+    torch = pytest.importorskip("torch")
+    for shape in [(3, 4), (8, 2, 3), (6, 4, 3, 3), (2, 0)]:
+        assert nn.init._calculate_fan_in_and_fan_out(graphc.zeros(*shape)) == \
+            torch.nn.init._calculate_fan_in_and_fan_out(torch.zeros(*shape))
+    for args in [("linear",), ("conv2d",), ("sigmoid",), ("tanh",), ("relu",), ("leaky_relu",), ("leaky_relu", 0.2),
+                 ("leaky_relu", 5**0.5), ("selu",)]:
+        assert nn.init.calculate_gain(*args) == pytest.approx(torch.nn.init.calculate_gain(*args))
+    for bad in [("gelu",), ("leaky_relu", True)]:
+        gk, gm = _outcome(lambda: nn.init.calculate_gain(*bad))  # noqa: B023
+        tk, tm = _outcome(lambda: torch.nn.init.calculate_gain(*bad))  # noqa: B023
+        assert (gk, gm) == (tk, tm) and gk == "ValueError"
+    gk, gm = _outcome(lambda: nn.init.xavier_uniform_(graphc.zeros(3)))
+    tk, tm = _outcome(lambda: torch.nn.init.xavier_uniform_(torch.zeros(3)))
+    assert (gk, gm) == (tk, tm) and gk == "ValueError"
+
+
+def test_init_distributions_bounds_and_seeding():
+    w = graphc.zeros(64, 32)
+    graphc.manual_seed(0)
+    nn.init.kaiming_uniform_(w, a=5**0.5)
+    first = w.numpy().copy()
+    bound = 1 / np.sqrt(32)  # nn.Linear's default: gain sqrt(2/(1+5)) * sqrt(3/fan_in)
+    assert np.abs(first).max() <= bound and np.abs(first).max() > 0.9 * bound
+    graphc.manual_seed(0)
+    nn.init.kaiming_uniform_(w, a=5**0.5)
+    assert np.array_equal(w.numpy(), first)  # graphc.manual_seed makes init reproducible
+    g = graphc.Generator().manual_seed(3)
+    nn.init.xavier_uniform_(w, gain=2.0, generator=g)
+    a = 2.0 * np.sqrt(6.0 / 96)
+    assert np.abs(w.numpy()).max() <= a and np.abs(w.numpy()).max() > 0.9 * a
+    nn.init.xavier_normal_(w)
+    assert w.numpy().std() == pytest.approx(np.sqrt(2.0 / 96), rel=0.1)
+    nn.init.kaiming_normal_(w, mode="fan_out", nonlinearity="relu")
+    assert w.numpy().std() == pytest.approx(np.sqrt(2.0 / 64), rel=0.1)
+    nn.init.normal_(w, 3.0, 0.5)
+    assert w.numpy().mean() == pytest.approx(3.0, abs=0.05)
+    nn.init.uniform_(w, -1, 2)
+    assert w.numpy().min() >= -1 and w.numpy().max() <= 2
+    for std, a_, b_ in [(0.02, -0.04, 0.04), (1.0, -2.0, 2.0), (1.0, 0.5, 0.6)]:
+        nn.init.trunc_normal_(w, std=std, a=a_, b=b_)
+        assert w.numpy().min() >= a_ and w.numpy().max() <= b_ and len(np.unique(w.numpy())) > 100
+    nn.init.trunc_normal_(w, std=0.02)  # timm's default (a, b) = (-2, 2) is 100 std wide: plain normal
+    assert w.numpy().std() == pytest.approx(0.02, rel=0.1)
+    nn.init.constant_(w, 0.25)
+    assert np.all(w.numpy() == 0.25)
+    nn.init.zeros_(w)
+    assert not w.numpy().any()
+    nn.init.ones_(w)
+    assert np.all(w.numpy() == 1)
+    with pytest.raises(ValueError, match="Mode fan_avg not supported"):
+        nn.init.kaiming_uniform_(w, mode="fan_avg")
+
+
+def test_init_structured_and_parameters():
+    p = Parameter(graphc.zeros(3, 5))
+    assert nn.init.eye_(p) is p and np.array_equal(p.numpy(), np.eye(3, 5))
+    conv = graphc.zeros(4, 2, 3, 3)
+    nn.init.dirac_(conv, groups=2)
+    assert conv.numpy()[0, 0, 1, 1] == 1 and conv.numpy()[2, 0, 1, 1] == 1 and conv.numpy().sum() == 4
+    q = graphc.zeros(4, 6)
+    nn.init.orthogonal_(q, gain=2.0)
+    np.testing.assert_allclose(q.numpy() @ q.numpy().T, 4 * np.eye(4), atol=1e-5)
+    s = graphc.zeros(10, 4)
+    nn.init.sparse_(s, 0.3)
+    assert all((s.numpy()[:, c] == 0).sum() >= 3 for c in range(4))
+    with pytest.warns(UserWarning, match="zero-element"):
+        nn.init.kaiming_uniform_(graphc.zeros(0, 3))
