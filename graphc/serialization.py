@@ -19,7 +19,7 @@ import math
 import os
 import struct
 import sys
-import tempfile
+import uuid
 from collections.abc import Mapping
 from typing import Any, BinaryIO, Union
 
@@ -107,9 +107,12 @@ def save_file(tensors: Mapping[str, Any], path: PathLike, metadata: Mapping[str,
     hbytes += b" " * (-(8 + len(hbytes)) % ALIGNMENT)
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".graphc-save-", suffix=".tmp", dir=directory)
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"{what}: the directory of {path!r} does not exist")
+    # a fresh name in the same directory (open 'x' honours the umask, unlike mkstemp's 0600)
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "xb") as f:
             f.write(struct.pack("<Q", len(hbytes)))
             f.write(hbytes)
             for i in order:

@@ -307,3 +307,15 @@ def test_fuzzed_files_are_rejected_or_read_like_safetensors(tmp_path):
         else:
             outcomes["err"] += 1
     assert outcomes["ok"] > 100 and outcomes["err"] > 500
+
+
+def test_save_honours_umask_and_missing_directory(tmp_path):
+    old = os.umask(0o022)
+    try:
+        graphc.save({"w": graphc.ones(1)}, tmp_path / "p.safetensors")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "p.safetensors").stat().st_mode & 0o777 == 0o644
+    assert os.listdir(tmp_path) == ["p.safetensors"]  # no temporary left behind
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        graphc.save({"w": graphc.ones(1)}, tmp_path / "nope" / "p.safetensors")
