@@ -90,7 +90,7 @@ def canonicalize(g: Graph) -> bool:
                     continue
                 if b.type.ndim != 1:
                     b = rw.emit(make_node(g, "reshape", [b], {"shape": vec.shape}, like=n)).out
-                return rw.emit(make_node(g, "linear", [x, w, b], like=lin)).out
+                return rw.emit(make_node(g, "linear", [x, w, b], like=lin, name=lin.out.name)).out
             return None
         if n.op == "sub":
             x, c = n.inputs

@@ -40,8 +40,10 @@ def merge_lora(g: Graph) -> bool:
     either side of either adapter linear (or absent), identity/dropout allowed between x and the
     adapter, the adapter linears without bias, and every intermediate value (base output, adapter
     outputs, scaled value) used only on this path. W, A and B must be parameters with data; the sum is
-    computed in float64 and stored in W's dtype as ``<W name>.lora_merged``. Several adapters on one
-    base (``base + d1 + d2``) merge one after the other into that same parameter."""
+    computed in float64 and stored in W's dtype as ``<W name>.lora_merged``; the merged linear keeps
+    the base linear's name, scope and line. Several adapters on one base (``base + d1 + d2``) merge
+    one after the other into that same parameter. This is the graph graphc.nn.lora.LoraLinear traces
+    to (``add(base_layer(x), mul(lora_B(lora_A(lora_dropout(x))), scaling))``)."""
     rw = Rewriter(g)
     mine: set[str] = set()  # parameters this run created (updated in place when merged again)
 
@@ -110,7 +112,9 @@ def merge_lora(g: Graph) -> bool:
                 w_new = new_param(g, w.name + LORA_SUFFIX, merged)
                 mine.add(w_new.name)
             bias = base.inputs[2] if len(base.inputs) > 2 else None
-            return rw.emit(make_node(g, "linear", [base.inputs[0], w_new, bias], like=base)).out
+            # the base linear goes away with the add (its only user), so its name is free
+            return rw.emit(make_node(g, "linear", [base.inputs[0], w_new, bias], like=base,
+                                     name=base.out.name)).out
         return None
 
     return rw.run(visit)
