@@ -56,6 +56,7 @@ from .tensor import (
     zeros,
     zeros_like,
 )
+from .trace import Dim, trace  # binds graphc.trace to the function (the module stays in sys.modules)
 
 bool = _D.bool_  # noqa: A001 - PyTorch's name
 float = float32  # noqa: A001
@@ -96,10 +97,6 @@ def __getattr__(name: str):
     }
     if name in lazy:
         return importlib.import_module(lazy[name], __name__)
-    if name in ("trace", "Dim"):
-        from . import trace as _t
-
-        return getattr(_t, name)
     if name in ("save", "load"):
         from . import serialization
 
