@@ -184,6 +184,19 @@ def new_param(g: Graph, base: str, data: np.ndarray) -> Value:
     return g.add_param(name, TensorType(tuple(data.shape), from_numpy_dtype(data.dtype)), data)
 
 
+def derived_param(g: Graph, rw: Rewriter, mine: set[str], old: Value | None, name: str, data: np.ndarray) -> Value:
+    """The parameter for `data`, computed from `old` by the node being replaced: when `old` is a
+    parameter this same pass created and nothing else uses it, its array is replaced and its name
+    kept (so chained folds do not pile up suffixes); otherwise a new parameter named `name`."""
+    if old is not None and old.name in mine and rw.uses(old) == 1 and old.type.shape == data.shape \
+            and old.type.dtype.np == data.dtype:
+        g.param_data[old.name] = data
+        return old
+    p = new_param(g, name, data)
+    mine.add(p.name)
+    return p
+
+
 def make_node(g: Graph, op: str, inputs: Iterable[Value | None], attrs: dict[str, Any] | None = None, *,
               like: Node | None = None, name: str | None = None) -> Node:
     """A new node (not yet placed in g.nodes) with normalised attributes and its type from the op's

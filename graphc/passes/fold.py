@@ -11,6 +11,7 @@ from .base import (
     PassError,
     Rewriter,
     constant_node,
+    derived_param,
     has_symbolic,
     make_node,
     new_param,
@@ -130,8 +131,10 @@ def fold_batchnorm(g: Graph) -> bool:
     computed in float64 and stored in the producer's dtype as new parameters ``<W name>.bn_folded``
     and ``<b name>.bn_folded`` (a conv without bias gets ``<W name with weight -> bias>.bn_folded``,
     e.g. ``@conv1.bias.bn_folded``). The rewritten producer replaces the batch_norm's value and
-    keeps the producer's name, scope and source line."""
+    keeps the producer's name, scope and source line; a second batch_norm right after folds into the
+    same parameters (no ``.bn_folded.bn_folded``)."""
     rw = Rewriter(g)
+    mine: set[str] = set()  # parameters this run created
 
     def visit(n: Node) -> Value | None:
         if n.op != "batch_norm":
@@ -161,8 +164,9 @@ def fold_batchnorm(g: Graph) -> bool:
         w_new = arrays["w"] * scale.reshape((oc,) + (1,) * (arrays["w"].ndim - 1))
         b_new = arrays.get("b", np.zeros(oc)) * scale + shift
         with np.errstate(over="ignore"):
-            w_param = new_param(g, w.name + BN_SUFFIX, w_new.astype(dt))
-            b_param = new_param(g, (b.name if b is not None else _bias_name(w.name)) + BN_SUFFIX, b_new.astype(dt))
+            w_param = derived_param(g, rw, mine, w, w.name + BN_SUFFIX, w_new.astype(dt))
+            b_param = derived_param(g, rw, mine, b, (b.name if b is not None else _bias_name(w.name)) + BN_SUFFIX,
+                                    b_new.astype(dt))
         folded = rw.emit(make_node(g, prod_node.op, [prod_node.inputs[0], w_param, b_param], prod_node.attrs,
                                    like=prod_node, name=prod_node.out.name))
         return folded.out

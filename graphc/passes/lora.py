@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir.graph import Graph, Node, Value
-from .base import Rewriter, const_value, make_node, new_param, param_array, producer, register_pass
+from .base import Rewriter, const_value, derived_param, make_node, param_array, producer, register_pass
 
 LORA_SUFFIX = ".lora_merged"
 
@@ -45,7 +45,7 @@ def merge_lora(g: Graph) -> bool:
     one after the other into that same parameter. This is the graph graphc.nn.lora.LoraLinear traces
     to (``add(base_layer(x), mul(lora_B(lora_A(lora_dropout(x))), scaling))``)."""
     rw = Rewriter(g)
-    mine: set[str] = set()  # parameters this run created (updated in place when merged again)
+    mine: set[str] = set()  # parameters this run created (their arrays are replaced when merged again)
 
     def peel_scale(v: Value | None, scale: float) -> tuple[Value | None, float] | None:
         """Strip single-use mul-by-scalar (and identity/dropout) nodes above an adapter linear."""
@@ -105,12 +105,7 @@ def merge_lora(g: Graph) -> bool:
             if _through_identities(base.inputs[0]) is not x or delta.shape != w_data.shape:
                 continue
             merged = (w_data.astype(np.float64) + delta).astype(w_data.dtype)
-            if w.name in mine and rw.uses(w) == 1:
-                g.param_data[w.name] = merged  # a parameter of this run: replace its array, keep its name
-                w_new = w
-            else:
-                w_new = new_param(g, w.name + LORA_SUFFIX, merged)
-                mine.add(w_new.name)
+            w_new = derived_param(g, rw, mine, w, w.name + LORA_SUFFIX, merged)
             bias = base.inputs[2] if len(base.inputs) > 2 else None
             # the base linear goes away with the add (its only user), so its name is free
             return rw.emit(make_node(g, "linear", [base.inputs[0], w_new, bias], like=base,
