@@ -478,6 +478,20 @@ def test_fold_batchnorm_depthwise_conv1d_and_linear() -> None:
     assert "mean" not in out.params and "var" not in out.params
 
 
+@pytest.mark.parametrize("dt", [f32, f16])
+def test_fold_batchnorm_twice_in_a_row_keeps_one_set_of_names(dt: Any) -> None:
+    b = GB()
+    x = b.input("x", (2, 3, 5), dt)
+    c = b.op("conv", x, b.param("conv.weight", (4, 3, 3), dt), stride=(1,), padding=(1,), dilation=(1,))
+    mean, var = b.param("bn.mean", (4,), dt), b.param("bn.var", rnd(4, seed=3, lo=0.5), dt)
+    y = b.op("batch_norm", b.op("batch_norm", c, mean, var, eps=1e-5), mean, var, b.param("bn2.w", (4,), dt), eps=0.1)
+    g = b.done(y)
+    tol = 2e-2 if dt is f16 else 1e-5
+    out = check_pass(fold_batchnorm, g, expect_change=True, rtol=tol, atol=tol)
+    assert list(out.params) == ["conv.weight.bn_folded", "conv.bias.bn_folded"] and ops(out) == {"conv": 1}
+    assert out.param_data["conv.weight.bn_folded"].dtype == dt.np
+
+
 def test_fold_batchnorm_near_misses() -> None:
     def f(m: Any, x: Any, v: Any) -> Any:
         c = apply("conv", x, m.w, stride=(1, 1), padding=(0, 0), dilation=(1, 1))
@@ -856,6 +870,9 @@ def test_optimize_preserves_random_graphs(g: Graph) -> None:
     assert str(optimize(g, 2)) == str(out)
     assert str(parse(str(out))) == str(out)
     assert_same_outputs(g, out, seeds=(0,), dim_values=(1, 4))
+    g2 = g.copy()  # other parameter values: the same program (names, shapes, text)
+    g2.param_data = {k: (v * 3 - 1).astype(v.dtype) for k, v in g.param_data.items()}
+    assert str(optimize(g2, 2)) == str(out)
     for name in ("dce", "cse", "remove_noops", "fold_constants", "canonicalize"):
         res, changed = PASSES[name](g, verify=True)
         if not changed:
