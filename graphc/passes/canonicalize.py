@@ -9,6 +9,7 @@ import numpy as np
 from .._dtype import dtype
 from ..ir.graph import Graph, Node, Value
 from ..ops.registry import TensorType
+from ..sym import Dim
 from .base import Rewriter, const_value, constant_node, make_node, producer, register_pass, rule_gives
 
 
@@ -21,7 +22,7 @@ def _transposed_param(b: Value) -> Value | None:
     return None
 
 
-def _bias_shape_ok(b: Value, n_out: object) -> bool:
+def _bias_shape_ok(b: Value, n_out: Dim) -> bool:
     """b broadcasts over the last dim only: [N], [1, N], [1, 1, N], ..."""
     shape = b.type.shape
     return bool(shape) and shape[-1] == n_out and all(d == 1 for d in shape[:-1])
@@ -55,7 +56,8 @@ def canonicalize(g: Graph) -> bool:
 
     * matmul(x, permute[1,0](W)) -> linear(x, W) for a 2-d parameter W (no data movement);
       matmul(x, P) with a 2-d parameter P -> linear(x, permute[1,0](P)) (fold_constants then stores
-      the pre-transposed weight). Only float dtypes (linear's rule).
+      the pre-transposed weight, so -O2 leaves no permute behind). Only float dtypes (linear's rule);
+      a runtime right operand (attention's q @ k^T) stays a matmul.
     * add(linear(x, W), b) and add(b, linear(x, W)) -> linear(x, W, b) when the bias-less linear
       has no other use and b broadcasts over the last dim only ([N], [1, N], ...: reshaped to [N]).
     * sub(x, c) -> add(x, -c) for a `constant` c (float, or signed int whose negation fits): IEEE
