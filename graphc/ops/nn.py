@@ -563,6 +563,7 @@ def _(q, k, v, mask=None, *, scale, is_causal):
         m = s.max(axis=-1, keepdims=True)
         e = np.exp(s - m)
         p = e / e.sum(axis=-1, keepdims=True)
+    p = np.where(np.isneginf(m), 0.0, p)  # a fully masked row attends to nothing: zeros, as PyTorch 2.x
     return np.matmul(p, v.astype(np.float64)).astype(q.dtype)
 
 
