@@ -71,8 +71,9 @@ def _linear_rank_error(m: Module, x: Tensor) -> Exception:
                       f"{shape_str(x.shape)}")
 
 
-# PyTorch uses this subclass for MultiheadAttention.out_proj; in graphc it is just a Linear.
-NonDynamicallyQuantizableLinear = Linear
+class NonDynamicallyQuantizableLinear(Linear):
+    """PyTorch's name for MultiheadAttention.out_proj; in graphc it is a plain Linear (kept as a subclass
+    so reprs match PyTorch's)."""
 
 
 class Bilinear(Module):
