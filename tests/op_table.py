@@ -196,6 +196,9 @@ SAMPLES["sdpa"] = [
     ([_r((2, 2, 3, 4)), _r((2, 2, 5, 4), seed=1), _r((2, 2, 5, 4), seed=2), _r((2, 1, 3, 5), seed=3)],
      {"scale": 0.5}),
     ([_r((3, 4, 8)), _r((3, 4, 8), seed=1), _r((3, 4, 8), seed=2)], {"scale": 0.25}),
+    # a fully masked query row (padding): zeros, as PyTorch 2.x
+    ([_r((1, 3, 4)), _r((1, 5, 4), seed=1), _r((1, 5, 2), seed=2),
+      np.where(np.arange(3)[:, None] == 1, -np.inf, 0.0).repeat(5, 1).astype(F32)], {"scale": 0.5}),
 ]
 SAMPLES["embedding"] = [([np.array([[0, 3], [2, 2]], I64), _r((5, 4))], {}), ([np.array([1], I64), _r((2, 3))], {})]
 SAMPLES["dropout"] = [([_r((3, 4))], {"p": 0.1})]
