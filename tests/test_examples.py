@@ -7,6 +7,7 @@ and, once the C backend exists, every example compiles and the demo passes end t
 
 from __future__ import annotations
 
+import os
 import runpy
 import subprocess
 import sys
@@ -198,7 +199,9 @@ def test_compiled_matches_eager(name: str, tmp_path: Path) -> None:
 
 def test_digits_demo_runs(tmp_path: Path) -> None:
     _compile()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     r = subprocess.run([sys.executable, str(EXAMPLES / "digits" / "demo.py"), str(tmp_path / "digits")],
-                       capture_output=True, text=True, timeout=600)
+                       capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "OK: the compiled C library classifies the test set exactly as eager execution does" in r.stdout
+    assert (tmp_path / "digits" / "manifest.json").is_file()
