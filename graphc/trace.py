@@ -267,7 +267,7 @@ def _collect_outputs(out: Any, name: str, acc: list[tuple[str, Any]]) -> None:
 def input_names(module: Any, n: int) -> list[str]:
     """Names for the first n positional arguments of module.forward."""
     try:
-        sig = inspect.signature(module.forward)
+        sig = inspect.signature(getattr(module, "forward", module))  # a plain callable has no .forward
     except (TypeError, ValueError):
         return [f"input{i}" for i in range(n)]
     names = []
