@@ -55,6 +55,8 @@ _DESCRIBE = {
     "FLOAT": "a float",
     "LOC": "a source location (file.py:12)",
     "_NL": "end of line",
+    **{kw.upper(): f"'{kw}'" for kw in ("none", "true", "false", "inf", "nan", "return")},
+    **{"_" + kw.upper(): f"'{kw}'" for kw in ("graph", "dim", "in", "param")},
     "$END": "end of input",
 }
 _IGNORED = {"WS", "COMMENT"}
@@ -106,7 +108,7 @@ def _error(text: str, source: str, line: int, column: int, message: str, token: 
     caret = "".join("\t" if c == "\t" else " " for c in src[:max(column - 1, 0)]) + "^"
     gutter = len(str(line)) + 2
     full = (f"{source}:{line}:{column}: {message}\n"
-            f"{str(line).rjust(gutter)} | {src}\n"
+            f"{str(line).rjust(gutter)} |{' ' + src if src else ''}\n"
             f"{' ' * gutter} | {caret}")
     return IRParseError(full, line, column, token, tuple(expected))
 
