@@ -39,7 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="threads for every runner (default 1)")
     p.add_argument("--min-time", type=float, default=0.5, help="seconds of timed runs per cell (default 0.5)")
     p.add_argument("--out", default=str(ROOT / "bench" / "results.md"), help="markdown file to write")
-    p.add_argument("--build-dir", default=None, help="where graphc writes the libraries (default: a temp dir)")
+    p.add_argument("--build-dir", default=None, help="where the ONNX files go (default: a temp dir)")
     return p.parse_args(argv)
 
 
@@ -136,9 +136,8 @@ class Runners:
     def graphc(self) -> Callable[..., Any]:
         import graphc
 
-        compiled = graphc.compile(self.ns["model"], self.ns["example_inputs"], dynamic=self.ns.get("dynamic"),
-                                  **_compile_options(self.build_dir / self.name, self.threads))
-        return compiled
+        return graphc.compile(self.ns["model"], self.ns["example_inputs"], dynamic=self.ns.get("dynamic"),
+                              threads=self.threads)
 
     def torch(self) -> Callable[..., Any] | None:
         try:
@@ -202,27 +201,14 @@ def _input_names(ns: dict[str, Any]) -> list[str]:
     return input_names(ns["model"], len(ns["example_inputs"]))
 
 
-def _compile_options(out_dir: Path, threads: int) -> dict[str, Any]:
-    """The keyword arguments of graphc.compile this script passes (only those the backend accepts)."""
-    import inspect
-
-    import graphc
-
-    params = inspect.signature(graphc.compile).parameters
-    opts: dict[str, Any] = {}
-    for key, value in (("weights", "embed"), ("threads", threads), ("out_dir", str(out_dir)),
-                       ("output_dir", str(out_dir))):
-        if key in params:
-            opts[key] = value
-    return opts
-
-
 def _export_onnx(twin: Any, args: tuple, names: list[str], path: Path) -> None:
     """Export the torch twin with a dynamic batch: torch.export-based when onnxscript is there, else TorchScript."""
+    import logging
     import warnings
 
     import torch
 
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" and the like
     try:
         import onnxscript  # noqa: F401  (the torch.export-based exporter needs it)
 
@@ -329,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Median latency of one forward call in milliseconds (lower is better); ×: the peer's time divided by "
         f"graphc's (above 1: graphc is faster). {machine_line(args.threads)}. Command: "
-        f"`python bench/run.py {' '.join(argv if argv is not None else sys.argv[1:])}`".rstrip() + ".",
+        f"`{' '.join(['python bench/run.py', *(argv if argv is not None else sys.argv[1:])])}`.",
         "",
         "| model | batch | graphc (ms) | " + " | ".join(f"{p} (ms) | ×" for p in PEERS) + " |",
         "| --- | ---: | ---: | " + " | ".join("---: | ---:" for _ in PEERS) + " |",
@@ -344,8 +330,14 @@ def main(argv: list[str] | None = None) -> int:
     if notes:
         lines += ["", "n/a:"] + [f"- {', '.join(where)}: {why}" for why, where in notes.items()]
     if diffs:
-        lines += ["", "Largest absolute difference of each peer's output from graphc's (same inputs):", ""]
-        lines += [f"- {n} batch {b} {p}: {d:.2e}" for n, b, p, d in diffs]
+        worst: dict[tuple[str, str], float] = {}
+        for n, _, p, d in diffs:
+            worst[n, p] = max(d, worst.get((n, p), 0.0))
+        lines += ["", "Largest absolute difference of each peer's output from graphc's (same inputs, all batches):",
+                  "", "| model | " + " | ".join(PEERS) + " |", "| --- |" + " ---: |" * len(PEERS)]
+        for n in models:
+            lines.append(f"| {n} | " + " | ".join(f"{worst[n, p]:.1e}" if (n, p) in worst else "n/a" for p in PEERS)
+                         + " |")
     text = "\n".join(lines) + "\n"
     print(text)
     Path(args.out).write_text(text)
