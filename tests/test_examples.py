@@ -87,11 +87,11 @@ def test_follows_the_convention(example: tuple[str, dict[str, Any]]) -> None:
 
 def test_trace_matches_eager(example: tuple[str, dict[str, Any]]) -> None:
     from graphc.ir.interpreter import interpret
-    from graphc.trace import input_names, trace
+    from graphc.trace import input_names
 
     name, ns = example
     model = ns["model"]
-    g = trace(model, ns["example_inputs"], ns.get("dynamic"))
+    g = graphc.trace(model, ns["example_inputs"], ns.get("dynamic"))
     assert [v.name for v in g.inputs] == input_names(model, len(ns["example_inputs"]))
     assert g.dims, f"{name}: the traced graph has no dynamic dim"
     for batch in (1, 3):  # the traced batch is 1 or 2; other sizes exercise the dynamic dim
@@ -168,11 +168,9 @@ def test_lora_merge_keeps_the_function_and_drops_the_adapters_from_the_graph() -
     keys = set(unmerged.state_dict())
     assert {"fc1.base_layer.weight", "fc1.lora_A.sales.weight", "fc2.lora_B.support.weight"} <= keys
 
-    from graphc.trace import trace
-
-    merged_params = set(trace(model, ns["example_inputs"], ns["dynamic"]).params)
+    merged_params = set(graphc.trace(model, ns["example_inputs"], ns["dynamic"]).params)
     assert not any("lora_" in p for p in merged_params), sorted(merged_params)
-    unmerged_params = set(trace(unmerged, ns["example_inputs"], ns["dynamic"]).params)
+    unmerged_params = set(graphc.trace(unmerged, ns["example_inputs"], ns["dynamic"]).params)
     assert {"fc1.lora_A.sales.weight", "fc1.lora_B.sales.weight"} <= unmerged_params
     assert not any("support" in p for p in unmerged_params), "only the active adapter is traced"
 

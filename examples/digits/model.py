@@ -9,7 +9,6 @@ checks that the C library classifies the test set exactly as eager execution doe
 
 import graphc
 from graphc import nn
-from graphc.trace import Dim
 
 
 class DigitsNet(nn.Module):
@@ -29,5 +28,5 @@ class DigitsNet(nn.Module):
 
 model = DigitsNet()
 example_inputs = (graphc.zeros(1, 1, 8, 8),)
-dynamic = {"x": {0: Dim("B", max=512)}}  # the whole 360-image test set fits in one call
+dynamic = {"x": {0: graphc.Dim("B", max=512)}}  # the whole 360-image test set fits in one call
 weights = "digits.safetensors"
