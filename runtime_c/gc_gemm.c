@@ -17,6 +17,13 @@
 
 #include <string.h>
 
+/* "#pragma omp ..." only when OpenMP is on, so -Wall stays quiet without -fopenmp */
+#ifdef _OPENMP
+#define GC_PRAGMA(x) _Pragma(#x)
+#else
+#define GC_PRAGMA(x)
+#endif
+
 #if defined(__GNUC__) && (defined(__FMA__) || defined(__AVX512F__))
 #include <immintrin.h>
 #endif
@@ -156,6 +163,17 @@ static inline gc_vf vfma(gc_vf a, gc_vf b, gc_vf acc)
 #endif
 }
 
+/* The scalar twin of vfma, so that edge elements round exactly like vector ones: results then do not
+ * depend on where tile and thread boundaries fall (nthreads does not change a single bit). */
+static inline float sfma(float a, float b, float acc)
+{
+#if GC_VW > 1 && (defined(__FMA__) || defined(__AVX512F__))
+    return __builtin_fmaf(a, b, acc);
+#else
+    return acc + a * b;
+#endif
+}
+
 static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 static inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -176,9 +194,8 @@ typedef struct epilogue {
 
 static inline float finish1(float acc, const epilogue *ep, const float *c, int64_t j)
 {
-    float v = ep->alpha * acc;
-    if (ep->beta != 0.0f) v += ep->beta * *c;
-    if (ep->bias) v += ep->bias[j];
+    float v = sfma(ep->alpha, acc, ep->bias ? ep->bias[j] : 0.0f);
+    if (ep->beta != 0.0f) v = sfma(ep->beta, *c, v);
     return v;
 }
 
@@ -186,7 +203,7 @@ static inline float finish1(float acc, const epilogue *ep, const float *c, int64
 static void scale_c(int64_t M, int64_t N, float beta, float *C, int64_t ldc, const float *bias, int nthreads)
 {
     (void)nthreads; /* unused without OpenMP */
-#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1)
+GC_PRAGMA(omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1))
     for (int64_t i = 0; i < M; i++) {
         float *c = C + i * ldc;
         for (int64_t j = 0; j < N; j++) {
@@ -292,9 +309,6 @@ static void micro_kernel(int64_t kc, const float *restrict ap, const float *rest
 #endif
 
     /* k loop: NV vector loads of B, MR broadcasts of A, MR * NV FMAs */
-#ifdef GC_KUNROLL
-#pragma GCC unroll 4
-#endif
     for (int64_t k = 0; k < kc; k++) {
         gc_vf b[GC_NV];
         for (int v = 0; v < GC_NV; v++) b[v] = *(const gc_vf *)(bp + v * GC_VW);
@@ -315,7 +329,7 @@ static void micro_kernel(int64_t kc, const float *restrict ap, const float *rest
         for (int r = 0; r < GC_MR; r++) {
             float *cr = c + r * ldc;
             for (int v = 0; v < GC_NV; v++) {
-                gc_vf x = valpha * acc[r][v] + vbias[v];
+                gc_vf x = vfma(valpha, acc[r][v], vbias[v]);
                 if (ep->beta != 0.0f) x = vfma(vbeta, vload(cr + v * GC_VW), x);
                 vstore(cr + v * GC_VW, x);
             }
@@ -390,34 +404,33 @@ static inline __attribute__((always_inline)) void dot_tile(int R, int NC, int64_
     for (int r = 0; r < R; r++)
         for (int j = 0; j < NC; j++) {
             float s = vsum(acc[r][j]);
-            for (int64_t kk = k; kk < K; kk++) s += a[r * lda + kk] * b[j * ldb + kk];
+            for (int64_t kk = k; kk < K; kk++) s = sfma(a[r * lda + kk], b[j * ldb + kk], s);
             c[r * ldc + j] = finish1(s, ep, &c[r * ldc + j], j);
         }
 }
 
-/* C block [m0, m1) x [n0, n1) with 4 x 4 tiles, edges with smaller constant-size tiles. */
+/* C block [m0, m1) x [n0, n1) with R x 4 tiles (R = 4 except at the bottom edge), single columns at the
+ * right edge; every tile size is a compile-time constant. */
 static void gemm_dot(int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t K, const float *A, int64_t lda,
                      const float *B, int64_t ldb, float *C, int64_t ldc, const epilogue *ep)
 {
     for (int64_t i = m0; i < m1; i += 4) {
-        const int64_t R = min64(4, m1 - i);
-        for (int64_t j = n0; j < n1; j += 4) {
-            const int64_t NC = min64(4, n1 - j);
+        const int R = (int)min64(4, m1 - i);
+        for (int64_t j = n0; j < n1;) {
+            const int NC = n1 - j >= 4 ? 4 : 1;
             epilogue e = *ep;
             if (e.bias) e.bias += j;
             const float *a = A + i * lda, *b = B + j * ldb;
             float *c = C + i * ldc + j;
-            /* dispatch to a compile-time tile size */
 #define GC_DOT_CASE(r, n) \
-    case (r) * 4 + (n): dot_tile((r), (n), K, a, lda, b, ldb, c, ldc, &e); break;
-            switch (R * 4 + NC) {
-                GC_DOT_CASE(1, 1) GC_DOT_CASE(1, 2) GC_DOT_CASE(1, 3) GC_DOT_CASE(1, 4)
-                GC_DOT_CASE(2, 1) GC_DOT_CASE(2, 2) GC_DOT_CASE(2, 3) GC_DOT_CASE(2, 4)
-                GC_DOT_CASE(3, 1) GC_DOT_CASE(3, 2) GC_DOT_CASE(3, 3) GC_DOT_CASE(3, 4)
-                GC_DOT_CASE(4, 1) GC_DOT_CASE(4, 2) GC_DOT_CASE(4, 3) GC_DOT_CASE(4, 4)
+    case (r) * 8 + (n): dot_tile((r), (n), K, a, lda, b, ldb, c, ldc, &e); break;
+            switch (R * 8 + NC) {
+                GC_DOT_CASE(1, 1) GC_DOT_CASE(1, 4) GC_DOT_CASE(2, 1) GC_DOT_CASE(2, 4)
+                GC_DOT_CASE(3, 1) GC_DOT_CASE(3, 4) GC_DOT_CASE(4, 1) GC_DOT_CASE(4, 4)
             default: break;
             }
 #undef GC_DOT_CASE
+            j += NC;
         }
     }
 }
@@ -445,8 +458,7 @@ static inline __attribute__((always_inline)) void axpy_tile(int R, int NV, int64
     for (int r = 0; r < R; r++)
         for (int v = 0; v < NV; v++) {
             float *cp = c + r * ldc + v * GC_VW;
-            gc_vf x = valpha * acc[r][v];
-            if (ep->bias) x += vload(ep->bias + v * GC_VW);
+            gc_vf x = vfma(valpha, acc[r][v], ep->bias ? vload(ep->bias + v * GC_VW) : vset1(0.0f));
             if (ep->beta != 0.0f) x = vfma(vbeta, vload(cp), x);
             vstore(cp, x);
         }
@@ -481,7 +493,7 @@ static void gemm_axpy(int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t K,
         for (int r = 0; r < R; r++)
             for (int64_t jj = j; jj < n1; jj++) {
                 float s = 0.0f;
-                for (int64_t k = 0; k < K; k++) s += ai.p[r * a.rs + k * a.cs] * B[k * ldb + jj];
+                for (int64_t k = 0; k < K; k++) s = sfma(ai.p[r * a.rs + k * a.cs], B[k * ldb + jj], s);
                 float *cp = C + (i + r) * ldc + jj;
                 *cp = finish1(s, ep, cp, jj);
             }
@@ -608,7 +620,7 @@ void gc_sgemm(int transA, int transB, int64_t M, int64_t N, int64_t K, float alp
         run_slice(&g, 0);
         return;
     }
-#pragma omp parallel for num_threads(T) schedule(static)
+GC_PRAGMA(omp parallel for num_threads(T) schedule(static))
     for (int t = 0; t < T; t++) run_slice(&g, t);
 }
 
@@ -621,7 +633,7 @@ void gc_sgemm_batched(int transA, int transB, int64_t batch, int64_t M, int64_t 
     const double work = (double)M * (double)N * (double)K;
     const int per_item = nthreads > 1 && batch >= nthreads && (work < 4.0e6 || batch % nthreads == 0);
     if (per_item) {
-#pragma omp parallel for num_threads(nthreads) schedule(static)
+GC_PRAGMA(omp parallel for num_threads(nthreads) schedule(static))
         for (int64_t i = 0; i < batch; i++)
             gc_sgemm(transA, transB, M, N, K, 1.0f, A + i * strideA, lda, B + i * strideB, ldb, 0.0f,
                      C + i * strideC, ldc, bias, 1);

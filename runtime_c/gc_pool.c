@@ -1,0 +1,211 @@
+/* graphc runtime: 2-d max / average / adaptive average pooling over x[N, C, H, W] (PyTorch semantics).
+ *
+ * The compiler has already folded ceil_mode into oh / ow (windows that would start in the right padding
+ * are not part of the output). Max and average pooling work one output row at a time, tap by tap: for
+ * tap (i, j) the valid span of output columns reads a unit- or constant-stride input row, so the inner
+ * loops have no bounds checks and vectorise. Planes (n, c) are independent and split between threads.
+ */
+#include <math.h>
+
+#include "graphc_rt.h"
+
+#ifdef _OPENMP
+#define GC_PRAGMA(x) _Pragma(#x)
+#else
+#define GC_PRAGMA(x)
+#endif
+
+/* below this many output elements x taps, threads cost more than they save */
+#define GC_POOL_PARALLEL_MIN 32768.0
+
+static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+static inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+static inline int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+static inline int64_t ceil_div(int64_t a, int64_t b) { return a >= 0 ? (a + b - 1) / b : -(-a / b); }
+
+/* The output indices o in [0, n_out) whose input index o * stride + offset falls inside [0, n_in). */
+static void valid_range(int64_t n_out, int64_t n_in, int64_t stride, int64_t offset, int64_t *lo, int64_t *hi)
+{
+    *lo = max64(0, ceil_div(-offset, stride));
+    *hi = min64(n_out, floor_div(n_in - 1 - offset, stride) + 1);
+    if (*hi < *lo) *hi = *lo;
+}
+
+/* Column taps whose valid output spans are computed once per plane (wider windows compute the rest on
+ * the fly): the spans need divisions, far too slow to redo for every output row. */
+#define GC_TAP_CACHE 16
+
+typedef struct tap_spans {
+    int64_t lo[GC_TAP_CACHE], hi[GC_TAP_CACHE];
+} tap_spans;
+
+static void spans_init(tap_spans *t, int64_t kw, int64_t ow, int64_t w, int64_t stride, int64_t dil, int64_t pad)
+{
+    for (int64_t j = 0; j < kw && j < GC_TAP_CACHE; j++)
+        valid_range(ow, w, stride, j * dil - pad, &t->lo[j], &t->hi[j]);
+}
+
+static inline void spans_get(const tap_spans *t, int64_t j, int64_t ow, int64_t w, int64_t stride, int64_t off,
+                             int64_t *lo, int64_t *hi)
+{
+    if (j < GC_TAP_CACHE) {
+        *lo = t->lo[j];
+        *hi = t->hi[j];
+    } else {
+        valid_range(ow, w, stride, off, lo, hi);
+    }
+}
+
+/* ------------------------------------------------------------------ max pooling */
+
+/* max that lets a NaN win, like PyTorch's pooling */
+static inline float nan_max(float m, float v) { return (v > m || v != v) ? v : m; }
+
+/* yr[o] = max(yr[o], xr[o * stride + off]) over [lo, hi), the common strides as constants so the loop
+ * vectorises */
+static inline void max_span(float *restrict yr, const float *restrict xr, int64_t lo, int64_t hi, int64_t stride,
+                            int64_t off)
+{
+    if (stride == 1)
+        for (int64_t o = lo; o < hi; o++) yr[o] = nan_max(yr[o], xr[o + off]);
+    else if (stride == 2)
+        for (int64_t o = lo; o < hi; o++) yr[o] = nan_max(yr[o], xr[2 * o + off]);
+    else
+        for (int64_t o = lo; o < hi; o++) yr[o] = nan_max(yr[o], xr[o * stride + off]);
+}
+
+/* One plane: y starts at -inf and every tap raises its valid span, row by row. */
+static void max_plane(const gc_pool2d_params *p, const float *x, float *y)
+{
+    const int64_t H = p->h, W = p->w, OW = p->ow, sw = p->stride_w;
+    tap_spans spans;
+    spans_init(&spans, p->kw, OW, W, sw, p->dil_w, p->pad_w);
+    for (int64_t oh = 0; oh < p->oh; oh++) {
+        float *restrict yr = y + oh * OW;
+        for (int64_t ow = 0; ow < OW; ow++) yr[ow] = -INFINITY;
+        for (int64_t i = 0; i < p->kh; i++) {
+            const int64_t ih = oh * p->stride_h - p->pad_h + i * p->dil_h;
+            if (ih < 0 || ih >= H) continue;
+            for (int64_t j = 0; j < p->kw; j++) {
+                const int64_t off = j * p->dil_w - p->pad_w;
+                int64_t lo, hi;
+                spans_get(&spans, j, OW, W, sw, off, &lo, &hi);
+                max_span(yr, x + ih * W, lo, hi, sw, off);
+            }
+        }
+    }
+}
+
+void gc_max_pool2d(const gc_pool2d_params *p, const float *x, float *y, int nthreads)
+{
+    const int64_t planes = p->n * p->c, in_plane = p->h * p->w, out_plane = p->oh * p->ow;
+    const int nt = (double)planes * (double)out_plane * (double)(p->kh * p->kw) < GC_POOL_PARALLEL_MIN ? 1 : nthreads;
+    (void)nt; /* unused without OpenMP */
+    GC_PRAGMA(omp parallel for num_threads(nt) schedule(static) if (nt > 1))
+    for (int64_t q = 0; q < planes; q++) max_plane(p, x + q * in_plane, y + q * out_plane);
+}
+
+/* ------------------------------------------------------------------ average pooling */
+
+/* One plane, PyTorch's avg_pool2d: window [start, start + k) clipped to [-pad, size + pad) gives the
+ * count_include_pad divisor, clipped to [0, size) the count of real pixels; the sum covers the latter.
+ * (PyTorch's avg_pool2d has no dilation, so dil_h / dil_w are not used.) */
+static void avg_plane(const gc_pool2d_params *p, const float *x, float *y)
+{
+    const int64_t H = p->h, W = p->w, OW = p->ow, sw = p->stride_w;
+    tap_spans spans;
+    spans_init(&spans, p->kw, OW, W, sw, 1, p->pad_w);
+    for (int64_t oh = 0; oh < p->oh; oh++) {
+        float *restrict yr = y + oh * OW;
+        const int64_t h0 = oh * p->stride_h - p->pad_h, h1 = min64(h0 + p->kh, H + p->pad_h);
+        const int64_t hin0 = max64(h0, 0), hin1 = min64(h1, H);
+        /* sums over the valid taps */
+        for (int64_t ow = 0; ow < OW; ow++) yr[ow] = 0.0f;
+        for (int64_t ih = hin0; ih < hin1; ih++) {
+            const float *restrict xr = x + ih * W;
+            for (int64_t j = 0; j < p->kw; j++) {
+                const int64_t off = j - p->pad_w;
+                int64_t lo, hi;
+                spans_get(&spans, j, OW, W, sw, off, &lo, &hi);
+                if (sw == 1)
+                    for (int64_t ow = lo; ow < hi; ow++) yr[ow] += xr[ow + off];
+                else if (sw == 2)
+                    for (int64_t ow = lo; ow < hi; ow++) yr[ow] += xr[2 * ow + off];
+                else
+                    for (int64_t ow = lo; ow < hi; ow++) yr[ow] += xr[ow * sw + off];
+            }
+        }
+        /* divide by the window size each output position is defined to have */
+        for (int64_t ow = 0; ow < OW; ow++) {
+            int64_t div;
+            if (p->divisor_override) {
+                div = p->divisor_override;
+            } else {
+                const int64_t w0 = ow * sw - p->pad_w, w1 = min64(w0 + p->kw, W + p->pad_w);
+                if (p->count_include_pad)
+                    div = (h1 - h0) * (w1 - w0);
+                else
+                    div = (hin1 - hin0) * (min64(w1, W) - max64(w0, 0));
+            }
+            yr[ow] /= (float)div;
+        }
+    }
+}
+
+void gc_avg_pool2d(const gc_pool2d_params *p, const float *x, float *y, int nthreads)
+{
+    const int64_t planes = p->n * p->c, in_plane = p->h * p->w, out_plane = p->oh * p->ow;
+    const int nt = (double)planes * (double)out_plane * (double)(p->kh * p->kw) < GC_POOL_PARALLEL_MIN ? 1 : nthreads;
+    (void)nt; /* unused without OpenMP */
+    GC_PRAGMA(omp parallel for num_threads(nt) schedule(static) if (nt > 1))
+    for (int64_t q = 0; q < planes; q++) avg_plane(p, x + q * in_plane, y + q * out_plane);
+}
+
+/* ------------------------------------------------------------------ adaptive average pooling */
+
+/* Sum of n floats: 8 independent float lanes (vectorisable) per chunk of 256, chunks added in double. */
+static double sum_floats(const float *x, int64_t n)
+{
+    double total = 0.0;
+    for (int64_t c0 = 0; c0 < n; c0 += 256) {
+        const int64_t c1 = min64(n, c0 + 256);
+        float lanes[8] = {0};
+        int64_t i = c0;
+        for (; i + 8 <= c1; i += 8)
+            for (int l = 0; l < 8; l++) lanes[l] += x[i + l];
+        float rest = 0.0f;
+        for (; i < c1; i++) rest += x[i];
+        total += (double)((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) +
+                 (double)((lanes[4] + lanes[5]) + (lanes[6] + lanes[7])) + (double)rest;
+    }
+    return total;
+}
+
+/* One plane: bin (i, j) covers rows [floor(i*H/OH), ceil((i+1)*H/OH)) and the same for columns. */
+static void adaptive_avg_plane(int64_t h, int64_t w, int64_t oh, int64_t ow, const float *x, float *y)
+{
+    if (oh == 1 && ow == 1) { /* global average pooling */
+        y[0] = (float)(sum_floats(x, h * w) / (double)(h * w));
+        return;
+    }
+    for (int64_t i = 0; i < oh; i++) {
+        const int64_t h0 = i * h / oh, h1 = ((i + 1) * h + oh - 1) / oh;
+        for (int64_t j = 0; j < ow; j++) {
+            const int64_t w0 = j * w / ow, w1 = ((j + 1) * w + ow - 1) / ow;
+            double s = 0.0;
+            for (int64_t r = h0; r < h1; r++) s += sum_floats(x + r * w + w0, w1 - w0);
+            y[i * ow + j] = (float)(s / (double)((h1 - h0) * (w1 - w0)));
+        }
+    }
+}
+
+void gc_adaptive_avg_pool2d(int64_t n, int64_t c, int64_t h, int64_t w, int64_t oh, int64_t ow, const float *x,
+                            float *y, int nthreads)
+{
+    const int64_t planes = n * c;
+    /* every input element is read about once when the output is smaller than the input */
+    const int nt = (double)planes * (double)(h * w + oh * ow) < GC_POOL_PARALLEL_MIN ? 1 : nthreads;
+    (void)nt; /* unused without OpenMP */
+    GC_PRAGMA(omp parallel for num_threads(nt) schedule(static) if (nt > 1))
+    for (int64_t q = 0; q < planes; q++) adaptive_avg_plane(h, w, oh, ow, x + q * h * w, y + q * oh * ow);
+}

@@ -1,0 +1,563 @@
+"""The C runtime's GEMM, convolution and pooling kernels against numpy (and PyTorch when installed).
+
+The kernels are built straight from runtime_c/ into a shared library (-DGC_INTERNAL= exports them) and
+called through cffi in ABI mode; the declarations are cut out of graphc_rt.h so the tests follow the
+contract. Besides the values, every kernel must give bit-identical results for 1 and 2 threads, never
+read C when beta == 0, and stay inside the work buffer its *_work_floats function sized.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+cffi = pytest.importorskip("cffi")
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNTIME = ROOT / "runtime_c"
+SOURCES = ("gc_gemm.c", "gc_conv.c", "gc_pool.c")
+NATIVE_FLAGS = ("-O3", "-march=native", "-fopenmp")
+PORTABLE_FLAGS = ("-O2", "-std=c11")  # no OpenMP, baseline ISA
+STRUCTS = ("gc_conv2d_params", "gc_conv_transpose2d_params", "gc_pool2d_params")
+FUNCTIONS = ("gc_sgemm", "gc_sgemm_batched", "gc_conv2d_work_floats", "gc_conv2d",
+             "gc_conv_transpose2d_work_floats", "gc_conv_transpose2d", "gc_max_pool2d", "gc_avg_pool2d",
+             "gc_adaptive_avg_pool2d")
+GUARD = 64  # sentinel floats after every output / work buffer
+SENTINEL = np.float32(-12345.5)
+
+
+# ---------------------------------------------------------------------------------- build and bind
+def _cdef() -> str:
+    header = (RUNTIME / "graphc_rt.h").read_text()
+    parts = []
+    for name in STRUCTS:
+        m = re.search(rf"typedef struct {name} \{{.*?\}} {name};", header, re.S)
+        assert m, f"{name} not found in graphc_rt.h"
+        parts.append(m.group(0))
+    for name in FUNCTIONS:
+        m = re.search(rf"GC_INTERNAL ([^;]*?\b{name}\([^;]*\);)", header, re.S)
+        assert m, f"{name} not found in graphc_rt.h"
+        parts.append(m.group(1))
+    return "\n".join(parts)
+
+
+def _build(directory: Path, flags: tuple[str, ...]):
+    """Compile the sources side by side (gc_gemm.c takes longest), link them, load the library."""
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is not installed")
+    common = ["gcc", *flags, "-Wall", "-Wextra", "-fPIC", "-DGC_INTERNAL=", f"-I{RUNTIME}"]
+    objects = [directory / (Path(s).stem + ".o") for s in SOURCES]
+    jobs = [subprocess.Popen([*common, "-c", str(RUNTIME / s), "-o", str(o)], stderr=subprocess.PIPE, text=True)
+            for s, o in zip(SOURCES, objects)]
+    for job, source in zip(jobs, SOURCES):
+        _, err = job.communicate()
+        assert job.returncode == 0, f"gcc failed on {source}:\n{err}"
+    lib_path = directory / "libgc_gemm_conv.so"
+    subprocess.run([*common, "-shared", *map(str, objects), "-o", str(lib_path), "-lm"], check=True)
+    ffi = cffi.FFI()
+    ffi.cdef(_cdef())
+    return ffi, ffi.dlopen(str(lib_path))
+
+
+class Runtime:
+    """Thin numpy-facing wrappers over the C kernels."""
+
+    def __init__(self, ffi, lib):
+        self.ffi, self.lib = ffi, lib
+
+    def ptr(self, a: np.ndarray | None):
+        if a is None:
+            return self.ffi.NULL
+        assert a.dtype == np.float32
+        return self.ffi.cast("float *", a.ctypes.data)
+
+    def sgemm(self, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, bias=None, nthreads=1):
+        self.lib.gc_sgemm(ta, tb, m, n, k, alpha, self.ptr(a), lda, self.ptr(b), ldb, beta, self.ptr(c), ldc,
+                          self.ptr(bias), nthreads)
+
+    @staticmethod
+    def _guarded(shape) -> np.ndarray:
+        """A flat buffer for shape followed by GUARD sentinel floats."""
+        return np.full(int(np.prod(shape)) + GUARD, SENTINEL, np.float32)
+
+    def conv2d(self, x, w, bias, stride, pad, dil, groups, nthreads=1, transpose=False, out_pad=(0, 0)):
+        n, c, h, wd = x.shape
+        if transpose:
+            oc, kh, kw = w.shape[1] * groups, w.shape[2], w.shape[3]
+            oh = (h - 1) * stride[0] - 2 * pad[0] + dil[0] * (kh - 1) + out_pad[0] + 1
+            ow = (wd - 1) * stride[1] - 2 * pad[1] + dil[1] * (kw - 1) + out_pad[1] + 1
+            p = self.ffi.new("gc_conv_transpose2d_params *")
+        else:
+            oc, kh, kw = w.shape[0], w.shape[2], w.shape[3]
+            oh = (h + 2 * pad[0] - dil[0] * (kh - 1) - 1) // stride[0] + 1
+            ow = (wd + 2 * pad[1] - dil[1] * (kw - 1) - 1) // stride[1] + 1
+            p = self.ffi.new("gc_conv2d_params *")
+        p.n, p.c, p.h, p.w, p.oc, p.kh, p.kw, p.oh, p.ow = n, c, h, wd, oc, kh, kw, oh, ow
+        p.stride_h, p.stride_w = stride
+        p.pad_h, p.pad_w = pad
+        p.dil_h, p.dil_w = dil
+        p.groups = groups
+        if transpose:
+            work_floats, run = self.lib.gc_conv_transpose2d_work_floats, self.lib.gc_conv_transpose2d
+        else:
+            work_floats, run = self.lib.gc_conv2d_work_floats, self.lib.gc_conv2d
+        work = self._guarded((work_floats(p, nthreads),))
+        y = self._guarded((n, oc, oh, ow))
+        run(p, self.ptr(x), self.ptr(w), self.ptr(bias), self.ptr(y), self.ptr(work), nthreads)
+        assert (work[-GUARD:] == SENTINEL).all(), "kernel wrote past its work buffer"
+        assert (y[-GUARD:] == SENTINEL).all(), "kernel wrote past its output"
+        return y[:-GUARD].reshape(n, oc, oh, ow)
+
+    def pool(self, kind, x, kernel, stride, pad, dil=(1, 1), ceil_mode=False, count_include_pad=True,
+             divisor_override=0, nthreads=1):
+        n, c, h, w = x.shape
+        out = [pool_out_size(s, k, st, p, d, ceil_mode) for s, k, st, p, d in zip((h, w), kernel, stride, pad, dil)]
+        p = self.ffi.new("gc_pool2d_params *")
+        p.n, p.c, p.h, p.w, p.oh, p.ow = n, c, h, w, *out
+        p.kh, p.kw = kernel
+        p.stride_h, p.stride_w = stride
+        p.pad_h, p.pad_w = pad
+        p.dil_h, p.dil_w = dil
+        p.count_include_pad = int(count_include_pad)
+        p.divisor_override = divisor_override
+        y = self._guarded((n, c, *out))
+        fn = self.lib.gc_max_pool2d if kind == "max" else self.lib.gc_avg_pool2d
+        fn(p, self.ptr(x), self.ptr(y), nthreads)
+        assert (y[-GUARD:] == SENTINEL).all()
+        return y[:-GUARD].reshape(n, c, *out)
+
+    def adaptive_avg(self, x, oh, ow, nthreads=1):
+        n, c, h, w = x.shape
+        y = self._guarded((n, c, oh, ow))
+        self.lib.gc_adaptive_avg_pool2d(n, c, h, w, oh, ow, self.ptr(x), self.ptr(y), nthreads)
+        assert (y[-GUARD:] == SENTINEL).all()
+        return y[:-GUARD].reshape(n, c, oh, ow)
+
+
+@pytest.fixture(scope="module")
+def rt(tmp_path_factory) -> Runtime:
+    return Runtime(*_build(tmp_path_factory.mktemp("gc_native"), NATIVE_FLAGS))
+
+
+def _rand(rng, *shape) -> np.ndarray:
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def _close(got, ref, rtol=1e-4):
+    """Float32 results against a float64 reference: relative to the magnitude of the reference."""
+    ref = np.asarray(ref, np.float64)
+    scale = max(1.0, float(np.abs(ref).max(initial=0.0)))
+    np.testing.assert_allclose(got, ref, rtol=rtol, atol=rtol * scale)
+
+
+def _same_for_threads(f):
+    """Run f(nthreads) for 1 and 2 threads; the results must agree to the bit."""
+    one, two = f(1), f(2)
+    np.testing.assert_array_equal(one, two)
+    return one
+
+
+# ---------------------------------------------------------------------------------- GEMM
+GEMM_SHAPES = [
+    (1, 1, 1), (1, 7, 3), (5, 1, 9), (3, 4, 5), (4, 70, 33), (2, 300, 40), (13, 17, 19), (37, 50, 29),
+    (8, 32, 256), (70, 400, 300), (100, 3, 70), (129, 65, 257),
+]
+
+
+@pytest.mark.parametrize("ta,tb", [(0, 0), (0, 1), (1, 0), (1, 1)])
+@pytest.mark.parametrize("m,n,k", GEMM_SHAPES)
+def test_sgemm_matches_numpy(rt, m, n, k, ta, tb):
+    rng = np.random.default_rng(m * 10007 + n * 101 + k)
+    a = _rand(rng, k, m) if ta else _rand(rng, m, k)
+    b = _rand(rng, n, k) if tb else _rand(rng, k, n)
+    c0, bias = _rand(rng, m, n), _rand(rng, n)
+    opa, opb = (a.T if ta else a).astype(np.float64), (b.T if tb else b).astype(np.float64)
+    for alpha, beta, use_bias in ((1.0, 0.0, False), (0.5, 1.0, True), (-2.0, 0.25, False), (1.0, 0.0, True)):
+        def run(nthreads, alpha=alpha, beta=beta, use_bias=use_bias):
+            c = c0.copy()
+            rt.sgemm(ta, tb, m, n, k, alpha, a, a.shape[1], b, b.shape[1], beta, c, n,
+                     bias if use_bias else None, nthreads)
+            return c
+
+        got = _same_for_threads(run)
+        _close(got, alpha * opa @ opb + beta * c0 + (bias if use_bias else 0.0))
+
+
+@pytest.mark.parametrize("m,n,k,ta,tb", [(1, 50, 20, 0, 1), (3, 40, 9, 0, 0), (50, 2, 30, 0, 1),
+                                         (33, 47, 300, 1, 0), (100, 100, 100, 0, 0), (70, 400, 300, 1, 1)])
+def test_sgemm_beta_zero_never_reads_c(rt, m, n, k, ta, tb):
+    rng = np.random.default_rng(1)
+    a = _rand(rng, k, m) if ta else _rand(rng, m, k)
+    b = _rand(rng, n, k) if tb else _rand(rng, k, n)
+    ref = (a.T if ta else a).astype(np.float64) @ (b.T if tb else b)
+    for nthreads in (1, 2):
+        c = np.full((m, n), np.nan, np.float32)
+        rt.sgemm(ta, tb, m, n, k, 1.0, a, a.shape[1], b, b.shape[1], 0.0, c, n, None, nthreads)
+        assert np.isfinite(c).all()
+        _close(c, ref)
+
+
+@pytest.mark.parametrize("m,n,k,ta,tb", [(5, 7, 3, 0, 0), (2, 40, 30, 0, 1), (3, 50, 20, 1, 0),
+                                         (40, 3, 25, 0, 1), (90, 70, 150, 1, 1), (90, 70, 150, 0, 0)])
+def test_sgemm_leading_dimensions(rt, m, n, k, ta, tb):
+    """Operands are sub-blocks of wider matrices; C's columns past n must stay untouched."""
+    rng = np.random.default_rng(2)
+    abig = _rand(rng, k + 2, m + 5) if ta else _rand(rng, m + 2, k + 5)
+    bbig = _rand(rng, n + 2, k + 3) if tb else _rand(rng, k + 2, n + 3)
+    a = abig[1:k + 1, 2:m + 2] if ta else abig[1:m + 1, 2:k + 2]
+    b = bbig[1:n + 1, 2:k + 2] if tb else bbig[1:k + 1, 2:n + 2]
+    cbig0 = _rand(rng, m + 1, n + 4)
+    bias = _rand(rng, n)
+    ref = 0.75 * (a.T if ta else a).astype(np.float64) @ (b.T if tb else b) - cbig0[1:, 1:n + 1] + bias
+
+    def run(nthreads):
+        cbig = cbig0.copy()
+        c_view = cbig[1:, 1:]  # ldc = n + 4 > n
+        rt.sgemm(ta, tb, m, n, k, 0.75, a, abig.shape[1], b, bbig.shape[1], -1.0, c_view, cbig.shape[1], bias,
+                 nthreads)
+        return cbig
+
+    cbig = _same_for_threads(run)
+    _close(cbig[1:, 1:n + 1], ref)
+    np.testing.assert_array_equal(cbig[0], cbig0[0])
+    np.testing.assert_array_equal(cbig[:, 0], cbig0[:, 0])
+    np.testing.assert_array_equal(cbig[:, n + 1:], cbig0[:, n + 1:])
+
+
+def test_sgemm_empty_depth(rt):
+    """K == 0: C = beta * C + bias (and beta == 0 still overwrites NaN); M or N == 0 is a no-op."""
+    rng = np.random.default_rng(3)
+    c0, bias = _rand(rng, 6, 9), _rand(rng, 9)
+    c = c0.copy()
+    rt.sgemm(0, 0, 6, 9, 0, 1.0, None, 1, None, 9, 0.5, c, 9, bias, 2)
+    _close(c, 0.5 * c0.astype(np.float64) + bias)
+    c = np.full((6, 9), np.nan, np.float32)
+    rt.sgemm(1, 1, 6, 9, 0, 1.0, None, 6, None, 1, 0.0, c, 9, None, 1)
+    np.testing.assert_array_equal(c, 0.0)
+    c = c0.copy()
+    rt.sgemm(0, 0, 0, 9, 4, 1.0, None, 4, None, 9, 0.0, c, 9, bias, 1)
+    rt.sgemm(0, 0, 6, 0, 4, 1.0, None, 4, None, 0, 0.0, c, 9, bias, 1)
+    np.testing.assert_array_equal(c, c0)
+
+
+@pytest.mark.parametrize("ta,tb", [(0, 0), (0, 1), (1, 1)])
+@pytest.mark.parametrize("batch,m,n,k", [(3, 5, 7, 4), (4, 16, 20, 33), (2, 1, 30, 12), (5, 40, 40, 40)])
+def test_sgemm_batched(rt, batch, m, n, k, ta, tb):
+    rng = np.random.default_rng(4)
+    a = _rand(rng, batch, *((k, m) if ta else (m, k)))
+    b = _rand(rng, *((n, k) if tb else (k, n)))  # one B for every item (stride 0)
+    bias = _rand(rng, n)
+    opa = np.swapaxes(a, 1, 2) if ta else a
+    ref = opa.astype(np.float64) @ (b.T if tb else b) + bias
+
+    def run(nthreads):
+        c = np.full((batch, m, n), np.nan, np.float32)  # the batched product overwrites C
+        rt.lib.gc_sgemm_batched(ta, tb, batch, m, n, k, rt.ptr(a), a.shape[2], a.shape[1] * a.shape[2], rt.ptr(b),
+                                b.shape[1], 0, rt.ptr(c), n, m * n, rt.ptr(bias), nthreads)
+        return c
+
+    _close(_same_for_threads(run), ref)
+
+
+# ---------------------------------------------------------------------------------- convolution
+def conv2d_ref(x, w, bias, stride, pad, dil, groups):
+    """Direct float64 convolution: one einsum per kernel tap and group."""
+    n, c, h, wd = x.shape
+    oc, cg, kh, kw = w.shape
+    ocg = oc // groups
+    oh = (h + 2 * pad[0] - dil[0] * (kh - 1) - 1) // stride[0] + 1
+    ow = (wd + 2 * pad[1] - dil[1] * (kw - 1) - 1) // stride[1] + 1
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pad[0], pad[0]), (pad[1], pad[1])))
+    y = np.zeros((n, oc, oh, ow))
+    for g in range(groups):
+        for i in range(kh):
+            for j in range(kw):
+                r0, c0 = i * dil[0], j * dil[1]
+                patch = xp[:, g * cg:(g + 1) * cg, r0:r0 + stride[0] * (oh - 1) + 1:stride[0],
+                           c0:c0 + stride[1] * (ow - 1) + 1:stride[1]]
+                y[:, g * ocg:(g + 1) * ocg] += np.einsum("nchw,oc->nohw", patch, w[g * ocg:(g + 1) * ocg, :, i, j])
+    if bias is not None:
+        y += bias[None, :, None, None]
+    return y
+
+
+def conv_transpose2d_ref(x, w, bias, stride, pad, out_pad, dil, groups):
+    """Scatter form in float64: every input pixel adds w * x at i*dil + ih*stride - pad."""
+    n, c, h, wd = x.shape
+    cg, ocg, kh, kw = w.shape[0] // groups, w.shape[1], w.shape[2], w.shape[3]
+    oc = ocg * groups
+    oh = (h - 1) * stride[0] - 2 * pad[0] + dil[0] * (kh - 1) + out_pad[0] + 1
+    ow = (wd - 1) * stride[1] - 2 * pad[1] + dil[1] * (kw - 1) + out_pad[1] + 1
+    # output rows / columns before cropping the padding, with room for every tap
+    full = np.zeros((n, oc, oh + 2 * pad[0] + stride[0] * h + dil[0] * kh,
+                     ow + 2 * pad[1] + stride[1] * wd + dil[1] * kw))
+    for g in range(groups):
+        xg = x[:, g * cg:(g + 1) * cg].astype(np.float64)
+        for i in range(kh):
+            for j in range(kw):
+                r0, c0 = i * dil[0], j * dil[1]
+                contrib = np.einsum("nchw,co->nohw", xg, w[g * cg:(g + 1) * cg, :, i, j])
+                full[:, g * ocg:(g + 1) * ocg, r0:r0 + stride[0] * (h - 1) + 1:stride[0],
+                     c0:c0 + stride[1] * (wd - 1) + 1:stride[1]] += contrib
+    y = full[:, :, pad[0]:pad[0] + oh, pad[1]:pad[1] + ow]
+    if bias is not None:
+        y = y + bias[None, :, None, None]
+    return y
+
+
+# n, c, h, w, oc, (kh, kw), stride, pad, dil, groups
+CONV_CASES = [
+    (2, 3, 9, 11, 4, (3, 3), (1, 1), (1, 1), (1, 1), 1),
+    (1, 4, 10, 7, 6, (3, 3), (2, 2), (1, 1), (1, 1), 1),
+    (2, 8, 5, 6, 5, (1, 1), (1, 1), (0, 0), (1, 1), 1),      # 1x1: gemm on x, no im2col
+    (1, 8, 7, 7, 4, (1, 1), (2, 2), (0, 0), (1, 1), 1),      # strided 1x1
+    (2, 6, 8, 8, 4, (3, 3), (1, 1), (1, 1), (1, 1), 2),      # groups
+    (2, 5, 9, 9, 5, (3, 3), (1, 1), (1, 1), (1, 1), 5),      # depthwise
+    (1, 4, 12, 10, 8, (5, 5), (2, 2), (2, 2), (1, 1), 4),    # depthwise, channel multiplier 2
+    (1, 3, 12, 12, 4, (3, 3), (1, 1), (2, 2), (2, 2), 1),    # dilation
+    (2, 4, 11, 13, 6, (2, 5), (2, 1), (1, 2), (2, 1), 2),    # everything asymmetric
+    (2, 4, 1, 20, 6, (1, 3), (1, 2), (0, 1), (1, 1), 1),     # conv1d as H = 1
+    (3, 1, 8, 8, 4, (3, 3), (1, 1), (1, 1), (1, 1), 1),      # single input channel: direct loops
+    (1, 3, 4, 4, 2, (4, 4), (1, 1), (0, 0), (1, 1), 1),      # kernel covers the input
+    (1, 3, 5, 5, 2, (3, 3), (3, 3), (2, 2), (2, 2), 1),      # outputs hitting only padding
+    (1, 16, 20, 20, 32, (3, 3), (1, 1), (1, 1), (1, 1), 1),  # one big item: threads inside gemm
+    (4, 8, 10, 10, 8, (3, 3), (1, 1), (1, 1), (1, 1), 2),    # many items: one per thread
+    (3, 6, 9, 9, 9, (3, 3), (2, 2), (1, 1), (1, 1), 3),      # odd item count
+]
+
+
+def _conv_data(case, transpose=False):
+    n, c, h, w, oc, k, _, _, _, groups = case
+    rng = np.random.default_rng(sum(case[:5]) + groups)
+    x = _rand(rng, n, c, h, w)
+    wt = _rand(rng, c, oc // groups, *k) if transpose else _rand(rng, oc, c // groups, *k)
+    return x, wt, _rand(rng, oc)
+
+
+@pytest.mark.parametrize("use_bias", [True, False])
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_conv2d_matches_numpy(rt, case, use_bias):
+    x, w, bias = _conv_data(case)
+    bias = bias if use_bias else None
+    stride, pad, dil, groups = case[6:]
+    got = _same_for_threads(lambda nt: rt.conv2d(x, w, bias, stride, pad, dil, groups, nt))
+    _close(got, conv2d_ref(x, w, bias, stride, pad, dil, groups))
+
+
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_conv2d_matches_torch(rt, case):
+    torch = pytest.importorskip("torch")
+    x, w, bias = _conv_data(case)
+    stride, pad, dil, groups = case[6:]
+    ref = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(bias), stride, pad,
+                                     dil, groups)
+    _close(rt.conv2d(x, w, bias, stride, pad, dil, groups, 2), ref.numpy())
+
+
+# n, c, h, w, oc, (kh, kw), stride, pad, out_pad, dil, groups
+CONV_T_CASES = [
+    (2, 3, 5, 6, 4, (3, 3), (2, 2), (1, 1), (1, 1), (1, 1), 1),
+    (1, 4, 4, 4, 6, (4, 4), (2, 2), (1, 1), (0, 0), (1, 1), 2),
+    (2, 6, 5, 5, 4, (1, 1), (1, 1), (0, 0), (0, 0), (1, 1), 1),   # 1x1: gemm straight into y
+    (1, 4, 5, 5, 4, (3, 3), (1, 1), (1, 1), (0, 0), (1, 1), 4),   # depthwise
+    (2, 4, 4, 5, 6, (3, 2), (2, 3), (1, 0), (1, 2), (2, 1), 2),   # everything asymmetric
+    (1, 2, 3, 3, 3, (3, 3), (1, 1), (0, 0), (0, 0), (1, 1), 1),
+    (2, 16, 8, 8, 8, (4, 4), (2, 2), (1, 1), (0, 0), (1, 1), 1),  # threads inside gemm and col2im
+    (4, 4, 6, 6, 4, (3, 3), (2, 2), (1, 1), (1, 1), (1, 1), 1),   # one item per thread
+    (1, 3, 1, 9, 2, (1, 4), (1, 3), (0, 1), (0, 2), (1, 1), 1),   # conv_transpose1d as H = 1
+]
+
+
+def _conv_t_args(case):
+    stride, pad, out_pad, dil, groups = case[6:]
+    return stride, pad, out_pad, dil, groups
+
+
+@pytest.mark.parametrize("use_bias", [True, False])
+@pytest.mark.parametrize("case", CONV_T_CASES)
+def test_conv_transpose2d_matches_numpy(rt, case, use_bias):
+    x, w, bias = _conv_data((*case[:6], None, None, None, case[-1]), transpose=True)
+    bias = bias if use_bias else None
+    stride, pad, out_pad, dil, groups = _conv_t_args(case)
+    got = _same_for_threads(lambda nt: rt.conv2d(x, w, bias, stride, pad, dil, groups, nt, transpose=True,
+                                                 out_pad=out_pad))
+    _close(got, conv_transpose2d_ref(x, w, bias, stride, pad, out_pad, dil, groups))
+
+
+@pytest.mark.parametrize("case", CONV_T_CASES)
+def test_conv_transpose2d_matches_torch(rt, case):
+    torch = pytest.importorskip("torch")
+    x, w, bias = _conv_data((*case[:6], None, None, None, case[-1]), transpose=True)
+    stride, pad, out_pad, dil, groups = _conv_t_args(case)
+    ref = torch.nn.functional.conv_transpose2d(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(bias),
+                                               stride, pad, out_pad, groups, dil)
+    _close(rt.conv2d(x, w, bias, stride, pad, dil, groups, 2, transpose=True, out_pad=out_pad), ref.numpy())
+
+
+# ---------------------------------------------------------------------------------- pooling
+def pool_out_size(size, k, s, p, d, ceil_mode):
+    """PyTorch's pooling output size (a window may not start in the right padding under ceil_mode)."""
+    span = size + 2 * p - d * (k - 1) - 1
+    out = (span + (s - 1 if ceil_mode else 0)) // s + 1
+    if ceil_mode and (out - 1) * s >= size + p:
+        out -= 1
+    return out
+
+
+def max_pool_ref(x, kernel, stride, pad, dil, ceil_mode):
+    n, c, h, w = x.shape
+    oh, ow = (pool_out_size(s, k, st, p, d, ceil_mode) for s, k, st, p, d in zip((h, w), kernel, stride, pad, dil))
+    y = np.full((n, c, oh, ow), -np.inf, np.float32)
+    for i in range(oh):
+        rows = [r for r in range(i * stride[0] - pad[0], i * stride[0] - pad[0] + dil[0] * kernel[0], dil[0])
+                if 0 <= r < h]
+        for j in range(ow):
+            cols = [q for q in range(j * stride[1] - pad[1], j * stride[1] - pad[1] + dil[1] * kernel[1], dil[1])
+                    if 0 <= q < w]
+            for r in rows:
+                for q in cols:
+                    y[:, :, i, j] = np.maximum(y[:, :, i, j], x[:, :, r, q])  # NaN propagates
+    return y
+
+
+def avg_pool_ref(x, kernel, stride, pad, ceil_mode, count_include_pad, divisor_override):
+    """PyTorch's avg_pool2d: the padded window is clipped to size + pad, the summed one to the input."""
+    n, c, h, w = x.shape
+    oh, ow = (pool_out_size(s, k, st, p, 1, ceil_mode) for s, k, st, p in zip((h, w), kernel, stride, pad))
+    y = np.zeros((n, c, oh, ow))
+    for i in range(oh):
+        h0 = i * stride[0] - pad[0]
+        h1 = min(h0 + kernel[0], h + pad[0])
+        for j in range(ow):
+            w0 = j * stride[1] - pad[1]
+            w1 = min(w0 + kernel[1], w + pad[1])
+            win = x[:, :, max(h0, 0):min(h1, h), max(w0, 0):min(w1, w)].astype(np.float64)
+            if divisor_override:
+                div = divisor_override
+            elif count_include_pad:
+                div = (h1 - h0) * (w1 - w0)
+            else:
+                div = win.shape[2] * win.shape[3]
+            y[:, :, i, j] = win.sum(axis=(2, 3)) / div
+    return y
+
+
+def adaptive_avg_ref(x, oh, ow):
+    n, c, h, w = x.shape
+    y = np.zeros((n, c, oh, ow))
+    for i in range(oh):
+        for j in range(ow):
+            h0, h1 = i * h // oh, -(-(i + 1) * h // oh)
+            w0, w1 = j * w // ow, -(-(j + 1) * w // ow)
+            y[:, :, i, j] = x[:, :, h0:h1, w0:w1].astype(np.float64).mean(axis=(2, 3))
+    return y
+
+
+# n, c, h, w, kernel, stride, pad, dilation, ceil_mode
+MAX_POOL_CASES = [
+    (2, 3, 8, 9, (2, 2), (2, 2), (0, 0), (1, 1), False),
+    (1, 2, 9, 9, (3, 3), (2, 2), (1, 1), (1, 1), True),
+    (1, 3, 10, 7, (3, 2), (2, 1), (1, 1), (2, 1), False),
+    (2, 2, 7, 7, (3, 3), (3, 3), (1, 1), (1, 1), True),
+    (1, 1, 5, 5, (5, 5), (1, 1), (2, 2), (1, 1), False),
+    (1, 2, 6, 11, (2, 3), (2, 2), (0, 1), (1, 2), True),
+    (2, 64, 16, 16, (3, 3), (2, 2), (1, 1), (1, 1), False),   # big enough to use threads
+]
+
+
+@pytest.mark.parametrize("case", MAX_POOL_CASES)
+def test_max_pool2d_matches_numpy(rt, case):
+    n, c, h, w, k, s, p, d, ceil_mode = case
+    x = _rand(np.random.default_rng(5), n, c, h, w)
+    x.flat[::29] = np.nan  # a NaN in the window wins, like in PyTorch
+    got = _same_for_threads(lambda nt: rt.pool("max", x, k, s, p, d, ceil_mode, nthreads=nt))
+    np.testing.assert_array_equal(got, max_pool_ref(x, k, s, p, d, ceil_mode))
+
+
+@pytest.mark.parametrize("case", MAX_POOL_CASES)
+def test_max_pool2d_matches_torch(rt, case):
+    torch = pytest.importorskip("torch")
+    n, c, h, w, k, s, p, d, ceil_mode = case
+    x = _rand(np.random.default_rng(6), n, c, h, w)
+    ref = torch.nn.functional.max_pool2d(torch.from_numpy(x), k, s, p, d, ceil_mode=ceil_mode)
+    np.testing.assert_array_equal(rt.pool("max", x, k, s, p, d, ceil_mode, nthreads=2), ref.numpy())
+
+
+# n, c, h, w, kernel, stride, pad, ceil_mode, count_include_pad, divisor_override
+AVG_POOL_CASES = [
+    (2, 3, 8, 9, (2, 2), (2, 2), (0, 0), False, True, 0),
+    (1, 2, 6, 6, (3, 3), (2, 2), (1, 1), True, True, 0),     # last window clipped to h + pad
+    (1, 2, 6, 6, (3, 3), (2, 2), (1, 1), True, False, 0),
+    (1, 2, 5, 5, (2, 2), (2, 2), (0, 0), True, True, 0),     # ceil window past the input, no padding
+    (2, 3, 7, 10, (3, 2), (2, 3), (1, 1), False, False, 0),
+    (1, 2, 7, 7, (3, 3), (2, 2), (1, 1), True, True, 5),     # divisor_override
+    (1, 1, 4, 9, (4, 5), (1, 2), (2, 2), True, False, 0),
+    (2, 64, 16, 16, (3, 3), (1, 1), (1, 1), False, True, 0),  # big enough to use threads
+]
+
+
+@pytest.mark.parametrize("case", AVG_POOL_CASES)
+def test_avg_pool2d_matches_numpy(rt, case):
+    n, c, h, w, k, s, p, ceil_mode, cip, div = case
+    x = _rand(np.random.default_rng(7), n, c, h, w)
+    got = _same_for_threads(lambda nt: rt.pool("avg", x, k, s, p, (1, 1), ceil_mode, cip, div, nthreads=nt))
+    _close(got, avg_pool_ref(x, k, s, p, ceil_mode, cip, div), rtol=1e-5)
+
+
+@pytest.mark.parametrize("case", AVG_POOL_CASES)
+def test_avg_pool2d_matches_torch(rt, case):
+    torch = pytest.importorskip("torch")
+    n, c, h, w, k, s, p, ceil_mode, cip, div = case
+    x = _rand(np.random.default_rng(8), n, c, h, w)
+    ref = torch.nn.functional.avg_pool2d(torch.from_numpy(x), k, s, p, ceil_mode, cip, div or None)
+    _close(rt.pool("avg", x, k, s, p, (1, 1), ceil_mode, cip, div, nthreads=2), ref.numpy(), rtol=1e-5)
+
+
+ADAPTIVE_CASES = [(2, 3, 7, 7, 1, 1), (1, 2, 10, 9, 3, 4), (1, 1, 5, 5, 7, 6), (1, 2, 33, 33, 7, 7),
+                  (1, 2, 40, 50, 1, 1), (2, 32, 20, 20, 2, 3)]
+
+
+@pytest.mark.parametrize("case", ADAPTIVE_CASES)
+def test_adaptive_avg_pool2d(rt, case):
+    n, c, h, w, oh, ow = case
+    x = _rand(np.random.default_rng(9), n, c, h, w)
+    got = _same_for_threads(lambda nt: rt.adaptive_avg(x, oh, ow, nt))
+    _close(got, adaptive_avg_ref(x, oh, ow), rtol=1e-5)
+    torch = pytest.importorskip("torch")
+    ref = torch.nn.functional.adaptive_avg_pool2d(torch.from_numpy(x), (oh, ow))
+    _close(got, ref.numpy(), rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------------- portable build
+def test_portable_build_agrees(rt, tmp_path):
+    """Without OpenMP and -march=native (baseline ISA, scalar FMA-free code paths) results still match."""
+    port = Runtime(*_build(tmp_path, PORTABLE_FLAGS))
+    rng = np.random.default_rng(10)
+    for m, n, k in ((1, 40, 30), (3, 50, 17), (37, 50, 29), (70, 400, 300)):
+        for ta, tb in ((0, 0), (0, 1), (1, 0), (1, 1)):
+            a = _rand(rng, k, m) if ta else _rand(rng, m, k)
+            b = _rand(rng, n, k) if tb else _rand(rng, k, n)
+            bias = _rand(rng, n)
+            c = np.full((m, n), np.nan, np.float32)
+            port.sgemm(ta, tb, m, n, k, 1.0, a, a.shape[1], b, b.shape[1], 0.0, c, n, bias, 2)
+            _close(c, (a.T if ta else a).astype(np.float64) @ (b.T if tb else b) + bias)
+    for case in (CONV_CASES[0], CONV_CASES[6], CONV_CASES[8], CONV_CASES[14]):
+        x, w, bias = _conv_data(case)
+        stride, pad, dil, groups = case[6:]
+        _close(port.conv2d(x, w, bias, stride, pad, dil, groups, 2), rt.conv2d(x, w, bias, stride, pad, dil, groups))
+    case = CONV_T_CASES[4]
+    x, w, bias = _conv_data((*case[:6], None, None, None, case[-1]), transpose=True)
+    stride, pad, out_pad, dil, groups = _conv_t_args(case)
+    _close(port.conv2d(x, w, bias, stride, pad, dil, groups, 2, transpose=True, out_pad=out_pad),
+           conv_transpose2d_ref(x, w, bias, stride, pad, out_pad, dil, groups))
+    x = _rand(rng, 2, 3, 9, 9)
+    np.testing.assert_array_equal(port.pool("max", x, (3, 3), (2, 2), (1, 1), ceil_mode=True),
+                                  rt.pool("max", x, (3, 3), (2, 2), (1, 1), ceil_mode=True))
+    _close(port.pool("avg", x, (3, 3), (2, 2), (1, 1), ceil_mode=True, count_include_pad=False),
+           avg_pool_ref(x, (3, 3), (2, 2), (1, 1), True, False, 0), rtol=1e-5)
+    _close(port.adaptive_avg(x, 4, 3), adaptive_avg_ref(x, 4, 3), rtol=1e-5)
