@@ -94,7 +94,9 @@ def main(argv: list[str]) -> int:
     compiled_logits = np.asarray(compiled(images))
     compiled_acc = float((compiled_logits.argmax(1) == labels).mean())
     max_diff = float(np.abs(compiled_logits - eager_logits).max())
-    print(f"compiled C:       accuracy {compiled_acc:.4f}; max |logit difference| vs eager {max_diff:.2e}")
+    changed = int((compiled_logits.argmax(1) != eager_logits.argmax(1)).sum())
+    print(f"compiled C:       accuracy {compiled_acc:.4f}; max |logit difference| vs eager {max_diff:.2e}; "
+          f"{changed} prediction(s) differ")
 
     state = {k: v.numpy() for k, v in net.state_dict().items()}
     runners: dict[str, Callable[[np.ndarray], Any]] = {"compiled C": compiled, "eager graphc": eager}
