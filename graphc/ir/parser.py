@@ -8,9 +8,12 @@ leave defaulted attributes out; every node's declared type is checked against it
 Every problem is an :class:`~graphc.errors.IRParseError` with the line, column, offending token and
 what was expected, formatted like a compiler diagnostic::
 
-    model.gir:12:31: unexpected token ')' — expected one of: '*', '+', ',', '-', ']'
-       12 |   %h : f32[B,256) = relu(%x)
-          |                ^
+    model.gir:3:17: unexpected token ')' — expected one of: '*', '+', ',', '-', ']'
+      3 |   %h : f32[B,256) = relu(%x)
+        |                 ^
+
+Semantic errors (unknown value or op, duplicate definition, a type that disagrees with the op's rule,
+an undeclared dim ...) point at the offending token the same way.
 """
 
 from __future__ import annotations
