@@ -228,6 +228,16 @@ def test_polynomial_dims_round_trip():
     assert "i64[-B*2+T*3+300]" in text
 
 
+def test_unicode_and_underscore_dim_names_round_trip():
+    g = Graph("u")
+    g.dims["Б"] = (1, 4)
+    g.dims["_n2"] = (0, 3)
+    b, n = Sym.var("Б"), Sym.var("_n2")
+    x = g.add_input("x", tt(b, n + 1))
+    g.set_outputs([("out", add(g, "slice", [x], dim=1, start=0, end=n, step=1))])
+    assert "dim Б in 1..4" in print_graph(roundtrip(g))
+
+
 def test_hand_written_text_is_canonicalised():
     text = (
         "// an MLP, annotated by hand\r\n"
