@@ -1,0 +1,262 @@
+"""graphc.compile: from a module (or a Graph) to a standalone C library, called from Python via cffi.
+
+Pipeline: trace -> ``graphc.passes.optimize`` (when present) -> lowering and memory plan
+(``lowering.py``, ``memplan.py``) -> jinja2 templates (``templates/<backend>/``) -> the C compiler with a
+content-hash cache (``build.py``) -> :class:`CompiledModel` (``compiled.py``).
+
+With ``out_dir`` the library is exported as a self-contained folder: ``NAME.h``, ``libNAME.so``,
+``NAME.safetensors`` (weights="file"), the generated sources and the runtime's, ``manifest.json``,
+``NAME.gir`` (optimised graph), ``NAME.source.gir`` (traced graph, for new weights), ``main.c`` and a
+``Makefile``; :func:`load_compiled` reopens it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import GraphcError
+from ..ir.graph import Graph
+from ..ir.printer import print_graph
+from .base import Backend, Namespace, sanitize
+from .build import BuildOptions, build_library, cflags, default_cache_dir, ldflags
+from .c import CBackend
+from .compiled import CompiledModel, RuntimeErrorC, load_compiled
+from .lowering import Program, fingerprint, lower_program
+from .weights import read_safetensors, weights_metadata, write_safetensors
+
+__all__ = ["compile", "load_compiled", "CompiledModel", "write_weights", "Backend", "CBackend", "Namespace",
+           "RuntimeErrorC", "BACKENDS", "generate"]
+
+BACKENDS: dict[str, type[Backend]] = {"c": CBackend}
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+def get_backend(name: str) -> Backend:
+    try:
+        return BACKENDS[name]()
+    except KeyError:
+        raise ValueError(f"unknown backend {name!r}; graphc has {', '.join(sorted(BACKENDS))}") from None
+
+
+def optimize_graph(g: Graph, opt_level: int) -> Graph:
+    """Run graphc.passes.optimize(graph, level) on a copy of g when the passes provide it."""
+    g = g.copy()
+    try:
+        from .. import passes
+    except ImportError:
+        passes = None
+    opt = getattr(passes, "optimize", None)
+    if opt is not None and opt_level > 0:
+        res = opt(g, opt_level)
+        if isinstance(res, Graph):
+            g = res
+    from ..ir.verify import verify
+
+    verify(g)
+    return g
+
+
+def _model_name(name: str | None, g: Graph) -> str:
+    if name is not None:
+        if sanitize(name) != name or Namespace().name(name) != name:
+            raise ValueError(f"name must be a C identifier that is not a C keyword, got {name!r}")
+        return name
+    return Namespace().name(sanitize(g.name or "model"))
+
+
+def _as_param(value: Any) -> np.ndarray:
+    if isinstance(value, np.ndarray):
+        return value
+    if hasattr(value, "_concrete"):
+        return value._concrete("state_dict")
+    if type(value).__module__.startswith("torch"):
+        from ..tensor import _torch_to_numpy
+
+        return _torch_to_numpy(value)
+    return np.asarray(value)
+
+
+def _optimized_weights(source: Graph, state_dict: Mapping[str, Any], opt_level: int, name: str, fp: str,
+                       *, strict: bool = True, fallback: Path | None = None) -> dict[str, np.ndarray]:
+    """The optimised graph's parameters for new weights of the source graph (checked, same fingerprint)."""
+    g = source.copy()
+    g.name = name
+    unknown = sorted(set(state_dict) - set(g.params))
+    if unknown and strict:
+        raise KeyError(f"unexpected key(s) in state_dict: {', '.join(unknown)} (the model has "
+                       f"{', '.join(g.params)})")
+    old: dict[str, np.ndarray] = {}
+    if fallback is not None and Path(fallback).exists():
+        old = read_safetensors(fallback)[0]
+    for pname, v in g.params.items():
+        if pname in state_dict:
+            arr = _as_param(state_dict[pname])
+        elif pname in g.param_data:
+            arr = g.param_data[pname]
+        elif pname in old:
+            arr = old[pname]
+        else:
+            raise KeyError(f"missing key in state_dict: '{pname}' ({v.type})")
+        want = tuple(int(d) for d in v.type.shape)
+        if tuple(arr.shape) != want or arr.dtype != v.type.dtype.np:
+            raise ValueError(f"state_dict['{pname}']: expected {v.type}, got {arr.dtype} array of shape "
+                             f"{tuple(arr.shape)}")
+        g.param_data[pname] = np.ascontiguousarray(arr)
+    opt = optimize_graph(g, opt_level)
+    opt.name = name
+    if fingerprint(opt) != fp:
+        raise GraphcError("the new weights change the optimised graph (its fingerprint differs): recompile the "
+                          "model with graphc.compile instead")
+    return {k: opt.param_data[k] for k in opt.params}
+
+
+def write_weights(directory: str | os.PathLike, state_dict: Mapping[str, Any], *, path: str | os.PathLike | None = None,
+                  strict: bool = True) -> Path:
+    """Write NAME.safetensors for an exported folder from a (fine-tuned) state_dict of the same shapes.
+    Returns the file's path (default: inside the folder)."""
+    from ..ir import parse
+
+    directory = Path(directory)
+    manifest = json.loads((directory / "manifest.json").read_text())
+    name = manifest["name"]
+    src_path = directory / f"{name}.source.gir"
+    source = parse(src_path.read_text(), source=str(src_path))
+    target = Path(path) if path is not None else directory / f"{name}.safetensors"
+    params = _optimized_weights(source, state_dict, manifest["options"]["opt_level"], name, manifest["fingerprint"],
+                                strict=strict, fallback=target if target.exists() else None)
+    write_safetensors(target, params, weights_metadata(name, manifest["fingerprint"]))
+    return target
+
+
+def generate(g: Graph, *, name: str | None = None, weights: str = "embed", opt_level: int = 2,
+             target: str = "native", threads: int | None = None, backend: str = "c") -> tuple[Program, dict[str, str],
+                                                                                            BuildOptions]:
+    """Lower an (already optimised) graph and render its sources without compiling (the compile-only path)."""
+    be = get_backend(backend)
+    name = _model_name(name, g)
+    g.name = name
+    options = BuildOptions(name=name, weights=weights, opt_level=opt_level, target=target, threads=threads,
+                           version=_version(), cflags=cflags(target, opt_level), ldflags=ldflags())
+    prog = lower_program(g, be, name=name, fuse=opt_level >= 1, threads=threads)
+    return prog, be.render_sources(prog, options), options
+
+
+def _io(infos: list) -> list[dict[str, Any]]:
+    return [{"name": t.name, "dtype": t.dtype.name, "shape": [str(d) for d in t.shape]} for t in infos]
+
+
+def _manifest(prog: Program, options: BuildOptions, sources: Mapping[str, str], exported: bool,
+              cache_dir: Path) -> dict[str, Any]:
+    return {
+        "name": prog.name,
+        "graphc_version": options.version,
+        "fingerprint": prog.fingerprint,
+        "inputs": _io(prog.inputs),
+        "outputs": _io(prog.outputs),
+        "dims": [{"name": d.name, "min": d.min, "max": d.max} for d in prog.dims],
+        "params": [{"name": q.name, "dtype": q.dtype.name, "shape": list(q.shape)} for q in prog.params],
+        "options": {"weights": options.weights, "opt_level": options.opt_level, "target": options.target,
+                    "threads": options.threads, "cflags": options.cflags, "ldflags": options.ldflags},
+        "memory_plan": {"arena_bytes": str(prog.plan.arena), "capacity_bytes": str(prog.plan.capacity),
+                        "blocks": prog.memory_table(), "steps": prog.plan_labels},
+        "files": {"sources": sorted(sources), "library": f"lib{prog.name}.so", "header": f"{prog.name}.h"},
+        "exported": exported,
+        "cache_dir": None if exported else str(cache_dir),
+    }
+
+
+def compile(module_or_graph: Any, example_inputs: Any = None, dynamic: Mapping[str, Any] | None = None, *,  # noqa: A001
+            name: str | None = None, weights: str = "embed", opt_level: int = 2, target: str = "native",
+            threads: int | None = None, cache_dir: str | os.PathLike | None = None,
+            out_dir: str | os.PathLike | None = None, backend: str = "c") -> CompiledModel:
+    """Compile a module (traced with example_inputs and dynamic, like graphc.trace) or a Graph into a
+    shared library and return it as a callable :class:`CompiledModel`.
+
+    weights: "embed" bakes them into the library, "file" writes NAME.safetensors that create() maps.
+    opt_level: 0 (no passes, no fusion, -O0) .. 2 (default). target: "native" (-march=native) or
+    "portable". threads: default thread count of each context (None: omp_get_max_threads()).
+    cache_dir: build cache (default $GRAPHC_CACHE_DIR or ~/.cache/graphc). out_dir: export folder.
+    """
+    if weights not in ("embed", "file"):
+        raise ValueError(f"weights must be 'embed' or 'file', got {weights!r}")
+    if opt_level not in (0, 1, 2, 3):
+        raise ValueError(f"opt_level must be 0..3, got {opt_level!r}")
+    if threads is not None and int(threads) < 1:
+        raise ValueError(f"threads must be >= 1, got {threads!r}")
+    if isinstance(module_or_graph, Graph):
+        source = module_or_graph.copy()
+        if dynamic:
+            raise ValueError("dynamic applies to tracing; a Graph declares its dims itself")
+    else:
+        if example_inputs is None:
+            raise ValueError("compile needs example_inputs to trace a module")
+        from ..trace import trace
+
+        source = trace(module_or_graph, example_inputs, dynamic, name=name)
+    model_name = _model_name(name, source)
+    source.name = model_name
+    g = optimize_graph(source, opt_level)
+    g.name = model_name
+    prog, sources, options = generate(g, name=model_name, weights=weights, opt_level=opt_level, target=target,
+                                      threads=threads, backend=backend)
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    params = {k: g.param_data[k] for k in g.params}
+    meta = weights_metadata(model_name, prog.fingerprint)
+    wdir = cache / "v1" / "weights"
+    wdir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f"{model_name}-", suffix=".safetensors", dir=wdir)
+    os.close(fd)
+    wpath = Path(tmp)
+    sha = write_safetensors(wpath, params, meta)
+    final_w = wdir / f"{model_name}-{sha[:32]}.safetensors"
+    os.replace(wpath, final_w)
+    folder, hit = build_library(sources, options, cache_dir=cache, weights_file=final_w, weights_sha=sha)
+    exported = out_dir is not None
+    manifest = _manifest(prog, options, sources, exported, cache)
+    if exported:
+        folder = _export(Path(out_dir), folder, prog, sources, manifest, source, g,
+                         final_w if weights == "file" else None)
+        if weights == "file":
+            final_w = folder / f"{model_name}.safetensors"
+    elif not (folder / "manifest.json").exists():
+        (folder / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    if weights == "embed" and not exported:
+        final_w.unlink(missing_ok=True)
+    return CompiledModel(folder, manifest, folder / f"lib{model_name}.so", final_w if weights == "file" else None,
+                         source_graph=source, threads=threads, cache_hit=hit)
+
+
+def _export(out: Path, built: Path, prog: Program, sources: Mapping[str, str], manifest: Mapping[str, Any],
+            source: Graph, g: Graph, weights_file: Path | None) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    name = prog.name
+    for n in sources:
+        shutil.copyfile(built / n, out / n)
+    rt = out / "runtime"
+    rt.mkdir(exist_ok=True)
+    for f in sorted((built / "runtime").iterdir()):
+        shutil.copyfile(f, rt / f.name)
+    lib = out / f"lib{name}.so"
+    tmp = out / f".lib{name}.so.tmp"
+    shutil.copyfile(built / f"lib{name}.so", tmp)
+    os.replace(tmp, lib)  # a new inode: processes that mapped the old library keep it
+    if weights_file is not None:
+        shutil.copyfile(weights_file, out / f".{name}.safetensors.tmp")
+        os.replace(out / f".{name}.safetensors.tmp", out / f"{name}.safetensors")
+    (out / f"{name}.gir").write_text(print_graph(g))
+    (out / f"{name}.source.gir").write_text(print_graph(source))
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    return out

@@ -1,0 +1,292 @@
+"""What every code-generating backend shares: the naming namespace and the Backend base class.
+
+A backend is a folder of jinja2 templates (``templates/<name>/``) plus a small class of dialect knobs —
+type names, literal spelling, math-function spelling, how an elementwise op prints, file suffixes,
+thread pragmas — in the spirit of tinygrad's ``CStyleLanguage``. The lowering (``lowering.py``) is
+shared; the op rules live in a table (``lowerings``) that a new backend may inherit and override
+family by family. A CUDA backend would be ``templates/cuda/`` + a subclass changing the knobs, its
+``lowerings`` for the families it runs on the device, and ``render_sources``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable
+from typing import Any, ClassVar
+
+import jinja2
+import numpy as np
+
+from .._dtype import dtype
+from .._resources import templates_dir
+from ..errors import UnsupportedError
+
+# ------------------------------------------------------------------------------------- names
+_C_KEYWORDS = """
+auto break case char const continue default do double else enum extern float for goto if inline int long
+register restrict return short signed sizeof static struct switch typedef union unsigned void volatile while
+_Alignas _Alignof _Atomic _Bool _Complex _Generic _Imaginary _Noreturn _Static_assert _Thread_local
+alignas alignof bool constexpr false nullptr static_assert thread_local true typeof typeof_unqual
+asm fortran and and_eq bitand bitor catch char8_t char16_t char32_t class compl concept consteval constinit
+const_cast co_await co_return co_yield decltype delete dynamic_cast explicit export friend mutable namespace
+new noexcept not not_eq operator or or_eq private protected public reinterpret_cast requires static_cast
+template this throw try typeid typename using virtual wchar_t xor xor_eq
+"""
+_C_LIBRARY = """
+NULL size_t ptrdiff_t int8_t int16_t int32_t int64_t uint8_t uint16_t uint32_t uint64_t intptr_t uintptr_t
+INT64_C INT64_MIN INT64_MAX INFINITY NAN HUGE_VAL M_PI M_SQRT1_2 errno main
+memcpy memset memmove memcmp strcmp strncmp strlen strcpy snprintf printf fprintf puts malloc calloc realloc free
+aligned_alloc posix_memalign abort exit stdin stdout stderr FILE
+exp expf log logf sqrt sqrtf sin sinf cos cosf tan tanf tanh tanhf erf erff floor floorf ceil ceilf
+nearbyint nearbyintf log1p log1pf expm1 expm1f fabs fabsf fmax fmaxf fmin fminf pow powf fmod fmodf
+round roundf trunc truncf isnan isinf llabs labs abs
+"""
+C_RESERVED = frozenset(_C_KEYWORDS.split()) | frozenset(_C_LIBRARY.split())
+_BAD = re.compile(r"[^0-9A-Za-z_]+")
+
+
+def sanitize(candidate: str) -> str:
+    """A C identifier close to `candidate`: invalid characters become '_', no leading '_' or digit."""
+    s = _BAD.sub("_", candidate)
+    s = re.sub(r"_+", "_", s).strip("_")
+    if not s:
+        s = "v"
+    if s[0].isdigit():
+        s = "v" + s
+    return s[:80]
+
+
+class Namespace:
+    """Hands out C identifiers (like torch.fx's ``_Namespace``): sanitised, never a C/C++ keyword, a libc
+    name or a reserved prefix (``gc_``, ``gcx_``, ``omp_``), and unique (``name``, ``name_1``, ...).
+    Asking again for the same object returns the same name."""
+
+    def __init__(self, reserved: Iterable[str] = ()):
+        self._used: set[str] = set(C_RESERVED) | set(reserved)
+        self._by_obj: dict[Any, str] = {}
+
+    def name(self, candidate: str, obj: Any = None) -> str:
+        if obj is not None and obj in self._by_obj:
+            return self._by_obj[obj]
+        base = sanitize(candidate)
+        if base.startswith(("gc_", "gcx_", "omp_", "GC_")):
+            base = "v_" + base
+        name, i = base, 1
+        while name in self._used:
+            name = f"{base}_{i}"
+            i += 1
+        self._used.add(name)
+        if obj is not None:
+            self._by_obj[obj] = name
+        return name
+
+    def reserve(self, name: str) -> None:
+        self._used.add(name)
+
+
+# ------------------------------------------------------------------------------------- jinja filters
+def c_string(s: str) -> str:
+    """A C string literal (escaped; non-ASCII as octal escapes)."""
+    out = ['"']
+    for b in s.encode("utf-8"):
+        ch = chr(b)
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "?":  # no trigraphs
+            out.append("\\?")
+        elif 32 <= b < 127:
+            out.append(ch)
+        else:
+            out.append(f"\\{b:03o}")
+    out.append('"')
+    return "".join(out)
+
+
+def c_comment(s: str) -> str:
+    """Text safe inside a /* */ comment."""
+    return s.replace("*/", "* /").replace("/*", "/ *")
+
+
+# ------------------------------------------------------------------------------------- backend
+_ENVIRONMENTS: dict[tuple[str, str], jinja2.Environment] = {}
+
+
+class Backend:
+    """A code-generating backend: a templates folder and its dialect knobs."""
+
+    name: ClassVar[str] = "base"
+    template_folder: ClassVar[str] = ""
+    template_suffix: ClassVar[str] = ".c.j2"
+    source_suffix: ClassVar[str] = ".c"
+    header_suffix: ClassVar[str] = ".h"
+    asm_suffix: ClassVar[str] = ".S"
+    # element types by graphc dtype name; a dtype missing here is unsupported by the backend
+    type_names: ClassVar[dict[str, str]] = {
+        "float32": "float", "float64": "double", "int64": "int64_t", "int32": "int32_t", "int16": "int16_t",
+        "int8": "int8_t", "uint8": "uint8_t", "bool": "uint8_t",
+    }
+    # the gc_dtype / NAME_dtype enumerator of each dtype (mirrors runtime_c/graphc_rt.h)
+    dtype_codes: ClassVar[dict[str, str]] = {
+        "float32": "F32", "float64": "F64", "float16": "F16", "bfloat16": "BF16", "int8": "I8", "int16": "I16",
+        "int32": "I32", "int64": "I64", "uint8": "U8", "bool": "BOOL",
+    }
+    float_suffix: ClassVar[dict[str, str]] = {"float32": "f", "float64": ""}
+    # libm functions the registry's scalar formulas spell in their float32 form
+    math_functions: ClassVar[frozenset[str]] = frozenset(
+        "expf logf sqrtf sinf cosf tanhf erff floorf ceilf nearbyintf log1pf expm1f fabsf powf".split())
+    # functions the formulas use that the backend provides itself (fmax/fmin propagate NaN like numpy)
+    helper_functions: ClassVar[dict[str, str]] = {
+        "fmaxf": "gcx_fmax", "fminf": "gcx_fmin", "gelu_none": "gcx_gelu_none", "gelu_tanh": "gcx_gelu_tanh",
+    }
+    # per-op spelling for integer element types where the float formula does not apply
+    integer_scalars: ClassVar[dict[str, str]] = {
+        "abs": "({0} < 0 ? -{0} : {0})",
+        "maximum": "({0} > {1} ? {0} : {1})",
+        "minimum": "({0} < {1} ? {0} : {1})",
+    }
+    # rough cost of one element of an op, in additions (parallelise smaller loops of costly math)
+    costly_ops: ClassVar[dict[str, int]] = {
+        "exp": 8, "log": 8, "sin": 8, "cos": 8, "tanh": 10, "erf": 10, "gelu": 12, "sigmoid": 9, "silu": 9,
+        "softplus": 12, "pow": 16, "elu": 8,
+    }
+    parallel_min: ClassVar[int] = 32768  # elements of a plain loop worth a parallel region
+    lowerings: ClassVar[dict[str, Any]] = {}
+
+    # --------------------------------------------------------------------------------- types
+    def ctype(self, dt: dtype) -> str | None:
+        return self.type_names.get(dt.name)
+
+    def dtype_code(self, dt: dtype) -> str:
+        return self.dtype_codes[dt.name]
+
+    def literal(self, value: Any, dt: dtype) -> str:
+        """A C literal of `value` in element type `dt`."""
+        if dt.is_floating_point:
+            v = float(value)
+            if math.isnan(v):
+                return "NAN"
+            if math.isinf(v):
+                return "INFINITY" if v > 0 else "(-INFINITY)"
+            if dt.name == "float32":
+                s = str(np.float32(v))
+            else:
+                s = repr(v)
+            if not any(c in s for c in ".e"):
+                s += ".0"
+            s += self.float_suffix.get(dt.name, "")
+            return f"({s})" if s.startswith("-") else s
+        if dt.name == "bool":
+            return "1" if value else "0"
+        v = int(value)
+        if dt.name == "int64" and v == -(2 ** 63):
+            return "INT64_MIN"
+        if abs(v) >= 2 ** 31:
+            return f"INT64_C({v})" if v >= 0 else f"(-INT64_C({-v}))"
+        return str(v) if v >= 0 else f"({v})"
+
+    # --------------------------------------------------------------------------------- elementwise
+    def respell(self, fmt: str, dt: dtype) -> str:
+        """Adapt a float32 formula from the registry to element type dt (math names, literals, helpers)."""
+        def fn(m: re.Match) -> str:
+            name = m.group(1)
+            if name in self.helper_functions:
+                return f"{self.helper_functions[name]}_{dt.short}("
+            if name in self.math_functions and dt.name != "float32":
+                return name[:-1] + "("
+            return m.group(0)
+
+        out = re.sub(r"\b([A-Za-z_][A-Za-z0-9_]*)\(", fn, fmt)
+        if dt.name != "float32":
+            suffix = self.float_suffix.get(dt.name, "")
+            out = re.sub(r"\b(\d+\.\d*)f\b", lambda m: m.group(1) + suffix, out)
+        return out
+
+    def scalar_expr(self, node: Any, args: list[str]) -> str:
+        """How an elementwise node prints, given its operands as C expressions."""
+        op = node.opdef
+        fmt = op.scalar
+        if fmt is None:
+            raise UnsupportedError(f"op {node.op} has no scalar formula")
+        ins = [v for v in node.inputs if v is not None]
+        dt = ins[-1].type.dtype if ins else node.out.type.dtype
+        special = getattr(self, f"scalar_{fmt}", None) if fmt.isidentifier() else None
+        if special is not None:
+            return special(node, args, dt)
+        if self.ctype(dt) is None:
+            raise UnsupportedError(f"dtype {dt}")
+        if not dt.is_floating_point and node.op in self.integer_scalars:
+            fmt = self.integer_scalars[node.op]
+        if not dt.is_floating_point and any(f in fmt for f in self.math_functions):
+            raise UnsupportedError(f"op {node.op} on {dt}")
+        for k, v in node.attrs.items():  # text attributes name functions (gelu_{approximate})
+            if isinstance(v, str):
+                fmt = fmt.replace("{" + k + "}", v)
+        fmt = self.respell(fmt, dt)
+        attrs = {k: self.literal(v, dt) for k, v in node.attrs.items()
+                 if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        expr = fmt.format(*args, **attrs)
+        if node.out.type.dtype.name == "bool" and node.op in ("add", "mul", "maximum", "minimum", "abs", "neg",
+                                                               "relu", "clamp", "sign"):
+            expr = f"({expr} != 0)"
+        return expr
+
+    def scalar_cast(self, node: Any, args: list[str], src: dtype) -> str:
+        dst = node.out.type.dtype
+        if self.ctype(dst) is None or self.ctype(src) is None:
+            raise UnsupportedError(f"cast from {src} to {dst}")
+        if dst.name == "bool":
+            return f"({args[0]} != 0)"
+        return f"(({self.ctype(dst)}){args[0]})"
+
+    def scalar_clamp(self, node: Any, args: list[str], dt: dtype) -> str:
+        x = args[0]
+        lo, hi = node.attrs.get("min"), node.attrs.get("max")
+        if dt.is_floating_point:
+            if lo is not None:
+                x = f"gcx_fmax_{dt.short}({x}, {self.literal(lo, dt)})"
+            if hi is not None:
+                x = f"gcx_fmin_{dt.short}({x}, {self.literal(hi, dt)})"
+            return x
+        if lo is not None:
+            lv = self.literal(lo, dt)
+            x = f"({x} < {lv} ? {lv} : {x})"
+        if hi is not None:
+            hv = self.literal(hi, dt)
+            x = f"({x} > {hv} ? {hv} : {x})"
+        return x
+
+    def scalar_remainder(self, node: Any, args: list[str], dt: dtype) -> str:
+        if dt.is_floating_point:
+            return f"gcx_rem_{dt.short}({args[0]}, {args[1]})"
+        return f"gcx_remi({args[0]}, {args[1]})"
+
+    def op_cost(self, op: str) -> int:
+        return self.costly_ops.get(op, 1)
+
+    # --------------------------------------------------------------------------------- templates
+    @property
+    def environment(self) -> jinja2.Environment:
+        key = (type(self).__name__, self.template_folder)
+        env = _ENVIRONMENTS.get(key)
+        if env is None:
+            env = _ENVIRONMENTS[key] = self._make_environment()
+        return env
+
+    def _make_environment(self) -> jinja2.Environment:
+        env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(str(templates_dir() / self.template_folder)),
+            undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+            autoescape=False)
+        env.filters["cstr"] = c_string
+        env.filters["ccomment"] = c_comment
+        return env
+
+    def render(self, template: str, **context: Any) -> str:
+        return self.environment.get_template(template).render(**context)
+
+    def render_sources(self, program: Any, options: Any) -> dict[str, str]:
+        """All generated files of a program: {file name: text}."""
+        raise NotImplementedError

@@ -1,0 +1,202 @@
+"""Building generated sources into a shared library, with a content-addressed cache.
+
+* Compiler: ``$CC`` (default ``cc``), flags ``-O3 -fopenmp -fPIC -fvisibility=hidden -march=native``
+  (``target="portable"``: ``-march=x86-64-v2`` on x86-64, no -march elsewhere); ``$GRAPHC_CFLAGS`` adds
+  flags (the tests use ``-Wall -Werror``).
+* Every translation unit is compiled on its own, in parallel; the runtime's objects are cached once per
+  (runtime sources, flags, compiler) and linked into every library.
+* Cache key: sha256 over the generated sources, the runtime sources, the flags, the compiler's
+  ``--version`` text, graphc's version and (baked weights) the weights file's hash. A hit returns the
+  cached folder without running the compiler.
+* Cache folder: ``cache_dir`` argument, else ``$GRAPHC_CACHE_DIR``, else ``~/.cache/graphc``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from .._resources import runtime_dir
+from ..errors import CompileError
+
+CACHE_LAYOUT = "v1"
+
+
+@dataclass
+class BuildOptions:
+    """What the templates and the build need to know about a compile."""
+
+    name: str
+    weights: str = "embed"  # "embed" | "file"
+    opt_level: int = 2
+    target: str = "native"  # "native" | "portable"
+    threads: int | None = None
+    version: str = ""
+    cflags: list[str] = field(default_factory=list)
+    ldflags: list[str] = field(default_factory=list)
+
+
+def compiler() -> list[str]:
+    return shlex.split(os.environ.get("CC", "") or "cc")
+
+
+@lru_cache(maxsize=8)
+def compiler_version(cc: tuple[str, ...]) -> str:
+    try:
+        res = subprocess.run([*cc, "--version"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise CompileError(f"cannot run the C compiler {' '.join(cc)!r}: {e} (set CC to a C compiler)") from None
+    return res.stdout + res.stderr
+
+
+def cflags(target: str = "native", opt_level: int = 2) -> list[str]:
+    opt = {0: "-O0", 1: "-O2"}.get(opt_level, "-O3")
+    flags = [opt, "-std=gnu11", "-fopenmp", "-fPIC", "-fvisibility=hidden", "-fwrapv", "-fno-math-errno"]
+    if target == "native":
+        flags.append("-march=native")
+    elif target == "portable":
+        if platform.machine().lower() in ("x86_64", "amd64"):
+            flags.append("-march=x86-64-v2")
+    else:
+        raise ValueError(f"target must be 'native' or 'portable', got {target!r}")
+    flags += shlex.split(os.environ.get("GRAPHC_CFLAGS", ""))
+    return flags
+
+
+def runtime_flags(flags: Sequence[str]) -> list[str]:
+    """The runtime is hand-written and always built optimised, whatever the graph's opt_level."""
+    return ["-O3" if f in ("-O0", "-O1", "-O2") else f for f in flags]
+
+
+def ldflags() -> list[str]:
+    return ["-fopenmp", "-lm", "-Wl,--no-undefined"]
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("GRAPHC_CACHE_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "graphc"
+
+
+def _runtime_files() -> dict[str, bytes]:
+    rt = runtime_dir()
+    return {p.name: p.read_bytes() for p in sorted(rt.iterdir()) if p.suffix in (".c", ".h")}
+
+
+def _digest(parts: Sequence[bytes]) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(len(p).to_bytes(8, "little"))
+        h.update(p)
+    return h.hexdigest()
+
+
+def _run(cmd: list[str], cwd: Path, what: str) -> None:
+    res = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    if res.returncode != 0:
+        out = res.stderr.strip() or res.stdout.strip()
+        raise CompileError(f"the C compiler failed on {what} (in {cwd}):\n$ {shlex.join(cmd)}\n{out}")
+
+
+def _parallel(jobs: list[tuple[list[str], Path, str]]) -> None:
+    workers = max(1, min(len(jobs), os.cpu_count() or 1))
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        futures = [pool.submit(_run, *job) for job in jobs]
+        errors = []
+        for f in futures:
+            try:
+                f.result()
+            except CompileError as e:
+                errors.append(str(e))
+    if errors:
+        raise CompileError("\n\n".join(errors))
+
+
+def _runtime_objects(cache: Path, cc: list[str], flags: list[str]) -> tuple[Path, list[Path]]:
+    """Compile (once) and return the runtime's object files."""
+    files = _runtime_files()
+    key = _digest([b"runtime", *(k.encode() + b"\0" + v for k, v in files.items()), " ".join(cc + flags).encode(),
+                   compiler_version(tuple(cc)).encode()])
+    final = cache / CACHE_LAYOUT / f"runtime-{key[:32]}"
+    objs = [final / (Path(n).stem + ".o") for n in files if n.endswith(".c")]
+    if final.is_dir() and all(o.exists() for o in objs):
+        return final, objs
+    tmp = cache / CACHE_LAYOUT / f"tmp-{uuid.uuid4().hex}"
+    tmp.mkdir(parents=True)
+    for n, data in files.items():
+        (tmp / n).write_bytes(data)
+    jobs = [([*cc, *flags, "-c", n, "-o", Path(n).stem + ".o"], tmp, f"runtime_c/{n}")
+            for n in files if n.endswith(".c")]
+    _parallel(jobs)
+    _publish(tmp, final)
+    return final, objs
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    try:
+        os.rename(tmp, final)
+    except OSError:  # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def cache_key(sources: Mapping[str, str], flags: Sequence[str], cc: Sequence[str], version: str,
+              weights_sha: str | None) -> str:
+    parts = [b"graphc-lib", version.encode(), " ".join([*cc, *flags]).encode(),
+             compiler_version(tuple(cc)).encode(), (weights_sha or "").encode()]
+    parts += [k.encode() + b"\0" + v for k, v in _runtime_files().items()]
+    parts += [k.encode() + b"\0" + sources[k].encode() for k in sorted(sources)]
+    return _digest(parts)
+
+
+def build_library(sources: Mapping[str, str], options: BuildOptions, *, cache_dir: str | os.PathLike | None = None,
+                  weights_file: Path | None = None, weights_sha: str | None = None) -> tuple[Path, bool]:
+    """Compile `sources` (file name -> text) into lib<name>.so inside a cache folder.
+
+    Returns (folder, cache_hit). The folder holds the sources, ``runtime/`` and the library.
+    """
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cc = compiler()
+    flags = list(options.cflags)
+    name = options.name
+    key = cache_key(sources, flags, cc, options.version, weights_sha if options.weights == "embed" else None)
+    final = cache / CACHE_LAYOUT / key[:40]
+    lib = final / f"lib{name}.so"
+    if lib.exists():
+        return final, True
+    rt_dir, rt_objs = _runtime_objects(cache, cc, runtime_flags(flags))
+    tmp = cache / CACHE_LAYOUT / f"tmp-{uuid.uuid4().hex}"
+    (tmp / "runtime").mkdir(parents=True)
+    for n, text in sources.items():
+        (tmp / n).write_text(text)
+    for n, data in _runtime_files().items():
+        (tmp / "runtime" / n).write_bytes(data)
+    blob = tmp / f"{name}.safetensors"
+    if options.weights == "embed":
+        if weights_file is None:
+            raise ValueError("baked weights need a weights file")
+        try:
+            os.link(weights_file, blob)
+        except OSError:
+            shutil.copyfile(weights_file, blob)
+    units = sorted(n for n in sources if n.endswith((".c", ".S")) and n != "main.c")
+    jobs = [([*cc, *flags, "-I.", "-Iruntime", "-c", n, "-o", n + ".o"], tmp, n) for n in units]
+    _parallel(jobs)
+    objs = [n + ".o" for n in units] + [str(o) for o in rt_objs]
+    _run([*cc, "-shared", *flags, "-o", lib.name, *objs, *options.ldflags, f"-Wl,-soname,{lib.name}"], tmp,
+         f"lib{name}.so (link)")
+    for n in units:
+        (tmp / (n + ".o")).unlink()
+    if blob.exists():
+        blob.unlink()
+    del rt_dir
+    _publish(tmp, final)
+    return final, False

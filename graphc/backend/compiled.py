@@ -1,0 +1,307 @@
+"""CompiledModel: a compiled library called from Python through cffi (ABI mode, no Python in the .so).
+
+A model holds one context (weights mapped, arena allocated) guarded by a lock, so calls from several
+Python threads are serialised; :meth:`CompiledModel.new_context` gives another independent context of
+the same library for parallel use. Inputs are checked against the manifest (count, dtype, ndim, static
+dims, dynamic dims and their ranges) and copied only when not C-contiguous.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._dtype import as_dtype, dtype
+from ..errors import GraphcError
+from ..sym import Sym, evaluate, parse_dim
+
+_LIBS: dict[str, _Library] = {}
+_LIBS_LOCK = threading.Lock()
+
+
+class RuntimeErrorC(GraphcError, RuntimeError):
+    """A compiled library returned an error status (carries ``status`` and the library's message)."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
+
+
+class _Library:
+    """One dlopen'ed libNAME.so and its cffi declarations."""
+
+    def __init__(self, path: Path, name: str, cdef: str):
+        import cffi
+
+        self.ffi = cffi.FFI()
+        self.ffi.cdef(cdef)
+        self.lib = self.ffi.dlopen(str(path))
+        self.name = name
+        p = name + "_"
+        self.create = getattr(self.lib, p + "create")
+        self.destroy = getattr(self.lib, p + "destroy")
+        self.run_v = getattr(self.lib, p + "run_v")
+        self.last_error = getattr(self.lib, p + "last_error")
+        self.status_string = getattr(self.lib, p + "status_string")
+        self.set_num_threads = getattr(self.lib, p + "set_num_threads")
+        self.get_num_threads = getattr(self.lib, p + "get_num_threads")
+        self.arena_bytes = getattr(self.lib, p + "arena_bytes")
+        self.fingerprint = self.ffi.string(getattr(self.lib, p + "fingerprint")()).decode()
+
+    @classmethod
+    def open(cls, path: Path, name: str, cdef: str) -> _Library:
+        key = str(path.resolve())
+        with _LIBS_LOCK:
+            lib = _LIBS.get(key)
+            if lib is None:
+                lib = _LIBS[key] = cls(path, name, cdef)
+            return lib
+
+
+class _Spec:
+    """One input or output from the manifest, with the checks precomputed."""
+
+    def __init__(self, d: Mapping[str, Any], dims: Mapping[str, tuple[int, int]]):
+        self.name: str = d["name"]
+        self.dtype: dtype = as_dtype(d["dtype"])
+        self.np = self.dtype.np
+        self.shape = [parse_dim(str(s)) for s in d["shape"]]
+        self.ndim = len(self.shape)
+        self.static = all(isinstance(s, int) for s in self.shape)
+        self.binds = [(i, s.symbols[0]) for i, s in enumerate(self.shape) if isinstance(s, Sym) and s.is_var]
+        ranges = [f"{lo} <= {n} <= {hi}" for n, (lo, hi) in dims.items()
+                  if any(isinstance(s, Sym) and n in s.symbols for s in self.shape)]
+        self.expected = f"{self.dtype.short}[{','.join(str(s) for s in self.shape)}]" + (
+            f" with {', '.join(ranges)}" if ranges else "")
+
+    def resolve(self, env: Mapping[str, int]) -> tuple[int, ...]:
+        return tuple(s if isinstance(s, int) else evaluate(s, env) for s in self.shape)
+
+
+class _Context:
+    """One NAME_ctx with its lock and reusable argument arrays."""
+
+    def __init__(self, lib: _Library, weights_path: str | None, threads: int | None):
+        ffi = lib.ffi
+        self.lib = lib
+        out = ffi.new(f"{lib.name}_ctx **")
+        err = ffi.new("char[]", 1024)
+        path = ffi.NULL if weights_path is None else str(weights_path).encode()
+        rc = lib.create(out, path, err, 1024)
+        if rc != 0:
+            raise RuntimeErrorC(f"{lib.name}_create failed: {ffi.string(err).decode(errors='replace')}", rc)
+        self.ptr = ffi.gc(out[0], lib.destroy)
+        self.lock = threading.Lock()
+        if threads is not None:
+            self.set_threads(threads)
+
+    def set_threads(self, n: int) -> None:
+        rc = self.lib.set_num_threads(self.ptr, int(n))
+        if rc != 0:
+            raise ValueError(self.error(rc))
+
+    def error(self, rc: int) -> str:
+        msg = self.lib.ffi.string(self.lib.last_error(self.ptr)).decode(errors="replace")
+        return msg or self.lib.ffi.string(self.lib.status_string(rc)).decode()
+
+
+class CompiledModel:
+    """A model compiled to a shared library. Call it like the module: ``model(x)``."""
+
+    def __init__(self, directory: str | Path, manifest: Mapping[str, Any], lib_path: Path,
+                 weights_path: Path | None, *, source_graph: Any = None, threads: int | None = None,
+                 cache_hit: bool = False):
+        self.directory = Path(directory)
+        self.manifest = dict(manifest)
+        self.name: str = manifest["name"]
+        self.lib_path = Path(lib_path)
+        self.weights_path = weights_path
+        self.cache_hit = cache_hit
+        self._source_graph = source_graph
+        self.dims: dict[str, tuple[int, int]] = {d["name"]: (d["min"], d["max"]) for d in manifest["dims"]}
+        self.inputs = [_Spec(d, self.dims) for d in manifest["inputs"]]
+        self.outputs = [_Spec(d, self.dims) for d in manifest["outputs"]]
+        self.input_names = [s.name for s in self.inputs]
+        self.output_names = [s.name for s in self.outputs]
+        self._dim_names = list(self.dims)
+        cdef = (self.directory / f"{self.name}_cffi.h").read_text()
+        self._lib = _Library.open(self.lib_path, self.name, cdef)
+        self._ctx = _Context(self._lib, None if weights_path is None else str(weights_path), threads)
+        self._threads = threads
+
+    # ------------------------------------------------------------------------------ information
+    @property
+    def fingerprint(self) -> str:
+        return self.manifest["fingerprint"]
+
+    @property
+    def memory_plan(self) -> list[dict[str, Any]]:
+        """The arena layout: value, node, byte offset and size (polynomials in the dims), first/last step."""
+        return list(self.manifest["memory_plan"]["blocks"])
+
+    def arena_bytes(self, **dims: int) -> int:
+        vals = self._lib.ffi.new("int64_t[]", [int(dims.get(n, self.dims[n][1])) for n in self._dim_names] or [0])
+        return int(self._lib.arena_bytes(vals))
+
+    @property
+    def sources(self) -> dict[str, str]:
+        """The generated C files (name -> text)."""
+        return {n: (self.directory / n).read_text() for n in self.manifest["files"]["sources"]}
+
+    @property
+    def num_threads(self) -> int:
+        return int(self._lib.get_num_threads(self._ctx.ptr))
+
+    def set_num_threads(self, n: int) -> None:
+        with self._ctx.lock:
+            self._ctx.set_threads(n)
+
+    def new_context(self, threads: int | None = None) -> CompiledModel:
+        """The same library with its own context (own arena and lock): for running in parallel."""
+        other = object.__new__(CompiledModel)
+        other.__dict__.update(self.__dict__)
+        other._ctx = _Context(self._lib, None if self.weights_path is None else str(self.weights_path),
+                              threads if threads is not None else self._threads)
+        return other
+
+    def __repr__(self) -> str:
+        ins = ", ".join(f"{s.name}: {s.expected}" for s in self.inputs)
+        outs = ", ".join(f"{s.name}: {s.expected}" for s in self.outputs)
+        return f"<CompiledModel {self.name}({ins}) -> ({outs}) at {self.directory}>"
+
+    # ------------------------------------------------------------------------------ calling
+    def _check(self, args: tuple) -> tuple[list[np.ndarray], dict[str, int]]:
+        if len(args) != len(self.inputs):
+            raise ValueError(f"{self.name} takes {len(self.inputs)} input(s) ({', '.join(self.input_names)}), "
+                             f"got {len(args)}")
+        arrays = []
+        env: dict[str, int] = {}
+        for spec, a in zip(self.inputs, args):
+            if not isinstance(a, np.ndarray):
+                if hasattr(a, "_concrete"):
+                    a = a._concrete(f"input '{spec.name}'")
+                else:
+                    a = np.asarray(a, dtype=spec.np) if not type(a).__module__.startswith("torch") else \
+                        np.asarray(a.detach().cpu().numpy())
+            if a.dtype != spec.np or a.ndim != spec.ndim:
+                raise self._bad(spec, a)
+            for i, sym in spec.binds:
+                n = a.shape[i]
+                prev = env.setdefault(sym, n)
+                if prev != n:
+                    raise ValueError(f"input '{spec.name}': dim {i} is {n} but dynamic dim {sym} is {prev} "
+                                     f"from an earlier input")
+            arrays.append(a)
+        for name, n in env.items():
+            lo, hi = self.dims[name]
+            if not lo <= n <= hi:
+                spec = next(s for s in self.inputs if any(b[1] == name for b in s.binds))
+                raise ValueError(f"input '{spec.name}': dim {name}={n} is outside {lo}..{hi}; "
+                                 f"expected {spec.expected}")
+        for spec, a in zip(self.inputs, arrays):
+            if spec.static:
+                if tuple(a.shape) != tuple(spec.shape):
+                    raise self._bad(spec, a)
+            elif spec.resolve(env) != a.shape:
+                raise self._bad(spec, a)
+        for i, a in enumerate(arrays):
+            if not a.flags.c_contiguous:
+                arrays[i] = np.ascontiguousarray(a)
+        for name in self._dim_names:
+            if name not in env:
+                raise ValueError(f"dynamic dim {name} is not the size of any input dim; it cannot be inferred")
+        return arrays, env
+
+    def _bad(self, spec: _Spec, a: np.ndarray) -> ValueError:
+        return ValueError(f"input '{spec.name}': expected {spec.expected}, got {a.dtype} array of shape "
+                          f"{tuple(a.shape)}")
+
+    def _run(self, arrays: list[np.ndarray], env: dict[str, int], ctx: _Context | None = None) -> list[np.ndarray]:
+        ctx = ctx or self._ctx
+        ffi = self._lib.ffi
+        outs = [np.empty(s.resolve(env), dtype=s.np) for s in self.outputs]
+        in_bufs = [ffi.from_buffer(a) for a in arrays]
+        out_bufs = [ffi.from_buffer(o) for o in outs]
+        dims = ffi.new("int64_t[]", [env[n] for n in self._dim_names] or [0])
+        ins = ffi.new("void *[]", in_bufs or [ffi.NULL])
+        ous = ffi.new("void *[]", out_bufs)
+        with ctx.lock:
+            rc = self._lib.run_v(ctx.ptr, dims, ins, ous)
+            if rc != 0:
+                raise RuntimeErrorC(f"{self.name}: {ctx.error(rc)}", rc)
+        return outs
+
+    def __call__(self, *args: Any) -> np.ndarray | tuple[np.ndarray, ...]:
+        """Run on positional inputs (numpy arrays or graphc Tensors); one output -> array, else a tuple."""
+        arrays, env = self._check(args)
+        outs = self._run(arrays, env)
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    def run(self, **named: Any) -> dict[str, np.ndarray]:
+        """Run on inputs given by name; returns {output name: array}."""
+        unknown = set(named) - set(self.input_names)
+        missing = [n for n in self.input_names if n not in named]
+        if unknown or missing:
+            raise ValueError(f"{self.name}: " + "; ".join(
+                ([f"unknown input(s) {sorted(unknown)}"] if unknown else [])
+                + ([f"missing input(s) {missing}"] if missing else [])) + f" (inputs: {self.input_names})")
+        arrays, env = self._check(tuple(named[n] for n in self.input_names))
+        return dict(zip(self.output_names, self._run(arrays, env)))
+
+    # ------------------------------------------------------------------------------ new weights
+    def source_graph(self) -> Any:
+        if self._source_graph is None:
+            from ..ir import parse
+
+            path = self.directory / f"{self.name}.source.gir"
+            self._source_graph = parse(path.read_text(), source=str(path))
+        return self._source_graph
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> None:
+        """Load new weights of the same shapes without recompiling: the source graph is optimised again
+        with them, a new weights file is written and the context re-created."""
+        from . import _optimized_weights
+
+        src = self.source_graph()
+        opt = self.manifest["options"]
+        current = self.weights_path
+        params = _optimized_weights(src, state_dict, opt["opt_level"], self.name, self.fingerprint,
+                                    strict=strict, fallback=current)
+        target = self._weights_target()
+        from .weights import weights_metadata, write_safetensors
+
+        write_safetensors(target, params, weights_metadata(self.name, self.fingerprint))
+        ctx = _Context(self._lib, str(target), self._threads)
+        with self._ctx.lock:
+            self._ctx = ctx
+            self.weights_path = target
+
+    def _weights_target(self) -> Path:
+        if self.manifest.get("exported"):
+            return self.directory / f"{self.name}.safetensors"
+        import uuid
+
+        from .build import CACHE_LAYOUT, default_cache_dir
+
+        cache = Path(self.manifest.get("cache_dir") or default_cache_dir())
+        return cache / CACHE_LAYOUT / "weights" / f"{self.name}-{uuid.uuid4().hex}.safetensors"
+
+
+def load_compiled(directory: str | Path, *, threads: int | None = None,
+                  weights: str | Path | None = None) -> CompiledModel:
+    """Open a folder exported by ``graphc.compile(..., out_dir=...)`` from Python."""
+    directory = Path(directory)
+    mpath = directory / "manifest.json"
+    if not mpath.exists():
+        raise FileNotFoundError(f"{directory} has no manifest.json: not a folder exported by graphc.compile")
+    manifest = json.loads(mpath.read_text())
+    name = manifest["name"]
+    lib = directory / f"lib{name}.so"
+    if weights is None and manifest["options"]["weights"] == "file":
+        weights = directory / f"{name}.safetensors"
+    return CompiledModel(directory, manifest, lib, None if weights is None else Path(weights), threads=threads)

@@ -1,0 +1,563 @@
+"""From a Graph to a :class:`Program`: the plain data that a backend's templates print.
+
+The driver :func:`lower_program` is backend-neutral:
+
+1. fusion groups (:mod:`graphc.passes.fusion`), views (``reshape``/``identity``/``dropout`` share their
+   input's bytes) and inlined constants decide which nodes become kernels;
+2. every kernel is described by a :class:`KernelBuilder`: the op's lowering rule (looked up in
+   ``backend.lowerings`` by op name; elementwise groups use :func:`lower_elementwise`) asks the builder
+   for operand pointers, dims as C expressions, scratch memory and a template, and the builder records
+   the kernel's arguments and the schedule step (what it reads and writes);
+3. outputs: a value returned by the graph is computed straight into the caller's output buffer when it
+   can be; otherwise a copy kernel fills the buffer at the end;
+4. the memory plan (:mod:`graphc.backend.memplan`) gives every intermediate an arena offset.
+
+Nothing here prints C except small expressions (loop bounds, sizes) through :meth:`graphc.sym.Sym.to_c`
+and the backend's knobs; templates print everything else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .._dtype import dtype
+from ..errors import UnsupportedError
+from ..ir.graph import Graph, Node, Value
+from ..ir.printer import print_graph, print_node
+from ..passes.fusion import FusionGroup, fusion_groups, inlined_constants
+from ..sym import Dim, Sym, evaluate, is_static, prod
+from .memplan import MemoryPlan, Step, plan_memory
+
+if TYPE_CHECKING:
+    from .base import Backend
+
+VIEW_OPS = frozenset({"reshape", "identity", "dropout"})
+
+# Names the templates use for locals in the run function and inside kernels; values never take them.
+RUN_LOCALS = ("ctx", "dims", "inputs", "outputs", "arena", "work", "nt", "rc", "need", "i", "fail", "st")
+KERNEL_LOCALS = tuple(f"i{k}" for k in range(16)) + tuple(f"j{k}" for k in range(16)) + (
+    "nthreads", "work", "p", "j", "acc", "best", "bi", "pos", "at", "mean", "val", "pa", "pb", "pc")
+
+
+# ------------------------------------------------------------------------------------- data model
+@dataclass
+class Arg:
+    """One parameter of a kernel function and the expression the run function passes for it."""
+
+    ctype: str  # "const float *", "int64_t", "int", "float *"
+    name: str  # parameter name inside the kernel
+    value: str  # C expression in the run function's scope
+
+
+@dataclass
+class Kernel:
+    name: str
+    template: str
+    comment: list[str]
+    args: list[Arg]
+    data: dict[str, Any]
+    dim_args: list[Arg]  # the dynamic dims it takes (first in args)
+    status: bool = False  # returns a status code (kernels that can fail on data)
+    error: str = ""  # message for a failure
+    work: bool = False  # a companion "<name>_work(dims..., nthreads)" returns its scratch size in floats
+    step: Step | None = None
+
+
+@dataclass
+class DimInfo:
+    name: str
+    cname: str
+    min: int
+    max: int
+
+
+@dataclass
+class TensorInfo:
+    """A graph input or output as the ABI exposes it."""
+
+    name: str
+    cname: str
+    dtype: dtype
+    ctype: str
+    shape: tuple[Dim, ...]
+    shape_c: list[str]  # each dim as a C expression over the dim variables
+
+
+@dataclass
+class ParamInfo:
+    name: str
+    cname: str
+    dtype: dtype
+    ctype: str
+    shape: tuple[int, ...]
+    index: int
+
+
+@dataclass
+class BufferInfo:
+    """A pointer into the arena declared in the run function."""
+
+    cname: str
+    ctype: str
+    offset: str  # C expression (bytes)
+    comment: str
+
+
+@dataclass
+class Program:
+    name: str
+    graph: Graph
+    dims: list[DimInfo]
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
+    params: list[ParamInfo]
+    buffers: list[BufferInfo]
+    kernels: list[Kernel]
+    plan: MemoryPlan
+    plan_labels: list[str]
+    fingerprint: str
+    arena_c: str  # bytes for the given dims (C expression)
+    capacity_c: str  # bytes to allocate for the dims' maxima (C expression over the maxima)
+    threads: int  # default thread count (0 = omp_get_max_threads())
+
+    @property
+    def work_kernels(self) -> list[Kernel]:
+        return [k for k in self.kernels if k.work]
+
+    @property
+    def upper(self) -> str:
+        return self.name.upper()
+
+    @property
+    def used_values(self) -> set[str]:
+        """Run-function names that some kernel reads or writes."""
+        return {a.value for k in self.kernels for a in k.args}
+
+    @property
+    def dim_index(self) -> dict[str, int]:
+        return {d.cname: i for i, d in enumerate(self.dims)}
+
+    def memory_table(self) -> list[dict[str, Any]]:
+        """The memory plan as data: value, node, offset, size (polynomials as text), first and last step."""
+        return self.plan.table()
+
+
+def sym_c(d: Dim, name: Callable[[str], str]) -> str:
+    """A size as a C expression: a plain dim is its variable, anything else is parenthesised."""
+    if isinstance(d, Sym):
+        if d.is_var:
+            return name(d.symbols[0])
+        return d.to_c(name)
+    return str(int(d))
+
+
+def fingerprint(g: Graph) -> str:
+    """sha256 of the printed graph: weights files carry it and the library checks it."""
+    return hashlib.sha256(print_graph(g).encode()).hexdigest()
+
+
+def unsupported(node: Node | None, dt: Any = None, why: str = "") -> UnsupportedError:
+    op = node.op if node is not None else "?"
+    dts = ", ".join(sorted({v.type.dtype.name for v in node.inputs if v is not None} | {node.out.type.dtype.name})) \
+        if node is not None and dt is None else getattr(dt, "name", str(dt))
+    where = (node.scope or "<top level>") if node is not None else "<top level>"
+    msg = f"not supported by the C backend: op {op}, dtype {dts}, at module path {where}"
+    return UnsupportedError(msg + (f" ({why})" if why else ""))
+
+
+# ------------------------------------------------------------------------------------- loop nests
+@dataclass
+class LoopNest:
+    """Nested loops ``for (i0 < extents[0]) for (i1 < extents[1]) ...`` after merging dims that are
+    contiguous for every operand. ``strides[k]`` holds operand k's element stride per loop (None for 0)."""
+
+    extents: list[str]
+    strides: list[list[str | None]]
+    total: str
+    parallel: bool
+    parallel_if: str  # "" or a C condition for an if() clause
+    collapse: int
+
+
+def contiguous_strides(shape: Sequence[Dim]) -> list[Dim]:
+    out: list[Dim] = []
+    acc: Dim = 1
+    for d in reversed(shape):
+        out.append(acc)
+        acc = acc * d
+    return out[::-1]
+
+
+def broadcast_strides(shape: Sequence[Dim], out_shape: Sequence[Dim]) -> list[Dim]:
+    """Element strides to read a tensor of `shape` broadcast to `out_shape` (0 where broadcast)."""
+    st = contiguous_strides(shape)
+    off = len(out_shape) - len(shape)
+    res: list[Dim] = []
+    for i, d in enumerate(out_shape):
+        j = i - off
+        if j < 0 or (shape[j] == 1 and not (d == 1)):
+            res.append(0)
+        else:
+            res.append(st[j])
+    return res
+
+
+def merge_dims(extents: Sequence[Dim], strides: Sequence[Sequence[Dim]]) -> tuple[list[Dim], list[list[Dim]]]:
+    """Drop size-1 dims and merge neighbours that are contiguous for every operand."""
+    dims = [(e, [s[i] for s in strides]) for i, e in enumerate(extents) if not (is_static(e) and e == 1)]
+    merged: list[tuple[Dim, list[Dim]]] = []
+    for e, st in dims:
+        if merged:
+            pe, pst = merged[-1]
+            if all(ps == s * e for ps, s in zip(pst, st)):
+                merged[-1] = (pe * e, st)
+                continue
+        merged.append((e, st))
+    return [e for e, _ in merged], [[st[k] for _, st in merged] for k in range(len(strides))]
+
+
+# ------------------------------------------------------------------------------------- the builder
+class KernelBuilder:
+    """What a lowering rule talks to: it hands out operand names and records the kernel."""
+
+    def __init__(self, lower: Lowering, nodes: Sequence[Node], label: str, name_hint: str):
+        from .base import Namespace
+
+        self.lower = lower
+        self.backend = lower.backend
+        self.nodes = list(nodes)
+        self.node: Any = self.nodes[-1] if self.nodes else None
+        self.ns = Namespace(KERNEL_LOCALS + tuple(d.cname for d in lower.dims))
+        self.args: list[Arg] = []
+        self.dims_used: set[str] = set()
+        self.step = Step(label, [], [])
+        self.name = lower.ns.name(name_hint, ("kernel", id(self), name_hint))
+        self.template = ""
+        self.data: dict[str, Any] = {}
+        self.status = False
+        self.error = ""
+        self.has_work = False
+        self._names: dict[Any, str] = {}
+        self._threads = False
+
+    # operands -------------------------------------------------------------------------------------
+    def input(self, v: Value | None) -> str:
+        """The kernel's name for a read-only operand (``NULL`` for a missing optional one)."""
+        if v is None:
+            return "NULL"
+        if v in self._names:
+            return self._names[v]
+        name = self.ns.name(self.lower.hint(v), v)
+        self.args.append(Arg(f"const {self.ctype(v.type.dtype)} *", name, self.lower.cname(v)))
+        self._names[v] = name
+        self.step.reads.append(v)
+        return name
+
+    def output(self, v: Value) -> str:
+        name = self.ns.name(self.lower.hint(v), ("out", v))
+        self.args.append(Arg(f"{self.ctype(v.type.dtype)} *", name, self.lower.cname(v)))
+        self.step.writes.append(v)
+        return name
+
+    def output_slot(self, index: int, dt: dtype) -> str:
+        info = self.lower.outputs[index]
+        name = self.ns.name(info.name, ("slot", index))
+        self.args.append(Arg(f"{self.ctype(dt)} *", name, info.cname))
+        return name
+
+    def dim(self, d: Dim) -> str:
+        """A C expression for a (possibly symbolic) size; the dims it uses become kernel arguments."""
+        if isinstance(d, Sym):
+            self.dims_used.update(d.symbols)
+        return sym_c(d, self.lower.dim_cname.__getitem__)
+
+    def numel(self, shape: Sequence[Dim]) -> str:
+        return self.dim(prod(shape))
+
+    def threads(self) -> str:
+        self._threads = True
+        return "nthreads"
+
+    def scratch(self, nbytes: Dim, dt: dtype) -> str:
+        """A scratch buffer from the arena, live only while this kernel runs."""
+        key = self.lower.ns.name(f"{self.name}_scratch", ("scratch", self.name, len(self.step.scratch)))
+        self.step.scratch.append((key, nbytes))
+        self.lower.scratch_types[key] = self.ctype(dt)
+        name = self.ns.name("scratch", key)
+        self.args.append(Arg(f"{self.ctype(dt)} *", name, key))
+        return name
+
+    def work(self) -> str:
+        """The context's runtime-sized scratch region (for runtime kernels with a *_work_floats())."""
+        self.has_work = True
+        self.args.append(Arg("float *", "work", "work"))
+        return "work"
+
+    def fails(self, message: str) -> None:
+        """The kernel returns a status (e.g. GC_ERR_INDEX); run() reports message when it is not 0."""
+        self.status = True
+        where = f" in module '{self.node.scope}'" if self.node is not None and self.node.scope else ""
+        self.error = f"{self.node.op} %{self.node.out.name}{where}: {message}"
+
+    # types and literals ---------------------------------------------------------------------------
+    def ctype(self, dt: dtype) -> str:
+        t = self.backend.ctype(dt)
+        if t is None:
+            raise unsupported(self.node, dt)
+        return t
+
+    def literal(self, value: Any, dt: dtype) -> str:
+        return self.backend.literal(value, dt)
+
+    def require(self, ok: bool, why: str = "") -> None:
+        if not ok:
+            raise unsupported(self.node, None, why)
+
+    # loops ----------------------------------------------------------------------------------------
+    def loops(self, extents: Sequence[Dim], strides: Sequence[Sequence[Dim]], *, merge: bool = True,
+              parallel: bool = True, cost: int = 1) -> LoopNest:
+        """A loop nest over `extents`; strides[k] are operand k's element strides per dim."""
+        if merge:
+            ext, st = merge_dims(extents, strides)
+        else:
+            ext, st = list(extents), [list(s) for s in strides]
+        total = prod(ext)
+        par, cond = False, ""
+        limit = max(1, self.backend.parallel_min // max(1, cost))
+        if parallel and ext:
+            big = evaluate(total, self.lower.maxima)
+            if big >= limit:
+                par = True
+                if not is_static(total):
+                    cond = f"{self.dim(total)} >= {limit}"
+        if par:
+            self.threads()
+        collapse = 1
+        if par and len(ext) >= 2 and not (is_static(ext[0]) and ext[0] >= 64):
+            collapse = 2
+        return LoopNest([self.dim(e) for e in ext],
+                        [[None if (is_static(s) and s == 0) else self.dim(s) for s in ss] for ss in st],
+                        self.dim(total), par, cond, collapse)
+
+    # finishing ------------------------------------------------------------------------------------
+    def emit(self, template: str, **data: Any) -> None:
+        """Choose the kernel's template and the fields it prints (available as ``d.<field>``)."""
+        self.template = template
+        self.data.update(data)
+
+    def finish(self) -> Kernel:
+        if not self.template:
+            raise AssertionError(f"lowering of {self.node.op} did not call emit()")
+        dim_args = [Arg("int64_t", d.cname, d.cname) for d in self.lower.dims if d.name in self.dims_used]
+        args = dim_args + self.args
+        if self._threads or self.has_work:
+            args.append(Arg("int", "nthreads", "nt"))
+            self._threads = True
+        comment = [print_node(n) for n in self.nodes] if self.nodes else []
+        k = Kernel(self.name, self.template, comment, args, dict(self.data), dim_args, self.status,
+                   self.error, self.has_work, self.step)
+        k.data.setdefault("threads", self._threads)
+        return k
+
+
+LowerFn = Callable[[KernelBuilder, Node], None]
+
+
+# ------------------------------------------------------------------------------------- elementwise
+def lower_elementwise(kb: KernelBuilder, group: FusionGroup) -> None:
+    """One loop over the group's shape: load each outside operand (broadcast), compute every member in
+    registers, store the root."""
+    root = group.root
+    shape = root.out.type.shape
+    be = kb.backend
+    loads = []
+    strides: list[list[Dim]] = []
+    local: dict[Value, str] = {}
+    for v in group.inputs:
+        ptr = kb.input(v)
+        strides.append(broadcast_strides(v.type.shape, shape))
+        name = kb.ns.name("v_" + kb.lower.hint(v), ("load", v))
+        loads.append({"ctype": kb.ctype(v.type.dtype), "name": name, "ptr": ptr})
+        local[v] = name
+    for c in group.constants:
+        local[c.out] = be.literal(c.attrs["value"], c.out.type.dtype)
+    out = kb.output(root.out)
+    strides.append(contiguous_strides(shape))
+    stmts = []
+    cost = 1
+    for n in group.nodes:
+        args = [local[v] for v in n.inputs if v is not None]
+        try:
+            expr = be.scalar_expr(n, args)
+        except UnsupportedError:
+            raise
+        except (KeyError, ValueError) as e:
+            raise unsupported(n, None, str(e)) from None
+        kb.ctype(n.out.type.dtype)
+        for v in n.inputs:
+            if v is not None:
+                kb.ctype(v.type.dtype)
+        if n is root:
+            local[n.out] = expr
+        else:
+            name = kb.ns.name("t_" + kb.lower.hint(n.out), ("tmp", n.out))
+            stmts.append({"ctype": kb.ctype(n.out.type.dtype), "name": name, "expr": expr})
+            local[n.out] = name
+        cost += be.op_cost(n.op)
+    nest = kb.loops(shape, strides, cost=cost)
+    for ld, st in zip(loads, nest.strides):
+        ld["strides"] = st
+    kb.step.inplace = [v for v in group.inputs
+                       if v.type.shape == shape and v.type.dtype is root.out.type.dtype]
+    kb.emit("elementwise" + be.template_suffix, nest=nest, loads=loads, stmts=stmts, out=out,
+            out_strides=nest.strides[-1], result=local[root.out], out_ctype=kb.ctype(root.out.type.dtype))
+
+
+# ------------------------------------------------------------------------------------- the driver
+class Lowering:
+    """The state of one lowering: names, storage decisions and the kernels built so far."""
+
+    def __init__(self, g: Graph, backend: Backend, *, name: str, fuse: bool = True):
+        from .base import Namespace
+
+        self.g = g
+        self.backend = backend
+        self.name = name
+        self.ns = Namespace(RUN_LOCALS + (name, name.upper()))
+        self.dims = [DimInfo(d, self.ns.name(d, ("dim", d)), lo, hi) for d, (lo, hi) in g.dims.items()]
+        self.dim_cname = {d.name: d.cname for d in self.dims}
+        self.maxima = {d.name: d.max for d in self.dims}
+        self.fuse = fuse
+        self.base: dict[Value, Value] = {}
+        self.scratch_types: dict[str, str] = {}
+        self._cname: dict[Any, str] = {}
+        self.outputs: list[TensorInfo] = []
+
+    def hint(self, v: Value) -> str:
+        return v.name
+
+    def cname(self, v: Value) -> str:
+        b = self.base.get(v, v)
+        if b not in self._cname:
+            self._cname[b] = self.ns.name(b.name, b)
+        return self._cname[b]
+
+    def tensor_info(self, name: str, cname: str, v: Value) -> TensorInfo:
+        t = self.backend.ctype(v.type.dtype)
+        if t is None:
+            raise UnsupportedError(f"not supported by the C backend: {v.kind} '{name}' of dtype {v.type.dtype.name}")
+        shape_c = [sym_c(d, self.dim_cname.__getitem__) for d in v.type.shape]
+        return TensorInfo(name, cname, v.type.dtype, t, v.type.shape, shape_c)
+
+    def run(self) -> Program:
+        g, be = self.g, self.backend
+        consts = inlined_constants(g)
+        groups = fusion_groups(g, fuse=self.fuse)
+        root_group = {grp.root: grp for grp in groups}
+        members = {n for grp in groups for n in grp.nodes}
+        for n in g.nodes:
+            if n.op in VIEW_OPS and n.inputs and n.inputs[0] is not None:
+                src = n.inputs[0]
+                self.base[n.out] = self.base.get(src, src)
+
+        inputs = [self.tensor_info(v.name, self.cname(v), v) for v in g.inputs]
+        params = []
+        for i, (pname, v) in enumerate(g.params.items()):
+            t = be.ctype(v.type.dtype)
+            if t is None:
+                raise UnsupportedError(f"not supported by the C backend: parameter @{pname} of dtype "
+                                       f"{v.type.dtype.name}")
+            params.append(ParamInfo(pname, self.cname(v), v.type.dtype, t, tuple(int(d) for d in v.type.shape), i))
+
+        # outputs: bind each to the base value that can be computed in place, else copy at the end
+        bound: dict[Value, int] = {}
+        copies: list[tuple[int, Value]] = []
+        for k, (oname, v) in enumerate(g.outputs):
+            b = self.base.get(v, v)
+            cname = self.ns.name(oname, ("output", k))
+            if b.kind == "node" and b not in bound and b.node not in consts:
+                bound[b] = k
+                self._cname[b] = cname
+            else:
+                copies.append((k, v))
+            self.outputs.append(self.tensor_info(oname, cname, v))
+
+        kernels: list[Kernel] = []
+        for n in g.nodes:
+            if n.op in VIEW_OPS or n in consts:
+                continue
+            if n in members:
+                grp = root_group.get(n)
+                if grp is None:
+                    continue
+                kb = KernelBuilder(self, [*grp.constants, *grp.nodes], n.out.name, self.kernel_name(grp.nodes))
+                lower_elementwise(kb, grp)
+            else:
+                fn = be.lowerings.get(n.op)
+                if fn is None:
+                    raise unsupported(n, None, "no lowering rule")
+                kb = KernelBuilder(self, [n], n.out.name, self.kernel_name([n]))
+                fn(kb, n)
+            kernels.append(kb.finish())
+        for k, v in copies:
+            kb = KernelBuilder(self, [], f"output {g.outputs[k][0]}", f"{self.name}_output_{g.outputs[k][0]}")
+            src = kb.input(v)
+            dst = kb.output_slot(k, v.type.dtype)
+            kb.emit("copy" + be.template_suffix, src=src, dst=dst, numel=kb.numel(v.type.shape),
+                    ctype=kb.ctype(v.type.dtype), what=f"output '{g.outputs[k][0]}' = {v.ref}")
+            kernels.append(kb.finish())
+
+        # memory plan over the schedule
+        steps = [k.step for k in kernels if k.step is not None]
+        arena_values = []
+        seen = set()
+        for st in steps:
+            for v in st.writes:
+                b = self.base.get(v, v)
+                if b.kind == "node" and b not in bound and b not in seen:
+                    seen.add(b)
+                    arena_values.append(b)
+        nbytes = {b: prod(b.type.shape) * b.type.dtype.itemsize for b in arena_values}
+        names = {b: b.name for b in arena_values}
+        plan = plan_memory(steps, arena_values, self.base, nbytes, names, self.maxima, inplace=self.fuse)
+        buffers = []
+        to_c = self.size_c
+        for blk in plan.blocks:
+            for b, loc in plan.location.items():
+                if loc is not blk:
+                    continue
+                if isinstance(b, str):
+                    buffers.append(BufferInfo(b, self.scratch_types[b], to_c(blk.offset),
+                                              f"scratch, {blk.size} bytes, step {blk.first}"))
+                else:
+                    buffers.append(BufferInfo(self.cname(b), be.ctype(b.type.dtype), to_c(blk.offset),
+                                              f"{b.type}, steps {blk.first}..{blk.last}"))
+        return Program(self.name, g, self.dims, inputs, self.outputs, params, buffers, kernels, plan,
+                       [k.step.label for k in kernels], fingerprint(g), to_c(plan.arena),
+                       to_c(plan.capacity, maxima=True), 0)
+
+    def size_c(self, d: Dim, maxima: bool = False) -> str:
+        if maxima:
+            return str(evaluate(d, self.maxima))
+        return sym_c(d, self.dim_cname.__getitem__)
+
+    def kernel_name(self, nodes: Sequence[Node]) -> str:
+        root = nodes[-1]
+        ops: list[str] = []
+        for n in nodes:
+            if n.op not in ops:
+                ops.append(n.op)
+        if len(ops) > 3:
+            ops = ops[:2] + ops[-1:]
+        scope = root.scope.replace(".", "_")
+        return "_".join(p for p in (self.name, scope, "_".join(ops)) if p)
+
+
+def lower_program(g: Graph, backend: Backend, *, name: str, fuse: bool = True, threads: int | None = None) -> Program:
+    """Lower a verified graph for `backend` (see the module docstring)."""
+    prog = Lowering(g, backend, name=name, fuse=fuse).run()
+    prog.threads = int(threads or 0)
+    return prog
