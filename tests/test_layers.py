@@ -250,7 +250,7 @@ def test_mha(batch_first, kv, bias):
     kd, vd = kdim or E, vdim or E
     q, k, v = _mha_inputs(batch_first, True, L, S, E, kd, vd, n)
     kpm = rng.random((n, S)) < 0.3
-    kpm[:, 0] = False  # no fully masked rows (graphc's sdpa gives NaN there, torch's 0)
+    kpm[:, 0] = False  # no fully masked rows here (see test_mha_fully_masked_rows)
     am_bool = rng.random((L, S)) < 0.3
     am_bool[:, 0] = False  # column 0 stays visible under every mask combination
     am_float = arr(L, S)
@@ -278,6 +278,22 @@ def test_mha_self_attention_and_causal():
         _run_mha(t, g, x, None, None, self_attn=True, need_weights=need_weights, attn_mask=causal, is_causal=True)
     with pytest.raises(RuntimeError, match="Need attn_mask if specifying the is_causal hint"):
         g(graphc.tensor(x), graphc.tensor(x), graphc.tensor(x), is_causal=True)
+
+
+def test_mha_fully_masked_rows():
+    # torch's functional path: zeros through scaled_dot_product_attention (need_weights=False), NaN through the
+    # explicit softmax (need_weights=True). (Its no_grad fast path gives NaN for both; graphc follows the former.)
+    torch = _torch()
+    t, g = twins("MultiheadAttention", 8, 2, batch_first=True)
+    x = arr(2, 3, 8)
+    kpm = np.zeros((2, 3), bool)
+    kpm[1] = True
+    tx = torch.from_numpy(x)
+    ref = t(tx, tx, tx, key_padding_mask=torch.from_numpy(kpm), need_weights=False)[0].detach().numpy()
+    out = g(*(graphc.tensor(x),) * 3, key_padding_mask=graphc.tensor(kpm), need_weights=False)[0].numpy()
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6)
+    out_w, w = g(*(graphc.tensor(x),) * 3, key_padding_mask=graphc.tensor(kpm))
+    assert np.isnan(out_w.numpy()[1]).all() and np.isnan(w.numpy()[1]).all() and np.isfinite(out_w.numpy()[0]).all()
 
 
 def test_mha_state_dict_names():
