@@ -320,6 +320,8 @@ class _Builder:
     def dim_decl(self, tree: Tree) -> None:
         tok, lo_tok, hi_tok = tree.children
         name = str(tok.value)
+        if not name.isidentifier():
+            raise self.error(tok, f"'{name}' cannot name a dim: it is not an identifier", ("a dim name",))
         if name in RESERVED_DIM_NAMES:
             raise self.error(tok, f"'{name}' cannot name a dim: it is a keyword or dtype of the text form",
                              ("a dim name",))
