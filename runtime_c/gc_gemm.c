@@ -38,9 +38,11 @@
 #define GC_VW 4
 #endif
 typedef float gc_vf __attribute__((vector_size(GC_VW * sizeof(float))));
+#define GC_ALWAYS_INLINE inline __attribute__((always_inline))
 #else
 #define GC_VW 1
 typedef float gc_vf;
+#define GC_ALWAYS_INLINE inline
 #endif
 
 /* Micro-tile: MR rows x NR = 2 vectors of columns. With 16 registers (AVX2/SSE/NEON) 6 x 2 vectors of
@@ -203,7 +205,7 @@ static inline float finish1(float acc, const epilogue *ep, const float *c, int64
 static void scale_c(int64_t M, int64_t N, float beta, float *C, int64_t ldc, const float *bias, int nthreads)
 {
     (void)nthreads; /* unused without OpenMP */
-GC_PRAGMA(omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1))
+    GC_PRAGMA(omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1))
     for (int64_t i = 0; i < M; i++) {
         float *c = C + i * ldc;
         for (int64_t j = 0; j < N; j++) {
@@ -386,9 +388,8 @@ static void gemm_packed(int64_t M, int64_t N, int64_t K, view a, view b, float *
 
 /* R x NC dot products over K: C[r][c] = A row r . B row c (both contiguous). Always inlined with
  * constant R and NC so the accumulators stay in registers. */
-static inline __attribute__((always_inline)) void dot_tile(int R, int NC, int64_t K, const float *a,
-                                                           int64_t lda, const float *b, int64_t ldb, float *c,
-                                                           int64_t ldc, const epilogue *ep)
+static GC_ALWAYS_INLINE void dot_tile(int R, int NC, int64_t K, const float *a, int64_t lda, const float *b,
+                                      int64_t ldb, float *c, int64_t ldc, const epilogue *ep)
 {
     gc_vf acc[4][4];
     for (int r = 0; r < R; r++)
@@ -439,9 +440,8 @@ static void gemm_dot(int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t K, 
 
 /* R rows x NV vectors of C columns: C[r][cols] = sum_k op(A)[r][k] * B[k][cols]. Inlined with constant
  * R and NV (R <= 4, NV <= 4). */
-static inline __attribute__((always_inline)) void axpy_tile(int R, int NV, int64_t K, view a, const float *b,
-                                                            int64_t ldb, float *c, int64_t ldc,
-                                                            const epilogue *ep)
+static GC_ALWAYS_INLINE void axpy_tile(int R, int NV, int64_t K, view a, const float *b, int64_t ldb, float *c,
+                                       int64_t ldc, const epilogue *ep)
 {
     gc_vf acc[4][4];
     for (int r = 0; r < R; r++)
@@ -555,7 +555,7 @@ static void run_slice(const gemm_job *g, int t)
     int64_t lo, hi;
     switch (g->path) {
     case PATH_DOT:
-        /* A row-major, B^T: a.p / b.p are row-major with row strides a.rs / b.cs */
+        /* op(A) rows and op(B) columns are contiguous, a.rs / b.cs apart */
         if (g->split_n) {
             slice(g->N, g->T, t, 4, &lo, &hi);
             if (lo < hi) gemm_dot(0, g->M, lo, hi, g->K, g->a.p, g->a.rs, g->b.p, g->b.cs, g->C, g->ldc, &g->ep);
@@ -599,8 +599,10 @@ void gc_sgemm(int transA, int transB, int64_t M, int64_t N, int64_t K, float alp
     int T = nthreads < 1 ? 1 : nthreads;
     if ((double)M * (double)N * (double)K < 131072.0) T = 1;
 
-    if (!transA && transB && (M <= 4 || N <= 4)) {
-        /* dot path, slices of the long side (at least 16 rows / columns each) */
+    const int64_t short_side = min64(M, N);
+    if (g.a.cs == 1 && g.b.rs == 1 && (short_side <= 4 || (short_side <= 16 && K >= 256))) {
+        /* dot path (packing would cost about as much as the product), slices of the long side (at
+         * least 16 rows / columns each) */
         g.path = PATH_DOT;
         g.split_n = N >= M;
         T = (int)min64(T, max64(1, (g.split_n ? N : M) / 16));
@@ -620,7 +622,7 @@ void gc_sgemm(int transA, int transB, int64_t M, int64_t N, int64_t K, float alp
         run_slice(&g, 0);
         return;
     }
-GC_PRAGMA(omp parallel for num_threads(T) schedule(static))
+    GC_PRAGMA(omp parallel for num_threads(T) schedule(static))
     for (int t = 0; t < T; t++) run_slice(&g, t);
 }
 
@@ -633,7 +635,7 @@ void gc_sgemm_batched(int transA, int transB, int64_t batch, int64_t M, int64_t 
     const double work = (double)M * (double)N * (double)K;
     const int per_item = nthreads > 1 && batch >= nthreads && (work < 4.0e6 || batch % nthreads == 0);
     if (per_item) {
-GC_PRAGMA(omp parallel for num_threads(nthreads) schedule(static))
+        GC_PRAGMA(omp parallel for num_threads(nthreads) schedule(static))
         for (int64_t i = 0; i < batch; i++)
             gc_sgemm(transA, transB, M, N, K, 1.0f, A + i * strideA, lda, B + i * strideB, ldb, 0.0f,
                      C + i * strideC, ldc, bias, 1);
