@@ -574,6 +574,7 @@ def test_models_trace_and_interpret_like_eager():
         x = arr(n, 3, 8, 8)
         np.testing.assert_allclose(interpret(g, x=x)["output"], net(graphc.tensor(x)).numpy(), rtol=1e-5, atol=1e-5)
     assert net.training is False
+    assert sorted(g.params) == sorted(net.state_dict().keys() - {"features.1.num_batches_tracked"})
 
     enc = TinyEncoder().eval()
     tokens = rng.integers(0, 20, size=(2, 6))
@@ -584,6 +585,21 @@ def test_models_trace_and_interpret_like_eager():
         out, w = enc(graphc.tensor(tk), graphc.tensor(mem))
         np.testing.assert_allclose(got["output0"], out.numpy(), rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(got["output1"], w.numpy(), rtol=1e-5, atol=1e-6)
+    assert sorted(g.params) == sorted(enc.state_dict())  # packed-weight slices stay on the named parameters
+
+
+def test_traced_parameters_keep_their_names():
+    mha = gnn.MultiheadAttention(8, 2, batch_first=True).eval()
+    q, kv, kpm = G(2, 3, 8), G(2, 5, 8), graphc.tensor(np.zeros((2, 5), bool))
+    g = trace(mha, (q, kv, kv, kpm), dynamic={"query": {0: "B"}, "key": {0: "B"}, "value": {0: "B"},
+                                             "key_padding_mask": {0: "B"}})
+    assert sorted(g.params) == sorted(mha.state_dict())
+    out, w = mha(q, kv, kv, kpm)
+    got = interpret(g, query=q.numpy(), key=kv.numpy(), value=kv.numpy(), key_padding_mask=kpm.numpy())
+    np.testing.assert_allclose(got["output0"], out.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(got["output1"], w.numpy(), rtol=1e-6)
+    bn = gnn.Sequential(gnn.Linear(4, 4), gnn.BatchNorm1d(4, track_running_stats=False))
+    assert sorted(trace(bn, (G(3, 4),)).params) == ["0.bias", "0.weight", "1.bias", "1.weight"]
 
 
 def test_conv_with_dynamic_length_is_a_clear_error():

@@ -75,6 +75,16 @@ def _unbatch(y: Tensor, squeeze: bool) -> Tensor:
     return y.squeeze(0) if squeeze else y
 
 
+def bind_to_trace(t: Tensor | None, like: Tensor) -> Tensor | None:
+    """When `like` is being traced and `t` is concrete (a parameter, buffer or constant), the symbolic
+    stand-in for t, so that ops applied to it (slicing a packed weight, reshaping a norm's weight,
+    converting a mask) are recorded in the graph and keep the state_dict name instead of being
+    computed eagerly into an anonymous constant."""
+    if t is None or like._tracer is None or t._tracer is not None:
+        return t
+    return Tensor._symbolic(like._tracer.lift(t), like._tracer)
+
+
 def _inplace(x: Tensor, y: Tensor, inplace: bool) -> Tensor:
     """`inplace=True`: write the result into x (eager only; while tracing the result is rebound)."""
     if not inplace or _is_traced(x) or _is_traced(y):
@@ -289,6 +299,7 @@ def batch_norm(input: Tensor, running_mean: Tensor | None, running_var: Tensor |
     size = prod(s for i, s in enumerate(input.shape) if i != 1)
     if training and is_static(size) and size == 1:
         raise ValueError(f"Expected more than 1 value per channel when training, got input size {_fmt(input.shape)}")
+    weight, bias = bind_to_trace(weight, input), bind_to_trace(bias, input)
     dims = _reduce_dims_except_channel(input)
     mean = input.mean(dims, keepdim=True)
     var = input.var(dims, keepdim=True, correction=0)
@@ -579,16 +590,19 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
                            f"{q.dtype}, key.dtype: {k.dtype} and value.dtype: {v.dtype} instead.")
     if enable_gqa and q.ndim >= 3:
         hq, hk, hv = q.shape[-3], k.shape[-3], v.shape[-3]
+        shared = v is k
         if hk != hq:
             if hq % hk:
                 raise RuntimeError(f"{fn}: number of query heads {hq} must be a multiple of key heads {hk}")
             k = _repeat_heads(k, hq // hk)
-        if hv != hq:
+        if shared:
+            v = k
+        elif hv != hq:
             if hq % hv:
                 raise RuntimeError(f"{fn}: number of query heads {hq} must be a multiple of value heads {hv}")
             v = _repeat_heads(v, hq // hv)
     q, k, v = _broadcast_batch(q, k, v)
-    mask = None if attn_mask is None else _attn_mask(attn_mask, q.dtype)
+    mask = None if attn_mask is None else _attn_mask(bind_to_trace(attn_mask, q), q.dtype)
     if dropout_p > 0.0:
         if _is_traced(q):
             raise TraceError(f"{fn}: dropout_p > 0 is random and cannot be traced; pass "

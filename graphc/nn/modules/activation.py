@@ -265,11 +265,13 @@ class Softmin(_SoftmaxBase):
 
 
 # ------------------------------------------------------------------------------ multi-head attention
-def _canonical_mask(m: Module, mask: Tensor | None, name: str, dt: D.dtype) -> Tensor | None:
+def _canonical_mask(m: Module, mask: Tensor | None, name: str, like: Tensor) -> Tensor | None:
     """PyTorch's convention for MultiheadAttention masks: bool True = masked out (-inf); floats are added."""
     if mask is None:
         return None
     check_tensor(m, mask, name)
+    mask = F.bind_to_trace(mask, like)
+    dt = like.dtype
     if mask.dtype is D.bool_:
         return where(mask, float("-inf"), 0.0).to(dt)
     if not mask.dtype.is_floating_point:
@@ -374,13 +376,14 @@ class MultiheadAttention(Module):
     # ----------------------------------------------------------------------------------- forward
     def _project(self, query: Tensor, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         e = self.embed_dim
-        b = self.in_proj_bias
+        b = F.bind_to_trace(self.in_proj_bias, query)  # slices of it stay in the graph, on @...in_proj_bias
         bq, bk, bv = (None, None, None) if b is None else (b[:e], b[e:2 * e], b[2 * e:])
         if self._qkv_same_embed_dim:
             w = self.in_proj_weight
             if query is key and key is value:  # self-attention: one packed projection
-                q, k, v = F.linear(query, w, b).chunk(3, -1)
+                q, k, v = F.linear(query, w, self.in_proj_bias).chunk(3, -1)
                 return q, k, v
+            w = F.bind_to_trace(w, query)
             wq, wk, wv = w[:e], w[e:2 * e], w[2 * e:]
         else:
             wq, wk, wv = self.q_proj_weight, self.k_proj_weight, self.v_proj_weight
@@ -393,13 +396,12 @@ class MultiheadAttention(Module):
         key_padding_mask (N, S); attn_mask (L, S) or (N*num_heads, L, S). is_causal is a hint that
         attn_mask is the causal mask (it is then required, as in PyTorch)."""
         batched = self._check_inputs(query, key, value, key_padding_mask, attn_mask)
-        dt = query.dtype
-        kpm = _canonical_mask(self, key_padding_mask, "key_padding_mask", dt)
+        kpm = _canonical_mask(self, key_padding_mask, "key_padding_mask", query)
         if is_causal and attn_mask is None:
             raise RuntimeError("Need attn_mask if specifying the is_causal hint. You may use the Transformer module "
                                "method `generate_square_subsequent_mask` to create this mask.")
         use_causal = is_causal and kpm is None and not need_weights
-        amask = None if use_causal else _canonical_mask(self, attn_mask, "attn_mask", dt)
+        amask = None if use_causal else _canonical_mask(self, attn_mask, "attn_mask", query)
         # work batch-first: [N, L, E]
         same_kv = key is value
         same_qk = query is key
