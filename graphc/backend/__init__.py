@@ -91,7 +91,9 @@ def _as_param(value: Any) -> np.ndarray:
 
 def _optimized_weights(source: Graph, state_dict: Mapping[str, Any], opt_level: int, name: str, fp: str,
                        *, strict: bool = True, fallback: Path | None = None) -> dict[str, np.ndarray]:
-    """The optimised graph's parameters for new weights of the source graph (checked, same fingerprint)."""
+    """The optimised graph's parameters for new weights of the source graph (checked, same fingerprint).
+    Parameters missing from state_dict keep their current values only when strict is False (and for the
+    constants the tracer lifted, ``_const<n>``, which no state_dict holds)."""
     g = source.copy()
     g.name = name
     unknown = sorted(set(state_dict) - set(g.params))
@@ -104,6 +106,8 @@ def _optimized_weights(source: Graph, state_dict: Mapping[str, Any], opt_level: 
     for pname, v in g.params.items():
         if pname in state_dict:
             arr = _as_param(state_dict[pname])
+        elif strict and not pname.startswith("_const"):  # lifted constants are not in a state_dict
+            raise KeyError(f"missing key in state_dict: '{pname}' ({v.type})")
         elif pname in g.param_data:
             arr = g.param_data[pname]
         elif pname in old:
