@@ -30,8 +30,9 @@ class VerifyError(GraphcError):
     """A graph breaks an IR invariant (names the node)."""
 
 
-class UnsupportedError(GraphcError):
-    """A backend cannot lower an op / dtype (names op, dtype and module path)."""
+class UnsupportedError(GraphcError, NotImplementedError):
+    """A feature graphc does not support: a backend that cannot lower an op / dtype (names op, dtype and
+    module path), or a layer option outside what graphc compiles (names the layer and the option)."""
 
 
 class CompileError(GraphcError):

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .. import _dtype as D
-from ..errors import TraceError
+from ..errors import TraceError, UnsupportedError
 from ..sym import Dim, is_static, prod
 from ..tensor import Tensor, apply, arange, where
 
@@ -185,7 +185,7 @@ def _stride(fn: str, stride: Any, kernel: tuple[int, ...], n: int) -> tuple[int,
 
 def _no_indices(fn: str, return_indices: bool) -> None:
     if return_indices:
-        raise NotImplementedError(f"{fn}: return_indices=True is not supported by graphc (inference graphs "
+        raise UnsupportedError(f"{fn}: return_indices=True is not supported by graphc (inference graphs "
                                   "do not carry argmax indices)")
 
 
@@ -385,7 +385,7 @@ def embedding(input: Tensor, weight: Tensor, padding_idx: int | None = None, max
         if not -n <= padding_idx < n:
             raise AssertionError(f"embedding: padding_idx {padding_idx} must be within num_embeddings ({n})")
     if max_norm is not None:
-        raise NotImplementedError("embedding: max_norm renormalises the table in place during the forward pass; "
+        raise UnsupportedError("embedding: max_norm renormalises the table in place during the forward pass; "
                                   "graphc does not support it (renormalise the weight beforehand)")
     return apply("embedding", input, weight)
 
@@ -525,7 +525,7 @@ def softmin(input: Tensor, dim: int | None = None, _stacklevel: int = 3, dtype: 
 def pad(input: Tensor, pad: Sequence[int], mode: str = "constant", value: float | None = None) -> Tensor:  # noqa: A002
     """Constant padding in F.pad's order (last dim first); negative pads crop."""
     if mode != "constant":
-        raise NotImplementedError(f"pad: mode {mode!r} is not supported by graphc; only mode='constant'")
+        raise UnsupportedError(f"pad: mode {mode!r} is not supported by graphc; only mode='constant'")
     pads = [int(p) for p in pad]
     if len(pads) % 2:
         raise ValueError(f"pad: padding length must be divisible by 2, got {len(pads)}")

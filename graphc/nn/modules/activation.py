@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 from ... import _dtype as D
-from ...errors import ShapeError
+from ...errors import ShapeError, UnsupportedError
 from ...tensor import Tensor, where
 from .. import functional as F
 from .. import init
@@ -292,9 +292,9 @@ class MultiheadAttention(Module):
             raise ValueError(f"embed_dim and num_heads must be greater than 0, got embed_dim={embed_dim} and "
                              f"num_heads={num_heads} instead")
         if add_bias_kv:
-            raise NotImplementedError("MultiheadAttention: add_bias_kv=True is not supported by graphc")
+            raise UnsupportedError("MultiheadAttention: add_bias_kv=True is not supported by graphc")
         if add_zero_attn:
-            raise NotImplementedError("MultiheadAttention: add_zero_attn=True is not supported by graphc")
+            raise UnsupportedError("MultiheadAttention: add_zero_attn=True is not supported by graphc")
         super().__init__()
         self.embed_dim = embed_dim
         self.kdim = kdim if kdim is not None else embed_dim

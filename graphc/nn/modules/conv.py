@@ -6,7 +6,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from ...errors import ShapeError
+from ...errors import ShapeError, UnsupportedError
 from ...tensor import Tensor
 from .. import functional as F
 from .. import init
@@ -46,7 +46,7 @@ class _ConvNd(Module):
             raise ValueError("padding_mode must be one of {'zeros', 'reflect', 'replicate', 'circular'}, but got "
                              f"padding_mode='{padding_mode}'")
         if padding_mode != "zeros":
-            raise NotImplementedError(f"{type(self).__name__}: padding_mode='{padding_mode}' is not supported by "
+            raise UnsupportedError(f"{type(self).__name__}: padding_mode='{padding_mode}' is not supported by "
                                       "graphc; only 'zeros'")
         self.in_channels = in_channels
         self.out_channels = out_channels

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ...errors import UnsupportedError
 from ...tensor import Tensor
 from .. import functional as F
 from ..module import Module
@@ -28,7 +29,7 @@ class _MaxPoolNd(Module):
                  return_indices: bool = False, ceil_mode: bool = False) -> None:
         super().__init__()
         if return_indices:
-            raise NotImplementedError(f"{type(self).__name__}: return_indices=True is not supported by graphc "
+            raise UnsupportedError(f"{type(self).__name__}: return_indices=True is not supported by graphc "
                                       "(inference graphs do not carry argmax indices)")
         self.kernel_size = kernel_size
         self.stride = stride if stride is not None else kernel_size

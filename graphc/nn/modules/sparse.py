@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ... import _dtype as D
-from ...errors import ShapeError
+from ...errors import ShapeError, UnsupportedError
 from ...tensor import Tensor
 from .. import functional as F
 from .. import init
@@ -35,7 +35,7 @@ class Embedding(Module):
                     raise AssertionError("Padding_idx must be within num_embeddings")
                 padding_idx = num_embeddings + padding_idx
         if max_norm is not None:
-            raise NotImplementedError("Embedding: max_norm renormalises the table in place during the forward "
+            raise UnsupportedError("Embedding: max_norm renormalises the table in place during the forward "
                                       "pass; graphc does not support it (renormalise the weight beforehand)")
         self.padding_idx = padding_idx
         self.max_norm = max_norm
