@@ -40,10 +40,11 @@ static void valid_range(int64_t n_out, int64_t n_in, int64_t stride, int64_t off
 
 /* ------------------------------------------------------------------ shared planning */
 
-enum { CONV_DIRECT, CONV_GEMM_DIRECT, CONV_IM2COL };
+enum { CONV_DIRECT, CONV_GEMM_DIRECT, CONV_COLUMNS };
 
 typedef struct conv_plan {
-    int kind;            /* CONV_DIRECT: per-plane loops; CONV_GEMM_DIRECT: gemm on x, no col; CONV_IM2COL */
+    int kind;            /* CONV_DIRECT: per-plane loops; CONV_GEMM_DIRECT: gemm on x, no col;
+                          * CONV_COLUMNS: gemm through a column buffer (im2col / col2im) */
     int64_t items;       /* images x groups */
     int item_threads;    /* > 1: threads take whole items (one col buffer each); 1: threads inside items */
     size_t col_floats;   /* one column buffer (0 without one) */
@@ -72,7 +73,7 @@ static conv_plan conv2d_plan(const gc_conv2d_params *p, int nthreads)
                p->pad_w == 0 && p->oh == p->h && p->ow == p->w) {
         pl.kind = CONV_GEMM_DIRECT;
     } else {
-        pl.kind = CONV_IM2COL;
+        pl.kind = CONV_COLUMNS;
         pl.col_floats = (size_t)(ckk * ohw);
     }
     return pl;
@@ -90,7 +91,7 @@ static conv_plan conv_transpose2d_plan(const gc_conv_transpose2d_params *p, int 
         p->oh == p->h && p->ow == p->w) {
         pl.kind = CONV_GEMM_DIRECT;
     } else {
-        pl.kind = CONV_IM2COL;
+        pl.kind = CONV_COLUMNS;
         pl.col_floats = (size_t)(okk * hw);
     }
     return pl;
@@ -199,7 +200,7 @@ static void conv2d_item(const gc_conv2d_params *p, const conv_plan *pl, int64_t 
     const float *bg = bias ? bias + g * ocg : NULL;
 
     const float *rhs = xg; /* [ckk, ohw] right operand */
-    if (pl->kind == CONV_IM2COL) {
+    if (pl->kind == CONV_COLUMNS) {
         if (nt > 1 && ckk > 1) {
             GC_PRAGMA(omp parallel for num_threads(nt) schedule(static))
             for (int64_t r = 0; r < ckk; r++) im2col_rows(p, xg, r, r + 1, col);

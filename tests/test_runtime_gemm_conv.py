@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RUNTIME = ROOT / "runtime_c"
 SOURCES = ("gc_gemm.c", "gc_conv.c", "gc_pool.c")
 NATIVE_FLAGS = ("-O3", "-march=native", "-fopenmp")
-PORTABLE_FLAGS = ("-O2", "-std=c11")  # no OpenMP, baseline ISA
+PORTABLE_FLAGS = ("-O2", "-std=c11")  # no OpenMP, baseline ISA: SSE2 vectors, no FMA
+AVX2_FLAGS = ("-O2", "-std=c11", "-fopenmp", "-mavx2", "-mfma")  # the 6 x 16 micro-kernel
 STRUCTS = ("gc_conv2d_params", "gc_conv_transpose2d_params", "gc_pool2d_params")
 FUNCTIONS = ("gc_sgemm", "gc_sgemm_batched", "gc_conv2d_work_floats", "gc_conv2d",
              "gc_conv_transpose2d_work_floats", "gc_conv_transpose2d", "gc_max_pool2d", "gc_avg_pool2d",
@@ -533,10 +534,21 @@ def test_adaptive_avg_pool2d(rt, case):
     _close(got, ref.numpy(), rtol=1e-5)
 
 
-# ---------------------------------------------------------------------------------- portable build
-def test_portable_build_agrees(rt, tmp_path):
-    """Without OpenMP and -march=native (baseline ISA, scalar FMA-free code paths) results still match."""
-    port = Runtime(*_build(tmp_path, PORTABLE_FLAGS))
+# ---------------------------------------------------------------------------------- other builds
+def _cpu_has(*features: str) -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return all(f in flags for f in features)
+
+
+@pytest.mark.parametrize("flags", [PORTABLE_FLAGS, AVX2_FLAGS], ids=["portable", "avx2"])
+def test_other_builds_agree(rt, tmp_path, flags):
+    """Other vector widths / micro-kernels (and no OpenMP at all) give the same results."""
+    if flags is AVX2_FLAGS and not _cpu_has("avx2", "fma"):
+        pytest.skip("the CPU has no AVX2 / FMA")
+    port = Runtime(*_build(tmp_path, flags))
     rng = np.random.default_rng(10)
     for m, n, k in ((1, 40, 30), (3, 50, 17), (37, 50, 29), (70, 400, 300)):
         for ta, tb in ((0, 0), (0, 1), (1, 0), (1, 1)):
