@@ -73,13 +73,22 @@ class _Spec:
         self.shape = [parse_dim(str(s)) for s in d["shape"]]
         self.ndim = len(self.shape)
         self.static = all(isinstance(s, int) for s in self.shape)
+        self.fixed = [(i, s) for i, s in enumerate(self.shape) if isinstance(s, int)]
         self.binds = [(i, s.symbols[0]) for i, s in enumerate(self.shape) if isinstance(s, Sym) and s.is_var]
+        self.exprs = [(i, s) for i, s in enumerate(self.shape) if isinstance(s, Sym) and not s.is_var]
+        # each dim of the shape: an int, a dim name, or a polynomial
+        self.parts: list[Any] = [s if isinstance(s, int) else (s.symbols[0] if s.is_var else s) for s in self.shape]
+        self.simple = not self.exprs
         ranges = [f"{lo} <= {n} <= {hi}" for n, (lo, hi) in dims.items()
                   if any(isinstance(s, Sym) and n in s.symbols for s in self.shape)]
         self.expected = f"{self.dtype.short}[{','.join(str(s) for s in self.shape)}]" + (
             f" with {', '.join(ranges)}" if ranges else "")
 
     def resolve(self, env: Mapping[str, int]) -> tuple[int, ...]:
+        if self.static:
+            return tuple(self.parts)
+        if self.simple:
+            return tuple(p if p.__class__ is int else env[p] for p in self.parts)
         return tuple(s if isinstance(s, int) else evaluate(s, env) for s in self.shape)
 
 
@@ -97,8 +106,18 @@ class _Context:
             raise RuntimeErrorC(f"{lib.name}_create failed: {ffi.string(err).decode(errors='replace')}", rc)
         self.ptr = ffi.gc(out[0], lib.destroy)
         self.lock = threading.Lock()
+        self.run_v = lib.run_v
         if threads is not None:
             self.set_threads(threads)
+        self._args: tuple[Any, Any, Any] | None = None
+
+    def args(self, ndims: int, nin: int, nout: int) -> tuple[Any, Any, Any]:
+        """Argument arrays reused by every call on this context (filled while holding the lock)."""
+        if self._args is None:
+            ffi = self.lib.ffi
+            self._args = (ffi.new("int64_t[]", max(1, ndims)), ffi.new("void *[]", max(1, nin)),
+                          ffi.new("void *[]", max(1, nout)))
+        return self._args
 
     def set_threads(self, n: int) -> None:
         rc = self.lib.set_num_threads(self.ptr, int(n))
@@ -179,43 +198,53 @@ class CompiledModel:
         if len(args) != len(self.inputs):
             raise ValueError(f"{self.name} takes {len(self.inputs)} input(s) ({', '.join(self.input_names)}), "
                              f"got {len(args)}")
-        arrays = []
+        arrays = list(args)
         env: dict[str, int] = {}
-        for spec, a in zip(self.inputs, args):
-            if not isinstance(a, np.ndarray):
-                if hasattr(a, "_concrete"):
-                    a = a._concrete(f"input '{spec.name}'")
-                else:
-                    a = np.asarray(a, dtype=spec.np) if not type(a).__module__.startswith("torch") else \
-                        np.asarray(a.detach().cpu().numpy())
+        dims = self.dims
+        for k, spec in enumerate(self.inputs):
+            a = arrays[k]
+            if a.__class__ is not np.ndarray:
+                a = self._as_array(spec, a)
             if a.dtype != spec.np or a.ndim != spec.ndim:
                 raise self._bad(spec, a)
+            shape = a.shape
+            for i, want in spec.fixed:
+                if shape[i] != want:
+                    raise self._bad(spec, a)
             for i, sym in spec.binds:
-                n = a.shape[i]
-                prev = env.setdefault(sym, n)
-                if prev != n:
+                n = shape[i]
+                prev = env.get(sym)
+                if prev is None:
+                    lo, hi = dims[sym]
+                    if not lo <= n <= hi:
+                        raise ValueError(f"input '{spec.name}': dim {sym}={n} is outside {lo}..{hi}; "
+                                         f"expected {spec.expected}")
+                    env[sym] = n
+                elif prev != n:
                     raise ValueError(f"input '{spec.name}': dim {i} is {n} but dynamic dim {sym} is {prev} "
                                      f"from an earlier input")
-            arrays.append(a)
-        for name, n in env.items():
-            lo, hi = self.dims[name]
-            if not lo <= n <= hi:
-                spec = next(s for s in self.inputs if any(b[1] == name for b in s.binds))
-                raise ValueError(f"input '{spec.name}': dim {name}={n} is outside {lo}..{hi}; "
-                                 f"expected {spec.expected}")
-        for spec, a in zip(self.inputs, arrays):
-            if spec.static:
-                if tuple(a.shape) != tuple(spec.shape):
-                    raise self._bad(spec, a)
-            elif spec.resolve(env) != a.shape:
-                raise self._bad(spec, a)
-        for i, a in enumerate(arrays):
             if not a.flags.c_contiguous:
-                arrays[i] = np.ascontiguousarray(a)
-        for name in self._dim_names:
-            if name not in env:
-                raise ValueError(f"dynamic dim {name} is not the size of any input dim; it cannot be inferred")
+                a = np.ascontiguousarray(a)
+            arrays[k] = a
+        if len(env) != len(dims):
+            missing = [n for n in dims if n not in env]
+            raise ValueError(f"dynamic dim(s) {', '.join(missing)} are not the size of any input dim and cannot "
+                             "be inferred")
+        for spec, a in zip(self.inputs, arrays):
+            for i, poly in spec.exprs:
+                if a.shape[i] != evaluate(poly, env):
+                    raise self._bad(spec, a)
         return arrays, env
+
+    @staticmethod
+    def _as_array(spec: _Spec, a: Any) -> np.ndarray:
+        if isinstance(a, np.ndarray):
+            return a
+        if hasattr(a, "_concrete"):  # graphc.Tensor
+            return a._concrete(f"input '{spec.name}'")
+        if type(a).__module__.startswith("torch"):
+            return np.asarray(a.detach().cpu().numpy())
+        return np.asarray(a, dtype=spec.np)
 
     def _bad(self, spec: _Spec, a: np.ndarray) -> ValueError:
         return ValueError(f"input '{spec.name}': expected {spec.expected}, got {a.dtype} array of shape "
@@ -223,15 +252,19 @@ class CompiledModel:
 
     def _run(self, arrays: list[np.ndarray], env: dict[str, int], ctx: _Context | None = None) -> list[np.ndarray]:
         ctx = ctx or self._ctx
-        ffi = self._lib.ffi
+        from_buffer = self._lib.ffi.from_buffer
         outs = [np.empty(s.resolve(env), dtype=s.np) for s in self.outputs]
-        in_bufs = [ffi.from_buffer(a) for a in arrays]
-        out_bufs = [ffi.from_buffer(o) for o in outs]
-        dims = ffi.new("int64_t[]", [env[n] for n in self._dim_names] or [0])
-        ins = ffi.new("void *[]", in_bufs or [ffi.NULL])
-        ous = ffi.new("void *[]", out_bufs)
+        keep = [from_buffer(a) for a in arrays] + [from_buffer(o) for o in outs]
+        nin = len(arrays)
         with ctx.lock:
-            rc = self._lib.run_v(ctx.ptr, dims, ins, ous)
+            dims, ins, ous = ctx.args(len(self._dim_names), nin, len(outs))
+            for k, name in enumerate(self._dim_names):
+                dims[k] = env[name]
+            for k in range(nin):
+                ins[k] = keep[k]
+            for k in range(len(outs)):
+                ous[k] = keep[nin + k]
+            rc = ctx.run_v(ctx.ptr, dims, ins, ous)
             if rc != 0:
                 raise RuntimeErrorC(f"{self.name}: {ctx.error(rc)}", rc)
         return outs
