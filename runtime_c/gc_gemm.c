@@ -346,18 +346,29 @@ static void micro_kernel(int64_t kc, const float *restrict ap, const float *rest
     }
 }
 
+/* Block size for cutting len into ceil(len / max) nearly equal blocks, a multiple of align (max is one):
+ * no thin last block that would not amortise its packing. */
+static int64_t even_block(int64_t len, int64_t max, int64_t align)
+{
+    const int64_t blocks = ceil_div(len, max);
+    return min64(max, ceil_div(ceil_div(len, blocks), align) * align);
+}
+
 /* Sequential packed GEMM of an M x N block of C: loops nc (columns) / kc (depth) / mc (rows) around the
- * micro-kernel. The first depth block applies beta and bias, later ones accumulate. */
+ * micro-kernel. The first depth block applies beta and bias, later ones accumulate. The depth blocks
+ * depend on K only, so every C element sums in the same order whatever part of C a thread owns. */
 static void gemm_packed(int64_t M, int64_t N, int64_t K, view a, view b, float *C, int64_t ldc,
                         const epilogue *ep)
 {
     _Alignas(64) float apack[GC_MC * GC_KC];
     _Alignas(64) float bpack[GC_KC * GC_NC];
+    const int64_t nc_step = even_block(N, GC_NC, GC_NR), kc_step = even_block(K, GC_KC, 1);
+    const int64_t mc_step = even_block(M, GC_MC, GC_MR);
 
-    for (int64_t jc = 0; jc < N; jc += GC_NC) {
-        const int64_t nc = min64(GC_NC, N - jc);
-        for (int64_t pc = 0; pc < K; pc += GC_KC) {
-            const int64_t kc = min64(GC_KC, K - pc);
+    for (int64_t jc = 0; jc < N; jc += nc_step) {
+        const int64_t nc = min64(nc_step, N - jc);
+        for (int64_t pc = 0; pc < K; pc += kc_step) {
+            const int64_t kc = min64(kc_step, K - pc);
             const view bb = {b.p + pc * b.rs + jc * b.cs, b.rs, b.cs};
             pack_b(kc, nc, bb, bpack);
             epilogue e = *ep;
@@ -367,8 +378,8 @@ static void gemm_packed(int64_t M, int64_t N, int64_t K, view a, view b, float *
             } else if (ep->bias) {
                 e.bias = ep->bias + jc;
             }
-            for (int64_t ic = 0; ic < M; ic += GC_MC) {
-                const int64_t mc = min64(GC_MC, M - ic);
+            for (int64_t ic = 0; ic < M; ic += mc_step) {
+                const int64_t mc = min64(mc_step, M - ic);
                 const view ab = {a.p + ic * a.rs + pc * a.cs, a.rs, a.cs};
                 pack_a(mc, kc, ab, apack);
                 /* micro-tiles of the mc x nc block, B micro-panel outermost so it stays in L1 */
