@@ -5,8 +5,10 @@ symbols (``B``, ``T``, ``B*256``, ``B*T*4``, ``T+1``). Arithmetic on Syms stays 
 allowed only when it is exact for every value of the symbols, so ``x.view(x.shape[0], -1)`` keeps
 the batch dim symbolic. Results that are constant collapse back to ``int``.
 
-Comparisons that would need a symbol's value (``<``, ``>``, ``bool(B == 3)`` ...) raise a
-:class:`~graphc.errors.TraceError`: shapes that depend on a dynamic dim's value cannot be specialised.
+Ordering comparisons that would need a symbol's value (``<``, ``>=`` ...) and using a Sym as a Python
+int (``range(B)``) raise a :class:`~graphc.errors.TraceError`. Equality is structural: ``B == B`` is
+true and ``B == 3`` is false (a dynamic dim is assumed to differ from every constant, as
+torch.export's dynamic shapes do), so ``if x.shape[0] == 1`` takes the general branch.
 """
 
 from __future__ import annotations

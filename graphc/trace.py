@@ -43,6 +43,11 @@ class Dim:
     def __post_init__(self) -> None:
         if not self.name.isidentifier():
             raise ValueError(f"Dim name must be an identifier, got {self.name!r}")
+        from ._dtype import ALL_DTYPES
+
+        reserved = {"true", "false", "none", "inf", "nan"} | {d.short for d in ALL_DTYPES}
+        if self.name in reserved:
+            raise ValueError(f"Dim name {self.name!r} is reserved in the IR text form (a dtype or a literal)")
         if not 0 <= self.min <= self.max:
             raise ValueError(f"Dim {self.name}: need 0 <= min <= max, got min={self.min} max={self.max}")
 

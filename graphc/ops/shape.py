@@ -14,6 +14,11 @@ from ..sym import Dim, exact_div, is_static, prod
 from .registry import Attr, TensorType, defop, norm_dim
 
 
+def _needs_dims(op: str, x: TensorType) -> None:
+    if x.ndim == 0:
+        raise ShapeError(f"{op}: needs a tensor with at least 1 dimension, got a 0-d tensor")
+
+
 def _fmt(shape) -> str:
     return "[" + ",".join(map(str, shape)) + "]"
 
@@ -80,6 +85,7 @@ def slice_len(start: Dim, end: Dim, step: int) -> Dim:
        lowering="slice")
 def slice_(x: TensorType, dim: int, start: Dim, end: Dim, step: int) -> TensorType:
     """x[..., start:end:step, ...] along dim, with 0 <= start <= end <= size and step > 0."""
+    _needs_dims("slice", x)
     d = norm_dim("slice", dim, x.ndim)
     if d != dim:
         raise ShapeError(f"slice: dim must be non-negative, got {dim}")
@@ -107,6 +113,7 @@ def concat(*xs: TensorType, dim: int) -> TensorType:
     if not xs:
         raise ShapeError("concat: needs at least one tensor")
     first = xs[0]
+    _needs_dims("concat", first)
     d = norm_dim("concat", dim, first.ndim)
     total: Dim = 0
     for i, t in enumerate(xs):
@@ -170,6 +177,7 @@ def _index_error(op: str, idx: np.ndarray, size: int) -> None:
 def index_select(x: TensorType, index: TensorType, dim: int) -> TensorType:
     """Pick slices along dim by a 1-d index tensor (negative indices count from the end)."""
     _check_index("index_select", index)
+    _needs_dims("index_select", x)
     d = norm_dim("index_select", dim, x.ndim)
     if index.ndim != 1:
         raise ShapeError(f"index_select: index must be 1-d, got {index.ndim}-d")
