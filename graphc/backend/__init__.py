@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from .build import BuildOptions, build_library, cflags, default_cache_dir, ldfla
 from .c import CBackend
 from .compiled import CompiledModel, RuntimeErrorC, load_compiled
 from .lowering import Program, fingerprint, lower_program
-from .weights import read_safetensors, weights_metadata, write_safetensors
+from .weights import read_safetensors, safetensors_digest, weights_metadata, write_safetensors
 
 __all__ = ["compile", "load_compiled", "CompiledModel", "write_weights", "Backend", "CBackend", "Namespace",
            "RuntimeErrorC", "BACKENDS", "generate"]
@@ -219,15 +218,12 @@ def compile(module_or_graph: Any, example_inputs: Any = None, dynamic: Mapping[s
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     params = {k: g.param_data[k] for k in g.params}
     meta = weights_metadata(model_name, prog.fingerprint)
-    wdir = cache / "v1" / "weights"
-    wdir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f"{model_name}-", suffix=".safetensors", dir=wdir)
-    os.close(fd)
-    wpath = Path(tmp)
-    sha = write_safetensors(wpath, params, meta)
-    final_w = wdir / f"{model_name}-{sha[:32]}.safetensors"
-    os.replace(wpath, final_w)
-    folder, hit = build_library(sources, options, cache_dir=cache, weights_file=final_w, weights_sha=sha)
+    sha = safetensors_digest(params, meta)
+    final_w = cache / "v1" / "weights" / f"{model_name}-{sha[:32]}.safetensors"
+    if weights == "file" and not final_w.exists():
+        write_safetensors(final_w, params, meta)
+    folder, hit = build_library(sources, options, cache_dir=cache, weights_sha=sha,
+                                write_blob=lambda path: write_safetensors(path, params, meta))
     exported = out_dir is not None
     manifest = _manifest(prog, options, sources, exported, cache)
     if exported:
@@ -237,8 +233,6 @@ def compile(module_or_graph: Any, example_inputs: Any = None, dynamic: Mapping[s
             final_w = folder / f"{model_name}.safetensors"
     elif not (folder / "manifest.json").exists():
         (folder / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
-    if weights == "embed" and not exported:
-        final_w.unlink(missing_ok=True)
     return CompiledModel(folder, manifest, folder / f"lib{model_name}.so", final_w if weights == "file" else None,
                          source_graph=source, threads=threads, cache_hit=hit)
 

@@ -21,10 +21,11 @@ import shlex
 import shutil
 import subprocess
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from .._resources import runtime_dir
 from ..errors import CompileError
@@ -157,18 +158,32 @@ def cache_key(sources: Mapping[str, str], flags: Sequence[str], cc: Sequence[str
     return _digest(parts)
 
 
+def _entry(sources: Mapping[str, str], options: BuildOptions, cache: Path, weights_sha: str | None) -> Path:
+    key = cache_key(sources, options.cflags, compiler(), options.version,
+                    weights_sha if options.weights == "embed" else None)
+    return cache / CACHE_LAYOUT / key[:40]
+
+
+def is_built(sources: Mapping[str, str], options: BuildOptions, cache_dir: str | os.PathLike,
+             weights_sha: str | None = None) -> bool:
+    """True when the cache already holds this library (no compiler run needed)."""
+    return (_entry(sources, options, Path(cache_dir), weights_sha) / f"lib{options.name}.so").exists()
+
+
 def build_library(sources: Mapping[str, str], options: BuildOptions, *, cache_dir: str | os.PathLike | None = None,
-                  weights_file: Path | None = None, weights_sha: str | None = None) -> tuple[Path, bool]:
+                  weights_sha: str | None = None,
+                  write_blob: Callable[[Path], Any] | None = None) -> tuple[Path, bool]:
     """Compile `sources` (file name -> text) into lib<name>.so inside a cache folder.
 
+    Baked weights: ``weights_sha`` (part of the key) and ``write_blob(path)``, called only when the
+    library must be built, writes the safetensors blob that the assembler includes.
     Returns (folder, cache_hit). The folder holds the sources, ``runtime/`` and the library.
     """
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cc = compiler()
     flags = list(options.cflags)
     name = options.name
-    key = cache_key(sources, flags, cc, options.version, weights_sha if options.weights == "embed" else None)
-    final = cache / CACHE_LAYOUT / key[:40]
+    final = _entry(sources, options, cache, weights_sha)
     lib = final / f"lib{name}.so"
     if lib.exists():
         return final, True
@@ -181,12 +196,9 @@ def build_library(sources: Mapping[str, str], options: BuildOptions, *, cache_di
         (tmp / "runtime" / n).write_bytes(data)
     blob = tmp / f"{name}.safetensors"
     if options.weights == "embed":
-        if weights_file is None:
-            raise ValueError("baked weights need a weights file")
-        try:
-            os.link(weights_file, blob)
-        except OSError:
-            shutil.copyfile(weights_file, blob)
+        if write_blob is None:
+            raise ValueError("baked weights need write_blob")
+        write_blob(blob)
     units = sorted(n for n in sources if n.endswith((".c", ".S")) and n != "main.c")
     jobs = [([*cc, *flags, "-I.", "-Iruntime", "-c", n, "-o", n + ".o"], tmp, n) for n in units]
     _parallel(jobs)

@@ -53,6 +53,17 @@ def safetensors_header(tensors: Mapping[str, np.ndarray], metadata: Mapping[str,
     return struct.pack("<Q", len(text)) + text, order
 
 
+def safetensors_digest(tensors: Mapping[str, Any], metadata: Mapping[str, str]) -> str:
+    """sha256 of the file write_safetensors would write, without writing it."""
+    arrays = {k: np.ascontiguousarray(_as_array(v)) for k, v in tensors.items()}
+    head, order = safetensors_header(arrays, metadata)
+    h = hashlib.sha256(head)
+    for k in order:
+        if arrays[k].size:
+            h.update(arrays[k].reshape(-1).view(np.uint8).data)
+    return h.hexdigest()
+
+
 def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, Any], metadata: Mapping[str, str]) -> str:
     """Write a safetensors file atomically (a new inode: mappings of the old file stay valid).
     Returns the file's sha256."""
