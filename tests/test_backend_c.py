@@ -294,7 +294,9 @@ def shape_graph() -> Graph:
     gb.out("arange_dyn", gb("add", gb("arange", end=B, dtype=f32), gb("constant", value=0.0, dtype=f32)))
     gb.out("full", gb("full", shape=(B, 2), value=1.5, dtype=f32))
     gb.out("const", gb("constant", value=7, dtype=i64))
-    gb.out("t2", gb("mul", t, t))
+    t2 = gb("mul", t, t)
+    gb.out("t2", t2)
+    gb.out("t2_again", t2)
     gb.out("param_out", gb.param("table", (3, 2)))
     return gb.graph()
 
@@ -366,6 +368,10 @@ def test_nn_ops(cache_dir):
     g = nn_graph()
     m = graphc.compile(g, cache_dir=cache_dir, opt_level=1)
     check(m, g, rtol=1e-4, atol=1e-4, ints=nn_ints)
+    # more threads than at create: the kernels' scratch region grows, results stay the same
+    m.set_num_threads(8)
+    check(m, g, batches=(5,), rtol=1e-4, atol=1e-4, ints=nn_ints)
+    assert m.num_threads == 8
 
 
 # ------------------------------------------------------------------------------------- properties
@@ -429,3 +435,46 @@ def test_unsupported_op_dtype_names_module():
     gb.out("y", gb("softmax", x, dim=0, scope="head.attn"))
     with pytest.raises(UnsupportedError, match=r"op softmax, dtype float64, at module path head\.attn"):
         generate(gb.graph())
+
+
+def test_large_models_split_into_translation_units(cache_dir, monkeypatch):
+    from graphc.backend.c import CBackend
+
+    monkeypatch.setattr(CBackend, "unit_chars", 3000)
+    g = reduce_graph()
+    files = generate(g)[1]
+    units = sorted(n for n in files if "_kernels" in n)
+    assert len(units) >= 3, units
+    m = graphc.compile(reduce_graph(), cache_dir=cache_dir)
+    check(m, g, batches=(3,), rtol=2e-5, atol=2e-5, tol={"mean_f64": (1e-12, 1e-12)})
+
+
+def test_opt_level_0_no_fusion_no_in_place(cache_dir):
+    g = elementwise_graph()
+    m = graphc.compile(g, cache_dir=cache_dir, opt_level=0)
+    assert all(len(b["values"]) == 1 for b in m.memory_plan)
+    check(m, g, batches=(2,), tol={"f64_gelu": (1e-6, 1e-6)})
+
+
+def test_compiler_errors_carry_the_compiler_output(cache_dir, tmp_path, monkeypatch):
+    from graphc.backend.build import build_library
+    from graphc.errors import CompileError
+
+    prog, files, options = generate(shape_graph(), weights="file")
+    files = dict(files)
+    name = next(n for n in files if "_kernels" in n)
+    files[name] += "\nthis is not C;\n"
+    with pytest.raises(CompileError, match=rf"(?s)failed on {name} \(in .*failed-.*error") as e:
+        build_library(files, options, cache_dir=cache_dir)
+    folder = str(e.value).split("(in ", 1)[1].split(")", 1)[0]
+    assert "this is not C" in open(os.path.join(folder, name)).read()
+    monkeypatch.setenv("CC", "/nonexistent/cc")
+    with pytest.raises(CompileError, match="cannot run the C compiler"):
+        graphc.compile(shape_graph(), cache_dir=tmp_path)
+
+
+def test_graphc_compile_is_the_backend():
+    import graphc.backend
+
+    assert graphc.compile is graphc.backend.compile
+    assert graphc.load_compiled is graphc.backend.load_compiled

@@ -201,10 +201,17 @@ def build_library(sources: Mapping[str, str], options: BuildOptions, *, cache_di
         write_blob(blob)
     units = sorted(n for n in sources if n.endswith((".c", ".S")) and n != "main.c")
     jobs = [([*cc, *flags, "-I.", "-Iruntime", "-c", n, "-o", n + ".o"], tmp, n) for n in units]
-    _parallel(jobs)
     objs = [n + ".o" for n in units] + [str(o) for o in rt_objs]
-    _run([*cc, "-shared", *flags, "-o", lib.name, *objs, *options.ldflags, f"-Wl,-soname,{lib.name}"], tmp,
-         f"lib{name}.so (link)")
+    try:
+        _parallel(jobs)
+        _run([*cc, "-shared", *flags, "-o", lib.name, *objs, *options.ldflags, f"-Wl,-soname,{lib.name}"], tmp,
+             f"lib{name}.so (link)")
+    except CompileError as e:
+        # keep the sources for inspection under a stable name (a retry replaces them)
+        failed = final.with_name("failed-" + final.name)
+        shutil.rmtree(failed, ignore_errors=True)
+        _publish(tmp, failed)
+        raise CompileError(str(e).replace(str(tmp), str(failed))) from None
     for n in units:
         (tmp / (n + ".o")).unlink()
     if blob.exists():
