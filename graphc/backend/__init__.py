@@ -50,8 +50,10 @@ def get_backend(name: str) -> Backend:
         raise ValueError(f"unknown backend {name!r}; graphc has {', '.join(sorted(BACKENDS))}") from None
 
 
-def optimize_graph(g: Graph, opt_level: int) -> Graph:
-    """Run graphc.passes.optimize(graph, level) on a copy of g when the passes provide it."""
+def optimize_graph(g: Graph, opt_level: int, *, bake_weights: bool = True) -> Graph:
+    """Run graphc.passes.optimize(graph, level) on a copy of g when the passes provide it.
+    ``bake_weights`` (weights="embed") lets passes fold weights into each other (LoRA merging); with a
+    weights file they stay separate so that a new state_dict can swap them."""
     g = g.copy()
     try:
         from .. import passes
@@ -59,7 +61,10 @@ def optimize_graph(g: Graph, opt_level: int) -> Graph:
         passes = None
     opt = getattr(passes, "optimize", None)
     if opt is not None and opt_level > 0:
-        res = opt(g, opt_level)
+        import inspect
+
+        kw = {"bake_weights": bake_weights} if "bake_weights" in inspect.signature(opt).parameters else {}
+        res = opt(g, opt_level, **kw)
         if isinstance(res, Graph):
             g = res
     from ..ir.verify import verify
@@ -89,7 +94,8 @@ def _as_param(value: Any) -> np.ndarray:
 
 
 def _optimized_weights(source: Graph, state_dict: Mapping[str, Any], opt_level: int, name: str, fp: str,
-                       *, strict: bool = True, fallback: Path | None = None) -> dict[str, np.ndarray]:
+                       *, strict: bool = True, fallback: Path | None = None,
+                       bake_weights: bool = True) -> dict[str, np.ndarray]:
     """The optimised graph's parameters for new weights of the source graph (checked, same fingerprint).
     Parameters missing from state_dict keep their current values only when strict is False (and for the
     constants the tracer lifted, ``_const<n>``, which no state_dict holds)."""
@@ -118,7 +124,7 @@ def _optimized_weights(source: Graph, state_dict: Mapping[str, Any], opt_level: 
             raise ValueError(f"state_dict['{pname}']: expected {v.type}, got {arr.dtype} array of shape "
                              f"{tuple(arr.shape)}")
         g.param_data[pname] = np.ascontiguousarray(arr)
-    opt = optimize_graph(g, opt_level)
+    opt = optimize_graph(g, opt_level, bake_weights=bake_weights)
     opt.name = name
     if fingerprint(opt) != fp:
         raise GraphcError("the new weights change the optimised graph (its fingerprint differs): recompile the "
@@ -139,7 +145,8 @@ def write_weights(directory: str | os.PathLike, state_dict: Mapping[str, Any], *
     source = parse(src_path.read_text(), source=str(src_path))
     target = Path(path) if path is not None else directory / f"{name}.safetensors"
     params = _optimized_weights(source, state_dict, manifest["options"]["opt_level"], name, manifest["fingerprint"],
-                                strict=strict, fallback=target if target.exists() else None)
+                                strict=strict, fallback=target if target.exists() else None,
+                                bake_weights=manifest["options"]["weights"] == "embed")
     write_safetensors(target, params, weights_metadata(name, manifest["fingerprint"]))
     return target
 
@@ -181,10 +188,18 @@ def _manifest(prog: Program, options: BuildOptions, sources: Mapping[str, str], 
     }
 
 
+def _phase(timings: Any, phase: str, fn: Any) -> Any:
+    """Run one phase of compile, through timings.run(phase, fn) when the caller times phases."""
+    if timings is not None:
+        return timings.run(phase, fn)
+    return fn()
+
+
 def compile(module_or_graph: Any, example_inputs: Any = None, dynamic: Mapping[str, Any] | None = None, *,  # noqa: A001
             name: str | None = None, weights: str = "embed", opt_level: int = 2, target: str = "native",
             threads: int | None = None, cache_dir: str | os.PathLike | None = None,
-            out_dir: str | os.PathLike | None = None, backend: str = "c") -> CompiledModel:
+            out_dir: str | os.PathLike | None = None, backend: str = "c", optimized: Graph | None = None,
+            emit_only: bool = False, timings: Any = None) -> CompiledModel:
     """Compile a module (traced with example_inputs and dynamic, like graphc.trace) or a Graph into a
     shared library and return it as a callable :class:`CompiledModel`.
 
@@ -192,6 +207,9 @@ def compile(module_or_graph: Any, example_inputs: Any = None, dynamic: Mapping[s
     opt_level: 0 (no passes, no fusion, -O0) .. 2 (default). target: "native" (-march=native) or
     "portable". threads: default thread count of each context (None: omp_get_max_threads()).
     cache_dir: build cache (default $GRAPHC_CACHE_DIR or ~/.cache/graphc). out_dir: export folder.
+    optimized: the graph already optimised by the caller (skips the passes). emit_only: write the
+    sources, manifest and graphs into out_dir without building (returns None). timings: an object whose
+    ``run(phase, fn, *args)`` calls fn and records its time (the CLI's Phases).
     """
     if weights not in ("embed", "file"):
         raise ValueError(f"weights must be 'embed' or 'file', got {weights!r}")
@@ -199,6 +217,8 @@ def compile(module_or_graph: Any, example_inputs: Any = None, dynamic: Mapping[s
         raise ValueError(f"opt_level must be 0..3, got {opt_level!r}")
     if threads is not None and int(threads) < 1:
         raise ValueError(f"threads must be >= 1, got {threads!r}")
+    if emit_only and out_dir is None:
+        raise ValueError("emit_only writes the sources into out_dir: give out_dir")
     if isinstance(module_or_graph, Graph):
         source = module_or_graph.copy()
         if dynamic:
@@ -208,33 +228,53 @@ def compile(module_or_graph: Any, example_inputs: Any = None, dynamic: Mapping[s
             raise ValueError("compile needs example_inputs to trace a module")
         from ..trace import trace
 
-        source = trace(module_or_graph, example_inputs, dynamic, name=name)
+        source = _phase(timings, "trace", lambda: trace(module_or_graph, example_inputs, dynamic, name=name))
     model_name = _model_name(name, source)
     source.name = model_name
-    g = optimize_graph(source, opt_level)
+    if optimized is not None:
+        g = optimized.copy()
+    else:
+        g = _phase(timings, "passes", lambda: optimize_graph(source, opt_level, bake_weights=weights == "embed"))
     g.name = model_name
-    prog, sources, options = generate(g, name=model_name, weights=weights, opt_level=opt_level, target=target,
-                                      threads=threads, backend=backend)
+    prog, sources, options = _phase(timings, "codegen", lambda: generate(
+        g, name=model_name, weights=weights, opt_level=opt_level, target=target, threads=threads, backend=backend))
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    exported = out_dir is not None
+    manifest = _manifest(prog, options, sources, exported, cache)
+    if emit_only:
+        out = Path(out_dir)  # type: ignore[arg-type]
+        out.mkdir(parents=True, exist_ok=True)
+        for n, text in sources.items():
+            (out / n).write_text(text)
+        _write_extras(out, prog, manifest, source, g)
+        return None  # type: ignore[return-value]
     params = {k: g.param_data[k] for k in g.params}
     meta = weights_metadata(model_name, prog.fingerprint)
-    sha = safetensors_digest(params, meta)
+    sha = _phase(timings, "weights", lambda: safetensors_digest(params, meta))
     final_w = cache / "v1" / "weights" / f"{model_name}-{sha[:32]}.safetensors"
     if weights == "file" and not final_w.exists():
         write_safetensors(final_w, params, meta)
-    folder, hit = build_library(sources, options, cache_dir=cache, weights_sha=sha,
-                                write_blob=lambda path: write_safetensors(path, params, meta))
-    exported = out_dir is not None
-    manifest = _manifest(prog, options, sources, exported, cache)
+    def blob(path: Path) -> None:
+        write_safetensors(path, params, meta)
+
+    folder, hit = _phase(timings, "build", lambda: build_library(sources, options, cache_dir=cache,
+                                                                 weights_sha=sha, write_blob=blob))
     if exported:
-        folder = _export(Path(out_dir), folder, prog, sources, manifest, source, g,
+        folder = _export(Path(out_dir), folder, prog, sources, manifest, source, g,  # type: ignore[arg-type]
                          final_w if weights == "file" else None)
         if weights == "file":
             final_w = folder / f"{model_name}.safetensors"
     elif not (folder / "manifest.json").exists():
         (folder / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
-    return CompiledModel(folder, manifest, folder / f"lib{model_name}.so", final_w if weights == "file" else None,
-                         source_graph=source, threads=threads, cache_hit=hit)
+    wpath = final_w if weights == "file" else None
+    return _phase(timings, "load", lambda: CompiledModel(folder, manifest, folder / f"lib{model_name}.so", wpath,
+                                                         source_graph=source, threads=threads, cache_hit=hit))
+
+
+def _write_extras(out: Path, prog: Program, manifest: Mapping[str, Any], source: Graph, g: Graph) -> None:
+    (out / f"{prog.name}.gir").write_text(print_graph(g))
+    (out / f"{prog.name}.source.gir").write_text(print_graph(source))
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
 
 
 def _export(out: Path, built: Path, prog: Program, sources: Mapping[str, str], manifest: Mapping[str, Any],
@@ -254,7 +294,5 @@ def _export(out: Path, built: Path, prog: Program, sources: Mapping[str, str], m
     if weights_file is not None:
         shutil.copyfile(weights_file, out / f".{name}.safetensors.tmp")
         os.replace(out / f".{name}.safetensors.tmp", out / f"{name}.safetensors")
-    (out / f"{name}.gir").write_text(print_graph(g))
-    (out / f"{name}.source.gir").write_text(print_graph(source))
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    _write_extras(out, prog, manifest, source, g)
     return out

@@ -79,6 +79,7 @@ class _Spec:
         # each dim of the shape: an int, a dim name, or a polynomial
         self.parts: list[Any] = [s if isinstance(s, int) else (s.symbols[0] if s.is_var else s) for s in self.shape]
         self.simple = not self.exprs
+        self.dims: list[int | str] = [s if isinstance(s, int) else str(s) for s in self.shape]
         ranges = [f"{lo} <= {n} <= {hi}" for n, (lo, hi) in dims.items()
                   if any(isinstance(s, Sym) and n in s.symbols for s in self.shape)]
         self.expected = f"{self.dtype.short}[{','.join(str(s) for s in self.shape)}]" + (
@@ -175,6 +176,9 @@ class CompiledModel:
     @property
     def num_threads(self) -> int:
         return int(self._lib.get_num_threads(self._ctx.ptr))
+
+    def get_num_threads(self) -> int:
+        return self.num_threads
 
     def set_num_threads(self, n: int) -> None:
         with self._ctx.lock:
@@ -304,7 +308,7 @@ class CompiledModel:
         opt = self.manifest["options"]
         current = self.weights_path
         params = _optimized_weights(src, state_dict, opt["opt_level"], self.name, self.fingerprint,
-                                    strict=strict, fallback=current)
+                                    strict=strict, fallback=current, bake_weights=opt["weights"] == "embed")
         target = self._weights_target()
         from .weights import weights_metadata, write_safetensors
 
