@@ -329,6 +329,9 @@ CONV_CASES = [
     (1, 16, 20, 20, 32, (3, 3), (1, 1), (1, 1), (1, 1), 1),  # one big item: threads inside gemm
     (4, 8, 10, 10, 8, (3, 3), (1, 1), (1, 1), (1, 1), 2),    # many items: one per thread
     (3, 6, 9, 9, 9, (3, 3), (2, 2), (1, 1), (1, 1), 3),      # odd item count
+    (1, 64, 23, 25, 8, (3, 3), (1, 1), (1, 1), (1, 1), 1),   # two column chunks, split mid-row
+    (2, 96, 31, 29, 6, (3, 3), (2, 1), (1, 1), (1, 1), 1),   # strided, chunked, one task per thread
+    (1, 16, 32, 32, 8, (3, 3), (1, 1), (1, 1), (1, 1), 1),   # one image cut in two tasks for 2 threads
 ]
 
 
