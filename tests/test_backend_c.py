@@ -478,3 +478,26 @@ def test_graphc_compile_is_the_backend():
 
     assert graphc.compile is graphc.backend.compile
     assert graphc.load_compiled is graphc.backend.load_compiled
+
+
+def test_every_registry_op_has_a_c_lowering():
+    from graphc.backend.c import LOWERINGS
+    from graphc.ops import OPS
+
+    missing = [name for name, op in OPS.items()
+               if not (op.lowering == "elementwise" and op.scalar) and op.lowering != "view" and name not in LOWERINGS]
+    assert not missing, f"ops without a C lowering: {missing}"
+
+
+def test_reexport_to_the_same_folder_loads_the_new_library(cache_dir, tmp_path):
+    def model(scale: float) -> Graph:
+        gb = GB("same")
+        gb.out("y", gb("mul", gb.input("x", (B, 3)), gb("constant", value=scale, dtype=f32)))
+        return gb.graph()
+
+    x = np.ones((2, 3), np.float32)
+    m1 = graphc.compile(model(2.0), cache_dir=cache_dir, out_dir=tmp_path / "m")
+    np.testing.assert_array_equal(m1(x), 2 * x)
+    m2 = graphc.compile(model(3.0), cache_dir=cache_dir, out_dir=tmp_path / "m")
+    np.testing.assert_array_equal(m2(x), 3 * x)
+    np.testing.assert_array_equal(m1(x), 2 * x)  # the old model keeps its library

@@ -9,6 +9,7 @@ dims, dynamic dims and their ranges) and copied only when not C-contiguous.
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,7 +21,8 @@ from .._dtype import as_dtype, dtype
 from ..errors import GraphcError
 from ..sym import Sym, evaluate, parse_dim
 
-_LIBS: dict[str, _Library] = {}
+_LIBS: dict[tuple[int, int, int, int], _Library] = {}
+_OPENED: set[tuple[str, tuple[int, int, int, int]]] = set()
 _LIBS_LOCK = threading.Lock()
 
 
@@ -55,11 +57,24 @@ class _Library:
 
     @classmethod
     def open(cls, path: Path, name: str, cdef: str) -> _Library:
-        key = str(path.resolve())
+        """dlopen a library once per file. A file replaced at the same path (a re-export) is a new
+        library: it is opened through a link of its own name, since the dynamic loader would otherwise
+        hand back the library it already loaded under that path."""
+        path = path.resolve()
+        st = path.stat()
+        ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
         with _LIBS_LOCK:
-            lib = _LIBS.get(key)
+            lib = _LIBS.get(ident)
             if lib is None:
-                lib = _LIBS[key] = cls(path, name, cdef)
+                target = path
+                if any(key[0] == str(path) for key in _OPENED):
+                    import tempfile
+
+                    d = Path(tempfile.mkdtemp(prefix="graphc-lib-"))
+                    target = d / f"{path.stem}-{st.st_ino}{path.suffix}"
+                    os.symlink(path, target)
+                lib = _LIBS[ident] = cls(target, name, cdef)
+                _OPENED.add((str(path), ident))
             return lib
 
 

@@ -2,8 +2,8 @@
 
 The driver :func:`lower_program` is backend-neutral:
 
-1. fusion groups (:mod:`graphc.passes.fusion`), views (``reshape``/``identity``/``dropout`` share their
-   input's bytes) and inlined constants decide which nodes become kernels;
+1. fusion groups (:mod:`graphc.passes.fusion`), views (ops with ``lowering="view"``: reshape, identity,
+   dropout share their input's bytes) and inlined constants decide which nodes become kernels;
 2. every kernel is described by a :class:`KernelBuilder`: the op's lowering rule (looked up in
    ``backend.lowerings`` by op name; elementwise groups use :func:`lower_elementwise`) asks the builder
    for operand pointers, dims as C expressions, scratch memory and a template, and the builder records
@@ -34,7 +34,9 @@ from .memplan import MemoryPlan, Step, plan_memory
 if TYPE_CHECKING:
     from .base import Backend
 
-VIEW_OPS = frozenset({"reshape", "identity", "dropout"})
+def is_view(n: Node) -> bool:
+    """Ops whose output is their input's bytes (reshape, identity, inference dropout)."""
+    return n.opdef.lowering == "view"
 
 # Names the templates use for locals in the run function and inside kernels; values never take them.
 RUN_LOCALS = ("ctx", "dims", "inputs", "outputs", "arena", "work", "nt", "rc", "need", "i", "fail", "st")
@@ -459,7 +461,7 @@ class Lowering:
         root_group = {grp.root: grp for grp in groups}
         members = {n for grp in groups for n in grp.nodes}
         for n in g.nodes:
-            if n.op in VIEW_OPS and n.inputs and n.inputs[0] is not None:
+            if is_view(n) and n.inputs and n.inputs[0] is not None:
                 src = n.inputs[0]
                 self.base[n.out] = self.base.get(src, src)
 
@@ -487,7 +489,7 @@ class Lowering:
 
         kernels: list[Kernel] = []
         for n in g.nodes:
-            if n.op in VIEW_OPS or n in consts:
+            if is_view(n) or n in consts:
                 continue
             if n in members:
                 grp = root_group.get(n)
