@@ -501,3 +501,14 @@ def test_reexport_to_the_same_folder_loads_the_new_library(cache_dir, tmp_path):
     m2 = graphc.compile(model(3.0), cache_dir=cache_dir, out_dir=tmp_path / "m")
     np.testing.assert_array_equal(m2(x), 3 * x)
     np.testing.assert_array_equal(m1(x), 2 * x)  # the old model keeps its library
+
+
+def test_portable_target_flags(monkeypatch):
+    from graphc.backend.build import cflags
+
+    monkeypatch.delenv("GRAPHC_CFLAGS", raising=False)
+    assert "-march=native" in cflags("native")
+    portable = cflags("portable")
+    assert "-march=native" not in portable and "-fopenmp" in portable and "-fvisibility=hidden" in portable
+    with pytest.raises(ValueError, match="target"):
+        cflags("gpu")
