@@ -294,7 +294,7 @@ def _reduce(kb: KernelBuilder, n: Node) -> None:
     kb.emit("reduce.c.j2", runtime=False, op=n.op, src=src, dst=dst, outer=outer, inner=inner, acc=acc,
             ctype=kb.ctype(dt), out_ctype=kb.ctype(out.type.dtype), count=kb.dim(count),
             correction=n.attrs.get("correction", 0), floating=dt.is_floating_point,
-            init=kb.literal(0, dt) if n.op in ("sum", "mean", "var") else ("1" if n.op == "prod" else None))
+            init="0" if n.op in ("sum", "mean", "var") else ("1" if n.op == "prod" else None))
 
 
 @lowers("argmax", "argmin")
