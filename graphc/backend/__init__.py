@@ -73,12 +73,17 @@ def optimize_graph(g: Graph, opt_level: int, *, bake_weights: bool = True) -> Gr
     return g
 
 
+# the runtime's prefixes: a model named like them would redefine GC_OK & co. in its header
+_RESERVED_MODEL_NAMES = ("gc", "gcx", "graphc_rt")
+
+
 def _model_name(name: str | None, g: Graph) -> str:
     if name is not None:
-        if sanitize(name) != name or Namespace().name(name) != name:
-            raise ValueError(f"name must be a C identifier that is not a C keyword, got {name!r}")
+        if sanitize(name) != name or Namespace(_RESERVED_MODEL_NAMES).name(name) != name:
+            raise ValueError(f"name must be a C identifier that is not a C keyword or a runtime prefix (gc, gc_*), "
+                             f"got {name!r}")
         return name
-    return Namespace().name(sanitize(g.name or "model"))
+    return Namespace(_RESERVED_MODEL_NAMES).name(sanitize(g.name or "model"))
 
 
 def _as_param(value: Any) -> np.ndarray:
