@@ -183,6 +183,15 @@ static void conv_plane_direct(const gc_conv2d_params *p, const float *x, const f
     }
 }
 
+/* Output plane q = (image, output channel) of a one-input-channel-per-group conv. */
+static void conv_plane_direct_q(const gc_conv2d_params *p, int64_t q, const float *x, const float *w,
+                                const float *bias, float *y)
+{
+    const int64_t n = q / p->oc, oc = q % p->oc, c = oc / (p->oc / p->groups);
+    conv_plane_direct(p, x + (n * p->c + c) * p->h * p->w, w + oc * p->kh * p->kw, bias ? bias[oc] : 0.0f,
+                      y + q * p->oh * p->ow);
+}
+
 /* Rows [r0, r1) of the im2col matrix of one group's channels xg[Cg, H, W], for output positions
  * [q0, q1) only (row-major over OH x OW): row (c, i, j) holds the input pixel under tap (i, j) of
  * channel c, or 0 in the padding. col rows are q1 - q0 long. */
@@ -264,15 +273,14 @@ void gc_conv2d(const gc_conv2d_params *p, const float *x, const float *w, const 
 
     if (pl.kind == CONV_DIRECT) {
         /* one input channel per group: output planes are independent, spread them over the threads */
-        const int64_t ocg = p->oc / p->groups, planes = p->n * p->oc;
+        const int64_t planes = p->n * p->oc;
         const int nt = (double)planes * (double)ohw * (double)(p->kh * p->kw) < 65536.0 ? 1 : nthreads;
-        (void)nt; /* unused without OpenMP */
-        GC_PRAGMA(omp parallel for num_threads(nt) schedule(static) if (nt > 1))
-        for (int64_t q = 0; q < planes; q++) {
-            const int64_t n = q / p->oc, oc = q % p->oc, c = oc / ocg;
-            conv_plane_direct(p, x + (n * p->c + c) * p->h * p->w, w + oc * p->kh * p->kw, bias ? bias[oc] : 0.0f,
-                              y + q * ohw);
+        if (nt <= 1) {
+            for (int64_t q = 0; q < planes; q++) conv_plane_direct_q(p, q, x, w, bias, y);
+            return;
         }
+        GC_PRAGMA(omp parallel for num_threads(nt) schedule(static))
+        for (int64_t q = 0; q < planes; q++) conv_plane_direct_q(p, q, x, w, bias, y);
         return;
     }
 

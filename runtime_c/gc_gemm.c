@@ -201,18 +201,23 @@ static inline float finish1(float acc, const epilogue *ep, const float *c, int64
     return v;
 }
 
+static void scale_row(int64_t N, float beta, float *c, const float *bias)
+{
+    for (int64_t j = 0; j < N; j++) {
+        const float v = beta != 0.0f ? beta * c[j] : 0.0f;
+        c[j] = bias ? v + bias[j] : v;
+    }
+}
+
 /* C = beta * C + bias over an M x N block (the K == 0 / alpha == 0 product). */
 static void scale_c(int64_t M, int64_t N, float beta, float *C, int64_t ldc, const float *bias, int nthreads)
 {
-    (void)nthreads; /* unused without OpenMP */
-    GC_PRAGMA(omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1))
-    for (int64_t i = 0; i < M; i++) {
-        float *c = C + i * ldc;
-        for (int64_t j = 0; j < N; j++) {
-            float v = beta != 0.0f ? beta * c[j] : 0.0f;
-            c[j] = bias ? v + bias[j] : v;
-        }
+    if (nthreads <= 1) {
+        for (int64_t i = 0; i < M; i++) scale_row(N, beta, C + i * ldc, bias);
+        return;
     }
+    GC_PRAGMA(omp parallel for num_threads(nthreads) schedule(static))
+    for (int64_t i = 0; i < M; i++) scale_row(N, beta, C + i * ldc, bias);
 }
 
 /* ------------------------------------------------------------------ packed path */

@@ -100,8 +100,11 @@ void gc_max_pool2d(const gc_pool2d_params *p, const float *x, float *y, int nthr
 {
     const int64_t planes = p->n * p->c, in_plane = p->h * p->w, out_plane = p->oh * p->ow;
     const int nt = (double)planes * (double)out_plane * (double)(p->kh * p->kw) < GC_POOL_PARALLEL_MIN ? 1 : nthreads;
-    (void)nt; /* unused without OpenMP */
-    GC_PRAGMA(omp parallel for num_threads(nt) schedule(static) if (nt > 1))
+    if (nt <= 1) { /* no OpenMP runtime call at all */
+        for (int64_t q = 0; q < planes; q++) max_plane(p, x + q * in_plane, y + q * out_plane);
+        return;
+    }
+    GC_PRAGMA(omp parallel for num_threads(nt) schedule(static))
     for (int64_t q = 0; q < planes; q++) max_plane(p, x + q * in_plane, y + q * out_plane);
 }
 
@@ -156,8 +159,11 @@ void gc_avg_pool2d(const gc_pool2d_params *p, const float *x, float *y, int nthr
 {
     const int64_t planes = p->n * p->c, in_plane = p->h * p->w, out_plane = p->oh * p->ow;
     const int nt = (double)planes * (double)out_plane * (double)(p->kh * p->kw) < GC_POOL_PARALLEL_MIN ? 1 : nthreads;
-    (void)nt; /* unused without OpenMP */
-    GC_PRAGMA(omp parallel for num_threads(nt) schedule(static) if (nt > 1))
+    if (nt <= 1) { /* no OpenMP runtime call at all */
+        for (int64_t q = 0; q < planes; q++) avg_plane(p, x + q * in_plane, y + q * out_plane);
+        return;
+    }
+    GC_PRAGMA(omp parallel for num_threads(nt) schedule(static))
     for (int64_t q = 0; q < planes; q++) avg_plane(p, x + q * in_plane, y + q * out_plane);
 }
 
@@ -205,7 +211,10 @@ void gc_adaptive_avg_pool2d(int64_t n, int64_t c, int64_t h, int64_t w, int64_t 
     const int64_t planes = n * c;
     /* every input element is read about once when the output is smaller than the input */
     const int nt = (double)planes * (double)(h * w + oh * ow) < GC_POOL_PARALLEL_MIN ? 1 : nthreads;
-    (void)nt; /* unused without OpenMP */
-    GC_PRAGMA(omp parallel for num_threads(nt) schedule(static) if (nt > 1))
+    if (nt <= 1) { /* no OpenMP runtime call at all */
+        for (int64_t q = 0; q < planes; q++) adaptive_avg_plane(h, w, oh, ow, x + q * h * w, y + q * oh * ow);
+        return;
+    }
+    GC_PRAGMA(omp parallel for num_threads(nt) schedule(static))
     for (int64_t q = 0; q < planes; q++) adaptive_avg_plane(h, w, oh, ow, x + q * h * w, y + q * oh * ow);
 }
