@@ -5,10 +5,12 @@
  *    (A in MR-row micro-panels, B in NR-column micro-panels) and a register-blocked MR x NR micro-kernel
  *    runs over them. Handles every layout; used for all "real" matrix products.
  *  - dot: op(A) rows and op(B) columns both contiguous along K (A not transposed, B transposed: the
- *    linear-layer layout) and M or N tiny. Tiles of up to 4 x 4 dot products, no packing.
- *  - axpy: B not transposed and M tiny (GEMV-like). C rows accumulate broadcast(A) * B rows, no packing.
+ *    linear-layer layout; or a column-vector B) and M or N small (at most 4, or 16 when K >= 256).
+ *    Tiles of up to 4 x 4 dot products, no packing.
+ *  - axpy: B not transposed and M <= 4 (GEMV-like). C rows accumulate broadcast(A) * B rows, no packing.
  * Threads get disjoint rectangles of C; each one packs into its own stack buffers, so nothing is
- * allocated and no synchronisation happens inside a product.
+ * allocated and no synchronisation happens inside a product. Every C element is summed in the same
+ * order whichever thread computes it, so results are bit-identical for any thread count.
  *
  * The vector code uses GCC/Clang vector extensions sized by the target ISA (AVX-512, AVX, SSE/NEON);
  * other compilers get GC_VW = 1, i.e. plain scalar code through the same helpers.
@@ -62,7 +64,8 @@ typedef float gc_vf;
 
 /* Cache blocking: a KC x NR micro-panel of B (16 KiB) stays in L1 while the MC x KC block of A and the
  * KC x NC block of B stay in L2. Only A is packed more than once (once per NC columns), so NC gets most
- * of the budget. Both buffers live on the thread's stack: (MC + NC) * KC floats = 224 to 232 KiB. */
+ * of the budget. Both buffers live on the thread's stack: (MC + NC) * KC floats = 224 to 232 KiB.
+ * For tuning, -D can override GC_MR, GC_NV, and GC_KC with GC_MC and GC_NC. */
 #ifndef GC_KC
 #if GC_VW == 16
 #define GC_KC 128
