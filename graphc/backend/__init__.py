@@ -262,7 +262,7 @@ def compile(module_or_graph: Any, example_inputs: Any = None, dynamic: Mapping[s
     def blob(path: Path) -> None:
         write_safetensors(path, params, meta)
 
-    folder, hit = _phase(timings, "build", lambda: build_library(sources, options, cache_dir=cache,
+    folder, hit = _phase(timings, "C compile", lambda: build_library(sources, options, cache_dir=cache,
                                                                  weights_sha=sha, write_blob=blob))
     if exported:
         folder = _export(Path(out_dir), folder, prog, sources, manifest, source, g,  # type: ignore[arg-type]
@@ -272,7 +272,7 @@ def compile(module_or_graph: Any, example_inputs: Any = None, dynamic: Mapping[s
     elif not (folder / "manifest.json").exists():
         (folder / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     wpath = final_w if weights == "file" else None
-    return _phase(timings, "load", lambda: CompiledModel(folder, manifest, folder / f"lib{model_name}.so", wpath,
+    return _phase(timings, "open", lambda: CompiledModel(folder, manifest, folder / f"lib{model_name}.so", wpath,
                                                          source_graph=source, threads=threads, cache_hit=hit))
 
 

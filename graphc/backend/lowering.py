@@ -450,6 +450,11 @@ class Lowering:
     def tensor_info(self, name: str, cname: str, v: Value) -> TensorInfo:
         t = self.backend.ctype(v.type.dtype)
         if t is None:
+            if v.node is not None:
+                n = v.node
+                raise UnsupportedError(
+                    f"not supported by the C backend: op {n.op}, dtype {v.type.dtype.name}, at module path "
+                    f"{n.scope or '<top level>'}" + (f" ({n.loc})" if n.loc else "") + f" (output '{name}')")
             raise UnsupportedError(f"not supported by the C backend: {v.kind} '{name}' of dtype {v.type.dtype.name}")
         shape_c = [sym_c(d, self.dim_cname.__getitem__) for d in v.type.shape]
         return TensorInfo(name, cname, v.type.dtype, t, v.type.shape, shape_c)

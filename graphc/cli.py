@@ -1,0 +1,463 @@
+"""The `graphc` command line: compile, run, bench, trace, show.
+
+Exit codes: 0 success, 1 a user error (one clear line on stderr; --debug shows the traceback),
+2 a usage error (argparse).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .errors import GraphcError
+from .modelfile import UserError, load_model_file
+
+EXAMPLES = {
+    "compile": """examples:
+  graphc compile examples/mlp/model.py -o out/mlp
+  graphc compile model.py -o out/ --weights file --input x:f32[B,784] --dim B=1..64
+  graphc compile model.py --emit-c -o src/            # C sources only
+  graphc compile graph.gir --weights-file graph.safetensors -o out/
+  graphc compile model.py -o out/ --verify            # compare with the reference interpreter""",
+    "run": """examples:
+  graphc run out/mlp                                  # random inputs
+  graphc run out/mlp --input x=batch.npy --save outputs.npz""",
+    "bench": """examples:
+  graphc bench out/mlp --runs 200 --threads 2 --dim B=32""",
+    "trace": """examples:
+  graphc trace examples/mlp/model.py                  # print the IR
+  graphc trace graph.gir                              # parse and print back in canonical form
+  graphc trace model.py -O2                           # the optimised graph""",
+    "show": """examples:
+  graphc show examples/mlp/model.py -o graph.svg      # needs Graphviz 'dot' for SVG/PNG
+  graphc show examples/mlp/model.py -o graph.dot
+  graphc show out/mlp --memory -o plan.svg            # the arena's memory plan""",
+}
+
+
+class Phases:
+    """Prints each phase with its time."""
+
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+        self.times: dict[str, float] = {}
+
+    def run(self, phase: str, fn, *args, **kwargs):
+        t0 = time.perf_counter()
+        out = fn(*args, **kwargs)
+        dt = time.perf_counter() - t0
+        self.times[phase] = dt
+        if not self.quiet:
+            print(f"  {phase:<10} {dt * 1000:9.1f} ms", flush=True)
+        return out
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _load(args, need_weights: bool = True) -> Any:
+    return load_model_file(args.model_file, model_name=args.model, inputs=args.input, dynamic=args.dynamic,
+                           dims=args.dim, weights_file=args.weights_file, need_weights=need_weights)
+
+
+def _trace_graph(lm, opt_level: int = 0):
+    from .passes import optimize
+    from .trace import trace
+
+    g = lm.graph if lm.graph is not None else trace(lm.module, lm.example_inputs, lm.dynamic, name=lm.name)
+    return optimize(g, opt_level) if opt_level else g
+
+
+# ------------------------------------------------------------------------------------------ compile
+def cmd_compile(args) -> int:
+    from .backend import compile as gc_compile
+    from .passes import optimize
+    from .trace import trace
+
+    print(f"graphc {__version__}: compiling {args.model_file}")
+    ph = Phases()
+    lm = ph.run("load", _load, args)
+    if lm.graph is not None:
+        graph = lm.graph
+    else:
+        graph = ph.run("trace", trace, lm.module, lm.example_inputs, lm.dynamic, name=args.name or lm.name)
+    if args.name:
+        graph.name = args.name
+    optimized = ph.run("passes", optimize, graph, args.opt_level, bake_weights=args.weights == "embed")
+    out_dir = Path(args.output or f"out/{graph.name}")
+    cm = gc_compile(graph, name=graph.name, weights=args.weights, opt_level=args.opt_level, target=args.target,
+                    threads=args.threads, cache_dir=args.cache_dir, out_dir=str(out_dir), backend=args.backend,
+                    emit_only=args.emit_c, optimized=optimized, timings=ph)
+    if args.verify and not args.emit_c:
+        _verify(cm, graph)
+    print(f"wrote {out_dir}/")
+    for f in sorted(out_dir.iterdir()):
+        if f.is_file():
+            print(f"  {f.name:<32} {_human(f.stat().st_size):>10}")
+    return 0
+
+
+def _verify(cm, graph) -> None:
+    from .ir.interpreter import interpret
+
+    feeds = _read_inputs(cm, None, {d: min(max(3, lo), hi) for d, (lo, hi) in cm.dims.items()})
+    got = cm.run(**feeds)
+    want = interpret(graph, feeds)
+    print("verify (compiled library vs reference interpreter, random inputs):")
+    worst = 0.0
+    for k in want:
+        a, b = np.asarray(got[k], np.float64), np.asarray(want[k], np.float64)
+        err = float(np.max(np.abs(a - b))) if a.size else 0.0
+        scale = float(np.max(np.abs(b))) if b.size else 0.0
+        worst = max(worst, err / max(scale, 1e-30))
+        print(f"  {k:<20} max abs error {err:.3e} (max |ref| {scale:.3e})")
+    if worst > 1e-3:
+        raise UserError(f"--verify: outputs differ from the reference interpreter (max relative error {worst:.2e})")
+
+
+# ------------------------------------------------------------------------------------------ run / bench
+def _read_inputs(cm, items: list[str] | None, dims: dict[str, int]) -> dict[str, np.ndarray]:
+    feeds: dict[str, np.ndarray] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise UserError(f"--input '{item}': expected NAME=FILE.npy (or FILE.npz for all inputs)")
+        name, path = item.split("=", 1)
+        if not Path(path).exists():
+            raise UserError(f"--input {name}: {path}: no such file")
+        data = np.load(path, allow_pickle=False)
+        if isinstance(data, np.lib.npyio.NpzFile):
+            if name == "*":
+                feeds.update({k: data[k] for k in data.files})
+                continue
+            if name not in data.files:
+                raise UserError(f"--input {name}: {path} has no array '{name}' (it has {', '.join(data.files)})")
+            data = data[name]
+        feeds[name] = data
+    rng = np.random.default_rng(0)
+    for spec in cm.inputs:
+        if spec.name in feeds:
+            continue
+        shape = []
+        for d in spec.dims:
+            if isinstance(d, str):
+                lo, hi = cm.dims[d]
+                shape.append(dims.get(d, min(max(1, lo), hi)))
+            else:
+                shape.append(d)
+        feeds[spec.name] = (rng.standard_normal(shape) if spec.dtype.is_floating_point
+                            else rng.integers(0, 2, size=shape)).astype(spec.dtype.np)
+    unknown = set(feeds) - {s.name for s in cm.inputs}
+    if unknown:
+        raise UserError(f"unknown input(s) {sorted(unknown)}; the model takes {[s.name for s in cm.inputs]}")
+    return feeds
+
+
+def _dims_arg(items: list[str] | None) -> dict[str, int]:
+    out = {}
+    for it in items or []:
+        if "=" not in it or not it.split("=", 1)[1].isdigit():
+            raise UserError(f"--dim '{it}': expected NAME=VALUE, e.g. B=32")
+        k, v = it.split("=", 1)
+        out[k] = int(v)
+    return out
+
+
+def _open(path: str):
+    from .backend import load_compiled
+
+    p = Path(path)
+    if not p.is_dir() or not (p / "manifest.json").exists():
+        raise UserError(f"{path}: not an exported graphc folder (no manifest.json); run 'graphc compile' first")
+    return load_compiled(str(p))
+
+
+def cmd_run(args) -> int:
+    cm = _open(args.folder)
+    if args.threads:
+        cm.set_num_threads(args.threads)
+    feeds = _read_inputs(cm, args.input, _dims_arg(args.dim))
+    outs = cm.run(**feeds)
+    if args.save:
+        np.savez(args.save, **outs)
+        print(f"saved {', '.join(outs)} to {args.save}")
+    np.set_printoptions(precision=5, suppress=True, threshold=64, edgeitems=4)
+    for k, v in outs.items():
+        print(f"{k}: {v.dtype}{list(v.shape)}")
+        print(v)
+    return 0
+
+
+def cmd_bench(args) -> int:
+    cm = _open(args.folder)
+    if args.threads:
+        cm.set_num_threads(args.threads)
+    feeds = _read_inputs(cm, None, _dims_arg(args.dim))
+    for _ in range(args.warmup):
+        cm.run(**feeds)
+    times = []
+    for _ in range(args.runs):
+        t0 = time.perf_counter()
+        cm.run(**feeds)
+        times.append(time.perf_counter() - t0)
+    t = np.array(times) * 1e3
+    shapes = ", ".join(f"{k}{list(v.shape)}" for k, v in feeds.items())
+    print(f"{cm.name}: {args.runs} runs after {args.warmup} warm-up, threads={cm.get_num_threads()}, inputs {shapes}")
+    print(f"  median {np.median(t):.4f} ms   min {t.min():.4f} ms   max {t.max():.4f} ms   "
+          f"mean {t.mean():.4f} ms")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ trace / show
+def cmd_trace(args) -> int:
+    lm = _load(args, need_weights=args.opt_level > 0)
+    g = _trace_graph(lm, args.opt_level)
+    text = str(g)
+    if args.output:
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def graph_to_dot(g) -> str:
+    """Graphviz DOT of a graph: nodes labelled with op, type and module path."""
+
+    def esc(s: str) -> str:
+        return s.replace("\\", "\\\\").replace('"', '\\"')
+
+    lines = [f'digraph "{esc(g.name)}" {{', "  rankdir=TB;",
+             '  node [shape=box, style="rounded,filled", fillcolor="#eef3fb", fontname="Helvetica", fontsize=10];',
+             '  edge [color="#555555", arrowsize=0.6];']
+    ids: dict[int, str] = {}
+    for i, v in enumerate(g.inputs):
+        ids[id(v)] = f"in{i}"
+        lines.append(f'  in{i} [label="{esc(v.name)}\\n{v.type}", shape=ellipse, fillcolor="#d9f2d9"];')
+    for i, n in enumerate(g.nodes):
+        ids[id(n.out)] = f"n{i}"
+        attrs = ", ".join(f"{k}={v}" for k, v in sorted(n.attrs.items()) if k not in ("value",))
+        label = f"{n.op}" + (f"[{attrs}]" if attrs and len(attrs) < 48 else "") + f"\\n{n.out.type}"
+        if n.scope:
+            label += f"\\n{n.scope}"
+        lines.append(f'  n{i} [label="{esc(label)}"];')
+    params_used = set()
+    for i, n in enumerate(g.nodes):
+        for v in n.inputs:
+            if v is None:
+                continue
+            if v.kind == "param":
+                if id(v) not in ids:
+                    pid = f"p{len(params_used)}"
+                    ids[id(v)] = pid
+                    params_used.add(id(v))
+                    lines.append(f'  {pid} [label="@{esc(v.name)}\\n{v.type}", shape=note, fillcolor="#fff4d6"];')
+            lines.append(f"  {ids[id(v)]} -> n{i};")
+    for j, (name, v) in enumerate(g.outputs):
+        lines.append(f'  out{j} [label="{esc(name)}\\n{v.type}", shape=ellipse, fillcolor="#f9dcdc"];')
+        lines.append(f"  {ids.get(id(v), 'in0')} -> out{j};")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def memory_plan_svg(manifest: dict) -> str:
+    """Each intermediate as a box: its lifetime (x, schedule steps) against its arena offset (y)."""
+    plan = manifest.get("memory_plan") or {}
+    blocks = plan.get("blocks", [])
+    env = {d["name"]: d["max"] for d in manifest.get("dims", [])}
+    steps = max([len(plan.get("steps", []))] + [b["last"] + 1 for b in blocks] + [1])
+
+    def ev(x: Any) -> int:
+        if isinstance(x, (int, float)):
+            return int(x)
+        from .sym import evaluate, parse_dim
+
+        return evaluate(parse_dim(str(x)), env)
+
+    arena = max([ev(plan.get("arena_bytes", 0))] + [ev(b["offset"]) + ev(b["size"]) for b in blocks] + [1])
+    W, H, L, T, R, B = 960, 560, 90, 50, 20, 60
+    sx, sy = (W - L - R) / steps, (H - T - B) / arena
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="Helvetica" '
+           f'font-size="10">', f'<rect width="{W}" height="{H}" fill="white"/>',
+           f'<text x="{W / 2}" y="22" text-anchor="middle" font-size="15">memory plan of {manifest.get("name", "")}: '
+           f'arena {_human(arena)} at {", ".join(f"{k}={v}" for k, v in env.items()) or "static shapes"}</text>',
+           f'<line x1="{L}" y1="{H - B}" x2="{W - R}" y2="{H - B}" stroke="black"/>',
+           f'<line x1="{L}" y1="{T}" x2="{L}" y2="{H - B}" stroke="black"/>',
+           f'<text x="{(L + W - R) / 2}" y="{H - 20}" text-anchor="middle">schedule step (node index)</text>',
+           f'<text x="18" y="{(T + H - B) / 2}" transform="rotate(-90 18 {(T + H - B) / 2})" '
+           f'text-anchor="middle">arena offset (bytes)</text>']
+    for k in range(5):
+        off = arena * k / 4
+        y = H - B - off * sy
+        out.append(f'<text x="{L - 6}" y="{y + 3}" text-anchor="end">{_human(int(off))}</text>')
+        out.append(f'<line x1="{L - 3}" y1="{y}" x2="{L}" y2="{y}" stroke="black"/>')
+    palette = ["#8ecae6", "#ffb703", "#90be6d", "#f28482", "#cdb4db", "#f6bd60", "#84a59d", "#e9c46a"]
+    for i, b in enumerate(blocks):
+        off, size = ev(b["offset"]), ev(b["size"])
+        x0, x1 = L + b["first"] * sx, L + (b["last"] + 1) * sx
+        y1, y0 = H - B - off * sy, H - B - (off + size) * sy
+        color = palette[i % len(palette)]
+        label = f'%{", %".join(b.get("values") or [b["value"]])}: {_human(size)} at offset {off}'
+        out.append(f'<rect x="{x0:.1f}" y="{y0:.1f}" width="{max(x1 - x0, 1):.1f}" height="{max(y1 - y0, 1):.1f}" '
+                   f'fill="{color}" stroke="#333" stroke-width="0.6"><title>{label}</title></rect>')
+        if (y1 - y0) > 11 and (x1 - x0) > 40:
+            out.append(f'<text x="{x0 + 3:.1f}" y="{(y0 + y1) / 2 + 3:.1f}">%{b["value"]}</text>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+def _render(dot_text: str, out: Path) -> None:
+    import shutil
+    import subprocess
+
+    fmt = out.suffix.lstrip(".").lower()
+    if fmt in ("dot", "gv"):
+        out.write_text(dot_text)
+        return
+    if fmt not in ("svg", "png", "pdf"):
+        raise UserError(f"-o {out}: unknown format '.{fmt}' (use .dot, .svg, .png or .pdf)")
+    dot = shutil.which("dot")
+    if dot is None:
+        dot_path = out.with_suffix(".dot")
+        dot_path.write_text(dot_text)
+        raise UserError(f"drawing {out.name} needs Graphviz's 'dot' program, which is not installed "
+                        f"(apt-get install graphviz); wrote the DOT source to {dot_path} instead")
+    r = subprocess.run([dot, f"-T{fmt}", "-o", str(out)], input=dot_text, text=True, capture_output=True)
+    if r.returncode:
+        raise UserError(f"dot failed: {r.stderr.strip()}")
+
+
+def cmd_show(args) -> int:
+    target = Path(args.target)
+    if args.memory:
+        if not (target / "manifest.json").exists():
+            raise UserError(f"{target}: --memory needs an exported folder with manifest.json (run graphc compile)")
+        manifest = json.loads((target / "manifest.json").read_text())
+        out = Path(args.output or "plan.svg")
+        if out.suffix.lower() != ".svg":
+            raise UserError(f"-o {out}: the memory plan is drawn as .svg")
+        out.write_text(memory_plan_svg(manifest))
+        print(f"wrote {out}")
+        return 0
+    if target.is_dir():
+        gir = sorted(target.glob("*.gir"))
+        gir = [p for p in gir if not p.name.endswith(".source.gir")] or gir
+        if not gir:
+            raise UserError(f"{target}: no model file or .gir graph to show")
+        from .ir import parse
+
+        g = parse(gir[0].read_text(), source=str(gir[0]))
+    else:
+        args.model_file = args.target
+        g = _trace_graph(_load(args, need_weights=args.opt_level > 0), args.opt_level)
+    out = Path(args.output or f"{g.name}.svg")
+    _render(graph_to_dot(g), out)
+    print(f"wrote {out}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ parser
+def _model_args(p: argparse.ArgumentParser, file_arg: bool = True) -> None:
+    if file_arg:
+        p.add_argument("model_file", help="a model .py file (see docs/model-files.md) or a .gir text IR file")
+    p.add_argument("--model", default="model", metavar="NAME", help="the variable holding the module (default: model)")
+    p.add_argument("--input", action="append", metavar="SPEC", help="input spec NAME:DTYPE[DIMS], e.g. x:f32[B,784]")
+    p.add_argument("--dynamic", action="append", metavar="INPUT:DIM[=NAME]", help="make a dim dynamic, e.g. x:0=B")
+    p.add_argument("--dim", action="append", metavar="NAME=MIN..MAX", help="range of a dynamic dim, e.g. B=1..64")
+    p.add_argument("--weights-file", metavar="FILE", help="safetensors weights to load into the model")
+    p.add_argument("-O", dest="opt_level", type=int, choices=range(4), default=None, metavar="{0,1,2,3}",
+                   help="optimisation level (-O0 keeps the graph as traced)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="graphc", description="Compile neural-network modules into standalone C "
+                                 "libraries.", formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--version", action="version", version=f"graphc {__version__}")
+    ap.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name: str, help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_, epilog=EXAMPLES.get(name),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
+        return p
+
+    p = add("compile", "trace, optimise and compile a model into a C library")
+    _model_args(p)
+    p.add_argument("-o", "--output", metavar="DIR", help="output folder (default: out/NAME)")
+    p.add_argument("--backend", choices=["c", "cuda"], default="c")
+    p.add_argument("--weights", choices=["embed", "file"], default="embed",
+                   help="bake weights into the library, or write NAME.safetensors next to it")
+    p.add_argument("--name", help="library name (default: from the model file)")
+    p.add_argument("--target", choices=["native", "portable"], default="native")
+    p.add_argument("--threads", type=int, help="default thread count of a context")
+    p.add_argument("--emit-c", action="store_true", help="write the C sources only, do not build")
+    p.add_argument("--verify", action="store_true", help="compare the library with the reference interpreter")
+    p.add_argument("--cache-dir", help="compile cache folder (default: $GRAPHC_CACHE_DIR or ~/.cache/graphc)")
+    p.set_defaults(func=cmd_compile)
+
+    p = add("run", "run an exported library on inputs (random when none are given)")
+    p.add_argument("folder")
+    p.add_argument("--input", action="append", metavar="NAME=FILE", help="an input from .npy (or NAME in .npz)")
+    p.add_argument("--dim", action="append", metavar="NAME=VALUE", help="value of a dynamic dim for random inputs")
+    p.add_argument("--save", metavar="FILE.npz", help="save the outputs")
+    p.add_argument("--threads", type=int)
+    p.set_defaults(func=cmd_run)
+
+    p = add("bench", "time an exported library")
+    p.add_argument("folder")
+    p.add_argument("--runs", type=int, default=100)
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--threads", type=int)
+    p.add_argument("--dim", action="append", metavar="NAME=VALUE", help="value of a dynamic dim, e.g. B=32")
+    p.set_defaults(func=cmd_bench)
+
+    p = add("trace", "print the IR of a model file, or parse a .gir file and print it back")
+    _model_args(p)
+    p.add_argument("-o", "--output", metavar="FILE", help="write the IR to FILE")
+    p.set_defaults(func=cmd_trace)
+
+    p = add("show", "draw the graph (DOT/SVG/PNG) or an exported library's memory plan")
+    p.add_argument("target", help="a model file, a .gir file, or an exported folder")
+    _model_args(p, file_arg=False)
+    p.add_argument("-o", "--output", metavar="FILE", help="output file (.dot, .svg, .png)")
+    p.add_argument("--memory", action="store_true", help="draw the memory plan of an exported folder")
+    p.set_defaults(func=cmd_show)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    if not args.command:
+        ap.print_help()
+        return 2
+    if getattr(args, "opt_level", None) is None:
+        args.opt_level = 2 if args.command == "compile" else 0
+    debug = args.debug or bool(os.environ.get("GRAPHC_DEBUG"))
+    try:
+        return args.func(args)
+    except (UserError, GraphcError, ValueError, FileNotFoundError) as e:
+        if debug:
+            raise
+        msg = " ".join(str(e).split()) if isinstance(e, UserError) else str(e).splitlines()[0]
+        print(f"graphc: error: {msg}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
