@@ -35,8 +35,8 @@ def cli(env, *args, cwd=None, ok=True):
 
 
 def eager_outputs(model_file: Path, feeds: dict[str, np.ndarray]) -> np.ndarray:
-    from graphc.modelfile import load_model_file
     import graphc
+    from graphc.modelfile import load_model_file
 
     lm = load_model_file(model_file)
     lm.module.eval()
@@ -141,7 +141,7 @@ def test_emit_c_writes_sources_only(env, tmp_path):
 
 
 def test_show_graph_and_memory_plan(env, compiled, tmp_path):
-    r = cli(env, "show", ROOT / "examples" / "resnet" / "model.py", "-o", tmp_path / "g.dot")
+    cli(env, "show", ROOT / "examples" / "resnet" / "model.py", "-o", tmp_path / "g.dot")
     dot = (tmp_path / "g.dot").read_text()
     assert dot.startswith('digraph "resnet"') and "conv" in dot and "stem" in dot
     svg_run = cli(env, "show", ROOT / "examples" / "resnet" / "model.py", "-o", tmp_path / "g.svg", ok=False)
