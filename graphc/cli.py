@@ -233,11 +233,15 @@ def cmd_trace(args) -> int:
     return 0
 
 
-def graph_to_dot(g) -> str:
-    """Graphviz DOT of a graph: nodes labelled with op, type and module path."""
+def graph_to_dot(g, params: bool = False) -> str:
+    """Graphviz DOT of a graph: nodes labelled with op, type and module path (parameters on request)."""
+    from .ir.printer import format_attr
 
     def esc(s: str) -> str:
         return s.replace("\\", "\\\\").replace('"', '\\"')
+
+    def label(*lines: str) -> str:
+        return "\\n".join(esc(x) for x in lines if x)
 
     lines = [f'digraph "{esc(g.name)}" {{', "  rankdir=TB;",
              '  node [shape=box, style="rounded,filled", fillcolor="#eef3fb", fontname="Helvetica", fontsize=10];',
@@ -245,29 +249,37 @@ def graph_to_dot(g) -> str:
     ids: dict[int, str] = {}
     for i, v in enumerate(g.inputs):
         ids[id(v)] = f"in{i}"
-        lines.append(f'  in{i} [label="{esc(v.name)}\\n{v.type}", shape=ellipse, fillcolor="#d9f2d9"];')
+        lines.append(f'  in{i} [label="{label(v.name, str(v.type))}", shape=ellipse, fillcolor="#d9f2d9"];')
     for i, n in enumerate(g.nodes):
         ids[id(n.out)] = f"n{i}"
-        attrs = ", ".join(f"{k}={v}" for k, v in sorted(n.attrs.items()) if k not in ("value",))
-        label = f"{n.op}" + (f"[{attrs}]" if attrs and len(attrs) < 48 else "") + f"\\n{n.out.type}"
-        if n.scope:
-            label += f"\\n{n.scope}"
-        lines.append(f'  n{i} [label="{esc(label)}"];')
-    params_used = set()
+        attrs = ", ".join(f"{k}={format_attr(v)}" for k, v in sorted(n.attrs.items()))
+        head = n.op + (f"[{attrs}]" if attrs and len(attrs) <= 40 else "")
+        weights = [v.name for v in n.inputs if v is not None and v.kind == "param"]
+        extra = ("@" + ", @".join(weights)) if weights and not params else ""
+        if len(extra) > 40:
+            extra = f"{len(weights)} parameters"
+        lines.append(f'  n{i} [label="{label(head, str(n.out.type), n.scope, extra)}"];')
+    nparam = 0
     for i, n in enumerate(g.nodes):
         for v in n.inputs:
             if v is None:
                 continue
             if v.kind == "param":
+                if not params:
+                    continue
                 if id(v) not in ids:
-                    pid = f"p{len(params_used)}"
-                    ids[id(v)] = pid
-                    params_used.add(id(v))
-                    lines.append(f'  {pid} [label="@{esc(v.name)}\\n{v.type}", shape=note, fillcolor="#fff4d6"];')
+                    ids[id(v)] = f"p{nparam}"
+                    lines.append(f'  p{nparam} [label="{label("@" + v.name, str(v.type))}", shape=note, '
+                                 'fillcolor="#fff4d6"];')
+                    nparam += 1
             lines.append(f"  {ids[id(v)]} -> n{i};")
     for j, (name, v) in enumerate(g.outputs):
-        lines.append(f'  out{j} [label="{esc(name)}\\n{v.type}", shape=ellipse, fillcolor="#f9dcdc"];')
-        lines.append(f"  {ids.get(id(v), 'in0')} -> out{j};")
+        if id(v) not in ids:  # an output that is a parameter
+            ids[id(v)] = f"p{nparam}"
+            lines.append(f'  p{nparam} [label="{label("@" + v.name, str(v.type))}", shape=note, fillcolor="#fff4d6"];')
+            nparam += 1
+        lines.append(f'  out{j} [label="{label(name, str(v.type))}", shape=ellipse, fillcolor="#f9dcdc"];')
+        lines.append(f"  {ids[id(v)]} -> out{j};")
     lines.append("}")
     return "\n".join(lines) + "\n"
 
@@ -303,6 +315,13 @@ def memory_plan_svg(manifest: dict) -> str:
         y = H - B - off * sy
         out.append(f'<text x="{L - 6}" y="{y + 3}" text-anchor="end">{_human(int(off))}</text>')
         out.append(f'<line x1="{L - 3}" y1="{y}" x2="{L}" y2="{y}" stroke="black"/>')
+    names = plan.get("steps", [])
+    every = max(1, steps // 12)
+    for k in range(0, steps, every):
+        x = L + (k + 0.5) * sx
+        out.append(f'<line x1="{x:.1f}" y1="{H - B}" x2="{x:.1f}" y2="{H - B + 4}" stroke="black"/>')
+        tick = f"{k}" + (f" %{names[k]}" if k < len(names) and steps <= 8 else "")
+        out.append(f'<text x="{x:.1f}" y="{H - B + 15}" text-anchor="middle">{tick}</text>')
     palette = ["#8ecae6", "#ffb703", "#90be6d", "#f28482", "#cdb4db", "#f6bd60", "#84a59d", "#e9c46a"]
     for i, b in enumerate(blocks):
         off, size = ev(b["offset"]), ev(b["size"])
@@ -313,7 +332,7 @@ def memory_plan_svg(manifest: dict) -> str:
         out.append(f'<rect x="{x0:.1f}" y="{y0:.1f}" width="{max(x1 - x0, 1):.1f}" height="{max(y1 - y0, 1):.1f}" '
                    f'fill="{color}" stroke="#333" stroke-width="0.6"><title>{label}</title></rect>')
         if (y1 - y0) > 11 and (x1 - x0) > 40:
-            out.append(f'<text x="{x0 + 3:.1f}" y="{(y0 + y1) / 2 + 3:.1f}">%{b["value"]}</text>')
+            out.append(f'<text x="{x0 + 3:.1f}" y="{(y0 + y1) / 2 + 3:.1f}">%{b["value"]} · {_human(size)}</text>')
     out.append("</svg>")
     return "\n".join(out) + "\n"
 
@@ -363,7 +382,7 @@ def cmd_show(args) -> int:
         args.model_file = args.target
         g = _trace_graph(_load(args, need_weights=args.opt_level > 0), args.opt_level)
     out = Path(args.output or f"{g.name}.svg")
-    _render(graph_to_dot(g), out)
+    _render(graph_to_dot(g, params=args.params), out)
     print(f"wrote {out}")
     return 0
 
@@ -434,6 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p, file_arg=False)
     p.add_argument("-o", "--output", metavar="FILE", help="output file (.dot, .svg, .png)")
     p.add_argument("--memory", action="store_true", help="draw the memory plan of an exported folder")
+    p.add_argument("--params", action="store_true", help="draw parameters as nodes of their own")
     p.set_defaults(func=cmd_show)
     return ap
 
