@@ -7,6 +7,7 @@ and, once the C backend exists, every example compiles and the demo passes end t
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import runpy
 import subprocess
@@ -175,28 +176,40 @@ def test_lora_merge_keeps_the_function_and_drops_the_adapters_from_the_graph() -
     assert not any("support" in p for p in unmerged_params), "only the active adapter is traced"
 
 
-def _compile() -> Any:
-    try:
-        from graphc.backend import compile as compile_
-    except ImportError as e:
-        pytest.skip(f"the C backend (graphc.backend.compile) has not landed yet: {e}")
-    return compile_
-
-
+@pytest.mark.parametrize("weights", ["embed", "file"])
 @pytest.mark.parametrize("name", NAMES)
-def test_compiled_matches_eager(name: str, tmp_path: Path) -> None:
-    compile_ = _compile()
+def test_compiled_matches_eager_and_torch(name: str, weights: str, tmp_path: Path) -> None:
+    """Every example compiles in both weight modes and matches eager execution to float32 round-off,
+    and PyTorch (the bench twin) where torch is installed."""
+    from graphc.backend import compile as compile_
+
     ns = load_example(name)
-    compiled = compile_(ns["model"], ns["example_inputs"], dynamic=ns.get("dynamic"))
+    compiled = compile_(ns["model"], ns["example_inputs"], dynamic=ns.get("dynamic"), weights=weights,
+                        out_dir=tmp_path / name)
+    if weights == "file":
+        assert (tmp_path / name / f"{compiled.name}.safetensors").exists()
+    twin = None
+    if name in TWINNED and importlib.util.find_spec("torch") is not None:
+        sys.path.insert(0, str(ROOT / "bench"))
+        try:
+            from twins import load_twin
+        finally:
+            sys.path.remove(str(ROOT / "bench"))
+        twin = load_twin(name, ns["model"].state_dict())
     for batch in (1, 5):
         xs = inputs_like(ns["example_inputs"], batch)
         got = np.asarray(compiled(*xs))
         want = eager(ns["model"], xs)
         assert close(got, want), f"{name} batch {batch}: max diff {np.abs(got - want).max()}"
+        if twin is not None:
+            import torch
+
+            with torch.inference_mode():
+                ref = twin(*(torch.from_numpy(x) for x in xs)).numpy()
+            assert close(got, ref), f"{name} batch {batch} vs torch: max diff {np.abs(got - ref).max()}"
 
 
 def test_digits_demo_runs(tmp_path: Path) -> None:
-    _compile()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     r = subprocess.run([sys.executable, str(EXAMPLES / "digits" / "demo.py"), str(tmp_path / "digits")],
                        capture_output=True, text=True, timeout=600, env=env)
