@@ -20,6 +20,8 @@ const char *gc_status_string(int status)
         return "an index tensor holds a value out of range";
     case GC_ERR_INTERNAL:
         return "internal error in the graphc runtime";
+    case GC_ERR_DEVICE:
+        return "no usable GPU, or a call to the GPU runtime failed";
     default:
         return "unknown error";
     }

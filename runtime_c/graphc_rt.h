@@ -40,7 +40,8 @@ typedef enum gc_status {
     GC_ERR_MISMATCH = -4,         /* weights of another model: name, dtype, shape or fingerprint */
     GC_ERR_OUT_OF_MEMORY = -5,
     GC_ERR_INDEX = -6,            /* an index tensor holds a value out of range */
-    GC_ERR_INTERNAL = -7
+    GC_ERR_INTERNAL = -7,
+    GC_ERR_DEVICE = -8            /* no usable GPU, or a GPU call failed (CUDA libraries only) */
 } gc_status;
 
 GC_INTERNAL const char *gc_status_string(int status);
