@@ -5,7 +5,9 @@ type names, literal spelling, math-function spelling, how an elementwise op prin
 thread pragmas — in the spirit of tinygrad's ``CStyleLanguage``. The lowering (``lowering.py``) is
 shared; the op rules live in a table (``lowerings``) that a new backend may inherit and override
 family by family. A CUDA backend would be ``templates/cuda/`` + a subclass changing the knobs, its
-``lowerings`` for the families it runs on the device, and ``render_sources``.
+``lowerings`` for the families it runs on the device, and ``render_sources`` (``graphc/backend/cuda.py`` is
+that backend). Templates are looked up in the backend's folder first, then in the templates root, so a
+backend may extend or include another backend's template by its path (``{% extends "c/model.h.j2" %}``).
 """
 
 from __future__ import annotations
@@ -118,6 +120,7 @@ class Backend:
     """A code-generating backend: a templates folder and its dialect knobs."""
 
     name: ClassVar[str] = "base"
+    display_name: ClassVar[str] = "base"  # in messages: "not supported by the C backend: ..."
     template_folder: ClassVar[str] = ""
     template_suffix: ClassVar[str] = ".c.j2"
     source_suffix: ClassVar[str] = ".c"
@@ -154,6 +157,8 @@ class Backend:
     }
     parallel_min: ClassVar[int] = 32768  # elements of a plain loop worth a parallel region
     lowerings: ClassVar[dict[str, Any]] = {}
+    # the runtime_c/ files a library of this backend is built with (None: all of them)
+    runtime_sources: ClassVar[tuple[str, ...] | None] = None
 
     # --------------------------------------------------------------------------------- types
     def ctype(self, dt: dtype) -> str | None:
@@ -277,7 +282,7 @@ class Backend:
 
     def _make_environment(self) -> jinja2.Environment:
         env = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(str(templates_dir() / self.template_folder)),
+            loader=jinja2.FileSystemLoader([str(templates_dir() / self.template_folder), str(templates_dir())]),
             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
             autoescape=False)
         env.filters["cstr"] = c_string

@@ -502,6 +502,7 @@ class CBackend(Backend):
     """C99 + OpenMP for the host, calling the hand-written runtime (runtime_c/)."""
 
     name = "c"
+    display_name = "C"
     template_folder = "c"
     lowerings = LOWERINGS
     # kernels of one translation unit, at most (by rendered characters): keeps each file quick to compile

@@ -161,12 +161,13 @@ def fingerprint(g: Graph) -> str:
     return hashlib.sha256(print_graph(g).encode()).hexdigest()
 
 
-def unsupported(node: Node | None, dt: Any = None, why: str = "") -> UnsupportedError:
+def unsupported(node: Node | None, dt: Any = None, why: str = "", backend: str = "C") -> UnsupportedError:
+    """"not supported by the <backend> backend: op X, dtype Y, at module path Z (why)"."""
     op = node.op if node is not None else "?"
     dts = ", ".join(sorted({v.type.dtype.name for v in node.inputs if v is not None} | {node.out.type.dtype.name})) \
         if node is not None and dt is None else getattr(dt, "name", str(dt))
     where = (node.scope or "<top level>") if node is not None else "<top level>"
-    msg = f"not supported by the C backend: op {op}, dtype {dts}, at module path {where}"
+    msg = f"not supported by the {backend} backend: op {op}, dtype {dts}, at module path {where}"
     return UnsupportedError(msg + (f" ({why})" if why else ""))
 
 
@@ -308,7 +309,7 @@ class KernelBuilder:
     def ctype(self, dt: dtype) -> str:
         t = self.backend.ctype(dt)
         if t is None:
-            raise unsupported(self.node, dt)
+            raise unsupported(self.node, dt, backend=self.backend.display_name)
         return t
 
     def literal(self, value: Any, dt: dtype) -> str:
@@ -316,7 +317,7 @@ class KernelBuilder:
 
     def require(self, ok: bool, why: str = "") -> None:
         if not ok:
-            raise unsupported(self.node, None, why)
+            raise unsupported(self.node, None, why, backend=self.backend.display_name)
 
     # loops ----------------------------------------------------------------------------------------
     def loops(self, extents: Sequence[Dim], strides: Sequence[Sequence[Dim]], *, merge: bool = True,
@@ -397,7 +398,7 @@ def lower_elementwise(kb: KernelBuilder, group: FusionGroup) -> None:
         except UnsupportedError:
             raise
         except (KeyError, ValueError) as e:
-            raise unsupported(n, None, str(e)) from None
+            raise unsupported(n, None, str(e), backend=be.display_name) from None
         kb.ctype(n.out.type.dtype)
         for v in n.inputs:
             if v is not None:
@@ -450,12 +451,13 @@ class Lowering:
     def tensor_info(self, name: str, cname: str, v: Value) -> TensorInfo:
         t = self.backend.ctype(v.type.dtype)
         if t is None:
+            who = f"not supported by the {self.backend.display_name} backend"
             if v.node is not None:
                 n = v.node
                 raise UnsupportedError(
-                    f"not supported by the C backend: op {n.op}, dtype {v.type.dtype.name}, at module path "
+                    f"{who}: op {n.op}, dtype {v.type.dtype.name}, at module path "
                     f"{n.scope or '<top level>'}" + (f" ({n.loc})" if n.loc else "") + f" (output '{name}')")
-            raise UnsupportedError(f"not supported by the C backend: {v.kind} '{name}' of dtype {v.type.dtype.name}")
+            raise UnsupportedError(f"{who}: {v.kind} '{name}' of dtype {v.type.dtype.name}")
         shape_c = [sym_c(d, self.dim_cname.__getitem__) for d in v.type.shape]
         return TensorInfo(name, cname, v.type.dtype, t, v.type.shape, shape_c)
 
@@ -475,7 +477,7 @@ class Lowering:
         for i, (pname, v) in enumerate(g.params.items()):
             t = be.ctype(v.type.dtype)
             if t is None:
-                raise UnsupportedError(f"not supported by the C backend: parameter @{pname} of dtype "
+                raise UnsupportedError(f"not supported by the {be.display_name} backend: parameter @{pname} of dtype "
                                        f"{v.type.dtype.name}")
             params.append(ParamInfo(pname, self.cname(v), v.type.dtype, t, tuple(int(d) for d in v.type.shape), i))
 
@@ -505,7 +507,7 @@ class Lowering:
             else:
                 fn = be.lowerings.get(n.op)
                 if fn is None:
-                    raise unsupported(n, None, "no lowering rule")
+                    raise unsupported(n, None, "no lowering rule", backend=be.display_name)
                 kb = KernelBuilder(self, [n], n.out.name, self.kernel_name([n]))
                 fn(kb, n)
             kernels.append(kb.finish())
