@@ -76,7 +76,7 @@ def _strided_copy(kb: KernelBuilder, n: Node, strides: list[Dim], base: Dim, wha
     src = kb.input(x)
     dst = kb.output(out)
     nest = kb.loops(shape, [strides, contiguous_strides(shape)])
-    kb.emit("strided.c.j2", nest=nest, src=src, dst=dst, base=kb.dim(base), what=what,
+    kb.emit("strided" + kb.backend.template_suffix, nest=nest, src=src, dst=dst, base=kb.dim(base), what=what,
             ctype=kb.ctype(out.type.dtype))
 
 
@@ -116,7 +116,7 @@ def _concat(kb: KernelBuilder, n: Node) -> None:
         nest = kb.loops(shape, [contiguous_strides(shape), ost])
         parts.append({"src": src, "nest": nest, "base": kb.dim(offset * ost[d]), "what": f"{x.ref} {x.type}"})
         offset = offset + shape[d]
-    kb.emit("concat.c.j2", parts=parts, dst=dst)
+    kb.emit("concat" + kb.backend.template_suffix, parts=parts, dst=dst)
 
 
 @lowers("pad")
@@ -139,7 +139,7 @@ def _pad(kb: KernelBuilder, n: Node) -> None:
     src = kb.input(x)
     dst = kb.output(out)
     nest = kb.loops(region, [xst, ost])
-    kb.emit("pad.c.j2", fill=fill, nest=nest, src=src, dst=dst, src_base=kb.dim(src_base),
+    kb.emit("pad" + kb.backend.template_suffix, fill=fill, nest=nest, src=src, dst=dst, src_base=kb.dim(src_base),
             dst_base=kb.dim(dst_base), value=kb.literal(n.attrs["value"], out.type.dtype),
             empty=any(is_static(r) and r <= 0 for r in region))
 
@@ -150,8 +150,8 @@ def _fill(kb: KernelBuilder, n: Node) -> None:
     out = n.out
     dt = out.type.dtype
     nest = kb.loops([prod(out.type.shape)], [[1]])
-    kb.emit("fill.c.j2", kind="fill", nest=nest, dst=kb.output(out), value=kb.literal(n.attrs["value"], dt),
-            ctype=kb.ctype(dt))
+    kb.emit("fill" + kb.backend.template_suffix, kind="fill", nest=nest, dst=kb.output(out),
+            value=kb.literal(n.attrs["value"], dt), ctype=kb.ctype(dt))
 
 
 @lowers("arange")
@@ -162,7 +162,7 @@ def _arange(kb: KernelBuilder, n: Node) -> None:
     floating = isinstance(start, float) or isinstance(step, float)
     calc = float64 if floating else int64
     nest = kb.loops([out.type.shape[0]], [[1]])
-    kb.emit("fill.c.j2", kind="arange", nest=nest, dst=kb.output(out), ctype=kb.ctype(dt),
+    kb.emit("fill" + kb.backend.template_suffix, kind="arange", nest=nest, dst=kb.output(out), ctype=kb.ctype(dt),
             start=kb.literal(start, calc), step=kb.literal(step, calc), calc=kb.ctype(calc))
 
 
@@ -407,9 +407,8 @@ def _conv(kb: KernelBuilder, n: Node) -> None:
             work=kb.work())
 
 
-@lowers("max_pool2d", "avg_pool2d")
-def _pool(kb: KernelBuilder, n: Node) -> None:
-    _f32(kb, n)
+def pool_params(kb: KernelBuilder, n: Node) -> dict[str, str]:
+    """The fields of gc_pool2d_params for a max_pool2d / avg_pool2d node, as C expressions."""
     x = n.inputs[0]
     a = n.attrs
     N, C, H, W = x.type.shape
@@ -418,13 +417,20 @@ def _pool(kb: KernelBuilder, n: Node) -> None:
     s = _pair(a["stride"]) if a.get("stride") else k
     pd = _pair(a.get("padding", 0))
     dil = _pair(a.get("dilation", 1))
-    p = {"n": kb.dim(N), "c": kb.dim(C), "h": kb.dim(H), "w": kb.dim(W), "oh": kb.dim(OH), "ow": kb.dim(OW),
-         "kh": str(k[0]), "kw": str(k[1]), "stride_h": str(s[0]), "stride_w": str(s[1]), "pad_h": str(pd[0]),
-         "pad_w": str(pd[1]), "dil_h": str(dil[0]), "dil_w": str(dil[1]),
-         "count_include_pad": str(int(bool(a.get("count_include_pad", True)))),
-         "divisor_override": str(int(a.get("divisor_override") or 0))}
+    return {"n": kb.dim(N), "c": kb.dim(C), "h": kb.dim(H), "w": kb.dim(W), "oh": kb.dim(OH), "ow": kb.dim(OW),
+            "kh": str(k[0]), "kw": str(k[1]), "stride_h": str(s[0]), "stride_w": str(s[1]), "pad_h": str(pd[0]),
+            "pad_w": str(pd[1]), "dil_h": str(dil[0]), "dil_w": str(dil[1]),
+            "count_include_pad": str(int(bool(a.get("count_include_pad", True)))),
+            "divisor_override": str(int(a.get("divisor_override") or 0))}
+
+
+@lowers("max_pool2d", "avg_pool2d")
+def _pool(kb: KernelBuilder, n: Node) -> None:
+    _f32(kb, n)
+    p = pool_params(kb, n)
     fn = "gc_max_pool2d" if n.op == "max_pool2d" else "gc_avg_pool2d"
-    kb.emit("pool.c.j2", kind="window", fn=fn, p=p, x=kb.input(x), y=kb.output(n.out), nthreads=kb.threads())
+    kb.emit("pool.c.j2", kind="window", fn=fn, p=p, x=kb.input(n.inputs[0]), y=kb.output(n.out),
+            nthreads=kb.threads())
 
 
 @lowers("adaptive_avg_pool2d")
@@ -467,9 +473,8 @@ def _norm(kb: KernelBuilder, n: Node) -> None:
     kb.emit("norm.c.j2", fn=f"gc_{n.op}", args=args, y=kb.output(n.out), nthreads=kb.threads())
 
 
-@lowers("sdpa")
-def _sdpa(kb: KernelBuilder, n: Node) -> None:
-    _f32(kb, n)
+def sdpa_fields(kb: KernelBuilder, n: Node) -> dict[str, Any]:
+    """An sdpa node as [b, h, tq, d] x [b, h, tk, d|dv] with the mask's element strides over (b, h, i, j)."""
     q, k, v, mask = (list(n.inputs) + [None])[:4]
     qs, ks, vs = q.type.shape, k.type.shape, v.type.shape
     kb.require(qs[:-2] == ks[:-2] == vs[:-2], "q, k and v must have the same leading dims")
@@ -491,10 +496,18 @@ def _sdpa(kb: KernelBuilder, n: Node) -> None:
                        "the mask must broadcast over all leading dims or none")
             ms = [0, lead_st[-1] if lead_st else 0, mst[-2], mst[-1]]
     scale = n.attrs.get("scale")
-    kb.emit("sdpa.c.j2", b=kb.dim(b), h=kb.dim(h), tq=kb.dim(tq), tk=kb.dim(tk), d=kb.dim(d), dv=kb.dim(dv),
-            q=kb.input(q), k=kb.input(k), v=kb.input(v), mask=kb.input(mask), ms=[kb.dim(s) for s in ms],
-            scale=kb.literal(scale if scale is not None else 1.0 / math.sqrt(int(d) if is_static(d) else 1), float32),
-            causal=int(bool(n.attrs.get("is_causal", False))), out=kb.output(n.out), work=kb.work())
+    return dict(b=kb.dim(b), h=kb.dim(h), tq=kb.dim(tq), tk=kb.dim(tk), d=kb.dim(d), dv=kb.dim(dv),
+                q=kb.input(q), k=kb.input(k), v=kb.input(v), mask=kb.input(mask), ms=[kb.dim(s) for s in ms],
+                scale=kb.literal(scale if scale is not None else 1.0 / math.sqrt(int(d) if is_static(d) else 1),
+                                 float32),
+                causal=int(bool(n.attrs.get("is_causal", False))), out=kb.output(n.out))
+
+
+@lowers("sdpa")
+def _sdpa(kb: KernelBuilder, n: Node) -> None:
+    _f32(kb, n)
+    fields = sdpa_fields(kb, n)
+    kb.emit("sdpa.c.j2", work=kb.work(), **fields)
 
 
 # ------------------------------------------------------------------------------------- the backend
