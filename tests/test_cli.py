@@ -46,31 +46,34 @@ def eager_outputs(model_file: Path, feeds: dict[str, np.ndarray]) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def compiled(env, tmp_path_factory):
-    """Every example compiled with --verify in embed mode, mlp and resnet in file mode too."""
+    """Every example compiled with --verify in both weight modes."""
     out = tmp_path_factory.mktemp("out")
     results = {}
     for name in EXAMPLES:
         r = cli(env, "compile", ROOT / "examples" / name / "model.py", "-o", out / name, "--verify")
         results[(name, "embed")] = (out / name, r)
-    for name in ("mlp", "resnet"):
+    for name in EXAMPLES:
         d = out / f"{name}_file"
-        r = cli(env, "compile", ROOT / "examples" / name / "model.py", "-o", d, "--weights", "file")
+        r = cli(env, "compile", ROOT / "examples" / name / "model.py", "-o", d, "--weights", "file", "--verify")
         results[(name, "file")] = (d, r)
     return results
 
 
+@pytest.mark.parametrize("mode", ["embed", "file"])
 @pytest.mark.parametrize("name", EXAMPLES)
-def test_compile_prints_phases_verify_and_files(compiled, name):
-    folder, r = compiled[(name, "embed")]
+def test_compile_prints_phases_verify_and_files(compiled, name, mode):
+    folder, r = compiled[(name, mode)]
     lines = r.stdout.splitlines()
     for phase in ("load", "trace", "passes", "codegen", "C compile"):
         assert any(re.match(rf"\s+{phase}\s+[\d.]+ ms$", ln) for ln in lines), (phase, r.stdout)
     errs = [float(m.group(1)) for m in re.finditer(r"max abs error ([\d.e+-]+)", r.stdout)]
     assert errs and max(errs) < 1e-4, r.stdout
-    lib = folder / f"lib{folder.name}.so"
     manifest = json.loads((folder / "manifest.json").read_text())
+    lib = folder / f"lib{manifest['name']}.so"
     assert lib.exists() and (folder / f"{manifest['name']}.h").exists()
-    assert re.search(rf"lib{folder.name}\.so\s+[\d.]+ (KB|MB)", r.stdout)
+    assert re.search(rf"lib{manifest['name']}\.so\s+[\d.]+ (KB|MB)", r.stdout)
+    assert manifest["options"]["weights"] == mode
+    assert (folder / f"{manifest['name']}.safetensors").exists() == (mode == "file")
     assert (folder / "main.c").exists() and (folder / "Makefile").exists()
 
 
