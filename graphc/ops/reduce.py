@@ -31,6 +31,13 @@ def _reduction(name: str, fn, *, kind: str):
             raise ShapeError(f"{name}: not defined for bool tensors")
         return TensorType(tuple(shape), dt)
 
+    rule.__doc__ = {
+        "sum": "Sum over dims (integer and bool inputs accumulate in int64); keepdim keeps them as size 1.",
+        "prod": "Product over dims (integer and bool inputs accumulate in int64); keepdim keeps them as size 1.",
+        "mean": "Mean over dims (floating point); keepdim keeps them as size 1.",
+        "amax": "Maximum over dims (NaN propagates); keepdim keeps them as size 1.",
+        "amin": "Minimum over dims (NaN propagates); keepdim keeps them as size 1.",
+    }[name]
     op = defop(name, ("x",), {"dims": Attr("ints"), "keepdim": Attr("bool", False)}, lowering="reduce")(rule)
 
     def ref(x, dims, keepdim):
@@ -106,6 +113,7 @@ def _argrule(name: str):
         shape = [1 if i == d else s for i, s in enumerate(x.shape) if keepdim or i != d]
         return TensorType(tuple(shape), int64)
 
+    rule.__doc__ = f"Index (int64) of the first {'largest' if name == 'argmax' else 'smallest'} element along dim."
     return rule
 
 
@@ -133,6 +141,7 @@ def _(x, dim, keepdim):
 
 def _softmax_rule(name: str):
     def rule(x: TensorType, dim: int) -> TensorType:
+        """exp(x - max) / sum(exp(x - max)) along dim (log_softmax: its logarithm, computed stably)."""
         float_only(name, x)
         if norm_dim(name, dim, x.ndim) != dim:
             raise ShapeError(f"{name}: dim must be non-negative, got {dim}")
