@@ -66,6 +66,9 @@ class Kernel:
     error: str = ""  # message for a failure
     work: bool = False  # a companion "<name>_work(dims..., nthreads)" returns its scratch size in floats
     step: Step | None = None
+    # no buffer it writes is one it reads (no in-place update): its pointers may be restrict-qualified,
+    # which spares the C compiler loop versioning for aliasing (seconds per kernel with dynamic dims)
+    noalias: bool = False
 
 
 @dataclass
@@ -532,6 +535,10 @@ class Lowering:
         nbytes = {b: prod(b.type.shape) * b.type.dtype.itemsize for b in arena_values}
         names = {b: b.name for b in arena_values}
         plan = plan_memory(steps, arena_values, self.base, nbytes, names, self.maxima, inplace=self.fuse)
+        for k in kernels:
+            if k.step is not None:
+                written = {self.storage(v, plan) for v in k.step.writes}
+                k.noalias = not written & {self.storage(v, plan) for v in k.step.reads}
         buffers = []
         to_c = self.size_c
         for blk in plan.blocks:
@@ -547,6 +554,12 @@ class Lowering:
         return Program(self.name, g, self.dims, inputs, self.outputs, params, buffers, kernels, plan,
                        [k.step.label for k in kernels], fingerprint(g), to_c(plan.arena),
                        to_c(plan.capacity, maxima=True), 0)
+
+    def storage(self, v: Value, plan: MemoryPlan) -> Any:
+        """Where v's bytes are: its arena block (shared by an in-place chain), else its buffer's name."""
+        b = self.base.get(v, v)
+        blk = plan.location.get(b)
+        return ("block", id(blk)) if blk is not None else ("buffer", self.cname(b))
 
     def size_c(self, d: Dim, maxima: bool = False) -> str:
         if maxima:
