@@ -9,6 +9,11 @@
   ``--version`` text, graphc's version and (baked weights) the weights file's hash. A hit returns the
   cached folder without running the compiler.
 * Cache folder: ``cache_dir`` argument, else ``$GRAPHC_CACHE_DIR``, else ``~/.cache/graphc``.
+* CUDA libraries (``options.backend == "cuda"``): the ``.cu`` units are compiled by ``$NVCC`` (default
+  ``nvcc``) with ``nvcc_flags`` (``-O3 -Xcompiler -fPIC,-fvisibility=hidden -arch=...``, then
+  ``$GRAPHC_NVCCFLAGS``), the runtime's safetensors reader and status strings and the baked weights by
+  ``$CC``, and nvcc links the library (the CUDA runtime statically). The key adds nvcc's flags and
+  ``--version`` text.
 """
 
 from __future__ import annotations
@@ -45,24 +50,40 @@ class BuildOptions:
     version: str = ""
     cflags: list[str] = field(default_factory=list)
     ldflags: list[str] = field(default_factory=list)
+    backend: str = "c"
+    runtime_sources: list[str] | None = None  # the runtime_c/*.c files linked (None: all)
+    arch: str = ""  # CUDA: the -arch of nvcc
+    nvcc_flags: list[str] = field(default_factory=list)  # CUDA: flags of the .cu units
 
 
 def compiler() -> list[str]:
     return shlex.split(os.environ.get("CC", "") or "cc")
 
 
+def nvcc() -> list[str]:
+    """The CUDA compiler: ``$NVCC`` (split like a shell would) or ``nvcc``."""
+    return shlex.split(os.environ.get("NVCC", "") or "nvcc")
+
+
+_TOOLS = {"cc": ("C compiler", "set CC to a C compiler"),
+          "nvcc": ("CUDA compiler", "install the CUDA toolkit or set NVCC; emit_only=True / --emit-c writes the "
+                                    "sources without it")}
+
+
 @lru_cache(maxsize=8)
-def compiler_version(cc: tuple[str, ...]) -> str:
+def compiler_version(cc: tuple[str, ...], tool: str = "cc") -> str:
     try:
         res = subprocess.run([*cc, "--version"], capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired) as e:
-        raise CompileError(f"cannot run the C compiler {' '.join(cc)!r}: {e} (set CC to a C compiler)") from None
+        what, hint = _TOOLS[tool]
+        raise CompileError(f"cannot run the {what} {' '.join(cc)!r}: {e} ({hint})") from None
     return res.stdout + res.stderr
 
 
-def cflags(target: str = "native", opt_level: int = 2) -> list[str]:
+def cflags(target: str = "native", opt_level: int = 2, *, openmp: bool = True) -> list[str]:
     opt = {0: "-O0", 1: "-O2"}.get(opt_level, "-O3")
-    flags = [opt, "-std=gnu11", "-fopenmp", "-fPIC", "-fvisibility=hidden", "-fwrapv", "-fno-math-errno"]
+    flags = [opt, "-std=gnu11", *(["-fopenmp"] if openmp else []), "-fPIC", "-fvisibility=hidden", "-fwrapv",
+             "-fno-math-errno"]
     if target == "native":
         flags.append("-march=native")
     elif target == "portable":
@@ -83,14 +104,29 @@ def ldflags() -> list[str]:
     return ["-fopenmp", "-lm", "-Wl,--no-undefined"]
 
 
+def nvcc_flags(arch: str, opt_level: int = 2) -> list[str]:
+    """Flags of the CUDA units: host code at -O0 for opt_level 0, else -O3 (device code is always
+    optimised by ptxas); ``$GRAPHC_NVCCFLAGS`` is appended."""
+    flags = ["-O0" if opt_level == 0 else "-O3", "-std=c++17", f"-arch={arch}", "-Xcompiler",
+             "-fPIC,-fvisibility=hidden,-fno-math-errno"]
+    return flags + shlex.split(os.environ.get("GRAPHC_NVCCFLAGS", ""))
+
+
+def cuda_ldflags() -> list[str]:
+    """nvcc links a shared library with the CUDA runtime static (the default) and hides its symbols."""
+    return ["-shared", "-Xlinker", "--no-undefined,--exclude-libs,ALL", "-lm"]
+
+
 def default_cache_dir() -> Path:
     env = os.environ.get("GRAPHC_CACHE_DIR")
     return Path(env) if env else Path.home() / ".cache" / "graphc"
 
 
-def _runtime_files() -> dict[str, bytes]:
+def _runtime_files(names: Sequence[str] | None = None) -> dict[str, bytes]:
+    """The runtime's sources (all, or the named .c files and every header)."""
     rt = runtime_dir()
-    return {p.name: p.read_bytes() for p in sorted(rt.iterdir()) if p.suffix in (".c", ".h")}
+    return {p.name: p.read_bytes() for p in sorted(rt.iterdir())
+            if p.suffix == ".h" or (p.suffix == ".c" and (names is None or p.name in names))}
 
 
 def _digest(parts: Sequence[bytes]) -> str:
@@ -101,14 +137,14 @@ def _digest(parts: Sequence[bytes]) -> str:
     return h.hexdigest()
 
 
-def _run(cmd: list[str], cwd: Path, what: str) -> None:
+def _run(cmd: list[str], cwd: Path, what: str, tool: str = "C compiler") -> None:
     res = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
     if res.returncode != 0:
         out = res.stderr.strip() or res.stdout.strip()
-        raise CompileError(f"the C compiler failed on {what} (in {cwd}):\n$ {shlex.join(cmd)}\n{out}")
+        raise CompileError(f"the {tool} failed on {what} (in {cwd}):\n$ {shlex.join(cmd)}\n{out}")
 
 
-def _parallel(jobs: list[tuple[list[str], Path, str]]) -> None:
+def _parallel(jobs: list[tuple]) -> None:
     workers = max(1, min(len(jobs), os.cpu_count() or 1))
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
         futures = [pool.submit(_run, *job) for job in jobs]
@@ -122,9 +158,10 @@ def _parallel(jobs: list[tuple[list[str], Path, str]]) -> None:
         raise CompileError("\n\n".join(errors))
 
 
-def _runtime_objects(cache: Path, cc: list[str], flags: list[str]) -> tuple[Path, list[Path]]:
-    """Compile (once) and return the runtime's object files."""
-    files = _runtime_files()
+def _runtime_objects(cache: Path, cc: list[str], flags: list[str],
+                     names: Sequence[str] | None = None) -> tuple[Path, list[Path]]:
+    """Compile (once) and return the runtime's object files (all, or the named ones)."""
+    files = _runtime_files(names)
     key = _digest([b"runtime", *(k.encode() + b"\0" + v for k, v in files.items()), " ".join(cc + flags).encode(),
                    compiler_version(tuple(cc)).encode()])
     final = cache / CACHE_LAYOUT / f"runtime-{key[:32]}"
@@ -150,17 +187,25 @@ def _publish(tmp: Path, final: Path) -> None:
 
 
 def cache_key(sources: Mapping[str, str], flags: Sequence[str], cc: Sequence[str], version: str,
-              weights_sha: str | None) -> str:
+              weights_sha: str | None, extra: Sequence[str] = ()) -> str:
     parts = [b"graphc-lib", version.encode(), " ".join([*cc, *flags]).encode(),
-             compiler_version(tuple(cc)).encode(), (weights_sha or "").encode()]
+             compiler_version(tuple(cc)).encode(), (weights_sha or "").encode(), *(e.encode() for e in extra)]
     parts += [k.encode() + b"\0" + v for k, v in _runtime_files().items()]
     parts += [k.encode() + b"\0" + sources[k].encode() for k in sorted(sources)]
     return _digest(parts)
 
 
+def _cuda_key(options: BuildOptions) -> list[str]:
+    """What a CUDA library's key adds to a C library's: nvcc, its version, its flags and the link flags."""
+    nv = nvcc()
+    return ["cuda", " ".join(nv), compiler_version(tuple(nv), "nvcc"), " ".join(options.nvcc_flags),
+            " ".join(options.ldflags)]
+
+
 def _entry(sources: Mapping[str, str], options: BuildOptions, cache: Path, weights_sha: str | None) -> Path:
+    extra = _cuda_key(options) if options.backend == "cuda" else []
     key = cache_key(sources, options.cflags, compiler(), options.version,
-                    weights_sha if options.weights == "embed" else None)
+                    weights_sha if options.weights == "embed" else None, extra)
     return cache / CACHE_LAYOUT / key[:40]
 
 
@@ -187,25 +232,37 @@ def build_library(sources: Mapping[str, str], options: BuildOptions, *, cache_di
     lib = final / f"lib{name}.so"
     if lib.exists():
         return final, True
-    rt_dir, rt_objs = _runtime_objects(cache, cc, runtime_flags(flags))
+    cuda = options.backend == "cuda"
+    rt_names = options.runtime_sources
+    rt_dir, rt_objs = _runtime_objects(cache, cc, runtime_flags(flags), rt_names)
     tmp = cache / CACHE_LAYOUT / f"tmp-{uuid.uuid4().hex}"
     (tmp / "runtime").mkdir(parents=True)
     for n, text in sources.items():
         (tmp / n).write_text(text)
-    for n, data in _runtime_files().items():
+    for n, data in _runtime_files(rt_names).items():
         (tmp / "runtime" / n).write_bytes(data)
     blob = tmp / f"{name}.safetensors"
     if options.weights == "embed":
         if write_blob is None:
             raise ValueError("baked weights need write_blob")
         write_blob(blob)
-    units = sorted(n for n in sources if n.endswith((".c", ".S")) and n != "main.c")
-    jobs = [([*cc, *flags, "-I.", "-Iruntime", "-c", n, "-o", n + ".o"], tmp, n) for n in units]
+    units = sorted(n for n in sources if n.endswith((".c", ".S", ".cu")) and n != "main.c")
+    jobs = []
+    for n in units:
+        if n.endswith(".cu"):
+            jobs.append(([*nvcc(), *options.nvcc_flags, "-I.", "-Iruntime", "-c", n, "-o", n + ".o"], tmp, n,
+                         "CUDA compiler"))
+        else:
+            jobs.append(([*cc, *flags, "-I.", "-Iruntime", "-c", n, "-o", n + ".o"], tmp, n))
     objs = [n + ".o" for n in units] + [str(o) for o in rt_objs]
+    if cuda:
+        link = [*nvcc(), *options.nvcc_flags, "-o", lib.name, *objs, *options.ldflags, "-Xlinker",
+                f"-soname,{lib.name}"]
+    else:
+        link = [*cc, "-shared", *flags, "-o", lib.name, *objs, *options.ldflags, f"-Wl,-soname,{lib.name}"]
     try:
         _parallel(jobs)
-        _run([*cc, "-shared", *flags, "-o", lib.name, *objs, *options.ldflags, f"-Wl,-soname,{lib.name}"], tmp,
-             f"lib{name}.so (link)")
+        _run(link, tmp, f"lib{name}.so (link)", "CUDA compiler" if cuda else "C compiler")
     except CompileError as e:
         # keep the sources for inspection under a stable name (a retry replaces them)
         failed = final.with_name("failed-" + final.name)
