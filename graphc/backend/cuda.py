@@ -1,0 +1,465 @@
+"""The CUDA backend: the same lowering and memory plan as the C backend, printed as CUDA C++ from
+``templates/cuda/`` into a library with the C backend's ABI (``NAME.h``), whose kernels run on a GPU.
+
+How it differs from the C backend (``graphc/backend/c.py``)
+-----------------------------------------------------------
+* Every kernel is a host *launcher* ``cudaError_t NAME(args..., cudaStream_t gcx_stream)`` with the C
+  kernel's arguments, which launches one or more ``__global__`` kernels on the context's stream and
+  returns ``cudaGetLastError()``. The run function calls the launchers in schedule order.
+* Elementwise groups and the data-movement ops are grid-stride kernels over the C backend's loop nests
+  (one thread per element; the nest's extents decompose the flat index). The rules of slice, permute,
+  expand, concat, pad, constant, full and arange are the C backend's own (they print through
+  ``template_suffix``); every other family has a rule here.
+* Reductions, arg-reductions, softmax and layer / RMS / group norms run one block per output row with a
+  shared-memory tree reduction; matmul, linear, bilinear and conv share one tiled shared-memory GEMM
+  (``gcx_gemm_tile`` in ``internal.cuh.j2``; conv goes through im2col into arena scratch, a chunk of
+  images at a time); pools, batch norm and conv_transpose are one thread per output element; sdpa is
+  one block per (batch, head, query row) with an online softmax over chunks of keys.
+* Index ops never read out of range: a bad index sets a flag in device memory (one int per checking
+  kernel), which the run function reads after the stream synchronises and turns into GC_ERR_INDEX.
+* There is no thread count and no runtime scratch (``work``): loop nests are never "parallel"
+  (``parallel_min``), scratch comes from the arena through ``kb.scratch``.
+
+Rules raise :class:`graphc.errors.UnsupportedError` ("not supported by the CUDA backend: op X, dtype Y,
+at module path Z") through ``kb.require`` for what they do not run.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Sequence
+from typing import Any
+
+from .._dtype import float32, float64, int32, int64
+from ..ir.graph import Node
+from ..ops.registry import broadcast_shapes
+from ..sym import Dim, evaluate, is_static, prod
+from . import c as _c
+from .base import Backend
+from .build import nvcc
+from .c import axis_split, pool_params, sdpa_fields
+from .lowering import (
+    KernelBuilder,
+    LowerFn,
+    Program,
+    broadcast_strides,
+    contiguous_strides,
+    merge_dims,
+)
+
+CUDA_LOWERINGS: dict[str, LowerFn] = {}
+
+# The C backend's rules that only move data: they print "<family>" + template_suffix, which resolves to
+# templates/cuda/<family>.cu.j2 here.
+INHERITED = ("slice", "permute", "expand", "concat", "pad", "constant", "full", "arange")
+for _op in INHERITED:
+    CUDA_LOWERINGS[_op] = _c.LOWERINGS[_op]
+
+BLOCK = 256  # threads per block of every kernel (GCX_BLOCK in the templates)
+GEMM_BATCH_DIMS = 4  # batch dims a GEMM kernel can walk (GCX_GEMM_BATCH_DIMS)
+IM2COL_FLOATS = 8 << 20  # conv: column buffer of a chunk of images, at most (32 MiB) unless one image needs more
+SDPA_CHUNK = BLOCK  # keys per step of the online softmax
+
+
+def lowers(*ops: str):
+    """Register a CUDA lowering rule for the named ops."""
+
+    def deco(fn: LowerFn) -> LowerFn:
+        for op in ops:
+            CUDA_LOWERINGS[op] = fn
+        return fn
+
+    return deco
+
+
+def _f32(kb: KernelBuilder, n: Node) -> None:
+    for v in [*n.inputs, n.out]:
+        if v is not None:
+            kb.require(v.type.dtype is float32, "float32 only")
+
+
+def _max(kb: KernelBuilder, d: Dim) -> int:
+    """The value of a size at the dims' maxima (what the arena is planned for)."""
+    return int(evaluate(d, kb.lower.maxima)) if not is_static(d) else int(d)
+
+
+# ------------------------------------------------------------------------------------- GEMM
+def _gemm(kb: KernelBuilder, a: str, b: str, c: str, bias: str, *, m: Dim, n: Dim, k: Dim,
+          sa: tuple[Dim, Dim], sb: tuple[Dim, Dim], scm: Dim, sbias: tuple[Dim, Dim] = (0, 0),
+          batch: Sequence[Dim] = (), strides: Sequence[Sequence[Dim]] = ((), (), (), ()),
+          merge: bool = True) -> dict[str, Any]:
+    """The fields of one (batched) product C[i, j] = sum_l A[i, l] B[l, j] (+ bias[i, j]):
+    A[i, l] = a[i*sa[0] + l*sa[1]], B[l, j] = b[l*sb[0] + j*sb[1]], C[i, j] = c[i*scm + j], and for each
+    batch dim the element strides of a, b, c and bias (merged where contiguous unless merge is False)."""
+    if merge and batch:
+        ext, st = merge_dims(batch, strides)
+    else:
+        ext, st = list(batch), [list(s) for s in strides]
+    kb.require(len(ext) <= GEMM_BATCH_DIMS, f"more than {GEMM_BATCH_DIMS} batch dims that do not merge")
+    return {"a": a, "b": b, "c": c, "bias": bias, "m": kb.dim(m), "n": kb.dim(n), "k": kb.dim(k),
+            "sam": kb.dim(sa[0]), "sak": kb.dim(sa[1]), "sbk": kb.dim(sb[0]), "sbn": kb.dim(sb[1]),
+            "scm": kb.dim(scm), "sbias_m": kb.dim(sbias[0]), "sbias_n": kb.dim(sbias[1]),
+            "batch": [kb.dim(e) for e in ext], "batch_strides": [[kb.dim(s) for s in ss] for ss in st]}
+
+
+@lowers("matmul")
+def _matmul(kb: KernelBuilder, n: Node) -> None:
+    a, b = n.inputs
+    dt = n.out.type.dtype
+    kb.require(dt in (float32, float64, int64), "matmul runs on float32, float64 and int64")
+    ash = list(a.type.shape) if a.type.ndim > 1 else [1, a.type.shape[0]]
+    bsh = list(b.type.shape) if b.type.ndim > 1 else [b.type.shape[0], 1]
+    M, K, N = ash[-2], ash[-1], bsh[-1]
+    pa, pb, pc = kb.input(a), kb.input(b), kb.output(n.out)
+    if len(bsh) == 2:  # fold a's batch dims into M
+        g = _gemm(kb, pa, pb, pc, "NULL", m=prod(ash[:-1]), n=N, k=K, sa=(K, 1), sb=(N, 1), scm=N)
+    else:
+        batch = broadcast_shapes("matmul", ash[:-2], bsh[:-2])
+        sa = [s * (M * K) for s in broadcast_strides(ash[:-2], batch)]
+        sb = [s * (K * N) for s in broadcast_strides(bsh[:-2], batch)]
+        sc = [s * (M * N) for s in contiguous_strides(batch)]
+        g = _gemm(kb, pa, pb, pc, "NULL", m=M, n=N, k=K, sa=(K, 1), sb=(N, 1), scm=N, batch=batch,
+                  strides=[sa, sb, sc, [0] * len(batch)])
+    kb.emit("gemm.cu.j2", g=g, ctype=kb.ctype(dt), acc=kb.ctype(dt))
+
+
+@lowers("linear")
+def _linear(kb: KernelBuilder, n: Node) -> None:
+    x, w, bias = (list(n.inputs) + [None])[:3]
+    _f32(kb, n)
+    K, N = w.type.shape[1], w.type.shape[0]
+    px, pw, pb = kb.input(x), kb.input(w), kb.input(bias)
+    g = _gemm(kb, px, pw, kb.output(n.out), pb, m=prod(x.type.shape[:-1]), n=N, k=K, sa=(K, 1), sb=(1, K), scm=N,
+              sbias=(0, 1))
+    kb.emit("gemm.cu.j2", g=g, ctype="float", acc="float")
+
+
+@lowers("bilinear")
+def _bilinear(kb: KernelBuilder, n: Node) -> None:
+    x1, x2, w, bias = (list(n.inputs) + [None])[:4]
+    _f32(kb, n)
+    O, I1, I2 = w.type.shape
+    M = prod(x1.type.shape[:-1])
+    p1, p2, pw, pb = kb.input(x1), kb.input(x2), kb.input(w), kb.input(bias)
+    y = kb.output(n.out)
+    tmp = kb.scratch(M * O * I2 * 4, float32)
+    # tmp[m, o, j] = sum_i x1[m, i] * w[o, i, j]: one product per output feature o
+    g = _gemm(kb, p1, pw, tmp, "NULL", m=M, n=I2, k=I1, sa=(I1, 1), sb=(I2, 1), scm=O * I2, batch=[O],
+              strides=[[0], [I1 * I2], [I2], [0]])
+    kb.emit("bilinear.cu.j2", g=g, x2=p2, bias=pb, y=y, tmp=tmp, m=kb.dim(M), o=kb.dim(O), i2=kb.dim(I2),
+            total=kb.dim(M * O))
+
+
+# ------------------------------------------------------------------------------------- reductions
+def _row_block(count: Dim, kb: KernelBuilder) -> int:
+    """Threads per block of a one-block-per-row kernel: a power of two from 32 to BLOCK covering the row."""
+    n = max(1, _max(kb, count))
+    b = 32
+    while b < BLOCK and b < n:
+        b *= 2
+    return b
+
+
+@lowers("sum", "prod", "mean", "amax", "amin", "var")
+def _reduce(kb: KernelBuilder, n: Node) -> None:
+    x, out = n.inputs[0], n.out
+    dims = list(n.attrs["dims"])
+    shape = list(x.type.shape)
+    dt = x.type.dtype
+    kb.ctype(dt)
+    kb.require(dt.name != "bool" or n.op in ("sum", "prod"), "bool")
+    src, dst = kb.input(x), kb.output(out)
+    st = contiguous_strides(shape)
+    kept = [i for i in range(len(shape)) if i not in dims]
+    kept_shape = [shape[i] for i in kept]
+    outer = kb.loops(kept_shape, [[st[i] for i in kept], contiguous_strides(kept_shape)], parallel=False)
+    red_shape = [shape[i] for i in dims]
+    inner = kb.loops(red_shape, [[st[i] for i in dims]], parallel=False)
+    acc = kb.ctype(dt) if dt.is_floating_point else ("int64_t" if n.op in ("sum", "prod") else kb.ctype(dt))
+    count = prod(red_shape)
+    kb.emit("reduce.cu.j2", op=n.op, src=src, dst=dst, outer=outer, inner=inner, acc=acc, ctype=kb.ctype(dt),
+            out_ctype=kb.ctype(out.type.dtype), count=kb.dim(count), correction=n.attrs.get("correction", 0),
+            floating=dt.is_floating_point, block=_row_block(count, kb))
+
+
+@lowers("argmax", "argmin")
+def _argreduce(kb: KernelBuilder, n: Node) -> None:
+    x, out = n.inputs[0], n.out
+    d = n.attrs["dim"]
+    kb.require(x.type.dtype.name != "bool", "bool")
+    outer, size, inner = axis_split(x.type.shape, d, d + 1)
+    kb.emit("argreduce.cu.j2", is_min=int(n.op == "argmin"), rows=kb.dim(outer * inner), n=kb.dim(size),
+            inner=kb.dim(inner), src=kb.input(x), dst=kb.output(out), ctype=kb.ctype(x.type.dtype),
+            floating=x.type.dtype.is_floating_point, block=_row_block(size, kb))
+
+
+@lowers("softmax", "log_softmax")
+def _softmax(kb: KernelBuilder, n: Node) -> None:
+    x = n.inputs[0]
+    kb.require(x.type.dtype is float32, "float32 only")
+    d = n.attrs["dim"]
+    outer, size, inner = axis_split(x.type.shape, d, d + 1)
+    kb.emit("softmax.cu.j2", src=kb.input(x), dst=kb.output(n.out), rows=kb.dim(outer * inner), n=kb.dim(size),
+            inner=kb.dim(inner), log=int(n.op == "log_softmax"), block=_row_block(size, kb))
+
+
+# ------------------------------------------------------------------------------------- indexing
+@lowers("index_select")
+def _index_select(kb: KernelBuilder, n: Node) -> None:
+    x, index = n.inputs
+    d = n.attrs["dim"]
+    kb.require(index.type.dtype in (int64, int32), "indices must be int64 or int32")
+    outer, size, inner = axis_split(x.type.shape, d, d + 1)
+    nidx = index.type.shape[0]
+    kb.fails("an index is out of range for the selected dim")
+    kb.emit("index.cu.j2", kind="index_select", src=kb.input(x), idx=kb.input(index), dst=kb.output(n.out),
+            size=kb.dim(size), inner=kb.dim(inner), nidx=kb.dim(nidx), total=kb.dim(outer * nidx * inner),
+            ctype=kb.ctype(x.type.dtype), negative=True)
+
+
+@lowers("gather")
+def _gather(kb: KernelBuilder, n: Node) -> None:
+    x, index = n.inputs
+    d = n.attrs["dim"]
+    kb.require(index.type.dtype in (int64, int32), "indices must be int64 or int32")
+    xst = contiguous_strides(x.type.shape)
+    ish = index.type.shape
+    xs = list(xst)
+    xs[d] = 0
+    kb.fails("an index is out of range for the gathered dim")
+    nest = kb.loops(ish, [xs, contiguous_strides(ish)], parallel=False)
+    kb.emit("index.cu.j2", kind="gather", src=kb.input(x), idx=kb.input(index), dst=kb.output(n.out),
+            size=kb.dim(x.type.shape[d]), stride=kb.dim(xst[d]), nest=nest, ctype=kb.ctype(x.type.dtype),
+            negative=True)
+
+
+@lowers("embedding")
+def _embedding(kb: KernelBuilder, n: Node) -> None:
+    idx, w = n.inputs[:2]
+    V, D = w.type.shape
+    kb.require(idx.type.dtype in (int64, int32), "indices must be int64 or int32")
+    count = prod(idx.type.shape)
+    kb.fails(f"an index is out of range 0..{V - 1}")
+    kb.emit("index.cu.j2", kind="index_select", src=kb.input(w), idx=kb.input(idx), dst=kb.output(n.out),
+            size=kb.dim(V), inner=kb.dim(D), nidx=kb.dim(count), total=kb.dim(count * D),
+            ctype=kb.ctype(w.type.dtype), negative=False)
+
+
+# ------------------------------------------------------------------------------------- convolution, pools
+@lowers("conv")
+def _conv(kb: KernelBuilder, n: Node) -> None:
+    _f32(kb, n)
+    x, w, bias = (list(n.inputs) + [None])[:3]
+    p = _c._conv_params(kb, n, False)
+    xs, ys, ws = list(x.type.shape), list(n.out.type.shape), list(w.type.shape)
+    N, C, OC, G = xs[0], xs[1], ys[1], int(n.attrs.get("groups", 1))
+    taps = prod(ws[2:])
+    positions = prod(ys[2:])
+    Cg, OCg = C // G, OC // G
+    K = Cg * taps
+    a = n.attrs
+    pointwise = (is_static(taps) and taps == 1 and all(s == 1 for s in _c._pair(a["stride"], len(ws) - 2))
+                 and all(q == 0 for q in _c._pair(a["padding"], len(ws) - 2)))
+    px, pw, pb, py = kb.input(x), kb.input(w), kb.input(bias), kb.output(n.out)
+    per_image = C * taps * positions
+    chunk, col = 1, px
+    if not pointwise:
+        one = max(1, _max(kb, per_image))
+        chunk = max(1, min(_max(kb, N), IM2COL_FLOATS // one))
+        col = kb.scratch(chunk * one * 4, float32)
+    # per (image in the chunk, group): y[n, g*OCg:(g+1)*OCg, :] = w[g] @ col[n, g] + bias
+    cst = [C * positions, Cg * positions] if pointwise else [C * taps * positions, K * positions]
+    # batch dims (images, groups); the chunked path sets the image count of each pass at run time
+    g = _gemm(kb, pw, col, py, pb, m=OCg, n=positions, k=K, sa=(K, 1), sb=(positions, 1), scm=positions,
+              sbias=(1, 0), batch=[N, G], merge=False,
+              strides=[[0, OCg * K], cst, [OC * positions, OCg * positions], [0, OCg]])
+    kb.emit("conv.cu.j2", kind="conv", p=p, x=px, w=pw, bias=pb, y=py, col=col, g=g, pointwise=pointwise,
+            chunk=str(chunk), image_x=kb.dim(C * prod(xs[2:])), image_y=kb.dim(OC * positions),
+            image_col=kb.dim(per_image))
+
+
+@lowers("conv_transpose")
+def _conv_transpose(kb: KernelBuilder, n: Node) -> None:
+    _f32(kb, n)
+    x, w, bias = (list(n.inputs) + [None])[:3]
+    p = _c._conv_params(kb, n, True)
+    kb.emit("conv.cu.j2", kind="transpose", p=p, x=kb.input(x), w=kb.input(w), bias=kb.input(bias),
+            y=kb.output(n.out), total=kb.numel(n.out.type.shape))
+
+
+@lowers("max_pool2d", "avg_pool2d")
+def _pool(kb: KernelBuilder, n: Node) -> None:
+    _f32(kb, n)
+    p = pool_params(kb, n)
+    kb.emit("pool.cu.j2", kind=n.op, p=p, x=kb.input(n.inputs[0]), y=kb.output(n.out),
+            total=kb.numel(n.out.type.shape))
+
+
+@lowers("adaptive_avg_pool2d")
+def _adaptive_pool(kb: KernelBuilder, n: Node) -> None:
+    _f32(kb, n)
+    x = n.inputs[0]
+    N, C, H, W = x.type.shape
+    OH, OW = n.out.type.shape[2:]
+    kb.emit("pool.cu.j2", kind="adaptive", p={"h": kb.dim(H), "w": kb.dim(W), "oh": kb.dim(OH), "ow": kb.dim(OW)},
+            x=kb.input(x), y=kb.output(n.out), total=kb.numel(n.out.type.shape))
+
+
+# ------------------------------------------------------------------------------------- norms, attention
+@lowers("batch_norm", "layer_norm", "group_norm", "rms_norm")
+def _norm(kb: KernelBuilder, n: Node) -> None:
+    _f32(kb, n)
+    ins = list(n.inputs) + [None] * 5
+    x = ins[0]
+    shape = list(x.type.shape)
+    f: dict[str, Any] = {"kind": n.op, "eps": kb.literal(n.attrs["eps"], float32), "x": kb.input(x)}
+    if n.op == "batch_norm":
+        outer, c, inner = axis_split(shape, 1, 2)
+        f.update(mean=kb.input(ins[1]), var=kb.input(ins[2]), w=kb.input(ins[3]), b=kb.input(ins[4]), c=kb.dim(c),
+                 inner=kb.dim(inner), total=kb.numel(shape))
+    elif n.op == "group_norm":
+        outer, c, inner = axis_split(shape, 1, 2)
+        kb.require(is_static(c), "a dynamic channel count")
+        groups = int(n.attrs["num_groups"])
+        f.update(w=kb.input(ins[1]), b=kb.input(ins[2]), rows=kb.dim(outer * groups), groups=str(groups),
+                 size=kb.dim(c // groups * inner), inner=kb.dim(inner), per_group=kb.dim(c // groups),
+                 block=_row_block(c // groups * inner, kb))
+    else:
+        nd = n.attrs["ndim"]
+        outer, size, _ = axis_split(shape, len(shape) - nd, len(shape))
+        f.update(w=kb.input(ins[1]), b=kb.input(ins[2]) if n.op == "layer_norm" else "NULL", rows=kb.dim(outer),
+                 size=kb.dim(size), block=_row_block(size, kb))
+    f["y"] = kb.output(n.out)
+    kb.emit("norm.cu.j2", **f)
+
+
+@lowers("sdpa")
+def _sdpa(kb: KernelBuilder, n: Node) -> None:
+    _f32(kb, n)
+    f = sdpa_fields(kb, n)
+    dv = n.inputs[2].type.shape[-1]
+    # each thread owns output columns tid, tid + BLOCK, ...: that many accumulators in registers
+    f["cols"] = max(1, -(-_max(kb, dv) // BLOCK))
+    kb.require(f["cols"] <= 16, f"value head size above {16 * BLOCK}")
+    kb.emit("sdpa.cu.j2", **f)
+
+
+# ------------------------------------------------------------------------------------- toolchain
+@functools.lru_cache(maxsize=1)
+def gpu_available() -> bool:
+    """True when a CUDA device is visible: ``nvidia-smi -L`` lists one, or the driver reports
+    cuDeviceGetCount > 0. Never raises (no driver, no tool: False)."""
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        try:
+            res = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=30)
+            if res.returncode == 0 and "GPU" in res.stdout:
+                return True
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    try:
+        import ctypes
+
+        drv = ctypes.CDLL("libcuda.so.1")
+        count = ctypes.c_int(0)
+        return drv.cuInit(0) == 0 and drv.cuDeviceGetCount(ctypes.byref(count)) == 0 and count.value > 0
+    except (OSError, AttributeError):
+        return False
+
+
+def nvcc_available() -> bool:
+    """True when the CUDA compiler (``$NVCC`` or ``nvcc``) can be found."""
+    cmd = nvcc()
+    return bool(cmd) and shutil.which(cmd[0]) is not None
+
+
+@functools.lru_cache(maxsize=4)
+def nvcc_archs(nvcc: tuple[str, ...]) -> tuple[str, ...]:
+    """The real GPU architectures (sm_XX) the installed nvcc compiles for, oldest first."""
+    try:
+        res = subprocess.run([*nvcc, "--list-gpu-arch"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return ()
+    found = {int(m) for m in re.findall(r"compute_(\d+)", res.stdout)}
+    return tuple(f"sm_{v}" for v in sorted(found))
+
+
+DEFAULT_ARCH = "sm_70"
+
+
+def default_arch() -> str:
+    """``$GRAPHC_CUDA_ARCH``, else ``native`` when a GPU is visible, else sm_70 (Volta, the oldest that CUDA 12
+    compiles for) or, when the installed nvcc no longer knows sm_70 (CUDA 13 starts at sm_75), the oldest
+    architecture it lists. nvcc's -arch=sm_XX also embeds PTX, which newer GPUs compile at load time."""
+    env = os.environ.get("GRAPHC_CUDA_ARCH")
+    if env:
+        return env
+    if gpu_available():
+        return "native"
+    archs = nvcc_archs(tuple(nvcc()))
+    if not archs or DEFAULT_ARCH in archs:
+        return DEFAULT_ARCH
+    return archs[0]
+
+
+def check_arch(arch: str) -> str:
+    if arch == "native" or re.fullmatch(r"(sm|compute)_\d+[af]?", arch) or arch in ("all", "all-major"):
+        return arch
+    raise ValueError(f"arch must be 'native', 'all', 'all-major' or an architecture like sm_80, got {arch!r}")
+
+
+# ------------------------------------------------------------------------------------- the backend
+class CudaBackend(Backend):
+    """CUDA C++ for NVIDIA GPUs (nvcc), with the C backend's ABI: see the module docstring."""
+
+    name = "cuda"
+    display_name = "CUDA"
+    template_folder = "cuda"
+    template_suffix = ".cu.j2"
+    source_suffix = ".cu"
+    header_suffix = ".cuh"
+    lowerings = CUDA_LOWERINGS
+    # a GPU kernel covers the whole loop nest: no loop is a host-parallel region, no kernel takes nthreads
+    parallel_min = 1 << 62
+    runtime_sources = ("gc_safetensors.c", "gc_status.c")
+    # kernels per translation unit, at most (rendered characters): nvcc's fixed cost per unit is about a
+    # second, so units are larger than the C backend's
+    unit_chars = 240_000
+    block = BLOCK
+
+    def render_kernels(self, program: Program) -> list[str]:
+        return [self.render(k.template, k=k, d=k.data) for k in program.kernels]
+
+    @staticmethod
+    def status_index(program: Program) -> dict[str, int]:
+        """The flag slot of each kernel that checks indices, in schedule order."""
+        out: dict[str, int] = {}
+        for k in program.kernels:
+            if k.status:
+                out[k.name] = len(out)
+        return out
+
+    split_units = _c.CBackend.split_units  # consecutive kernels, up to unit_chars per translation unit
+
+    def render_sources(self, program: Program, options: Any) -> dict[str, str]:
+        name = program.name
+        texts = self.render_kernels(program)
+        units = self.split_units(texts)
+        ctx = {"p": program, "o": options, "M": program.upper, "B": self, "flags": self.status_index(program)}
+        files: dict[str, str] = {}
+        files[f"{name}.h"] = self.render("model.h.j2", **ctx)
+        files[f"{name}_internal.cuh"] = self.render("internal.cuh.j2", **ctx)
+        files[f"{name}_model.cu"] = self.render("model.cu.j2", **ctx)
+        for i, unit in enumerate(units):
+            files[f"{name}_kernels{i}.cu"] = self.render("kernels.cu.j2", unit=i, texts=[texts[j] for j in unit],
+                                                         **ctx)
+        if options.weights == "embed":
+            files[f"{name}_weights.S"] = self.render("c/weights.S.j2", **ctx)
+        files["main.c"] = self.render("c/main.c.j2", **ctx)
+        files["Makefile"] = self.render("Makefile.j2", units=len(units), **ctx)
+        files[f"{name}_cffi.h"] = self.render("cffi.h.j2", **ctx)
+        return files
