@@ -1,4 +1,4 @@
-"""graphc.compile: from a module (or a Graph) to a standalone C library, called from Python via cffi.
+"""graphc.compile: from a module (or a Graph) to a standalone C or CUDA library, called from Python via cffi.
 
 Pipeline: trace -> ``graphc.passes.optimize`` (when present) -> lowering and memory plan
 (``lowering.py``, ``memplan.py``) -> jinja2 templates (``templates/<backend>/``) -> the C compiler with a
@@ -8,6 +8,9 @@ With ``out_dir`` the library is exported as a self-contained folder: ``NAME.h``,
 ``NAME.safetensors`` (weights="file"), the generated sources and the runtime's, ``manifest.json``,
 ``NAME.gir`` (optimised graph), ``NAME.source.gir`` (traced graph, for new weights), ``main.c`` and a
 ``Makefile``; :func:`load_compiled` reopens it.
+
+``backend="cuda"`` (``graphc/backend/cuda.py``, ``docs/cuda-backend.md``) prints the same program as CUDA
+with the same ABI; ``emit_only=True`` needs neither nvcc nor a GPU, a build needs nvcc, a call needs a GPU.
 """
 
 from __future__ import annotations
@@ -25,16 +28,17 @@ from ..errors import GraphcError
 from ..ir.graph import Graph
 from ..ir.printer import print_graph
 from .base import Backend, Namespace, sanitize
-from .build import BuildOptions, build_library, cflags, default_cache_dir, ldflags
+from .build import BuildOptions, build_library, cflags, cuda_ldflags, default_cache_dir, ldflags, nvcc_flags
 from .c import CBackend
 from .compiled import CompiledModel, RuntimeErrorC, load_compiled
+from .cuda import CudaBackend, check_arch, default_arch
 from .lowering import Program, fingerprint, lower_program
 from .weights import read_safetensors, safetensors_digest, weights_metadata, write_safetensors
 
-__all__ = ["compile", "load_compiled", "CompiledModel", "write_weights", "Backend", "CBackend", "Namespace",
-           "RuntimeErrorC", "BACKENDS", "generate"]
+__all__ = ["compile", "load_compiled", "CompiledModel", "write_weights", "Backend", "CBackend", "CudaBackend",
+           "Namespace", "RuntimeErrorC", "BACKENDS", "generate"]
 
-BACKENDS: dict[str, type[Backend]] = {"c": CBackend}
+BACKENDS: dict[str, type[Backend]] = {"c": CBackend, "cuda": CudaBackend}
 
 
 def _version() -> str:
@@ -156,15 +160,32 @@ def write_weights(directory: str | os.PathLike, state_dict: Mapping[str, Any], *
     return target
 
 
+def build_options(backend: str, *, name: str, weights: str = "embed", opt_level: int = 2, target: str = "native",
+                  threads: int | None = None, arch: str | None = None) -> BuildOptions:
+    """The flags and knobs of a build. arch (CUDA only): nvcc's -arch, default cuda.default_arch()."""
+    be = get_backend(backend)
+    runtime = list(be.runtime_sources) if be.runtime_sources is not None else None
+    if backend == "cuda":
+        arch = check_arch(arch) if arch is not None else default_arch()
+        return BuildOptions(name=name, weights=weights, opt_level=opt_level, target=target, threads=threads,
+                            version=_version(), cflags=cflags(target, opt_level, openmp=False), ldflags=cuda_ldflags(),
+                            backend=backend, runtime_sources=runtime, arch=arch, nvcc_flags=nvcc_flags(arch, opt_level))
+    if arch is not None:
+        raise ValueError(f"arch is an option of the CUDA backend, not of backend {backend!r}")
+    return BuildOptions(name=name, weights=weights, opt_level=opt_level, target=target, threads=threads,
+                        version=_version(), cflags=cflags(target, opt_level), ldflags=ldflags(), backend=backend,
+                        runtime_sources=runtime)
+
+
 def generate(g: Graph, *, name: str | None = None, weights: str = "embed", opt_level: int = 2,
-             target: str = "native", threads: int | None = None, backend: str = "c") -> tuple[Program, dict[str, str],
-                                                                                            BuildOptions]:
+             target: str = "native", threads: int | None = None, backend: str = "c",
+             arch: str | None = None) -> tuple[Program, dict[str, str], BuildOptions]:
     """Lower an (already optimised) graph and render its sources without compiling (the compile-only path)."""
     be = get_backend(backend)
     name = _model_name(name, g)
     g.name = name
-    options = BuildOptions(name=name, weights=weights, opt_level=opt_level, target=target, threads=threads,
-                           version=_version(), cflags=cflags(target, opt_level), ldflags=ldflags())
+    options = build_options(backend, name=name, weights=weights, opt_level=opt_level, target=target, threads=threads,
+                            arch=arch)
     prog = lower_program(g, be, name=name, fuse=opt_level >= 1, threads=threads)
     return prog, be.render_sources(prog, options), options
 
@@ -184,7 +205,9 @@ def _manifest(prog: Program, options: BuildOptions, sources: Mapping[str, str], 
         "dims": [{"name": d.name, "min": d.min, "max": d.max} for d in prog.dims],
         "params": [{"name": q.name, "dtype": q.dtype.name, "shape": list(q.shape)} for q in prog.params],
         "options": {"weights": options.weights, "opt_level": options.opt_level, "target": options.target,
-                    "threads": options.threads, "cflags": options.cflags, "ldflags": options.ldflags},
+                    "threads": options.threads, "cflags": options.cflags, "ldflags": options.ldflags,
+                    "backend": options.backend,
+                    **({"arch": options.arch, "nvcc_flags": options.nvcc_flags} if options.backend == "cuda" else {})},
         "memory_plan": {"arena_bytes": str(prog.plan.arena), "capacity_bytes": str(prog.plan.capacity),
                         "blocks": prog.memory_table(), "steps": prog.plan_labels},
         "files": {"sources": sorted(sources), "library": f"lib{prog.name}.so", "header": f"{prog.name}.h"},
@@ -204,7 +227,7 @@ def compile(module_or_graph: Any, example_inputs: Any = None, dynamic: Mapping[s
             name: str | None = None, weights: str = "embed", opt_level: int = 2, target: str = "native",
             threads: int | None = None, cache_dir: str | os.PathLike | None = None,
             out_dir: str | os.PathLike | None = None, backend: str = "c", optimized: Graph | None = None,
-            emit_only: bool = False, timings: Any = None) -> CompiledModel:
+            emit_only: bool = False, timings: Any = None, arch: str | None = None) -> CompiledModel:
     """Compile a module (traced with example_inputs and dynamic, like graphc.trace) or a Graph into a
     shared library and return it as a callable :class:`CompiledModel`.
 
@@ -215,6 +238,9 @@ def compile(module_or_graph: Any, example_inputs: Any = None, dynamic: Mapping[s
     optimized: the graph already optimised by the caller (skips the passes). emit_only: write the
     sources, manifest and graphs into out_dir without building (returns None). timings: an object whose
     ``run(phase, fn, *args)`` calls fn and records its time (the CLI's Phases).
+    backend: "c" or "cuda" (a CUDA library: built with nvcc, run on the GPU, same ABI; see
+    docs/cuda-backend.md). arch: nvcc's -arch for backend "cuda" ("native", "sm_80", ...; default: native
+    when a GPU is visible, else the oldest architecture nvcc supports from sm_70 on).
     """
     if weights not in ("embed", "file"):
         raise ValueError(f"weights must be 'embed' or 'file', got {weights!r}")
@@ -242,7 +268,8 @@ def compile(module_or_graph: Any, example_inputs: Any = None, dynamic: Mapping[s
         g = _phase(timings, "passes", lambda: optimize_graph(source, opt_level, bake_weights=weights == "embed"))
     g.name = model_name
     prog, sources, options = _phase(timings, "codegen", lambda: generate(
-        g, name=model_name, weights=weights, opt_level=opt_level, target=target, threads=threads, backend=backend))
+        g, name=model_name, weights=weights, opt_level=opt_level, target=target, threads=threads, backend=backend,
+        arch=arch))
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     exported = out_dir is not None
     manifest = _manifest(prog, options, sources, exported, cache)
@@ -262,8 +289,9 @@ def compile(module_or_graph: Any, example_inputs: Any = None, dynamic: Mapping[s
     def blob(path: Path) -> None:
         write_safetensors(path, params, meta)
 
-    folder, hit = _phase(timings, "C compile", lambda: build_library(sources, options, cache_dir=cache,
-                                                                 weights_sha=sha, write_blob=blob))
+    phase = "CUDA compile" if backend == "cuda" else "C compile"
+    folder, hit = _phase(timings, phase, lambda: build_library(sources, options, cache_dir=cache,
+                                                             weights_sha=sha, write_blob=blob))
     if exported:
         folder = _export(Path(out_dir), folder, prog, sources, manifest, source, g,  # type: ignore[arg-type]
                          final_w if weights == "file" else None)

@@ -4,6 +4,11 @@ A model holds one context (weights mapped, arena allocated) guarded by a lock, s
 Python threads are serialised; :meth:`CompiledModel.new_context` gives another independent context of
 the same library for parallel use. Inputs are checked against the manifest (count, dtype, ndim, static
 dims, dynamic dims and their ranges) and copied only when not C-contiguous.
+
+A CUDA library (``manifest["options"]["backend"] == "cuda"``) is called the same way, with numpy arrays in
+host memory (its ``run_v`` copies them to the device and back). Its context is created at the first call,
+not when the library is opened: such a library builds and loads on a machine without a GPU, and a call
+there raises :class:`RuntimeErrorC` with create's "no CUDA device" message.
 """
 
 from __future__ import annotations
@@ -166,8 +171,29 @@ class CompiledModel:
         self._dim_names = list(self.dims)
         cdef = (self.directory / f"{self.name}_cffi.h").read_text()
         self._lib = _Library.open(self.lib_path, self.name, cdef)
-        self._ctx = _Context(self._lib, None if weights_path is None else str(weights_path), threads)
         self._threads = threads
+        self.backend: str = self.manifest.get("options", {}).get("backend", "c")
+        self._ctx_value: _Context | None = None
+        self._ctx_lock = threading.Lock()
+        if self.backend != "cuda":  # a CUDA context needs a GPU: created at the first call
+            self._ctx = self._new_context(threads)
+
+    def _new_context(self, threads: int | None) -> _Context:
+        return _Context(self._lib, None if self.weights_path is None else str(self.weights_path), threads)
+
+    @property
+    def _ctx(self) -> _Context:
+        ctx = self._ctx_value
+        if ctx is None:
+            with self._ctx_lock:
+                if self._ctx_value is None:
+                    self._ctx_value = self._new_context(self._threads)
+                ctx = self._ctx_value
+        return ctx
+
+    @_ctx.setter
+    def _ctx(self, ctx: _Context) -> None:
+        self._ctx_value = ctx
 
     # ------------------------------------------------------------------------------ information
     @property
@@ -203,8 +229,8 @@ class CompiledModel:
         """The same library with its own context (own arena and lock): for running in parallel."""
         other = object.__new__(CompiledModel)
         other.__dict__.update(self.__dict__)
-        other._ctx = _Context(self._lib, None if self.weights_path is None else str(self.weights_path),
-                              threads if threads is not None else self._threads)
+        other._ctx_lock = threading.Lock()
+        other._ctx = self._new_context(threads if threads is not None else self._threads)
         return other
 
     def __repr__(self) -> str:
@@ -329,7 +355,11 @@ class CompiledModel:
 
         write_safetensors(target, params, weights_metadata(self.name, self.fingerprint))
         ctx = _Context(self._lib, str(target), self._threads)
-        with self._ctx.lock:
+        old = self._ctx_value
+        if old is None:
+            self._ctx, self.weights_path = ctx, target
+            return
+        with old.lock:
             self._ctx = ctx
             self.weights_path = target
 
