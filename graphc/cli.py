@@ -25,6 +25,8 @@ EXAMPLES = {
   graphc compile examples/mlp/model.py -o out/mlp
   graphc compile model.py -o out/ --weights file --input x:f32[B,784] --dim B=1..64
   graphc compile model.py --emit-c -o src/            # C sources only
+  graphc compile model.py --backend cuda -o out/      # a CUDA library (needs nvcc; runs on a GPU)
+  graphc compile model.py --backend cuda --emit-c -o src/   # CUDA sources only (no nvcc needed)
   graphc compile graph.gir --weights-file graph.safetensors -o out/
   graphc compile model.py -o out/ --verify            # compare with the reference interpreter""",
     "run": """examples:
@@ -96,11 +98,14 @@ def cmd_compile(args) -> int:
         graph = ph.run("trace", trace, lm.module, lm.example_inputs, lm.dynamic, name=args.name or lm.name)
     if args.name:
         graph.name = args.name
+    if args.arch and args.backend != "cuda":
+        raise UserError(f"--arch {args.arch}: the GPU architecture is an option of --backend cuda")
     optimized = ph.run("passes", optimize, graph, args.opt_level, bake_weights=args.weights == "embed")
     out_dir = Path(args.output or f"out/{graph.name}")
+    extra = {"arch": args.arch} if args.arch else {}
     cm = gc_compile(graph, name=graph.name, weights=args.weights, opt_level=args.opt_level, target=args.target,
                     threads=args.threads, cache_dir=args.cache_dir, out_dir=str(out_dir), backend=args.backend,
-                    emit_only=args.emit_c, optimized=optimized, timings=ph)
+                    emit_only=args.emit_c, optimized=optimized, timings=ph, **extra)
     if args.verify and not args.emit_c:
         _verify(cm, graph)
     print(f"wrote {out_dir}/")
@@ -416,13 +421,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("compile", "trace, optimise and compile a model into a C library")
     _model_args(p)
     p.add_argument("-o", "--output", metavar="DIR", help="output folder (default: out/NAME)")
-    p.add_argument("--backend", choices=["c", "cuda"], default="c")
+    p.add_argument("--backend", choices=["c", "cuda"], default="c",
+                   help="c: a C library for the CPU; cuda: a CUDA library with the same C API (built with nvcc, "
+                        "runs on an NVIDIA GPU; see docs/cuda-backend.md)")
+    p.add_argument("--arch", metavar="SM", help="with --backend cuda: nvcc's -arch, e.g. sm_80 or native (default: "
+                   "native when a GPU is visible, else the oldest architecture nvcc supports from sm_70 on)")
     p.add_argument("--weights", choices=["embed", "file"], default="embed",
                    help="bake weights into the library, or write NAME.safetensors next to it")
     p.add_argument("--name", help="library name (default: from the model file)")
     p.add_argument("--target", choices=["native", "portable"], default="native")
     p.add_argument("--threads", type=int, help="default thread count of a context")
-    p.add_argument("--emit-c", action="store_true", help="write the C sources only, do not build")
+    p.add_argument("--emit-c", action="store_true", help="write the sources only (C, or CUDA with --backend cuda), "
+                   "do not build")
     p.add_argument("--verify", action="store_true", help="compare the library with the reference interpreter")
     p.add_argument("--cache-dir", help="compile cache folder (default: $GRAPHC_CACHE_DIR or ~/.cache/graphc)")
     p.set_defaults(func=cmd_compile)
