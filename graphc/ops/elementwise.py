@@ -74,8 +74,9 @@ _unary("erf", np_erf, "erff({0})")
 _unary("floor", np.floor, "floorf({0})")
 _unary("ceil", np.ceil, "ceilf({0})")
 _unary("round", np.round, "nearbyintf({0})")  # half to even, like PyTorch
-_unary("sign", np.sign, "(({0} > 0) - ({0} < 0))", floating=False)
-_unary("relu", lambda x: np.maximum(x, 0), "({0} > 0 ? {0} : 0)", floating=False)
+# NaN propagates (like numpy and PyTorch): the comparisons below are false for NaN, which then falls through
+_unary("sign", np.sign, "({0} > 0 ? 1 : ({0} < 0 ? -1 : {0}))", floating=False)
+_unary("relu", lambda x: np.maximum(x, 0), "({0} < 0 ? 0 : {0})", floating=False)
 _unary("sigmoid", lambda x: 1.0 / (1.0 + np.exp(-x)), "(1.0f / (1.0f + expf(-{0})))")
 _unary("silu", lambda x: x / (1.0 + np.exp(-x)), "({0} / (1.0f + expf(-{0})))")
 _unary("softplus", lambda x, beta, threshold: np.where(x * beta > threshold, x, np.log1p(np.exp(x * beta)) / beta),
