@@ -221,11 +221,11 @@ class Backend:
         if special is not None:
             return special(node, args, dt)
         if self.ctype(dt) is None:
-            raise UnsupportedError(f"dtype {dt}")
+            raise UnsupportedError(f"no element type for {dt.name}")
         if not dt.is_floating_point and node.op in self.integer_scalars:
             fmt = self.integer_scalars[node.op]
         if not dt.is_floating_point and any(f in fmt for f in self.math_functions):
-            raise UnsupportedError(f"op {node.op} on {dt}")
+            raise UnsupportedError(f"no {dt.name} form of {node.op}")
         for k, v in node.attrs.items():  # text attributes name functions (gelu_{approximate})
             if isinstance(v, str):
                 fmt = fmt.replace("{" + k + "}", v)
@@ -241,7 +241,7 @@ class Backend:
     def scalar_cast(self, node: Any, args: list[str], src: dtype) -> str:
         dst = node.out.type.dtype
         if self.ctype(dst) is None or self.ctype(src) is None:
-            raise UnsupportedError(f"cast from {src} to {dst}")
+            raise UnsupportedError(f"cast from {src.name} to {dst.name}")
         if dst.name == "bool":
             return f"({args[0]} != 0)"
         return f"(({self.ctype(dst)}){args[0]})"

@@ -395,11 +395,14 @@ def lower_elementwise(kb: KernelBuilder, group: FusionGroup) -> None:
     stmts = []
     cost = 1
     for n in group.nodes:
+        kb.node = n  # an error names the member it comes from (op, dtypes, module path)
         args = [local[v] for v in n.inputs if v is not None]
         try:
             expr = be.scalar_expr(n, args)
-        except UnsupportedError:
-            raise
+        except UnsupportedError as e:
+            if str(e).startswith("not supported by"):
+                raise
+            raise unsupported(n, None, str(e), backend=be.display_name) from None
         except (KeyError, ValueError) as e:
             raise unsupported(n, None, str(e), backend=be.display_name) from None
         kb.ctype(n.out.type.dtype)
@@ -413,6 +416,7 @@ def lower_elementwise(kb: KernelBuilder, group: FusionGroup) -> None:
             stmts.append({"ctype": kb.ctype(n.out.type.dtype), "name": name, "expr": expr})
             local[n.out] = name
         cost += be.op_cost(n.op)
+    kb.node = root
     nest = kb.loops(shape, strides, cost=cost)
     for ld, st in zip(loads, nest.strides):
         ld["strides"] = st
