@@ -54,10 +54,12 @@ def _run(cmd: list[str], cwd: Path) -> None:
         raise RuntimeError(f"emulated build failed in {cwd}:\n$ {shlex.join(cmd)}\n{res.stderr[-8000:]}")
 
 
-def build(g: Graph, cache_dir: str | os.PathLike, *, opt_level: int = 2, **generate_args: Any) -> CompiledModel:
-    """Lower g (already optimised) for the CUDA backend, build it on the emulation and open it."""
+def build(g: Graph, cache_dir: str | os.PathLike, *, opt_level: int = 2, cxx_opt: str = "-O1",
+          **generate_args: Any) -> CompiledModel:
+    """Lower g (already optimised) for the CUDA backend, build it on the emulation and open it. cxx_opt: the
+    host compiler's optimisation (-O0 builds large graphs fastest, -O1 runs big tensors faster)."""
     prog, files, options = generate(g, backend="cuda", weights="file", opt_level=opt_level, **generate_args)
-    flags = ["-std=c++17", "-O1", "-fPIC", "-fvisibility=hidden", f"-DGCX_MAX_BLOCKS={MAX_BLOCKS}", "-Wall",
+    flags = ["-std=c++17", cxx_opt, "-fPIC", "-fvisibility=hidden", f"-DGCX_MAX_BLOCKS={MAX_BLOCKS}", "-Wall",
              "-Wextra", "-Werror", "-Wno-unused-parameter"]
     h = hashlib.sha256()
     for part in [" ".join(cxx() + flags), (HERE / "cuda_runtime.h").read_text(),
