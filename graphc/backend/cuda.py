@@ -62,7 +62,6 @@ for _op in INHERITED:
 BLOCK = 256  # threads per block of every kernel (GCX_BLOCK in the templates)
 GEMM_BATCH_DIMS = 4  # batch dims a GEMM kernel can walk (GCX_GEMM_BATCH_DIMS)
 IM2COL_FLOATS = 8 << 20  # conv: column buffer of a chunk of images, at most (32 MiB) unless one image needs more
-SDPA_CHUNK = BLOCK  # keys per step of the online softmax
 
 
 def lowers(*ops: str):
@@ -392,12 +391,12 @@ DEFAULT_ARCH = "sm_70"
 
 
 def default_arch() -> str:
-    """``$GRAPHC_CUDA_ARCH``, else ``native`` when a GPU is visible, else sm_70 (Volta, the oldest that CUDA 12
-    compiles for) or, when the installed nvcc no longer knows sm_70 (CUDA 13 starts at sm_75), the oldest
-    architecture it lists. nvcc's -arch=sm_XX also embeds PTX, which newer GPUs compile at load time."""
+    """``$GRAPHC_CUDA_ARCH``, else ``native`` when a GPU is visible, else sm_70 (Volta and newer) or, when the
+    installed nvcc no longer knows sm_70 (CUDA 13 starts at sm_75), the oldest architecture it lists.
+    nvcc's -arch=sm_XX also embeds PTX, which newer GPUs compile at load time."""
     env = os.environ.get("GRAPHC_CUDA_ARCH")
     if env:
-        return env
+        return check_arch(env)
     if gpu_available():
         return "native"
     archs = nvcc_archs(tuple(nvcc()))
@@ -407,6 +406,7 @@ def default_arch() -> str:
 
 
 def check_arch(arch: str) -> str:
+    """arch itself when nvcc's -arch can take it, else a ValueError."""
     if arch == "native" or re.fullmatch(r"(sm|compute)_\d+[af]?", arch) or arch in ("all", "all-major"):
         return arch
     raise ValueError(f"arch must be 'native', 'all', 'all-major' or an architecture like sm_80, got {arch!r}")
