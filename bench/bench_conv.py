@@ -1,0 +1,207 @@
+"""Time the runtime's gc_conv2d against torch.nn.functional.conv2d on the convolutions of the examples.
+
+    python bench/bench_conv.py                          # the ResNet example's convs, batch 1 and 32, 1 thread
+    python bench/bench_conv.py --threads 1,2 --batches 1 --shapes resnet,large
+    python bench/bench_conv.py --baseline HEAD~3         # also time the runtime_c/ of that git revision
+
+Builds runtime_c/gc_gemm.c + gc_conv.c with gcc -O3 -march=native -fopenmp into a temp dir and calls
+gc_conv2d through cffi (work buffer sized by gc_conv2d_work_floats). Each thread count runs in a fresh
+subprocess with OMP_NUM_THREADS etc. set, and torch gets the same number of threads. A cell is the best
+of several timed bursts; with one thread the clock is the calling thread's CPU time (--clock cpu), which
+other processes on a shared machine do not inflate, with more threads it is wall time. Prints
+microseconds per call, GFLOP/s and the ratio torch / gc (above 1: gc_conv2d is faster). Nothing here
+asserts on timings.
+
+A shape is N,C,H,W,OC,K,stride,pad[,groups] (square kernel, stride, padding; dilation 1); the batch N is
+replaced by each --batches value. Shape sets: resnet (examples/resnet), large (ResNet-18/50-style layers,
+to check that big convolutions do not get slower), misc (1x1, grouped, depthwise, odd sizes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNTIME = ROOT / "runtime_c"
+SOURCES = ("gc_gemm.c", "gc_conv.c")
+SHAPE_SETS = {
+    "resnet": ("1,3,32,32,16,3,1,1", "1,16,32,32,16,3,1,1", "1,16,32,32,32,3,2,1", "1,32,16,16,32,3,1,1",
+               "1,16,32,32,32,1,2,0", "1,32,16,16,64,3,2,1", "1,64,8,8,64,3,1,1", "1,32,16,16,64,1,2,0"),
+    "large": ("1,3,224,224,64,7,2,3", "1,64,56,56,64,3,1,1", "1,128,28,28,128,3,1,1", "1,256,14,14,256,3,1,1",
+              "1,512,7,7,512,3,1,1", "1,64,56,56,256,1,1,0", "1,256,56,56,128,1,2,0"),
+    "misc": ("1,8,15,17,12,3,1,1", "1,24,20,20,24,3,1,1,3", "1,32,28,28,32,3,1,1,32", "1,16,32,32,16,5,1,2",
+             "1,64,8,8,10,1,1,0"),
+}
+CDEF = """
+typedef struct gc_conv2d_params {
+    int64_t n, c, h, w;
+    int64_t oc, kh, kw;
+    int64_t oh, ow;
+    int64_t stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups;
+} gc_conv2d_params;
+size_t gc_conv2d_work_floats(const gc_conv2d_params *p, int nthreads);
+void gc_conv2d(const gc_conv2d_params *p, const float *x, const float *w, const float *bias, float *y,
+               float *work, int nthreads);
+"""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--threads", default="1", help="comma-separated thread counts (default 1)")
+    p.add_argument("--batches", default="1,32", help="comma-separated batch sizes (default 1,32)")
+    p.add_argument("--shapes", default="resnet",
+                   help="comma-separated shape sets (" + ", ".join(SHAPE_SETS) + ") or N,C,H,W,OC,K,S,P[,G] "
+                        "shapes separated by ';' (default resnet)")
+    p.add_argument("--baseline", default="", help="git revision whose runtime_c/ is timed too (column 'base')")
+    p.add_argument("--clock", choices=("auto", "cpu", "wall"), default="auto",
+                   help="cpu: thread CPU time, wall: perf_counter; auto: cpu for 1 thread (default)")
+    p.add_argument("--min-time", type=float, default=0.02, help="seconds per timed burst (default 0.02)")
+    p.add_argument("--bursts", type=int, default=15, help="timed bursts per cell, the best counts (default 15)")
+    p.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)  # thread count, in the subprocess
+    p.add_argument("--libs", default="", help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def shapes_of(text: str) -> list[tuple[int, ...]]:
+    """Shapes of a split_shape_arg() string: set names and N,C,H,W,OC,K,S,P[,G] shapes, space-separated."""
+    out = []
+    for part in text.split():
+        if part in SHAPE_SETS:
+            out += [tuple(int(v) for v in s.split(",")) for s in SHAPE_SETS[part]]
+        else:
+            out.append(tuple(int(v) for v in part.split(",")))
+    return out
+
+
+def split_shape_arg(text: str) -> str:
+    """'resnet,large' -> 'resnet large' (set names); explicit shapes keep their commas."""
+    parts = []
+    for chunk in text.split(";"):
+        names = chunk.split(",")
+        parts += names if all(n in SHAPE_SETS for n in names) else [chunk]
+    return " ".join(parts)
+
+
+def build(directory: Path, sources: dict[str, str], name: str) -> Path:
+    """Compile the given runtime sources (file name -> text) with graphc_rt.h into lib<name>.so."""
+    src = directory / name
+    src.mkdir()
+    for fname, text in sources.items():
+        (src / fname).write_text(text)
+    lib = directory / f"lib{name}.so"
+    subprocess.run(["gcc", "-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-DGC_INTERNAL=", f"-I{src}",
+                    *(str(src / s) for s in SOURCES), "-o", str(lib), "-lm"], check=True)
+    return lib
+
+
+def runtime_sources(rev: str = "") -> dict[str, str]:
+    names = (*SOURCES, "graphc_rt.h")
+    if not rev:
+        return {n: (RUNTIME / n).read_text() for n in names}
+    return {n: subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:runtime_c/{n}"], check=True,
+                              capture_output=True, text=True).stdout for n in names}
+
+
+def best_time(fn, min_time: float, bursts: int, clock) -> float:
+    """Seconds per call: calls are grouped into bursts of at least min_time, the fastest burst wins."""
+    fn()
+    reps = 1
+    while True:
+        t0 = clock()
+        for _ in range(reps):
+            fn()
+        elapsed = clock() - t0
+        if elapsed >= min_time:
+            break
+        reps *= 2
+    best = elapsed / reps
+    for _ in range(bursts - 1):
+        t0 = clock()
+        for _ in range(reps):
+            fn()
+        best = min(best, (clock() - t0) / reps)
+    return best
+
+
+def out_size(size: int, k: int, s: int, p: int) -> int:
+    return (size + 2 * p - k) // s + 1
+
+
+def worker(args: argparse.Namespace) -> None:
+    """Runs in a subprocess whose OpenMP / torch thread count is already pinned to args.worker."""
+    import cffi
+    import numpy as np
+    import torch
+
+    nthreads = args.worker
+    torch.set_num_threads(nthreads)
+    clock = time.thread_time if args.clock == "cpu" or (args.clock == "auto" and nthreads == 1) else time.perf_counter
+    ffi = cffi.FFI()
+    ffi.cdef(CDEF)
+    libs = [ffi.dlopen(p) for p in args.libs.split(os.pathsep)]
+    rng = np.random.default_rng(0)
+    for batch in (int(b) for b in args.batches.split(",")):
+        for shape in shapes_of(args.shapes):
+            _, c, h, w, oc, k, s, pad, *g = shape
+            groups = g[0] if g else 1
+            oh, ow = out_size(h, k, s, pad), out_size(w, k, s, pad)
+            x = rng.standard_normal((batch, c, h, w), dtype=np.float32)
+            wt = rng.standard_normal((oc, c // groups, k, k), dtype=np.float32)
+            bias = rng.standard_normal(oc, dtype=np.float32)
+            p = ffi.new("gc_conv2d_params *")
+            p.n, p.c, p.h, p.w, p.oc, p.kh, p.kw, p.oh, p.ow = batch, c, h, w, oc, k, k, oh, ow
+            p.stride_h = p.stride_w = s
+            p.pad_h = p.pad_w = pad
+            p.dil_h = p.dil_w = 1
+            p.groups = groups
+            y = np.empty((batch, oc, oh, ow), np.float32)
+            ptr = partial(ffi.cast, "float *")
+            tx, tw, tb = (torch.from_numpy(a) for a in (x, wt, bias))
+            ref = torch.nn.functional.conv2d(tx, tw, tb, s, pad, 1, groups).numpy()
+            times, err = [], 0.0
+            for lib in libs:
+                work = np.empty(max(1, lib.gc_conv2d_work_floats(p, nthreads)), np.float32)
+                call = partial(lib.gc_conv2d, p, ptr(x.ctypes.data), ptr(wt.ctypes.data), ptr(bias.ctypes.data),
+                               ptr(y.ctypes.data), ptr(work.ctypes.data), nthreads)
+                times.append(best_time(call, args.min_time, args.bursts, clock))
+                err = max(err, float(np.abs(y - ref).max() / max(1e-30, float(np.abs(ref).max()))))
+            t_torch = best_time(partial(torch.nn.functional.conv2d, tx, tw, tb, s, pad, 1, groups), args.min_time,
+                                args.bursts, clock)
+            flops = 2.0 * batch * oc * oh * ow * (c // groups) * k * k
+            label = f"{batch},{c},{h},{w},{oc},{k},{s},{pad}" + (f",{groups}" if groups > 1 else "")
+            cells = [f"{t * 1e6:>9.1f}" for t in times]
+            print(f"| {label:>24} | {nthreads:>2} | " + " | ".join(cells) + f" | {t_torch * 1e6:>9.1f} "
+                  f"| {flops / times[-1] / 1e9:>6.1f} | {t_torch / times[-1]:>6.2f} |"
+                  + (f" {times[0] / times[-1]:>6.2f} |" if len(times) > 1 else "") + f" {err:>7.1e} |", flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.worker:
+        worker(args)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        libs = [build(Path(tmp), runtime_sources(args.baseline), "base")] if args.baseline else []
+        libs.append(build(Path(tmp), runtime_sources(), "gc"))
+        cols = (["base (us)"] if args.baseline else []) + ["gc (us)", "torch (us)", "gc GFLOP/s", "torch / gc"]
+        cols += ["base / gc"] if args.baseline else []
+        print("| N,C,H,W,OC,K,S,P[,G] | T | " + " | ".join(cols) + " | max rel diff |")
+        print("|---:|---:|" + "---:|" * (len(cols) + 1), flush=True)
+        for nthreads in (int(t) for t in args.threads.split(",")):
+            env = dict(os.environ, OPENBLAS_NUM_THREADS=str(nthreads), OMP_NUM_THREADS=str(nthreads),
+                       MKL_NUM_THREADS=str(nthreads))
+            cmd = [sys.executable, __file__, "--worker", str(nthreads), "--libs", os.pathsep.join(map(str, libs)),
+                   "--shapes", split_shape_arg(args.shapes), "--batches", args.batches, "--clock", args.clock,
+                   "--min-time", str(args.min_time), "--bursts", str(args.bursts)]
+            subprocess.run(cmd, env=env, check=True)
+
+
+if __name__ == "__main__":
+    main()
