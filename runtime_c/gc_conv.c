@@ -1,19 +1,29 @@
-/* graphc runtime: 2-d convolution and transposed convolution (PyTorch semantics), on top of gc_sgemm.
+/* graphc runtime: 2-d convolution and transposed convolution (PyTorch semantics).
  *
- * conv2d, per image n and group g:  Y[OCg, OH*OW] = W_g[OCg, Cg*KH*KW] @ col[Cg*KH*KW, OH*OW] (+ bias)
- *   - col is the im2col unfolding of x_g into `work`, one chunk of output positions (gemm columns) at
- *     a time so that it stays in L2 until the gemm has packed it;
+ * conv2d, per image n and group g, by one of four paths (conv2d_plan picks it):
+ *   - spatial (kernels with several taps; strided or padded 1x1s over at most GC_SP_MAX_1X1_C channels):
+ *     a direct convolution. The input is copied into zero-padded "phase planes" (one per stride phase,
+ *     so that every tap reads consecutive floats for consecutive output positions), then register tiles
+ *     of GC_SP_MR output channels x GC_SP_NV vectors of output positions accumulate one broadcast weight
+ *     times one input vector per FMA over every (input channel, tap). No im2col and no packing: on the
+ *     small-channel convolutions of CIFAR-style ResNets this runs 2-3x faster than im2col + gemm, and
+ *     1.1-1.5x faster on deep 3x3 layers. Work: the planes of one band of output rows per thread.
+ *   - im2col + gemm (the rest):  Y[OCg, OH*OW] = W_g[OCg, Cg*KH*KW] @ col[Cg*KH*KW, OH*OW] (+ bias), col
+ *     being the im2col unfolding of x_g into `work`, one chunk of output positions (gemm columns) at a
+ *     time so that it stays in L2 until the gemm has packed it;
  *   - a 1x1 / stride 1 / no padding conv needs no col: x_g itself is the [Cg, H*W] right operand;
  *   - one input channel per group (depthwise, incl. channel multipliers, and single-channel inputs)
  *     runs a direct per-plane loop instead, with no work memory.
  * conv_transpose2d, per image and group:  col[OCg*KH*KW, H*W] = W_g^T @ x_g, then col2im scatters col
  * into y (initialised with the bias); a 1x1 / stride 1 / no padding one writes into y directly.
  *
- * Threads: the work is cut into tasks (conv2d: image x group x chunk; conv_transpose2d: image x group).
- * When there are enough tasks each thread takes whole ones with its own column buffer (work = that many
- * buffers); otherwise tasks run one after the other with the threads inside im2col / col2im and
- * gc_sgemm (work = one buffer). The *_plan() functions make that choice for both the *_work_floats
- * function and the kernel, so they always agree.
+ * Threads: the work is cut into tasks (conv2d: image x group x chunk, or x band of output rows on the
+ * spatial path; conv_transpose2d: image x group). When there are enough tasks each thread takes whole
+ * ones with its own column buffer / planes (work = that many buffers); otherwise tasks run one after the
+ * other with the threads inside im2col / col2im and gc_sgemm (work = one buffer); the spatial path makes
+ * enough bands instead. The *_plan() functions make that choice for both the *_work_floats function and
+ * the kernel, so they always agree. Every output element is summed in the same order whichever thread
+ * and tile computes it: results are bit-identical for any thread count.
  */
 #include <string.h>
 
@@ -24,6 +34,62 @@
 #else
 #define GC_PRAGMA(x)
 #endif
+
+#if defined(__GNUC__) && (defined(__FMA__) || defined(__AVX512F__))
+#include <immintrin.h>
+#endif
+
+/* Vectors as in gc_gemm.c: GCC/Clang vector extensions sized by the target ISA, scalars elsewhere. */
+#if defined(__GNUC__)
+#if defined(__AVX512F__)
+#define GC_VW 16
+#elif defined(__AVX__)
+#define GC_VW 8
+#else
+#define GC_VW 4
+#endif
+typedef float gc_vf __attribute__((vector_size(GC_VW * sizeof(float))));
+#define GC_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define GC_VW 1
+typedef float gc_vf;
+#define GC_ALWAYS_INLINE inline
+#endif
+
+static inline gc_vf vload(const float *p) /* unaligned load */
+{
+    gc_vf v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline void vstore(float *p, gc_vf v) /* unaligned store */
+{
+    memcpy(p, &v, sizeof v);
+}
+
+static inline gc_vf vset1(float x)
+{
+#if GC_VW == 1
+    return x;
+#else
+    return x - (gc_vf){0}; /* scalar - vector broadcasts the scalar */
+#endif
+}
+
+/* acc + a * b, one fused instruction when the ISA has FMA */
+static inline gc_vf vfma(gc_vf a, gc_vf b, gc_vf acc)
+{
+#if GC_VW == 16
+    return _mm512_fmadd_ps(a, b, acc);
+#elif GC_VW == 8 && defined(__FMA__)
+    return _mm256_fmadd_ps(a, b, acc);
+#elif GC_VW == 4 && defined(__FMA__)
+    return _mm_fmadd_ps(a, b, acc);
+#else
+    return acc + a * b;
+#endif
+}
 
 static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
@@ -42,16 +108,68 @@ static void valid_range(int64_t n_out, int64_t n_in, int64_t stride, int64_t off
 
 /* ------------------------------------------------------------------ shared planning */
 
-enum { CONV_DIRECT, CONV_GEMM_DIRECT, CONV_COLUMNS };
+enum { CONV_DIRECT, CONV_GEMM_DIRECT, CONV_COLUMNS, CONV_SPATIAL };
+
+/* Spatial direct convolution (conv2d, CONV_SPATIAL): a register tile of SP_MR output channels x SP_NV
+ * vectors of output positions accumulates over every (input channel, tap) with one broadcast weight
+ * times one input vector per FMA; no im2col. See "conv2d, spatial path" below. */
+#ifndef GC_SP_MR
+#if GC_VW == 16
+#define GC_SP_MR 8
+#define GC_SP_NV 3
+#else
+#define GC_SP_MR 4
+#define GC_SP_NV 3
+#endif
+#endif
+#define GC_SP_TILE (GC_SP_NV * GC_VW)
+#define GC_SP_MAX_K 16 /* kernel rows / columns the spatial path handles (taps <= GC_SP_MAX_TAPS) */
+#define GC_SP_MAX_TAPS 64
+#define GC_SP_MAX_CKK 4608 /* input channels x taps per group (the tap offset table lives on the stack) */
+#ifndef GC_SP_MAX_1X1_C
+#define GC_SP_MAX_1X1_C 256
+#endif
+/* Below this many multiply-adds per call the threads would cost more than they save. */
+#ifndef GC_SP_MIN_THREAD_MACS
+#define GC_SP_MIN_THREAD_MACS 262144.0
+#endif
+
+/* Input bands: the output rows are cut into bands whose phase planes (below) take at most about this
+ * many floats, so that they stay in L2 while every block of output channels passes over them. */
+#ifndef GC_SP_BAND_FLOATS
+#define GC_SP_BAND_FLOATS (128 * 1024)
+#endif
+
+/* The input of one band of output rows of one (image, group) item, rearranged for CONV_SPATIAL: per input
+ * channel one zero-padded "phase plane" per (row phase a, column phase b) that a tap reads,
+ * a = (i*dil_h) % stride_h, b = (j*dil_w) % stride_w; plane element (r, s) is the padded input at
+ * ((r0 + r)*stride_h + a, s*stride_w + b) for a band starting at output row r0. Tap (i, j) of output
+ * (r0 + oh, ow) then reads plane (a, b) at (oh + i*dil_h/stride_h, ow + j*dil_w/stride_w): a stride-1
+ * access, so consecutive output positions are consecutive floats. Output positions are numbered over
+ * "wide" rows of pw >= ow columns (q = oh*pw + ow; the columns past ow are computed and dropped), which
+ * makes every tap one constant offset from q. */
+typedef struct spatial_geom {
+    int64_t na, nb;        /* row / column phases in use */
+    int64_t arow[GC_SP_MAX_K], bcol[GC_SP_MAX_K]; /* their phase values */
+    int64_t tap_a[GC_SP_MAX_K], tap_b[GC_SP_MAX_K]; /* phase index of each kernel row / column */
+    int64_t pw;            /* plane columns: ow + (kw-1)*dil_w/stride_w */
+    int64_t halo;          /* plane rows past a band's output rows: (kh-1)*dil_h/stride_h */
+    int64_t bh, bands;     /* output rows per band (the last one may have fewer), bands per item */
+    int64_t plane;         /* floats per plane, incl. the zero tail that a band's last tile reads */
+    int64_t cstride;       /* floats per input channel: na * nb * plane */
+    int64_t ocb;           /* blocks of GC_SP_MR output channels per group */
+    int threads;           /* threads taking whole (item, band) tasks, each with its own planes */
+} spatial_geom;
 
 typedef struct conv_plan {
     int kind;            /* CONV_DIRECT: per-plane loops; CONV_GEMM_DIRECT: gemm on x, no col;
-                          * CONV_COLUMNS: gemm through a column buffer (im2col / col2im) */
+                          * CONV_COLUMNS: gemm through a column buffer (im2col / col2im);
+                          * CONV_SPATIAL: direct register-tiled loops over phase planes */
     int64_t items;       /* images x groups */
     int64_t chunk;       /* conv2d: output positions (gemm columns) per task */
     int64_t chunks;      /* conv2d: tasks per item */
     int task_threads;    /* > 1: threads take whole tasks (one col buffer each); 1: threads inside tasks */
-    size_t col_floats;   /* one column buffer (0 without one) */
+    size_t col_floats;   /* one column buffer (0 without one); CONV_SPATIAL: one item's phase planes */
 } conv_plan;
 
 /* A conv2d column chunk holds about this many floats (1 MiB): im2col writes it and the gemm's packing
@@ -73,6 +191,56 @@ static int task_threads(int64_t tasks, double flops_per_task, int nthreads)
     return 1;
 }
 
+/* Floats per plane for bands of bh output rows: the rows with their halo, or up to the furthest float
+ * that the whole vectors of the band's last tile read. */
+static int64_t spatial_plane_floats(const gc_conv2d_params *p, const spatial_geom *g, int64_t bh)
+{
+    const int64_t wide = bh * g->pw;
+    const int64_t reach = (wide + GC_VW - 1) / GC_VW * GC_VW + g->halo * g->pw + (g->pw - p->ow);
+    return (max64((bh + g->halo) * g->pw, reach) + 15) / 16 * 16;
+}
+
+/* The CONV_SPATIAL geometry of p for nthreads; 0 when the spatial path cannot run it (kernel too large). */
+static int spatial_geometry(const gc_conv2d_params *p, int nthreads, spatial_geom *g)
+{
+    const int64_t cg = p->c / p->groups, ocg = p->oc / p->groups, items = p->n * p->groups;
+    if (p->n <= 0 || p->oh <= 0 || p->ow <= 0 || p->kh > GC_SP_MAX_K || p->kw > GC_SP_MAX_K ||
+        p->kh * p->kw > GC_SP_MAX_TAPS || cg * p->kh * p->kw > GC_SP_MAX_CKK)
+        return 0;
+    g->na = g->nb = 0;
+    for (int64_t i = 0; i < p->kh; i++) {
+        const int64_t a = i * p->dil_h % p->stride_h;
+        int64_t k = 0;
+        while (k < g->na && g->arow[k] != a) k++;
+        if (k == g->na) g->arow[g->na++] = a;
+        g->tap_a[i] = k;
+    }
+    for (int64_t j = 0; j < p->kw; j++) {
+        const int64_t b = j * p->dil_w % p->stride_w;
+        int64_t k = 0;
+        while (k < g->nb && g->bcol[k] != b) k++;
+        if (k == g->nb) g->bcol[g->nb++] = b;
+        g->tap_b[j] = k;
+    }
+    g->pw = p->ow + (p->kw - 1) * p->dil_w / p->stride_w;
+    g->halo = (p->kh - 1) * p->dil_h / p->stride_h;
+    g->ocb = (ocg + GC_SP_MR - 1) / GC_SP_MR;
+    const double macs = (double)items * (double)ocg * (double)(p->oh * p->ow) * (double)(cg * p->kh * p->kw);
+    const int T = nthreads > 1 && macs >= GC_SP_MIN_THREAD_MACS ? nthreads : 1;
+    /* bands within the L2 budget; with fewer items than threads x 4, enough bands to split evenly */
+    const int64_t row_floats = max64(1, cg * g->na * g->nb * g->pw);
+    int64_t bands = (p->oh + max64(1, GC_SP_BAND_FLOATS / row_floats - g->halo) - 1) /
+                    max64(1, GC_SP_BAND_FLOATS / row_floats - g->halo);
+    if (T > 1 && items < 4 * (int64_t)T)
+        while ((items * bands) % T && bands < p->oh) bands++;
+    g->bh = (p->oh + bands - 1) / bands;
+    g->bands = (p->oh + g->bh - 1) / g->bh;
+    g->plane = spatial_plane_floats(p, g, g->bh);
+    g->cstride = g->na * g->nb * g->plane;
+    g->threads = (int)min64(T, items * g->bands);
+    return 1;
+}
+
 static conv_plan conv2d_plan(const gc_conv2d_params *p, int nthreads)
 {
     conv_plan pl;
@@ -89,6 +257,15 @@ static conv_plan conv2d_plan(const gc_conv2d_params *p, int nthreads)
     }
     const int direct = p->kh == 1 && p->kw == 1 && p->stride_h == 1 && p->stride_w == 1 && p->pad_h == 0 &&
                        p->pad_w == 0 && p->oh == p->h && p->ow == p->w;
+    /* Kernels with several taps run the spatial path; 1x1 kernels only when strided or padded and with
+     * few channels: the gemm on x itself is faster for a plain 1x1, im2col + gemm for a deep strided one. */
+    spatial_geom sg;
+    if (!direct && (p->kh * p->kw > 1 || ckk <= GC_SP_MAX_1X1_C) && spatial_geometry(p, nthreads, &sg)) {
+        pl.kind = CONV_SPATIAL;
+        pl.col_floats = (size_t)(cg * sg.cstride);
+        pl.task_threads = sg.threads;
+        return pl;
+    }
     pl.kind = direct ? CONV_GEMM_DIRECT : CONV_COLUMNS;
     if (!direct) {
         /* output positions in L2-sized chunks; with few items and threads, make the task count even */
@@ -258,6 +435,273 @@ static void conv2d_task(const gc_conv2d_params *p, const conv_plan *pl, int64_t 
     gc_sgemm(0, 0, ocg, width, ckk, 1.0f, w + g * ocg * ckk, ckk, rhs, ldb, bg ? 1.0f : 0.0f, yg, ohw, NULL, nt);
 }
 
+/* ------------------------------------------------------------------ conv2d, spatial path */
+
+/* d[0, n) = s[0, n) / = 0, whole vectors then a masked (AVX-512) or scalar tail: the spans here are short
+ * (an image row), too short for a libc call to pay off. */
+static inline void copy_floats(float *restrict d, const float *restrict s, int64_t n)
+{
+    int64_t i = 0;
+    for (; i + GC_VW <= n; i += GC_VW) vstore(d + i, vload(s + i));
+#if GC_VW == 16
+    if (i < n) {
+        const __mmask16 m = (__mmask16)((1u << (n - i)) - 1u);
+        _mm512_mask_storeu_ps(d + i, m, _mm512_maskz_loadu_ps(m, s + i));
+    }
+#else
+    for (; i < n; i++) d[i] = s[i];
+#endif
+}
+
+static inline void zero_floats(float *d, int64_t n)
+{
+    int64_t i = 0;
+    for (; i + GC_VW <= n; i += GC_VW) vstore(d + i, vset1(0.0f));
+    for (; i < n; i++) d[i] = 0.0f;
+}
+
+/* Even / odd lanes of two vectors (a0 a2 ... b0 b2 ...), (a1 a3 ... b1 b3 ...). */
+#if GC_VW == 16
+#define GC_EVEN_IDX 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30
+#define GC_ODD_IDX 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31
+#elif GC_VW == 8
+#define GC_EVEN_IDX 0, 2, 4, 6, 8, 10, 12, 14
+#define GC_ODD_IDX 1, 3, 5, 7, 9, 11, 13, 15
+#elif GC_VW == 4
+#define GC_EVEN_IDX 0, 2, 4, 6
+#define GC_ODD_IDX 1, 3, 5, 7
+#endif
+#if GC_VW > 1
+#if defined(__clang__) || __GNUC__ >= 12
+#define EVENS(a, b) __builtin_shufflevector(a, b, GC_EVEN_IDX)
+#define ODDS(a, b) __builtin_shufflevector(a, b, GC_ODD_IDX)
+#else
+typedef int32_t gc_vi __attribute__((vector_size(GC_VW * sizeof(int32_t))));
+#define EVENS(a, b) __builtin_shuffle(a, b, (gc_vi){GC_EVEN_IDX})
+#define ODDS(a, b) __builtin_shuffle(a, b, (gc_vi){GC_ODD_IDX})
+#endif
+#endif
+
+/* Input row xr[0, n) split into its even columns (to de[0, ...)) and odd ones (to dd[0, ...)). */
+static void deinterleave_row(const float *restrict xr, int64_t n, float *restrict de, float *restrict dd)
+{
+    int64_t m = 0;
+#if GC_VW > 1
+    for (; 2 * m + 2 * GC_VW <= n; m += GC_VW) {
+        const gc_vf a = vload(xr + 2 * m), b = vload(xr + 2 * m + GC_VW);
+        vstore(de + m, EVENS(a, b));
+        vstore(dd + m, ODDS(a, b));
+    }
+#endif
+    for (; 2 * m < n; m++) {
+        de[m] = xr[2 * m];
+        if (2 * m + 1 < n) dd[m] = xr[2 * m + 1];
+    }
+}
+
+/* The phase planes of one item xg[Cg, H, W] for the band of output rows from r0 with `rows` rows (see
+ * spatial_geom): each channel's planes are zeroed in one sweep, then the input rows are copied in
+ * (stride 2 with both column phases in use: one deinterleaving pass per row). */
+static void spatial_planes(const gc_conv2d_params *p, const spatial_geom *g, const float *xg, int64_t r0,
+                           int64_t rows, float *planes)
+{
+    const int64_t cg = p->c / p->groups, H = p->h, W = p->w, pw = g->pw, sw = p->stride_w;
+    int64_t lo[GC_SP_MAX_K], hi[GC_SP_MAX_K]; /* plane columns s reading an input column, per phase */
+    for (int64_t bi = 0; bi < g->nb; bi++) valid_range(pw, W, sw, g->bcol[bi] - p->pad_w, &lo[bi], &hi[bi]);
+    for (int64_t c = 0; c < cg; c++) {
+        float *dc = planes + c * g->cstride;
+        zero_floats(dc, g->cstride);
+        for (int64_t ai = 0; ai < g->na; ai++) {
+            const int64_t ih0 = r0 * p->stride_h + g->arow[ai] - p->pad_h; /* input row of plane row 0 */
+            int64_t rlo, rhi; /* plane rows r reading input row ih0 + r*sh, inside [0, H) */
+            valid_range(rows + g->halo, H, p->stride_h, ih0, &rlo, &rhi);
+            float *da = dc + ai * g->nb * g->plane;
+            for (int64_t r = rlo; r < rhi; r++) {
+                const float *xr = xg + (c * H + ih0 + r * p->stride_h) * W;
+                if (sw == 2 && g->nb == 2) {
+                    /* input column iw goes to phase (iw + pad_w) % 2, column (iw + pad_w) / 2 */
+                    const int64_t pe = p->pad_w & 1, bie = g->bcol[0] == pe ? 0 : 1;
+                    const int64_t n = min64(W, 2 * pw - p->pad_w);
+                    if (n > 0)
+                        deinterleave_row(xr, n, da + bie * g->plane + r * pw + p->pad_w / 2,
+                                         da + (1 - bie) * g->plane + r * pw + (p->pad_w + 1) / 2);
+                    continue;
+                }
+                for (int64_t bi = 0; bi < g->nb; bi++) {
+                    float *restrict d = da + bi * g->plane + r * pw;
+                    const int64_t off = g->bcol[bi] - p->pad_w; /* plane column s reads input s*sw + off */
+                    if (sw == 1)
+                        copy_floats(d + lo[bi], xr + lo[bi] + off, hi[bi] - lo[bi]);
+                    else if (sw == 2)
+                        for (int64_t s = lo[bi]; s < hi[bi]; s++) d[s] = xr[2 * s + off];
+                    else
+                        for (int64_t s = lo[bi]; s < hi[bi]; s++) d[s] = xr[s * sw + off];
+                }
+            }
+        }
+    }
+}
+
+/* Where the vectors of a tile go in y. The lanes of vector v are the wide positions q0 + v*VW + lane;
+ * the ones of wide row oh with a column below ow land at y[(q - oh*(pw - ow))], so each (vector, row)
+ * piece is one masked store at offset off of lane 0 (AVX-512); other ISAs spill the tile and copy. */
+#define GC_SP_PIECES (GC_VW + 1) /* pieces per vector: one per wide row it touches */
+typedef struct sp_pieces {
+    int64_t q0, qn;                           /* the tile: wide positions [q0, q0 + qn) */
+    int n[GC_SP_NV];                          /* pieces of vector v */
+    int64_t off[GC_SP_NV][GC_SP_PIECES];      /* y offset of lane 0 */
+    unsigned mask[GC_SP_NV][GC_SP_PIECES];    /* lanes stored */
+} sp_pieces;
+
+static void spatial_pieces(int64_t q0, int64_t qn, int64_t pw, int64_t ow, sp_pieces *ps)
+{
+    ps->q0 = q0;
+    ps->qn = qn;
+    for (int v = 0; v < GC_SP_NV; v++) {
+        const int64_t qv = q0 + v * GC_VW, lanes = min64(GC_VW, q0 + qn - qv);
+        ps->n[v] = 0;
+        for (int64_t oh = lanes > 0 ? qv / pw : 0; lanes > 0 && oh * pw < qv + lanes; oh++) {
+            const int64_t l0 = max64(0, oh * pw - qv), l1 = min64(lanes, oh * pw + ow - qv);
+            if (l1 <= l0) continue;
+            ps->off[v][ps->n[v]] = qv - oh * (pw - ow);
+            ps->mask[v][ps->n[v]] = (unsigned)(((1ull << l1) - 1) & ~((1ull << l0) - 1));
+            ps->n[v]++;
+        }
+    }
+}
+
+#if GC_VW != 16
+/* Copy the valid part of a spilled tile (mr rows, positions [q0, q0 + qn) of the wide numbering) into y,
+ * whose rows (output channels) are ohw apart: one span per wide row, minus its columns past ow. */
+static void spatial_store(const float *tile, int64_t mr, int64_t q0, int64_t qn, int64_t pw, int64_t ow,
+                          int64_t ohw, float *y)
+{
+    int64_t oh = q0 / pw, col = q0 - oh * pw;
+    for (int64_t t = 0; t < qn; oh++, col = 0) {
+        const int64_t run = min64(qn - t, pw - col), n = min64(run, ow - col);
+        for (int64_t r = 0; n > 0 && r < mr; r++)
+            copy_floats(y + r * ohw + oh * ow + col, tile + r * GC_SP_TILE + t, n);
+        t += run;
+    }
+}
+#endif
+
+/* The micro-kernel: GC_SP_MR output channels x NV vectors of consecutive (wide) output positions, over
+ * k = (input channel, tap) in [0, ckk): the input vector at xq + koff[k] times the weight of each output
+ * channel, broadcast from its row w + r*ckk (rows past mr repeat the last valid one), summed in the same
+ * order for every output, so tiles and threads never change a bit. Bias (mr entries, or NULL) is the
+ * initial value; the mr valid rows are stored into y (rows ohw apart) as the pieces say. Always inlined
+ * with a constant NV. */
+static GC_ALWAYS_INLINE void spatial_tile(int NV, int64_t ckk, const int64_t *koff, const float *restrict xq,
+                                          const float *restrict w, const float *bias, int64_t mr,
+                                          const sp_pieces *ps, int64_t pw, int64_t ow, float *y, int64_t ohw)
+{
+    gc_vf acc[GC_SP_MR][GC_SP_NV];
+    const float *wr[GC_SP_MR];
+    for (int r = 0; r < GC_SP_MR; r++) {
+        const gc_vf b = vset1(bias && r < mr ? bias[r] : 0.0f);
+        for (int v = 0; v < NV; v++) acc[r][v] = b;
+        wr[r] = w + (r < mr ? r : mr - 1) * ckk;
+    }
+    for (int64_t k = 0; k < ckk; k++) {
+        const float *xk = xq + koff[k];
+        gc_vf xv[GC_SP_NV];
+        for (int v = 0; v < NV; v++) xv[v] = vload(xk + v * GC_VW);
+#pragma GCC unroll 16
+        for (int r = 0; r < GC_SP_MR; r++) {
+            const gc_vf a = vset1(wr[r][k]);
+            for (int v = 0; v < NV; v++) acc[r][v] = vfma(a, xv[v], acc[r][v]);
+        }
+    }
+#if GC_VW == 16
+    (void)pw;
+    (void)ow;
+    for (int v = 0; v < NV; v++)
+        for (int j = 0; j < ps->n[v]; j++) {
+            const __mmask16 m = (__mmask16)ps->mask[v][j];
+            /* lane 0's address may lie before y's row: only the masked lanes are written */
+            const uintptr_t base = (uintptr_t)y + (uintptr_t)(ps->off[v][j] * (int64_t)sizeof(float));
+#pragma GCC unroll 16
+            for (int r = 0; r < GC_SP_MR; r++)
+                if (r < mr)
+                    _mm512_mask_storeu_ps((void *)(base + (uintptr_t)(r * ohw) * sizeof(float)), m, (__m512)acc[r][v]);
+        }
+#else
+    _Alignas(64) float tile[GC_SP_MR * GC_SP_TILE];
+    for (int r = 0; r < GC_SP_MR; r++)
+        for (int v = 0; v < NV; v++) vstore(tile + r * GC_SP_TILE + v * GC_VW, acc[r][v]);
+    spatial_store(tile, mr, ps->q0, ps->qn, pw, ow, ohw, y);
+#endif
+}
+
+/* One task: the band of output rows [r0, r0 + rows) of item (image n, group grp), planes built into
+ * `planes` first; then every (block of GC_SP_MR output channels, tile) of the band. */
+static void spatial_task(const gc_conv2d_params *p, const spatial_geom *g, int64_t task, const float *x,
+                         const float *w, const float *bias, float *y, float *planes)
+{
+    const int64_t item = task / g->bands, n = item / p->groups, grp = item % p->groups;
+    const int64_t r0 = task % g->bands * g->bh, rows = min64(g->bh, p->oh - r0);
+    const int64_t cg = p->c / p->groups, ocg = p->oc / p->groups, taps = p->kh * p->kw, ckk = cg * taps;
+    const int64_t ohw = p->oh * p->ow, wide = rows * g->pw, tiles = (wide + GC_SP_TILE - 1) / GC_SP_TILE;
+    const float *wg = w + grp * ocg * ckk, *bg = bias ? bias + grp * ocg : NULL;
+    float *yg = y + (n * p->oc + grp * ocg) * ohw + r0 * p->ow;
+    spatial_planes(p, g, x + (n * p->c + grp * cg) * p->h * p->w, r0, rows, planes);
+
+    int64_t koff[GC_SP_MAX_CKK]; /* plane offset of k = (channel, tap) */
+    for (int64_t i = 0; i < p->kh; i++)
+        for (int64_t j = 0; j < p->kw; j++)
+            koff[i * p->kw + j] = (g->tap_a[i] * g->nb + g->tap_b[j]) * g->plane +
+                                  i * p->dil_h / p->stride_h * g->pw + j * p->dil_w / p->stride_w;
+    for (int64_t k = taps; k < ckk; k++) koff[k] = koff[k - taps] + g->cstride;
+    sp_pieces ps;
+    ps.q0 = -1;
+    ps.qn = 0;
+    for (int64_t u = 0; u < g->ocb * tiles; u++) {
+        const int64_t o0 = u / tiles * GC_SP_MR, q0 = u % tiles * GC_SP_TILE;
+        const int64_t mr = min64(GC_SP_MR, ocg - o0), qn = min64(GC_SP_TILE, wide - q0);
+        const float *wo = wg + o0 * ckk, *xq = planes + q0, *b = bg ? bg + o0 : NULL;
+        float *yo = yg + o0 * ohw;
+        if (ps.q0 != q0) spatial_pieces(q0, qn, g->pw, p->ow, &ps);
+        switch ((qn + GC_VW - 1) / GC_VW) { /* the last tile may have fewer vectors */
+#if GC_SP_NV >= 6
+        case 6: spatial_tile(6, ckk, koff, xq, wo, b, mr, &ps, g->pw, p->ow, yo, ohw); break;
+#endif
+#if GC_SP_NV >= 5
+        case 5: spatial_tile(5, ckk, koff, xq, wo, b, mr, &ps, g->pw, p->ow, yo, ohw); break;
+#endif
+#if GC_SP_NV >= 4
+        case 4: spatial_tile(4, ckk, koff, xq, wo, b, mr, &ps, g->pw, p->ow, yo, ohw); break;
+#endif
+#if GC_SP_NV >= 3
+        case 3: spatial_tile(3, ckk, koff, xq, wo, b, mr, &ps, g->pw, p->ow, yo, ohw); break;
+#endif
+#if GC_SP_NV >= 2
+        case 2: spatial_tile(2, ckk, koff, xq, wo, b, mr, &ps, g->pw, p->ow, yo, ohw); break;
+#endif
+        default: spatial_tile(1, ckk, koff, xq, wo, b, mr, &ps, g->pw, p->ow, yo, ohw); break;
+        }
+    }
+}
+
+/* CONV_SPATIAL: (item, band) tasks; thread t runs tasks t, t + T, ... with its own planes in work. */
+static void conv2d_spatial(const gc_conv2d_params *p, const float *x, const float *w, const float *bias, float *y,
+                           float *work, int nthreads)
+{
+    spatial_geom g;
+    spatial_geometry(p, nthreads, &g);
+    const int64_t tasks = p->n * p->groups * g.bands;
+    const size_t buf = (size_t)(p->c / p->groups * g.cstride);
+    if (g.threads <= 1) {
+        for (int64_t t = 0; t < tasks; t++) spatial_task(p, &g, t, x, w, bias, y, work);
+        return;
+    }
+    const int T = g.threads;
+    GC_PRAGMA(omp parallel for num_threads(T) schedule(static))
+    for (int t = 0; t < T; t++)
+        for (int64_t task = t; task < tasks; task += T)
+            spatial_task(p, &g, task, x, w, bias, y, work + (size_t)t * buf);
+}
+
 size_t gc_conv2d_work_floats(const gc_conv2d_params *p, int nthreads)
 {
     const conv_plan pl = conv2d_plan(p, nthreads);
@@ -281,6 +725,10 @@ void gc_conv2d(const gc_conv2d_params *p, const float *x, const float *w, const 
         }
         GC_PRAGMA(omp parallel for num_threads(nt) schedule(static))
         for (int64_t q = 0; q < planes; q++) conv_plane_direct_q(p, q, x, w, bias, y);
+        return;
+    }
+    if (pl.kind == CONV_SPATIAL) {
+        conv2d_spatial(p, x, w, bias, y, work, nthreads);
         return;
     }
 

@@ -312,11 +312,15 @@ def conv_transpose2d_ref(x, w, bias, stride, pad, out_pad, dil, groups):
 
 
 # n, c, h, w, oc, (kh, kw), stride, pad, dil, groups
+# Paths (gc_conv.c): one input channel per group runs direct per-plane loops; a plain 1x1 (stride 1, no
+# padding) a gemm on x; other kernels with several taps, and strided or padded 1x1s over at most 256
+# channels, the spatial path (phase planes, register tiles of 8 output channels x 3 vectors of wide
+# positions on AVX-512, 4 x 3 elsewhere); the rest im2col + gemm.
 CONV_CASES = [
     (2, 3, 9, 11, 4, (3, 3), (1, 1), (1, 1), (1, 1), 1),
     (1, 4, 10, 7, 6, (3, 3), (2, 2), (1, 1), (1, 1), 1),
     (2, 8, 5, 6, 5, (1, 1), (1, 1), (0, 0), (1, 1), 1),      # 1x1: gemm on x, no im2col
-    (1, 8, 7, 7, 4, (1, 1), (2, 2), (0, 0), (1, 1), 1),      # strided 1x1
+    (1, 8, 7, 7, 4, (1, 1), (2, 2), (0, 0), (1, 1), 1),      # strided 1x1: spatial, one phase plane
     (2, 6, 8, 8, 4, (3, 3), (1, 1), (1, 1), (1, 1), 2),      # groups
     (2, 5, 9, 9, 5, (3, 3), (1, 1), (1, 1), (1, 1), 5),      # depthwise
     (1, 4, 12, 10, 8, (5, 5), (2, 2), (2, 2), (1, 1), 4),    # depthwise, channel multiplier 2
@@ -326,12 +330,38 @@ CONV_CASES = [
     (3, 1, 8, 8, 4, (3, 3), (1, 1), (1, 1), (1, 1), 1),      # single input channel: direct loops
     (1, 3, 4, 4, 2, (4, 4), (1, 1), (0, 0), (1, 1), 1),      # kernel covers the input
     (1, 3, 5, 5, 2, (3, 3), (3, 3), (2, 2), (2, 2), 1),      # outputs hitting only padding
-    (1, 16, 20, 20, 32, (3, 3), (1, 1), (1, 1), (1, 1), 1),  # one big item: threads inside gemm
-    (4, 8, 10, 10, 8, (3, 3), (1, 1), (1, 1), (1, 1), 2),    # many items: one per thread
+    (1, 16, 20, 20, 32, (3, 3), (1, 1), (1, 1), (1, 1), 1),  # one image, two bands for 2 threads
+    (4, 8, 16, 16, 8, (3, 3), (1, 1), (1, 1), (1, 1), 2),    # many items: one per thread
     (3, 6, 9, 9, 9, (3, 3), (2, 2), (1, 1), (1, 1), 3),      # odd item count
-    (1, 64, 23, 25, 8, (3, 3), (1, 1), (1, 1), (1, 1), 1),   # two column chunks, split mid-row
-    (2, 96, 31, 29, 6, (3, 3), (2, 1), (1, 1), (1, 1), 1),   # strided, chunked, one task per thread
-    (1, 16, 32, 32, 8, (3, 3), (1, 1), (1, 1), (1, 1), 1),   # one image cut in two tasks for 2 threads
+    (1, 64, 23, 25, 8, (3, 3), (1, 1), (1, 1), (1, 1), 1),
+    (2, 96, 31, 29, 6, (3, 3), (2, 1), (1, 1), (1, 1), 1),   # stride 2 rows only: two row phases
+    (1, 16, 32, 32, 8, (3, 3), (1, 1), (1, 1), (1, 1), 1),
+    # spatial path
+    (1, 16, 32, 32, 16, (3, 3), (1, 1), (1, 1), (1, 1), 1),  # the ResNet example's 3x3 (wide rows of 34)
+    (2, 16, 32, 32, 32, (3, 3), (2, 2), (1, 1), (1, 1), 1),  # stride 2: rows deinterleave into 2 column phases
+    (1, 6, 13, 11, 5, (3, 3), (2, 2), (2, 2), (1, 1), 1),    # stride 2, even padding, odd sizes
+    (1, 4, 9, 13, 6, (2, 2), (2, 2), (0, 0), (1, 1), 1),     # 2x2 / 2 on an odd width: last column unread
+    (1, 3, 20, 21, 8, (7, 7), (2, 2), (3, 3), (1, 1), 1),    # ResNet-50 stem shape: 7x7 / 2, pad 3
+    (1, 5, 16, 15, 7, (3, 3), (2, 2), (1, 1), (2, 2), 1),    # stride 2 with dilation 2: one column phase
+    (1, 16, 31, 33, 20, (1, 1), (2, 2), (0, 0), (1, 1), 1),  # strided 1x1, odd sizes, 20 = 2.5 channel blocks
+    (2, 4, 13, 14, 9, (4, 4), (4, 4), (0, 0), (1, 1), 1),    # patchify: 16 phase planes of one tap each
+    (2, 8, 9, 10, 6, (2, 3), (3, 2), (1, 0), (1, 2), 1),     # stride 3 rows, dilated columns
+    (1, 64, 8, 8, 64, (3, 3), (1, 1), (1, 1), (1, 1), 1),    # 8-wide rows: a vector spans several rows
+    (1, 32, 16, 16, 64, (1, 1), (2, 2), (0, 0), (1, 1), 1),  # the example's strided 1x1 shortcut
+    (1, 5, 3, 2, 3, (3, 3), (1, 1), (1, 1), (1, 1), 1),      # tiny: one partial vector
+    (2, 9, 7, 5, 12, (1, 1), (1, 1), (1, 1), (1, 1), 3),     # padded 1x1, groups: spatial
+    (1, 64, 60, 58, 12, (3, 3), (1, 1), (1, 1), (1, 1), 1),  # several bands (planes past the L2 budget)
+    (3, 40, 50, 50, 4, (3, 3), (2, 2), (1, 1), (1, 1), 1),   # bands, 3 images over 2 threads
+    (5, 3, 17, 19, 10, (3, 3), (1, 1), (0, 0), (1, 1), 1),   # no padding, 5 images
+    # im2col + gemm
+    (1, 300, 20, 20, 8, (1, 1), (2, 2), (0, 0), (1, 1), 1),  # deep strided 1x1
+    (1, 520, 6, 6, 4, (3, 3), (1, 1), (1, 1), (1, 1), 1),    # more than 4608 channel-taps
+    (2, 3, 12, 40, 4, (1, 17), (1, 1), (0, 8), (1, 1), 1),   # 17-wide kernel
+    (1, 300, 24, 24, 32, (1, 1), (1, 1), (1, 1), (1, 1), 1), # one big item: threads inside gemm
+    (4, 272, 6, 6, 8, (1, 1), (2, 2), (0, 0), (1, 1), 1),    # many items: one per thread
+    (1, 300, 66, 60, 8, (1, 1), (2, 2), (0, 0), (1, 1), 1),  # two column chunks, split mid-row
+    (2, 300, 62, 58, 6, (1, 1), (2, 1), (1, 1), (1, 1), 1),  # strided, chunked, one task per thread
+    (1, 260, 48, 48, 8, (1, 1), (1, 1), (1, 1), (1, 1), 1),  # one image cut in tasks for 2 threads
 ]
 
 
@@ -561,7 +591,8 @@ def test_other_builds_agree(rt, tmp_path, flags):
             c = np.full((m, n), np.nan, np.float32)
             port.sgemm(ta, tb, m, n, k, 1.0, a, a.shape[1], b, b.shape[1], 0.0, c, n, bias, 2)
             _close(c, (a.T if ta else a).astype(np.float64) @ (b.T if tb else b) + bias)
-    for case in (CONV_CASES[0], CONV_CASES[6], CONV_CASES[8], CONV_CASES[14]):
+    for case in (CONV_CASES[0], CONV_CASES[6], CONV_CASES[8], CONV_CASES[14], CONV_CASES[20], CONV_CASES[27],
+                 CONV_CASES[36]):
         x, w, bias = _conv_data(case)
         stride, pad, dil, groups = case[6:]
         _close(port.conv2d(x, w, bias, stride, pad, dil, groups, 2), rt.conv2d(x, w, bias, stride, pad, dil, groups))
