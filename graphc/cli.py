@@ -28,7 +28,8 @@ EXAMPLES = {
   graphc compile model.py --backend cuda -o out/      # a CUDA library (needs nvcc; runs on a GPU)
   graphc compile model.py --backend cuda --emit-c -o src/   # CUDA sources only (no nvcc needed)
   graphc compile graph.gir --weights-file graph.safetensors -o out/
-  graphc compile model.py -o out/ --verify            # compare with the reference interpreter""",
+  graphc compile model.py -o out/ --verify            # compare with the reference interpreter
+  graphc compile model.py -o out/asan --sanitize      # ASan/UBSan build: cd out/asan && make && ./main""",
     "run": """examples:
   graphc run out/mlp                                  # random inputs
   graphc run out/mlp --input x=batch.npy --save outputs.npz""",
@@ -100,9 +101,15 @@ def cmd_compile(args) -> int:
         graph.name = args.name
     if args.arch and args.backend != "cuda":
         raise UserError(f"--arch {args.arch}: the GPU architecture is an option of --backend cuda")
+    if args.sanitize and (args.backend != "c" or args.verify):
+        raise UserError("--sanitize builds a C library for the exported main (make && ./main): it cannot go with "
+                        + ("--verify, which loads the library into this process" if args.backend == "c"
+                           else f"--backend {args.backend}"))
     optimized = ph.run("passes", optimize, graph, args.opt_level, bake_weights=args.weights == "embed")
     out_dir = Path(args.output or f"out/{graph.name}")
     extra = {"arch": args.arch} if args.arch else {}
+    if args.sanitize:
+        extra["sanitize"] = True
     cm = gc_compile(graph, name=graph.name, weights=args.weights, opt_level=args.opt_level, target=args.target,
                     threads=args.threads, cache_dir=args.cache_dir, out_dir=str(out_dir), backend=args.backend,
                     emit_only=args.emit_c, optimized=optimized, timings=ph, **extra)
@@ -434,6 +441,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--emit-c", action="store_true", help="write the sources only (C, or CUDA with --backend cuda), "
                    "do not build")
     p.add_argument("--verify", action="store_true", help="compare the library with the reference interpreter")
+    p.add_argument("--sanitize", action="store_true",
+                   help="debugging aid: build the library and the runtime with AddressSanitizer and "
+                        "UndefinedBehaviorSanitizer (-O1 -g); run it through the exported main (make && ./main)")
     p.add_argument("--cache-dir", help="compile cache folder (default: $GRAPHC_CACHE_DIR or ~/.cache/graphc)")
     p.set_defaults(func=cmd_compile)
 

@@ -28,7 +28,7 @@ from ..errors import GraphcError
 from ..ir.graph import Graph
 from ..ir.printer import print_graph
 from .base import Backend, Namespace, sanitize
-from .build import BuildOptions, build_library, cflags, cuda_ldflags, default_cache_dir, ldflags, nvcc_flags
+from .build import BuildOptions, build_library, cflags, cuda_ldflags, default_cache_dir, ldflags, nvcc_flags, sanitized
 from .c import CBackend
 from .compiled import CompiledModel, RuntimeErrorC, load_compiled
 from .cuda import CudaBackend, check_arch, default_arch
@@ -179,13 +179,15 @@ def build_options(backend: str, *, name: str, weights: str = "embed", opt_level:
 
 def generate(g: Graph, *, name: str | None = None, weights: str = "embed", opt_level: int = 2,
              target: str = "native", threads: int | None = None, backend: str = "c",
-             arch: str | None = None) -> tuple[Program, dict[str, str], BuildOptions]:
+             arch: str | None = None, sanitize: bool = False) -> tuple[Program, dict[str, str], BuildOptions]:
     """Lower an (already optimised) graph and render its sources without compiling (the compile-only path)."""
     be = get_backend(backend)
     name = _model_name(name, g)
     g.name = name
     options = build_options(backend, name=name, weights=weights, opt_level=opt_level, target=target, threads=threads,
                             arch=arch)
+    if sanitize:
+        options = sanitized(options)
     prog = lower_program(g, be, name=name, fuse=opt_level >= 1, threads=threads)
     return prog, be.render_sources(prog, options), options
 
@@ -206,7 +208,7 @@ def _manifest(prog: Program, options: BuildOptions, sources: Mapping[str, str], 
         "params": [{"name": q.name, "dtype": q.dtype.name, "shape": list(q.shape)} for q in prog.params],
         "options": {"weights": options.weights, "opt_level": options.opt_level, "target": options.target,
                     "threads": options.threads, "cflags": options.cflags, "ldflags": options.ldflags,
-                    "backend": options.backend,
+                    "backend": options.backend, "sanitize": options.sanitize,
                     **({"arch": options.arch, "nvcc_flags": options.nvcc_flags} if options.backend == "cuda" else {})},
         "memory_plan": {"arena_bytes": str(prog.plan.arena), "capacity_bytes": str(prog.plan.capacity),
                         "blocks": prog.memory_table(), "steps": prog.plan_labels},
@@ -227,7 +229,8 @@ def compile(module_or_graph: Any, example_inputs: Any = None, dynamic: Mapping[s
             name: str | None = None, weights: str = "embed", opt_level: int = 2, target: str = "native",
             threads: int | None = None, cache_dir: str | os.PathLike | None = None,
             out_dir: str | os.PathLike | None = None, backend: str = "c", optimized: Graph | None = None,
-            emit_only: bool = False, timings: Any = None, arch: str | None = None) -> CompiledModel:
+            emit_only: bool = False, timings: Any = None, arch: str | None = None,
+            sanitize: bool = False) -> CompiledModel:
     """Compile a module (traced with example_inputs and dynamic, like graphc.trace) or a Graph into a
     shared library and return it as a callable :class:`CompiledModel`.
 
@@ -241,6 +244,12 @@ def compile(module_or_graph: Any, example_inputs: Any = None, dynamic: Mapping[s
     backend: "c" or "cuda" (a CUDA library: built with nvcc, run on the GPU, same ABI; see
     docs/cuda-backend.md). arch: nvcc's -arch for backend "cuda" ("native", "sm_80", ...; default: native
     when a GPU is visible, else the oldest architecture nvcc supports from sm_70 on).
+    sanitize: a debugging aid (C backend): build the library and the runtime with AddressSanitizer and
+    UndefinedBehaviorSanitizer at -O1 (``build.SANITIZE_FLAGS``, a cache entry of its own). Such a
+    library loads only where ASan's runtime came first: the exported folder's ``main`` (``make`` links it
+    with the same flags) or a Python started with ``LD_PRELOAD=$(gcc -print-file-name=libasan.so)
+    ASAN_OPTIONS=detect_leaks=0``; elsewhere the returned model raises a GraphcError saying so when
+    called (docs/c-backend.md, "Sanitizer builds").
     """
     if weights not in ("embed", "file"):
         raise ValueError(f"weights must be 'embed' or 'file', got {weights!r}")
@@ -269,7 +278,7 @@ def compile(module_or_graph: Any, example_inputs: Any = None, dynamic: Mapping[s
     g.name = model_name
     prog, sources, options = _phase(timings, "codegen", lambda: generate(
         g, name=model_name, weights=weights, opt_level=opt_level, target=target, threads=threads, backend=backend,
-        arch=arch))
+        arch=arch, sanitize=sanitize))
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     exported = out_dir is not None
     manifest = _manifest(prog, options, sources, exported, cache)

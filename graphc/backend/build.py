@@ -14,6 +14,12 @@
   ``$GRAPHC_NVCCFLAGS``), the runtime's safetensors reader and status strings and the baked weights by
   ``$CC``, and nvcc links the library (the CUDA runtime statically). The key adds nvcc's flags and
   ``--version`` text.
+* ``sanitize=True`` (a debugging aid, C backend only): the library *and* the runtime are built with
+  ``-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -g -O1`` (the
+  same flags in the link), so the flags, hence the cache key, differ from the optimised build's. Such a
+  library only loads into a program linked with ``-fsanitize=address`` (the exported ``main.c``: ``make``
+  uses the flags when the library has them) or a process started with
+  ``LD_PRELOAD=$(gcc -print-file-name=libasan.so)``.
 """
 
 from __future__ import annotations
@@ -22,12 +28,13 @@ import concurrent.futures
 import hashlib
 import os
 import platform
+import re
 import shlex
 import shutil
 import subprocess
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -54,6 +61,12 @@ class BuildOptions:
     runtime_sources: list[str] | None = None  # the runtime_c/*.c files linked (None: all)
     arch: str = ""  # CUDA: the -arch of nvcc
     nvcc_flags: list[str] = field(default_factory=list)  # CUDA: flags of the .cu units
+    sanitize: bool = False  # ASan/UBSan build (SANITIZE_FLAGS), a debugging aid
+
+    @property
+    def sanitize_flags(self) -> list[str]:
+        """The sanitizer flags of this build (empty unless sanitize): a program linking it needs them too."""
+        return list(SANITIZE_FLAGS) if self.sanitize else []
 
 
 def compiler() -> list[str]:
@@ -96,8 +109,25 @@ def cflags(target: str = "native", opt_level: int = 2, *, openmp: bool = True) -
 
 
 def runtime_flags(flags: Sequence[str]) -> list[str]:
-    """The runtime is hand-written and always built optimised, whatever the graph's opt_level."""
+    """The runtime is hand-written and always built optimised, whatever the graph's opt_level (a
+    sanitized build keeps -O1 for it too: optimised code hides the places a report names)."""
+    if any(f.startswith("-fsanitize=") for f in flags):
+        return list(flags)
     return ["-O3" if f in ("-O0", "-O1", "-O2") else f for f in flags]
+
+
+# AddressSanitizer + UndefinedBehaviorSanitizer: a UB report aborts the program like an ASan report does
+SANITIZE_FLAGS = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer", "-g"]
+
+
+def sanitized(options: BuildOptions) -> BuildOptions:
+    """The options of the ASan/UBSan build of the same library: -O1 and SANITIZE_FLAGS in the compile and
+    the link (a separate cache entry, since the flags are part of the key)."""
+    if options.backend != "c":
+        raise ValueError(f"sanitize=True builds C libraries; backend {options.backend!r} has no sanitizer build")
+    flags = [f for f in options.cflags if not re.fullmatch(r"-O[0-3sgz]?|-O(fast)?", f)]
+    return replace(options, sanitize=True, cflags=["-O1", *SANITIZE_FLAGS, *flags],
+                   ldflags=[*options.ldflags, SANITIZE_FLAGS[0]])
 
 
 def ldflags() -> list[str]:

@@ -9,6 +9,10 @@ A CUDA library (``manifest["options"]["backend"] == "cuda"``) is called the same
 host memory (its ``run_v`` copies them to the device and back). Its context is created at the first call,
 not when the library is opened: such a library builds and loads on a machine without a GPU, and a call
 there raises :class:`RuntimeErrorC` with create's "no CUDA device" message.
+
+A sanitized library (``compile(..., sanitize=True)``) is opened only in a process where AddressSanitizer's
+runtime is already loaded (``LD_PRELOAD=$(gcc -print-file-name=libasan.so)``): dlopen'ing it anywhere else
+makes ASan abort the whole process, so there the model raises a :class:`GraphcError` saying how to run it.
 """
 
 from __future__ import annotations
@@ -81,6 +85,16 @@ class _Library:
                 lib = _LIBS[ident] = cls(target, name, cdef)
                 _OPENED.add((str(path), ident))
             return lib
+
+
+def asan_loaded() -> bool:
+    """True when AddressSanitizer's runtime is in this process (preloaded, or linked into the program)."""
+    import ctypes
+
+    try:
+        return bool(ctypes.CDLL(None).__asan_init)
+    except (AttributeError, OSError):
+        return False
 
 
 class _Spec:
@@ -169,14 +183,30 @@ class CompiledModel:
         self.input_names = [s.name for s in self.inputs]
         self.output_names = [s.name for s in self.outputs]
         self._dim_names = list(self.dims)
-        cdef = (self.directory / f"{self.name}_cffi.h").read_text()
-        self._lib = _Library.open(self.lib_path, self.name, cdef)
+        self._cdef = (self.directory / f"{self.name}_cffi.h").read_text()
+        self.sanitized = bool(self.manifest.get("options", {}).get("sanitize"))
+        self._lib_value: _Library | None = None
+        if not self.sanitized or asan_loaded():
+            self._lib_value = _Library.open(self.lib_path, self.name, self._cdef)
         self._threads = threads
         self.backend: str = self.manifest.get("options", {}).get("backend", "c")
         self._ctx_value: _Context | None = None
         self._ctx_lock = threading.Lock()
-        if self.backend != "cuda":  # a CUDA context needs a GPU: created at the first call
+        if self.backend != "cuda" and self._lib_value is not None:  # a CUDA context needs a GPU: at the first call
             self._ctx = self._new_context(threads)
+
+    @property
+    def _lib(self) -> _Library:
+        lib = self._lib_value
+        if lib is None:
+            if self.sanitized and not asan_loaded():
+                raise GraphcError(
+                    f"lib{self.name}.so is a sanitizer build (sanitize=True): it loads only where AddressSanitizer's "
+                    "runtime comes first, so it is not opened in this process. Run the exported folder's main "
+                    f"(cd {self.directory} && make && ./main), or Python with LD_PRELOAD=$(gcc "
+                    "-print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0")
+            lib = self._lib_value = _Library.open(self.lib_path, self.name, self._cdef)
+        return lib
 
     def _new_context(self, threads: int | None) -> _Context:
         return _Context(self._lib, None if self.weights_path is None else str(self.weights_path), threads)

@@ -29,7 +29,7 @@ from ..ir.graph import Graph, Node, Value
 from ..ir.printer import print_graph, print_node
 from ..passes.fusion import FusionGroup, fusion_groups, inlined_constants
 from ..sym import Dim, Sym, evaluate, is_static, prod
-from .memplan import MemoryPlan, Step, plan_memory
+from .memplan import MemoryPlan, Step, plan_memory, poly_max
 
 if TYPE_CHECKING:
     from .base import Backend
@@ -148,6 +148,30 @@ class Program:
     def memory_table(self) -> list[dict[str, Any]]:
         """The memory plan as data: value, node, offset, size (polynomials as text), first and last step."""
         return self.plan.table()
+
+    @property
+    def arena_lifetimes(self) -> list[tuple[list[tuple[str, str]], list[tuple[str, str]]]]:
+        """Per kernel: the arena blocks that come alive before it, as (offset, exact bytes) C expressions,
+        and those that die after it, as (offset, block bytes). A sanitizer build poisons every arena byte
+        that holds no live value, so a kernel that reads or writes past its tensors is reported."""
+        cname = {d.name: d.cname for d in self.dims}.__getitem__
+        exact: dict[int, Dim] = {}
+        scratch = {k: n for kern in self.kernels if kern.step is not None for k, n in kern.step.scratch}
+        for key, blk in self.plan.location.items():  # a value, or a scratch key
+            size = scratch[key] if isinstance(key, str) else prod(key.type.shape) * key.type.dtype.itemsize
+            old = exact.get(id(blk))
+            exact[id(blk)] = size if old is None else poly_max([old, size])
+        events: list[tuple[list[tuple[str, str]], list[tuple[str, str]]]] = []
+        step = 0
+        for kern in self.kernels:
+            if kern.step is None:
+                events.append(([], []))
+                continue
+            born = [(sym_c(b.offset, cname), sym_c(exact[id(b)], cname)) for b in self.plan.blocks if b.first == step]
+            dead = [(sym_c(b.offset, cname), sym_c(b.size, cname)) for b in self.plan.blocks if b.last == step]
+            events.append((born, dead))
+            step += 1
+        return events
 
 
 def sym_c(d: Dim, name: Callable[[str], str]) -> str:
