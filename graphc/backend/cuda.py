@@ -31,7 +31,7 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .._dtype import float32, float64, int32, int64
@@ -64,7 +64,7 @@ GEMM_BATCH_DIMS = 4  # batch dims a GEMM kernel can walk (GCX_GEMM_BATCH_DIMS)
 IM2COL_FLOATS = 8 << 20  # conv: column buffer of a chunk of images, at most (32 MiB) unless one image needs more
 
 
-def lowers(*ops: str):
+def lowers(*ops: str) -> Callable[[LowerFn], LowerFn]:
     """Register a CUDA lowering rule for the named ops."""
 
     def deco(fn: LowerFn) -> LowerFn:
