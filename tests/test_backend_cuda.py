@@ -5,8 +5,8 @@
   options fail with clear errors; ``emit_only`` and ``graphc compile --backend cuda --emit-c`` need no
   nvcc;
 * when nvcc is installed: those sources compile (one translation unit per model, in parallel, warnings
-  as errors), and a full ``graphc.compile(backend="cuda")`` builds a library that loads; with no GPU
-  its first call raises RuntimeErrorC with create's "no CUDA device" message;
+  as errors), and ``graphc compile --backend cuda`` builds a library that loads; with no GPU its first
+  call raises RuntimeErrorC with create's "no CUDA device" message (and ``graphc run`` says so);
 * when a GPU is present as well: the compiled models match the reference interpreter.
 
 Without a GPU the numerics are checked by tests/test_cuda_emulation.py on a CPU emulation of CUDA.
@@ -31,7 +31,6 @@ from graphc.errors import CompileError, UnsupportedError
 from graphc.ir import Graph
 from tests.test_backend_c import (
     GB,
-    B,
     check,
     elementwise_graph,
     matmul_graph,
@@ -213,7 +212,7 @@ def _nvcc_compile(folder: Path, files: dict[str, str], flags: list[str]) -> tupl
 def test_sources_compile_with_nvcc(sources: dict[str, dict[str, str]], tmp_path: Path) -> None:
     """Every family and example: its model and kernel units as one translation unit, all in parallel, with
     graphc's flags except host code at -O0 (the host compiler's optimiser is most of nvcc's time; ptxas
-    still optimises the device code; test_library_builds_and_reports_no_device builds at -O3)."""
+    still optimises the device code; test_cli_builds_a_library_that_reports_no_device builds at -O3)."""
     flags = generate(shape_graph(), backend="cuda", arch=cuda.default_arch())[2].nvcc_flags
     flags = ["-O0" if f == "-O3" else f for f in flags]
     with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1) as pool:
@@ -228,30 +227,28 @@ def cache_dir() -> str:
                                                                     f"graphc-test-cache-{os.getuid()}")
 
 
-def small_graph() -> Graph:
-    gb = GB("tiny_cuda", {"B": (1, 8)})
-    x = gb.input("x", (B, 5))
-    gb.out("y", gb("softmax", gb("linear", x, gb.param("fc.weight", (3, 5)), gb.param("fc.bias", (3,))), dim=1))
-    return gb.graph()
-
-
 @needs_nvcc
 @pytest.mark.skipif(HAVE_GPU, reason="a CUDA device is present: the models run in test_models_match_on_the_gpu")
-def test_library_builds_and_reports_no_device(cache_dir: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_builds_a_library_that_reports_no_device(cache_dir: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """graphc compile --backend cuda builds the .so with nvcc (at -O3, warnings as errors); without a GPU,
+    opening it works and the first call fails in NAME_create with a clear error (status -8)."""
     from graphc.backend import load_compiled
+    from graphc.cli import main
 
     monkeypatch.setenv("GRAPHC_NVCCFLAGS", "-Werror all-warnings -Xcompiler -Wall,-Wextra")
-
-    m = graphc.compile(small_graph(), backend="cuda", cache_dir=cache_dir, out_dir=tmp_path / "tiny")
-    assert m.backend == "cuda" and m.lib_path.exists()
-    assert re.search(r"-arch=\S+", " ".join(m.manifest["options"]["nvcc_flags"]))
-    x = np.ones((2, 5), np.float32)
-    with pytest.raises(RuntimeErrorC, match=r"tiny_cuda_create failed: no CUDA device \(cudaGetDeviceCount: ") as e:
-        m(x)
+    out = tmp_path / "mlp"
+    assert main(["compile", str(ROOT / "examples" / "mlp" / "model.py"), "--backend", "cuda", "-o", str(out),
+                 "--cache-dir", cache_dir]) == 0
+    assert (out / "libmlp.so").exists() and (out / "runtime" / "gc_safetensors.c").exists()
+    capsys.readouterr()
+    assert main(["run", str(out)]) == 1
+    assert "graphc: error: mlp_create failed: no CUDA device (cudaGetDeviceCount: " in capsys.readouterr().err
+    m = load_compiled(out)
+    assert m.backend == "cuda" and re.search(r"-arch=\S+", " ".join(m.manifest["options"]["nvcc_flags"]))
+    with pytest.raises(RuntimeErrorC, match=r"mlp_create failed: no CUDA device \(cudaGetDeviceCount: ") as e:
+        m(np.ones((2, 784), np.float32))
     assert e.value.status == -8
-    again = load_compiled(tmp_path / "tiny")  # opening needs no device either; the call fails the same way
-    with pytest.raises(RuntimeErrorC, match="no CUDA device"):
-        again.run(x=x)
 
 
 # ------------------------------------------------------------------------------------- GPU
