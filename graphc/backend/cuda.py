@@ -22,6 +22,12 @@ How it differs from the C backend (``graphc/backend/c.py``)
 
 Rules raise :class:`graphc.errors.UnsupportedError` ("not supported by the CUDA backend: op X, dtype Y,
 at module path Z") through ``kb.require`` for what they do not run.
+
+A new op: elementwise ones need nothing (fusion groups print the registry's formula). Otherwise write a
+rule here as in c.py (``kb.input`` / ``kb.output`` / ``kb.dim`` / ``kb.scratch`` / ``kb.fails``, never
+``kb.threads`` or ``kb.work``) and a ``templates/cuda/<family>.cu.j2`` with its ``__global__`` kernel(s)
+and launcher (``_macros.j2``: ``kernel``, ``launcher``, ``grid_loop``, ``launch_grid``). Without a GPU,
+tests/test_cuda_ops_emulated.py runs it from the op table on a CPU emulation of CUDA.
 """
 
 from __future__ import annotations
