@@ -1,0 +1,911 @@
+"""Hardening of the generated libraries: sanitizers, valgrind, a fuzzed weights loader, the C input checks
+and the arena plan, all through the real generated code.
+
+* Sanitizers (``graphc.compile(..., sanitize=True)``): every example model and a few op-family graphs
+  (conv/pool/sdpa/embedding/norms, concat/pad/slice with step/permute/gather, reductions, and a graph with
+  two dynamic dims B and T) are exported as ASan/UBSan libraries; the folder's own ``main`` (its Makefile
+  links it with the same flags, so ASan's runtime comes first) runs them at every dim's minimum and
+  maximum with leak checking on. No report may appear, and the outputs match the optimised library's
+  (called from Python with main's input pattern) to float32 round-off: -O1 and -O3 -march=native differ
+  in FMA contraction and summation order, so bit equality is not expected.
+  Why main.c and not Python: a sanitized .so cannot be dlopen'ed into an unsanitized Python (ASan aborts
+  the process); Python under ``LD_PRELOAD=libasan.so`` works but runs numpy and cffi under ASan too
+  (slow, and reports in them are not ours). A C program is the robust route.
+* valgrind memcheck on the exported main of one small model, both weight modes, built with
+  ``target="portable"`` (valgrind does not decode AVX-512).
+* The weights loader through the generated ``NAME_create``: a file-mode export's safetensors file
+  mutated (truncated at every header offset and through the data, bytes flipped in the header, the
+  data_offsets, dtypes, shapes, metadata and names rewritten, names swapped, garbage appended). Each case
+  is judged by an independent Python model of the format's rules: create succeeds exactly when the file
+  is valid for this model, and then the library computes with exactly the file's (possibly mutated)
+  weights; otherwise it returns FORMAT/MISMATCH with a message. The same corpus then runs through a C
+  driver linked with the sanitized library: same status per file, no report.
+* The C input checks: NULL context/dims/inputs/outputs and each single input or output pointer, every
+  dim below its minimum, above its maximum, negative, INT64_MIN/MAX, bad thread counts, out-of-range
+  introspection indices, through ``NAME_run_v`` from a C driver (plain and sanitized): a nonzero status
+  and a message naming the problem, and the context still works afterwards.
+* The arena plan of every example and the two-dim graph, for many sampled dims: blocks live at the same
+  step never overlap, every block lies inside ``NAME_arena_bytes(dims)`` and inside what create
+  allocates (the plan at the dims' maxima), and every block holds its values' bytes (numbers from the
+  compiled library and the manifest; tests/test_backend_c.py checks one plan's polynomials symbolically).
+  A sanitized build also poisons the arena bytes no live value holds; a kernel made to write one
+  element past its output is shown to be reported.
+
+Everything is built once per module (a thread pool of two over the compiles) in the build cache shared
+with the other backend tests. Sanitizer tests skip only when gcc cannot build and run an ASan/UBSan
+program here; valgrind tests only when valgrind is not installed.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import itertools
+import json
+import os
+import random
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import graphc
+from graphc.backend import generate, load_compiled
+from graphc.backend.build import SANITIZE_FLAGS
+from graphc.ir import interpret, parse
+from graphc.sym import Sym, evaluate, parse_dim
+from tests.test_backend_c import GB, i64, nn_graph, reduce_graph, shape_graph
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ["mlp", "resnet", "transformer", "lora", "digits"]
+STRICT = "-Wall -Wextra -Werror"
+SAN_ENV = {"ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0:exitcode=97",
+           "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1:exitcode=98"}
+REPORT = re.compile(r"ERROR: (Address|Leak)Sanitizer|runtime error:|SUMMARY: \w+Sanitizer")
+
+
+def _cache_dir() -> str:
+    return os.environ.get("GRAPHC_TEST_CACHE_DIR") or os.path.join(tempfile.gettempdir(),
+                                                                    f"graphc-test-cache-{os.getuid()}")
+
+
+def _probe_sanitizers() -> str | None:
+    """None when gcc builds and runs a program and a shared library with ASan/UBSan, else why not."""
+    if shutil.which("gcc") is None:
+        return "no gcc"
+    with tempfile.TemporaryDirectory() as d:
+        Path(d, "lib.c").write_text("int f(int *p) { return p[0]; }\n")
+        Path(d, "main.c").write_text("int f(int *p);\nint main(void) { int x = 0; return f(&x); }\n")
+        for cmd in (["gcc", *SANITIZE_FLAGS, "-fPIC", "-shared", "lib.c", "-o", "libf.so"],
+                    ["gcc", *SANITIZE_FLAGS, "main.c", "-L.", "-lf", "-Wl,-rpath,$ORIGIN", "-o", "probe"],
+                    ["./probe"]):
+            r = subprocess.run(cmd, cwd=d, capture_output=True, text=True)
+            if r.returncode != 0:
+                return f"gcc cannot build and run ASan/UBSan programs here: {' '.join(cmd)}: {r.stderr[-300:]}"
+    return None
+
+
+_SAN_PROBLEM = _probe_sanitizers()
+needs_sanitizers = pytest.mark.skipif(_SAN_PROBLEM is not None, reason=str(_SAN_PROBLEM))
+needs_valgrind = pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
+
+
+# ------------------------------------------------------------------------------------------ models
+def _example(name: str) -> dict[str, Any]:
+    from tests.test_examples import load_example
+
+    return load_example(name)
+
+
+B, T = Sym.var("B"), Sym.var("T")
+
+
+def bt_graph():
+    """Two dynamic dims (B, T) through embedding, causal sdpa, matmul, softmax, concat, pad, slices
+    (one with a step) and reductions: the memory plan's polynomials have B*T*T terms."""
+    gb = GB("bt", dims={"B": (1, 8), "T": (2, 24)})
+    x = gb.input("x", (B, T, 6))
+    ids = gb.input("ids", (B, T), i64)
+    h = gb("add", x, gb("embedding", ids, gb.param("emb.weight", (5, 6))))
+    q = gb("permute", gb("reshape", h, shape=(B, T, 2, 3)), dims=(0, 2, 1, 3))
+    a = gb("sdpa", q, q, q, scale=0.5, is_causal=True)
+    a = gb("reshape", gb("permute", a, dims=(0, 2, 1, 3)), shape=(B, T, 6))
+    s = gb("softmax", gb("matmul", h, gb("permute", a, dims=(0, 2, 1))), dim=2)  # [B,T,T]
+    c = gb("tanh", gb("concat", gb("matmul", s, h), gb("pad", a, pads=(0, 0, 1, 0)), dim=1))  # [B,2T+1,6]
+    sl = gb("slice", c, dim=1, start=1, end=T, step=1)
+    sl2 = gb("slice", c, dim=2, start=0, end=6, step=2)
+    gb.out("red", gb("add", gb("sum", sl, dims=(1,)), gb("mean", c, dims=(1,))))
+    gb.out("m", gb("amax", sl2, dims=(1,)))
+    gb.out("s", s)
+    return gb.graph()
+
+
+def rank10_graph():
+    """Inputs and outputs of rank 10 (main.c once had room for 8 dims of a shape)."""
+    gb = GB("rank10", dims={"B": (1, 4)})
+    x = gb.input("x", (B, 2, 1, 3, 1, 2, 1, 2, 1, 2))
+    gb.out("y", gb("sum", gb("exp", x), dims=(1, 3), keepdim=True))
+    return gb.graph()
+
+
+class Fuzzy(graphc.nn.Module):
+    """Small, with two parameters of the same shape (a name swap is a valid file with other weights)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = graphc.nn.Linear(6, 6)
+        self.fc2 = graphc.nn.Linear(6, 6)
+        self.head = graphc.nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.head(graphc.tanh(self.fc2(graphc.relu(self.fc1(x)))))
+
+
+def _fuzzy():
+    graphc.manual_seed(3)
+    return Fuzzy().eval(), (graphc.randn(2, 6),), {"x": {0: graphc.Dim("B", 1, 16)}}
+
+
+def _models() -> dict[str, tuple[Any, dict[str, Any]]]:
+    """name -> (graph, compile arguments) of every model the sanitizer test runs; the op-family graphs'
+    optimised builds are those of tests/test_backend_c.py (same arguments and flags: shared cache entries)."""
+    out: dict[str, tuple[Any, dict[str, Any]]] = {}
+    for name in EXAMPLES:
+        ns = _example(name)
+        out[name] = (graphc.trace(ns["model"], ns["example_inputs"], ns.get("dynamic"), name=name), {})
+    for name, g, level in (("nnops", nn_graph(), 1), ("shapes", shape_graph(), 1), ("reductions", reduce_graph(), 2)):
+        out[name] = (g, {"opt_level": level})
+    out["bt"] = (bt_graph(), {"weights": "file"})
+    out["rank10"] = (rank10_graph(), {})
+    return out
+
+
+def _compile_all(jobs: dict[str, Any]) -> dict[str, Any]:
+    """Run name -> (callable, group) jobs, two at a time, with GRAPHC_CFLAGS=STRICT (the flags of
+    tests/test_backend_c.py). The first job of each group runs alone first: it builds that group's runtime
+    objects (once per flags) with both cores, instead of two jobs building the same ones side by side."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("GRAPHC_CFLAGS", os.environ.get("GRAPHC_TEST_CFLAGS", STRICT))
+    try:
+        out = {}
+        for group in dict.fromkeys(g for _, g in jobs.values()):
+            first = next(n for n, (_, g) in jobs.items() if g == group)
+            out[first] = jobs[first][0]()
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            futures = {n: pool.submit(fn) for n, (fn, _) in jobs.items() if n not in out}
+            out.update({n: f.result() for n, f in futures.items()})
+    finally:
+        mp.undo()
+    return out
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """Every model compiled twice: the optimised library and the sanitized one, both exported."""
+    base = tmp_path_factory.mktemp("hardening")
+    models = _models()
+
+    def plain(name):
+        g, kw = models[name]
+        return graphc.compile(g, name=name, cache_dir=_cache_dir(), out_dir=base / "plain" / name, **kw)
+
+    def sanitized(name):
+        g, kw = models[name]
+        out = base / "san" / name
+        graphc.compile(g, name=name, cache_dir=_cache_dir(), out_dir=out, sanitize=True,
+                       emit_only=_SAN_PROBLEM is not None, **kw)
+        return out
+
+    jobs = {("san", n): (lambda n=n: sanitized(n), "san") for n in models}
+    jobs.update({("plain", n): (lambda n=n: plain(n), "plain") for n in models})
+    done = _compile_all(jobs)
+    return {"models": models, "plain": {n: done["plain", n] for n in models}, "base": base,
+            "san": {n: done["san", n] for n in models}}
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def pattern(shape, k: int, dt: np.dtype) -> np.ndarray:
+    """main.c's inputs: element i of input k is ((i*7 + k*3) % 17) / 8 - 1 (floats), (i + k) % 2 (others)."""
+    i = np.arange(int(np.prod(shape)), dtype=np.int64)
+    if np.issubdtype(dt, np.floating):
+        return (((i * 7 + k * 3) % 17) / 8.0 - 1.0).astype(dt).reshape(shape)
+    return ((i + k) % 2).astype(dt).reshape(shape)
+
+
+def parse_main_output(text: str) -> dict[str, np.ndarray]:
+    out: dict[str, list[float]] = {}
+    name = None
+    for line in text.splitlines():
+        m = re.match(r"^(\w+) \w+\[", line)
+        if m:
+            name = m.group(1)
+            out[name] = []
+        else:
+            out[name].append(float(line))
+    return {k: np.array(v) for k, v in out.items()}
+
+
+def dim_points(model) -> list[dict[str, int]]:
+    """All dims at their minima, all at their maxima, and (two dims or more) each one alone at its max."""
+    lo = {n: a for n, (a, _) in model.dims.items()}
+    hi = {n: b for n, (_, b) in model.dims.items()}
+    pts = [lo, hi] + ([{**lo, n: hi[n]} for n in model.dims] if len(model.dims) > 1 else [])
+    return [dict(p) for p in {tuple(sorted(p.items())): p for p in pts}.values()]
+
+
+def pattern_inputs(model, dims: dict[str, int]) -> dict[str, np.ndarray]:
+    return {s.name: pattern(s.resolve(dims), k, s.np) for k, s in enumerate(model.inputs)}
+
+
+def run_sanitized(exe: Path, args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
+    env = dict(os.environ, **SAN_ENV)
+    res = subprocess.run([str(exe), *args], cwd=exe.parent, capture_output=True, text=True, env=env, timeout=timeout)
+    assert not REPORT.search(res.stderr), f"{exe.parent.name} {args}: sanitizer report\n{res.stderr[-6000:]}"
+    return res
+
+
+def make(folder: Path) -> Path:
+    res = subprocess.run(["make", "-s", "main"], cwd=folder, capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    return folder / "main"
+
+
+# ------------------------------------------------------------------------------------------ (a) sanitizers
+@needs_sanitizers
+def test_sanitize_option_builds_an_asan_library(built):
+    m = built["plain"]["mlp"]
+    folder = built["san"]["mlp"]
+    man = json.loads((folder / "manifest.json").read_text())
+    assert man["options"]["sanitize"] is True and "-fsanitize=address,undefined" in man["options"]["cflags"]
+    assert "-O1" in man["options"]["cflags"] and "-O3" not in man["options"]["cflags"]
+    assert man["options"]["sanitize"] != m.manifest["options"].get("sanitize", False)
+    deps = subprocess.run(["ldd", str(folder / "libmlp.so")], capture_output=True, text=True).stdout
+    assert "libasan" in deps and "libubsan" in deps, deps
+    assert "-fsanitize=address,undefined" in (folder / "Makefile").read_text()
+    # a Python without ASan's runtime cannot load it: the model says how to run it instead of aborting
+    sm = load_compiled(folder)
+    assert sm.sanitized
+    with pytest.raises(graphc.GraphcError, match=r"sanitizer build .*make && \./main.*LD_PRELOAD"):
+        sm(np.zeros((1, 784), np.float32))
+
+
+@needs_sanitizers
+def test_every_model_clean_under_asan_ubsan(built, capsys):
+    jobs = []
+    for name, folder in built["san"].items():
+        exe = make(folder)
+        model = built["plain"][name]
+        for dims in dim_points(model):
+            jobs.append((name, exe, model, dims))
+
+    def one(job):
+        name, exe, model, dims = job
+        res = run_sanitized(exe, ["-t", "1", *[f"{k}={v}" for k, v in dims.items()]])
+        return job, res
+
+    worst: dict[str, float] = {}
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        for (name, _, model, dims), res in pool.map(one, jobs):
+            assert res.returncode == 0, f"{name} {dims}: exit {res.returncode}\n{res.stderr[-4000:]}"
+            got = parse_main_output(res.stdout)
+            want = model.run(**pattern_inputs(model, dims))
+            assert set(got) == set(want), name
+            for k, w in want.items():
+                g = got[k].astype(w.dtype).reshape(w.shape)
+                if w.dtype.kind == "f":
+                    scale = max(1.0, float(np.abs(w).max()) if w.size else 1.0)
+                    err = float(np.abs(g.astype(np.float64) - w).max()) if w.size else 0.0
+                    worst[name] = max(worst.get(name, 0.0), err / scale)
+                    np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6 * scale, err_msg=f"{name} {k} {dims}")
+                else:
+                    np.testing.assert_array_equal(g, w, err_msg=f"{name} {k} {dims}")
+    assert set(worst) >= set(EXAMPLES)
+    with capsys.disabled():
+        print(f"\n[graphc] {len(jobs)} sanitized runs clean; largest difference from the -O3 library, relative to "
+              f"the output's scale: " + ", ".join(f"{k} {v:.1e}" for k, v in sorted(worst.items())))
+
+
+@needs_sanitizers
+def test_sanitized_arena_reports_a_write_past_a_tensor(built, tmp_path):
+    """The arena's dead and padding bytes are poisoned in a sanitized build: a kernel writing one element
+    past its output, still inside the output's 64-byte-rounded block, is reported (use-after-poison)."""
+    from graphc.backend import build_options
+    from graphc.backend.build import build_library, sanitized
+
+    folder = built["san"]["bt"]
+    man = json.loads((folder / "manifest.json").read_text())
+    files = {n: (folder / n).read_text() for n in man["files"]["sources"]}
+    unit = next(n for n, t in files.items() if n.endswith(".c") and re.search(r"void bt_add\([^)]*\)\n\{", t))
+    faulty = re.sub(r"(void bt_add\([^)]*\)\n\{\n.*?\n)\}\n", r"\1    add[B * T * 6] = 0.0f;\n}\n", files[unit],
+                    count=1, flags=re.S)
+    assert faulty != files[unit] and "add[i0]" in faulty, "the injection point moved: update this test"
+    files[unit] = faulty
+    mp = pytest.MonkeyPatch()
+    mp.setenv("GRAPHC_CFLAGS", os.environ.get("GRAPHC_TEST_CFLAGS", STRICT))  # the runtime above, cached
+    try:
+        lib_dir, _ = build_library(files, sanitized(build_options("c", name="bt", weights="file")),
+                                   cache_dir=_cache_dir())
+    finally:
+        mp.undo()
+    copy = tmp_path / "bt"
+    shutil.copytree(folder, copy)
+    shutil.copyfile(lib_dir / "libbt.so", copy / "libbt.so")
+    env = dict(os.environ, **SAN_ENV)
+    res = subprocess.run([str(make(copy)), "-t", "1", "B=2", "T=5"], cwd=copy, capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert res.returncode != 0 and "AddressSanitizer: use-after-poison" in res.stderr, res.stderr[-3000:]
+    assert re.search(r"#0 .* in bt_add .*:\d+", res.stderr), res.stderr[-3000:]
+
+
+@needs_sanitizers
+def test_sanitized_library_from_python_under_ld_preload(built):
+    """The documented Python route: LD_PRELOAD of libasan, leak checking off (the interpreter's own
+    allocations are not ours)."""
+    libasan = subprocess.run(["gcc", "-print-file-name=libasan.so"], capture_output=True, text=True).stdout.strip()
+    plain = built["plain"]["mlp"]
+    x = pattern((3, 784), 0, np.float32)
+    code = ("import sys, numpy as np\nfrom graphc.backend import load_compiled\n"
+            "m = load_compiled(sys.argv[1])\nassert m.sanitized\n"
+            "np.save(sys.argv[2], m(np.load(sys.argv[3])))\n")
+    np.save(built["base"] / "x.npy", x)
+    env = dict(os.environ, LD_PRELOAD=libasan, ASAN_OPTIONS="detect_leaks=0",
+               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    res = subprocess.run([sys.executable, "-c", code, str(built["san"]["mlp"]), str(built["base"] / "y.npy"),
+                          str(built["base"] / "x.npy")], capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0 and not REPORT.search(res.stderr), res.stderr[-4000:]
+    np.testing.assert_allclose(np.load(built["base"] / "y.npy"), plain(x), rtol=1e-4, atol=1e-5)
+
+
+def test_cli_sanitize(tmp_path):
+    env = dict(os.environ, GRAPHC_CACHE_DIR=_cache_dir(),
+               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    env["GRAPHC_CFLAGS"] = os.environ.get("GRAPHC_TEST_CFLAGS", STRICT)
+    model = ROOT / "examples" / "mlp" / "model.py"
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "graphc", "compile", str(model), *args], env=env,
+                              capture_output=True, text=True, timeout=600)
+
+    for bad in (["--verify"], ["--backend", "cuda"]):
+        r = cli("--sanitize", "-o", str(tmp_path / "x"), *bad)
+        assert r.returncode != 0 and "--sanitize builds a C library" in r.stderr, r.stderr
+    if _SAN_PROBLEM is not None:
+        r = cli("--sanitize", "--emit-c", "-o", str(tmp_path / "asan"))
+        assert r.returncode == 0 and "fsanitize=address" in (tmp_path / "asan" / "Makefile").read_text()
+        return
+    r = cli("--sanitize", "-o", str(tmp_path / "asan"))
+    assert r.returncode == 0, r.stderr
+    res = run_sanitized(make(tmp_path / "asan"), ["-t", "1", "B=2"])
+    assert res.returncode == 0 and res.stdout.startswith("output f32[2,10]"), res.stderr[-3000:]
+
+
+# ------------------------------------------------------------------------------------------ (b) valgrind
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """The small model exported three times: weights file and baked, both target="portable" (valgrind
+    does not decode AVX-512), and a sanitized weights-file build (native, like the others' sanitized
+    runtime)."""
+    base = tmp_path_factory.mktemp("small")
+    model, example, dynamic = _fuzzy()
+    g = graphc.trace(model, example, dynamic, name="fz")
+    kinds = {"file": {"weights": "file", "target": "portable"}, "embed": {"weights": "embed", "target": "portable"}}
+    if _SAN_PROBLEM is None:
+        kinds["san"] = {"weights": "file", "sanitize": True}
+
+    def one(kind):
+        return graphc.compile(g, name="fz", cache_dir=_cache_dir(), out_dir=base / kind, **kinds[kind])
+
+    out = _compile_all({k: (lambda k=k: one(k), kinds[k].get("target", "native")) for k in kinds})
+    return {**out, "base": base}
+
+
+@needs_valgrind
+@pytest.mark.parametrize("mode", ["file", "embed"])
+def test_valgrind_memcheck_main(small, mode):
+    m = small[mode]
+    exe = make(m.directory)
+    vg = ["valgrind", "--tool=memcheck", "--error-exitcode=99", "--leak-check=full",
+          "--errors-for-leak-kinds=definite", "-q", str(exe), "-t", "1"]
+    res = subprocess.run([*vg, "B=5"], cwd=m.directory, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-6000:]
+    got = parse_main_output(res.stdout)["output"].astype(np.float32)
+    want = m(pattern((5, 6), 0, np.float32))
+    np.testing.assert_array_equal(got, want.reshape(-1))
+    # an error path is clean too: create fails on a missing weights file, everything is released
+    res = subprocess.run([*vg, "-w", "missing.safetensors"], cwd=m.directory, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 1 and "error: weights file 'missing.safetensors'" in res.stderr, res.stderr[-4000:]
+
+
+# ------------------------------------------------------------------------------------------ (c) weights fuzz
+DTYPES = {"F32": ("f32", 4), "F64": ("f64", 8), "F16": ("f16", 2), "BF16": ("bf16", 2), "I8": ("i8", 1),
+          "I16": ("i16", 2), "I32": ("i32", 4), "I64": ("i64", 8), "U8": ("u8", 1), "BOOL": ("bool", 1)}
+NP = {"F32": np.float32, "F64": np.float64, "F16": np.float16, "I8": np.int8, "I16": np.int16, "I32": np.int32,
+      "I64": np.int64, "U8": np.uint8, "BOOL": np.bool_}
+
+
+class Invalid(Exception):
+    pass
+
+
+def _no_dup(pairs):
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise Invalid("duplicate key")
+    return dict(pairs)
+
+
+def judge(data: bytes, want: dict[str, tuple[str, list[int]]], model: str, fp: str) -> dict[str, np.ndarray]:
+    """The safetensors rules graphc's loader enforces, written independently of it. Returns the tensors
+    the model would compute with, or raises Invalid(why)."""
+    if len(data) < 8:
+        raise Invalid("shorter than 8 bytes")
+    n = struct.unpack("<Q", data[:8])[0]
+    if n > len(data) - 8:
+        raise Invalid("header length past the end")
+    try:
+        text = data[8:8 + n].decode("utf-8")
+        header = json.loads(text, object_pairs_hook=_no_dup)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise Invalid(f"json: {e}") from None
+    if not isinstance(header, dict):
+        raise Invalid("header is not an object")
+    area = data[8 + n:]
+    meta = header.pop("__metadata__", None)
+    if meta is not None and (not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values())):
+        raise Invalid("metadata")
+    spans = []
+    tensors = {}
+    for name, e in header.items():
+        if "\0" in name or not isinstance(e, dict) or set(e) != {"dtype", "shape", "data_offsets"}:
+            raise Invalid(f"entry {name!r}")
+        dt, shape, offs = e["dtype"], e["shape"], e["data_offsets"]
+        ints = shape + offs if isinstance(shape, list) and isinstance(offs, list) else None
+        if dt not in DTYPES or ints is None or not all(type(v) is int and 0 <= v < 2**63 for v in ints):
+            raise Invalid(f"tensor {name!r} fields")
+        if len(shape) > 8 or len(offs) != 2 or not offs[0] <= offs[1] <= len(area):
+            raise Invalid(f"tensor {name!r} offsets")
+        if int(np.prod(shape, dtype=object)) * DTYPES[dt][1] != offs[1] - offs[0]:
+            raise Invalid(f"tensor {name!r} size")
+        if offs[1] > offs[0]:
+            spans.append((offs[0], offs[1]))
+        tensors[name] = (dt, shape, offs)
+    spans.sort()
+    if any(b0 < a1 for (_, a1), (b0, _) in zip(spans, spans[1:])):
+        raise Invalid("overlap")
+    if not meta or "graphc.model" not in meta or "graphc.fingerprint" not in meta:
+        raise Invalid("no graphc metadata")
+    if meta["graphc.model"] != model or meta["graphc.fingerprint"] != fp:
+        raise Invalid("other model")
+    out = {}
+    for pname, (dt, shape) in want.items():
+        if pname not in tensors or DTYPES[tensors[pname][0]][0] != dt or tensors[pname][1] != shape:
+            raise Invalid(f"param {pname}")
+        b0, b1 = tensors[pname][2]
+        if (8 + n + b0) % DTYPES[tensors[pname][0]][1]:
+            raise Invalid("misaligned")
+        out[pname] = np.frombuffer(area[b0:b1], NP[tensors[pname][0]]).reshape(shape)
+    return out
+
+
+def _header(data: bytes) -> tuple[dict, bytes]:
+    n = struct.unpack("<Q", data[:8])[0]
+    return json.loads(data[8:8 + n]), data[8 + n:]
+
+
+def _pack(header: dict, area: bytes, pad: bool = True) -> bytes:
+    text = json.dumps(header, separators=(",", ":")).encode()
+    if pad:
+        text += b" " * (-(8 + len(text)) % 64)
+    return struct.pack("<Q", len(text)) + text + area
+
+
+def mutations(data: bytes, seed: int = 7) -> list[tuple[str, bytes]]:
+    """Named mutants of a valid weights file."""
+    rnd = random.Random(seed)
+    n = struct.unpack("<Q", data[:8])[0]
+    header, area = _header(data)
+    names = [k for k in header if k != "__metadata__"]
+    cases: list[tuple[str, bytes]] = []
+    # truncations: every byte of the length and header, then through the data area
+    for cut in [*range(0, 8 + n + 2), *range(8 + n + 2, len(data), max(1, (len(data) - n) // 60)), len(data) - 1]:
+        cases.append((f"truncate@{cut}", data[:cut]))
+    # byte flips anywhere in the length field and the header text
+    for pos in range(0, 8 + n):
+        for x in (0x01, 0x20, 0x80):
+            cases.append((f"flip@{pos}^{x:#x}", data[:pos] + bytes([data[pos] ^ x]) + data[pos + 1:]))
+    # data area: a middle byte of one float of each tensor (a valid file with other weights)
+    for k in names:
+        b0, b1 = header[k]["data_offsets"]
+        if b1 - b0 >= 4:
+            pos = 8 + n + b0 + 4 * rnd.randrange((b1 - b0) // 4) + 2
+            cases.append((f"data {k}", data[:pos] + bytes([data[pos] ^ 0x15]) + data[pos + 1:]))
+
+    def variant(label, fn, pad=True):
+        h = json.loads(json.dumps(header))
+        fn(h)
+        cases.append((label, _pack(h, area, pad)))
+
+    big = 2**63 - 1
+    for k in names:
+        b0, b1 = header[k]["data_offsets"]
+        shape = header[k]["shape"]
+        for label, offs in (("+1", [b0 + 1, b1 + 1]), ("-1", [b0 - 1, b1 - 1]), ("swap", [b1, b0]),
+                            ("short", [b0, b1 - 1]), ("long", [b0, b1 + 1]),
+                            ("past end", [b0 + len(area), b1 + len(area)]),
+                            ("huge", [b0, big]), ("wrap", [big, b1]), ("neg", [-4, b1]), ("float", [float(b0), b1]),
+                            ("str", [str(b0), b1]), ("three", [b0, b1, b1]), ("one", [b0]), ("zero", [0, b1 - b0])):
+            variant(f"offsets {k} {label}", lambda h, k=k, offs=offs: h[k].__setitem__("data_offsets", offs))
+        for dt in ("F16", "F64", "I32", "BOOL", "f32", "", "F32 ", "X9", 5):
+            variant(f"dtype {k} {dt!r}", lambda h, k=k, dt=dt: h[k].__setitem__("dtype", dt))
+        new_shapes = [shape[::-1], shape + [1], [1] + shape, shape[:-1], [int(np.prod(shape))], [0] + shape,
+                      [-1] + shape, [2**62, 4] + shape[1:], [2**40] * 3, [1] * 9 + shape, [], "abc", [1.5]]
+        for s in new_shapes:
+            variant(f"shape {k} {s}", lambda h, k=k, s=s: h[k].__setitem__("shape", s))
+        variant(f"extra key {k}", lambda h, k=k: h[k].__setitem__("extra", 1))
+        variant(f"drop dtype {k}", lambda h, k=k: h[k].pop("dtype"))
+        variant(f"drop {k}", lambda h, k=k: h.pop(k))
+        variant(f"rename {k}", lambda h, k=k: h.__setitem__(k + "x", h.pop(k)))
+        variant(f"unpadded {k}", lambda h: None, pad=False)
+    meta = header["__metadata__"]
+    for key in list(meta):
+        variant(f"meta drop {key}", lambda h, key=key: h["__metadata__"].pop(key))
+        for v in ("", meta[key][:-1], meta[key] + "0", meta[key].upper(), "x" * 5000, 7, None):
+            variant(f"meta {key}={str(v)[:20]!r}", lambda h, key=key, v=v: h["__metadata__"].__setitem__(key, v))
+    variant("meta null", lambda h: h.__setitem__("__metadata__", None))
+    variant("meta list", lambda h: h.__setitem__("__metadata__", ["a"]))
+    variant("meta drop", lambda h: h.pop("__metadata__"))
+    variant("meta extra", lambda h: h["__metadata__"].__setitem__("extra", "y"))
+    # swaps of names: same shape (valid, other weights) and different shapes (mismatch)
+    for a, b in itertools.combinations(names, 2):
+        def swap(h, a=a, b=b):
+            h[a], h[b] = h[b], h[a]
+        variant(f"swap {a} {b}", swap)
+    # duplicate names / keys, written by hand
+    first = json.dumps({names[0]: header[names[0]]})[1:-1]
+    text = json.dumps(header, separators=(",", ":"))
+    cases.append(("dup tensor", _pack_text(text[:-1] + "," + first + "}", area)))
+    cases.append(("dup meta", _pack_text(text[:-1] + ',"__metadata__":{}}', area)))
+    # garbage appended, NUL and escapes in names, a header length pointing inside the data
+    cases.append(("append", data + b"garbage" * 10))
+    cases.append(("append 1", data + b"\0"))
+    variant("nul name", lambda h: h.__setitem__(names[0] + "\0", h.pop(names[0])))
+    variant("escaped name", lambda h: h.__setitem__("fc\u00e9", h.pop(names[0])))
+    cases.append(("length+64", struct.pack("<Q", n + 64) + data[8:]))
+    cases.append(("length max", struct.pack("<Q", 2**64 - 1) + data[8:]))
+    cases.append(("length 2^63", struct.pack("<Q", 2**63) + data[8:]))
+    cases.append(("empty header", _pack({}, area)))
+    cases.append(("empty", b""))
+    # random multi-byte mutations
+    for i in range(150):
+        d = bytearray(data)
+        for _ in range(rnd.randint(1, 4)):
+            d[rnd.randrange(8 + n)] = rnd.randrange(256)
+        cases.append((f"random {i}", bytes(d)))
+    return cases
+
+
+def _pack_text(text: str, area: bytes) -> bytes:
+    raw = text.encode()
+    raw += b" " * (-(8 + len(raw)) % 64)
+    return struct.pack("<Q", len(raw)) + raw + area
+
+
+@pytest.fixture(scope="module")
+def fuzz_export(small):
+    m = small["file"]
+    data = (m.directory / "fz.safetensors").read_bytes()
+    files = []
+    for i, (label, blob) in enumerate(mutations(data)):
+        p = small["base"] / "corpus" / f"{i:04d}.safetensors"
+        p.parent.mkdir(exist_ok=True)
+        p.write_bytes(blob)
+        files.append((label, p, blob))
+    return {"model": m, "san": small["san"].directory if "san" in small else None, "files": files}
+
+
+def _create(m, path: Path) -> tuple[int, str, Any]:
+    lib, ffi = m._lib, m._lib.ffi
+    out = ffi.new("fz_ctx **")
+    err = ffi.new("char[]", 600)
+    rc = lib.create(out, str(path).encode(), err, 600)
+    return rc, ffi.string(err).decode(errors="replace"), (ffi.gc(out[0], lib.destroy) if rc == 0 else None)
+
+
+def _run_ctx(m, ctx, x: np.ndarray) -> np.ndarray:
+    ffi = m._lib.ffi
+    y = np.empty((x.shape[0], 3), np.float32)
+    keep = [ffi.from_buffer(x), ffi.from_buffer(y)]
+    rc = m._lib.run_v(ctx, ffi.new("int64_t[]", [x.shape[0]]), ffi.new("void *[]", keep[:1]),
+                      ffi.new("void *[]", keep[1:]))
+    assert rc == 0
+    return y
+
+
+def test_weights_loader_fuzzed_through_create(fuzz_export):
+    m = fuzz_export["model"]
+    g = parse((m.directory / "fz.gir").read_text())
+    want = {k: (v.type.dtype.short, [int(d) for d in v.type.shape]) for k, v in g.params.items()}
+    x = pattern((4, 6), 0, np.float32)
+    accepted = rejected = 0
+    reasons = set()
+    for label, path, blob in fuzz_export["files"]:
+        try:
+            params = judge(blob, want, "fz", m.fingerprint)
+        except Invalid as e:
+            params, why = None, str(e)
+        rc, msg, ctx = _create(m, path)
+        if params is None:
+            assert rc in (-3, -4), f"{label}: judged invalid ({why}) but create returned {rc}: {msg}"
+            assert msg.startswith(f"weights file '{path}': ") and len(msg) > len(str(path)) + 20, (label, msg)
+            reasons.add(re.sub(r"'[^']*'|\d+", "_", msg.split(": ", 1)[1])[:40])
+            rejected += 1
+        else:
+            assert rc == 0, f"{label}: a valid file for this model, create returned {rc}: {msg}"
+            g.param_data.update(params)
+            ref = interpret(g, {"x": x})["output"]
+            np.testing.assert_allclose(_run_ctx(m, ctx, x), ref, rtol=1e-5, atol=1e-6,
+                                       err_msg=label)
+            accepted += 1
+    assert accepted >= 10 and rejected >= 1000, (accepted, rejected)
+    assert len(reasons) >= 25, sorted(reasons)  # the corpus reaches many different checks
+
+
+CORPUS_DRIVER = r"""
+#include <stdio.h>
+#include <string.h>
+#include "fz.h"
+
+int main(int argc, char **argv)
+{
+    float x[4 * 6], y[4 * 3];
+    for (int i = 0; i < 24; i++)
+        x[i] = (float)((i * 7) % 17) / 8.0f - 1.0f;
+    for (int a = 1; a < argc; a++) {
+        char err[300];
+        fz_ctx *ctx = NULL;
+        const int rc = fz_create(&ctx, argv[a], err, sizeof err);
+        if ((rc == 0) != (ctx != NULL) || (rc != 0 && !err[0]))
+            return 3;
+        if (rc == 0 && fz_run(ctx, 4, x, y) != 0)
+            return 4;
+        printf("%s %d\n", strrchr(argv[a], '/') + 1, rc);
+        fz_destroy(ctx);
+        /* a tiny error buffer truncates, never overflows; NULL is allowed */
+        char small[5];
+        memset(small, 'z', sizeof small);
+        fz_ctx *c2 = NULL;
+        if (fz_create(&c2, argv[a], small, 1) != rc || small[0] != '\0' || small[1] != 'z')
+            return 5;
+        fz_destroy(c2);
+        c2 = NULL;
+        if (fz_create(&c2, argv[a], NULL, 0) != rc)
+            return 6;
+        fz_destroy(c2);
+    }
+    return 0;
+}
+"""
+
+
+@needs_sanitizers
+def test_weights_corpus_under_sanitizers(fuzz_export):
+    san = fuzz_export["san"]
+    (san / "corpus.c").write_text(CORPUS_DRIVER)
+    exe = san / "corpus"
+    res = subprocess.run(["gcc", "-O1", *SANITIZE_FLAGS, "-Wall", "-Wextra", "-Werror", "-I.", "corpus.c", "-o",
+                          "corpus", "-L.", "-lfz", "-Wl,-rpath,$ORIGIN"], cwd=san, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    files = [str(p) for _, p, _ in fuzz_export["files"]]
+    res = run_sanitized(exe, files)
+    assert res.returncode == 0, res.stderr[-4000:]
+    got = dict(line.split() for line in res.stdout.splitlines())
+    assert len(got) == len(files)
+    m = fuzz_export["model"]
+    for label, p, _ in fuzz_export["files"]:
+        rc = _create(m, p)[0]
+        assert int(got[p.name]) == rc, f"{label}: sanitized library {got[p.name]}, optimised one {rc}"
+
+
+# ------------------------------------------------------------------------------------------ (d) input checks
+CHECKS_DRIVER = r"""
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "NAME.h"
+
+static int failures;
+#define EXPECT(cond, ...) do { if (!(cond)) { failures++; printf("FAIL %d: ", __LINE__); printf(__VA_ARGS__); \
+                                              printf("\n"); } } while (0)
+
+static size_t numel(int64_t *shape, int nd)
+{
+    size_t c = 1;
+    for (int i = 0; i < nd; i++)
+        c *= (size_t)shape[i];
+    return c;
+}
+
+static size_t esize(int dt)
+{
+    return dt == 1 || dt == 7 ? 8 : dt == 0 || dt == 6 ? 4 : dt == 2 || dt == 3 || dt == 5 ? 2 : 1;
+}
+
+int main(int argc, char **argv)
+{
+    char err[256];
+    NAME_ctx *ctx = NULL;
+    EXPECT(NAME_create(NULL, NULL, err, sizeof err) == -1 && strstr(err, "out is NULL"), "create(NULL): %s", err);
+    if (NAME_create(&ctx, argc > 1 ? argv[1] : NULL, err, sizeof err) != 0) { printf("create: %s\n", err); return 2; }
+    const int nd = NAME_num_dims(), ni = NAME_num_inputs(), no = NAME_num_outputs();
+    int64_t dims[UNAME_NUM_DIMS + 1], shape[16];
+    void *in[UNAME_NUM_INPUTS + 1] = {0}, *out[UNAME_NUM_OUTPUTS + 1] = {0};
+    for (int d = 0; d < nd; d++) dims[d] = NAME_dim_max(d);
+    for (int k = 0; k < ni; k++) {
+        EXPECT(NAME_input_shape(k, dims, shape) == 0, "input_shape %d", k);
+        in[k] = calloc(numel(shape, NAME_input_ndim(k)) + 1, esize(NAME_input_dtype(k)));
+    }
+    for (int k = 0; k < no; k++) {
+        EXPECT(NAME_output_shape(k, dims, shape) == 0, "output_shape %d", k);
+        out[k] = calloc(numel(shape, NAME_output_ndim(k)) + 1, esize(NAME_output_dtype(k)));
+    }
+    const void *const *cin = (const void *const *)in;
+    EXPECT(NAME_run_v(ctx, dims, cin, out) == 0, "valid run: %s", NAME_last_error(ctx));
+    EXPECT(NAME_run_v(NULL, dims, cin, out) == -1, "NULL ctx");
+    EXPECT(strcmp(NAME_last_error(NULL), "context is NULL") == 0, "last_error(NULL)");
+    if (nd) {
+        EXPECT(NAME_run_v(ctx, NULL, cin, out) == -1 && strstr(NAME_last_error(ctx), "dims is NULL"), "dims NULL");
+        for (int d = 0; d < nd; d++) {
+            const int64_t lo = NAME_dim_min(d), hi = NAME_dim_max(d);
+            const int64_t bad[] = {lo - 1, hi + 1, -1, -hi, INT64_MIN, INT64_MAX, hi * 1000};
+            for (unsigned j = 0; j < sizeof bad / sizeof bad[0]; j++) {
+                if (bad[j] >= lo && bad[j] <= hi) continue;
+                const int64_t keep = dims[d];
+                dims[d] = bad[j];
+                char want[128];
+                snprintf(want, sizeof want, "dim %s=%lld is outside %lld..%lld", NAME_dim_name(d), (long long)bad[j],
+                         (long long)lo, (long long)hi);
+                EXPECT(NAME_run_v(ctx, dims, cin, out) == -1 && strcmp(NAME_last_error(ctx), want) == 0,
+                       "dim %d=%lld: %s", d, (long long)bad[j], NAME_last_error(ctx));
+                for (int k = 0; k < ni; k++)
+                    EXPECT(NAME_input_shape(k, dims, shape) == -1, "input_shape with dim %lld", (long long)bad[j]);
+                for (int k = 0; k < no; k++)
+                    EXPECT(NAME_output_shape(k, dims, shape) == -1, "output_shape with dim %lld", (long long)bad[j]);
+                dims[d] = keep;
+            }
+        }
+        EXPECT(NAME_input_shape(0, NULL, shape) == -1, "input_shape(NULL dims)");
+    }
+    if (ni)
+        EXPECT(NAME_run_v(ctx, dims, NULL, out) == -1 && !strcmp(NAME_last_error(ctx), "inputs is NULL"), "NULL");
+    EXPECT(NAME_run_v(ctx, dims, cin, NULL) == -1 && !strcmp(NAME_last_error(ctx), "outputs is NULL"), "outputs NULL");
+    for (int k = 0; k < ni; k++) {
+        void *keep = in[k];
+        in[k] = NULL;
+        char want[128];
+        snprintf(want, sizeof want, "input '%s' is NULL", NAME_input_name(k));
+        EXPECT(NAME_run_v(ctx, dims, cin, out) == -1 && strcmp(NAME_last_error(ctx), want) == 0, "%s", want);
+        in[k] = keep;
+    }
+    for (int k = 0; k < no; k++) {
+        void *keep = out[k];
+        out[k] = NULL;
+        char want[128];
+        snprintf(want, sizeof want, "output '%s' is NULL", NAME_output_name(k));
+        EXPECT(NAME_run_v(ctx, dims, cin, out) == -1 && strcmp(NAME_last_error(ctx), want) == 0, "%s", want);
+        out[k] = keep;
+    }
+    EXPECT(NAME_set_num_threads(ctx, 0) == -1 && strstr(NAME_last_error(ctx), "at least 1"), "threads 0");
+    EXPECT(NAME_set_num_threads(ctx, -5) == -1, "threads -5");
+    EXPECT(NAME_set_num_threads(NULL, 2) == -1 && NAME_get_num_threads(NULL) == 0, "threads NULL ctx");
+    EXPECT(NAME_input_name(-1) == NULL && NAME_input_name(ni) == NULL && NAME_output_name(no) == NULL, "names");
+    EXPECT(NAME_input_dtype(ni) == -1 && NAME_output_ndim(-1) == -1 && NAME_dim_min(nd) == -1, "introspection");
+    EXPECT(NAME_input_shape(ni, dims, shape) == -1 && NAME_output_shape(-1, dims, shape) == -1, "shape index");
+    EXPECT(NAME_input_shape(0, dims, NULL) == -1 || ni == 0, "shape NULL");
+    /* after all that the context still runs, at every dim's minimum too, and clears the message */
+    EXPECT(NAME_set_num_threads(ctx, 3) == 0, "threads 3");
+    EXPECT(NAME_run_v(ctx, dims, cin, out) == 0 && NAME_last_error(ctx)[0] == 0, "run after: %s", NAME_last_error(ctx));
+    for (int d = 0; d < nd; d++) dims[d] = NAME_dim_min(d);
+    EXPECT(NAME_run_v(ctx, dims, cin, out) == 0, "run at minima: %s", NAME_last_error(ctx));
+    NAME_destroy(ctx);
+    NAME_destroy(NULL);
+    for (int k = 0; k < ni; k++) free(in[k]);
+    for (int k = 0; k < no; k++) free(out[k]);
+    printf("%s %d\n", failures ? "FAILED" : "OK", failures);
+    return failures != 0;
+}
+"""
+
+
+def _checks(folder: Path, name: str, sanitize: bool) -> None:
+    src = folder / "checks.c"
+    src.write_text(CHECKS_DRIVER.replace("UNAME", name.upper()).replace("NAME", name))
+    flags = ["-O1", *SANITIZE_FLAGS] if sanitize else ["-O2"]
+    res = subprocess.run(["gcc", *flags, "-Wall", "-Wextra", "-Werror", "-I.", "checks.c", "-o", "checks", "-L.",
+                          f"-l{name}", "-Wl,-rpath,$ORIGIN"], cwd=folder, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    man = json.loads((folder / "manifest.json").read_text())
+    args = [f"{name}.safetensors"] if man["options"]["weights"] == "file" else []
+    res = run_sanitized(folder / "checks", args) if sanitize else subprocess.run(
+        [str(folder / "checks"), *args], cwd=folder, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and res.stdout.strip().endswith("OK 0"), f"{name}: {res.stdout}{res.stderr[-3000:]}"
+
+
+@pytest.mark.parametrize("name", ["bt", "shapes", "mlp"])
+def test_run_v_rejects_bad_arguments(built, name):
+    _checks(built["plain"][name].directory, built["plain"][name].name, sanitize=False)
+    if _SAN_PROBLEM is None:
+        _checks(built["san"][name], name, sanitize=True)
+
+
+# ------------------------------------------------------------------------------------------ (e) arena plan
+def _samples(dims: dict[str, tuple[int, int]], n: int, seed: int) -> list[dict[str, int]]:
+    rnd = random.Random(seed)
+    names = list(dims)
+    pts = [dict(zip(names, c)) for c in itertools.product(*[(lo, hi) for lo, hi in dims.values()])]
+    pts += [{k: rnd.randint(*dims[k]) for k in names} for _ in range(n)]
+    return pts
+
+
+def _plan_checks(model) -> int:
+    """Sampled-dims check of a compiled model's memory plan (manifest) against its library and graph."""
+    plan = model.manifest["memory_plan"]
+    blocks = [dict(b, off=parse_dim(b["offset"]), sz=parse_dim(b["size"])) for b in plan["blocks"]]
+    capacity = parse_dim(plan["capacity_bytes"])
+    maxima = {n: hi for n, (_, hi) in model.dims.items()}
+    cap_max = evaluate(capacity, maxima)
+    # the exact bytes of every value stored in the arena, from the optimised graph
+    g = parse((model.directory / f"{model.name}.gir").read_text()) if (model.directory / f"{model.name}.gir").exists() \
+        else None
+    prog = generate(g, name=model.name, weights=model.manifest["options"]["weights"])[0] if g is not None else None
+    assert prog is None or prog.memory_table() == plan["blocks"], "the plan is not reproducible from the graph"
+    exact = {}
+    if prog is not None:
+        for key, blk in prog.plan.location.items():
+            if not isinstance(key, str):
+                exact.setdefault(blk.name, []).append(key)
+    checked = 0
+    for env in _samples(model.dims, 60, seed=len(blocks)):
+        arena = model.arena_bytes(**env)
+        ev = [(b, evaluate(b["off"], env), evaluate(b["sz"], env)) for b in blocks]
+        for b, off, size in ev:
+            assert off >= 0 and size >= 0 and off % 64 == 0, (b, env)
+            assert off + size <= arena, f"{model.name}: block {b['value']} [{off}, {off + size}) past " \
+                                        f"arena_bytes({env}) = {arena}"
+            assert off + size <= cap_max, f"{model.name}: block {b['value']} past the allocation {cap_max}"
+            for v in exact.get(b["value"], []):
+                need = evaluate(_numel(v.type.shape) * v.type.dtype.itemsize, env)
+                assert need <= size, f"{model.name}: {v.name} needs {need} bytes, block {b['value']} has {size}"
+        for (a, ao, asz), (b, bo, bsz) in itertools.combinations(ev, 2):
+            if a["first"] <= b["last"] and b["first"] <= a["last"] and asz and bsz:
+                assert ao + asz <= bo or bo + bsz <= ao, \
+                    f"{model.name} {env}: {a['value']} [{ao}, {ao + asz}) and {b['value']} [{bo}, {bo + bsz}) " \
+                    f"are live together (steps {a['first']}..{a['last']}, {b['first']}..{b['last']}) and overlap"
+        checked += 1
+    return checked
+
+
+def _numel(shape) -> Any:
+    out: Any = 1
+    for d in shape:
+        out = out * d
+    return out
+
+
+def test_arena_plan_holds_for_sampled_dims(built):
+    total = 0
+    for name in [*EXAMPLES, "bt", "nnops"]:
+        total += _plan_checks(built["plain"][name])
+    assert total >= 7 * 60
+
+
+def test_hardening_example_list_is_complete():
+    on_disk = sorted(p.parent.name for p in (ROOT / "examples").glob("*/model.py"))
+    assert on_disk == sorted(EXAMPLES), "a new example: add it to EXAMPLES in tests/test_hardening.py"
