@@ -46,6 +46,11 @@ typedef enum gc_status {
 
 GC_INTERNAL const char *gc_status_string(int status);
 
+/* The most threads a context runs with: NAME_set_num_threads rejects more, a default above it (a huge
+ * OMP_NUM_THREADS) is clamped. OpenMP fails to start absurd counts, and a run must not crash. */
+#define GC_MAX_THREADS 1024
+#define GC_MAX_THREADS_MESSAGE "the thread count must be 1..1024"
+
 /* ------------------------------------------------------------------ GEMM (gc_gemm.c) */
 /* C[M,N] = alpha * op(A)[M,K] @ op(B)[K,N] + beta * C + bias[N]
  * op(A) = A (lda = row stride) or A^T when transA; likewise B. bias may be NULL.

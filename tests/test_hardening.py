@@ -743,7 +743,13 @@ int main(int argc, char **argv)
     char err[256];
     NAME_ctx *ctx = NULL;
     EXPECT(NAME_create(NULL, NULL, err, sizeof err) == -1 && strstr(err, "out is NULL"), "create(NULL): %s", err);
-    if (NAME_create(&ctx, argc > 1 ? argv[1] : NULL, err, sizeof err) != 0) { printf("create: %s\n", err); return 2; }
+    const char *weights = argc > 1 && argv[1][0] ? argv[1] : NULL;
+    if (NAME_create(&ctx, weights, err, sizeof err) != 0) { printf("create: %s\n", err); return 2; }
+    if (argc > 2) { /* "threads": the default thread count only */
+        printf("threads %d\n", NAME_get_num_threads(ctx));
+        NAME_destroy(ctx);
+        return 0;
+    }
     const int nd = NAME_num_dims(), ni = NAME_num_inputs(), no = NAME_num_outputs();
     int64_t dims[UNAME_NUM_DIMS + 1], shape[16];
     void *in[UNAME_NUM_INPUTS + 1] = {0}, *out[UNAME_NUM_OUTPUTS + 1] = {0};
@@ -802,15 +808,18 @@ int main(int argc, char **argv)
         EXPECT(NAME_run_v(ctx, dims, cin, out) == -1 && strcmp(NAME_last_error(ctx), want) == 0, "%s", want);
         out[k] = keep;
     }
-    EXPECT(NAME_set_num_threads(ctx, 0) == -1 && strstr(NAME_last_error(ctx), "at least 1"), "threads 0");
+    EXPECT(NAME_set_num_threads(ctx, 0) == -1 && !strcmp(NAME_last_error(ctx), "the thread count must be 1..1024"),
+           "threads 0: %s", NAME_last_error(ctx));
     EXPECT(NAME_set_num_threads(ctx, -5) == -1, "threads -5");
+    EXPECT(NAME_set_num_threads(ctx, 1025) == -1 && NAME_set_num_threads(ctx, INT32_MAX) == -1, "threads 1025");
+    EXPECT(NAME_get_num_threads(ctx) >= 1 && NAME_get_num_threads(ctx) <= 1024, "threads kept");
     EXPECT(NAME_set_num_threads(NULL, 2) == -1 && NAME_get_num_threads(NULL) == 0, "threads NULL ctx");
     EXPECT(NAME_input_name(-1) == NULL && NAME_input_name(ni) == NULL && NAME_output_name(no) == NULL, "names");
     EXPECT(NAME_input_dtype(ni) == -1 && NAME_output_ndim(-1) == -1 && NAME_dim_min(nd) == -1, "introspection");
     EXPECT(NAME_input_shape(ni, dims, shape) == -1 && NAME_output_shape(-1, dims, shape) == -1, "shape index");
     EXPECT(NAME_input_shape(0, dims, NULL) == -1 || ni == 0, "shape NULL");
     /* after all that the context still runs, at every dim's minimum too, and clears the message */
-    EXPECT(NAME_set_num_threads(ctx, 3) == 0, "threads 3");
+    EXPECT(NAME_set_num_threads(ctx, 3) == 0 && NAME_last_error(ctx)[0] == 0, "threads 3 clears the message");
     EXPECT(NAME_run_v(ctx, dims, cin, out) == 0 && NAME_last_error(ctx)[0] == 0, "run after: %s", NAME_last_error(ctx));
     for (int d = 0; d < nd; d++) dims[d] = NAME_dim_min(d);
     EXPECT(NAME_run_v(ctx, dims, cin, out) == 0, "run at minima: %s", NAME_last_error(ctx));
@@ -832,10 +841,14 @@ def _checks(folder: Path, name: str, sanitize: bool) -> None:
                           f"-l{name}", "-Wl,-rpath,$ORIGIN"], cwd=folder, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     man = json.loads((folder / "manifest.json").read_text())
-    args = [f"{name}.safetensors"] if man["options"]["weights"] == "file" else []
+    args = [f"{name}.safetensors" if man["options"]["weights"] == "file" else ""]
     res = run_sanitized(folder / "checks", args) if sanitize else subprocess.run(
         [str(folder / "checks"), *args], cwd=folder, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and res.stdout.strip().endswith("OK 0"), f"{name}: {res.stdout}{res.stderr[-3000:]}"
+    # a huge OMP_NUM_THREADS (the default thread count) is clamped: OpenMP could not start that many threads
+    res = subprocess.run([str(folder / "checks"), *args, "threads"], cwd=folder, capture_output=True, text=True,
+                         timeout=120, env=dict(os.environ, OMP_NUM_THREADS="100000", **SAN_ENV))
+    assert res.returncode == 0 and res.stdout.strip() == "threads 1024", res.stdout + res.stderr[-2000:]
 
 
 @pytest.mark.parametrize("name", ["bt", "shapes", "mlp"])
@@ -843,6 +856,16 @@ def test_run_v_rejects_bad_arguments(built, name):
     _checks(built["plain"][name].directory, built["plain"][name].name, sanitize=False)
     if _SAN_PROBLEM is None:
         _checks(built["san"][name], name, sanitize=True)
+
+
+def test_thread_count_limit_is_one_number():
+    from graphc.backend import MAX_THREADS
+
+    header = (ROOT / "runtime_c" / "graphc_rt.h").read_text()
+    assert f"#define GC_MAX_THREADS {MAX_THREADS}\n" in header
+    assert f'#define GC_MAX_THREADS_MESSAGE "the thread count must be 1..{MAX_THREADS}"' in header
+    with pytest.raises(ValueError, match=f"threads must be 1..{MAX_THREADS}, got {MAX_THREADS + 1}"):
+        graphc.compile(bt_graph(), threads=MAX_THREADS + 1)
 
 
 # ------------------------------------------------------------------------------------------ (e) arena plan

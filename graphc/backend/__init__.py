@@ -77,6 +77,9 @@ def optimize_graph(g: Graph, opt_level: int, *, bake_weights: bool = True) -> Gr
     return g
 
 
+# a context's most threads (GC_MAX_THREADS in runtime_c/graphc_rt.h)
+MAX_THREADS = 1024
+
 # the runtime's prefixes: a model named like them would redefine GC_OK & co. in its header
 _RESERVED_MODEL_NAMES = ("gc", "gcx", "graphc_rt")
 
@@ -255,8 +258,8 @@ def compile(module_or_graph: Any, example_inputs: Any = None, dynamic: Mapping[s
         raise ValueError(f"weights must be 'embed' or 'file', got {weights!r}")
     if opt_level not in (0, 1, 2, 3):
         raise ValueError(f"opt_level must be 0..3, got {opt_level!r}")
-    if threads is not None and int(threads) < 1:
-        raise ValueError(f"threads must be >= 1, got {threads!r}")
+    if threads is not None and not 1 <= int(threads) <= MAX_THREADS:
+        raise ValueError(f"threads must be 1..{MAX_THREADS}, got {threads!r}")
     if emit_only and out_dir is None:
         raise ValueError("emit_only writes the sources into out_dir: give out_dir")
     if isinstance(module_or_graph, Graph):
