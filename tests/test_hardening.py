@@ -868,6 +868,22 @@ def test_thread_count_limit_is_one_number():
         graphc.compile(bt_graph(), threads=MAX_THREADS + 1)
 
 
+def test_dim_maxima_that_overflow_sizes_are_rejected():
+    """B up to 2**58 made the arena 2**64 bytes: the C literal wrapped to 0, create allocated 64 bytes
+    and a run wrote past them (heap corruption). Such ranges are now refused when lowering."""
+    gb = GB("huge", dims={"B": (1, 2**58)})
+    x = gb.input("x", (B, 16))
+    gb.out("y", gb("sum", gb("exp", gb("exp", x)), dims=(1,)))
+    with pytest.raises(graphc.errors.UnsupportedError,
+                       match=r"model 'huge': the arena of intermediates takes 18446744073709551616 bytes at the dims' "
+                             r"maxima \(B=288230376151711744\), more than the 4503599627370496"):
+        generate(gb.graph())
+    gb = GB("wide", dims={"B": (1, 2**50)})
+    gb.out("y", gb("exp", gb.input("x", (B, 64))))
+    with pytest.raises(graphc.errors.UnsupportedError, match=r"input 'x' takes 288230376151711744 bytes"):
+        generate(gb.graph())
+
+
 # ------------------------------------------------------------------------------------------ (e) arena plan
 def _samples(dims: dict[str, tuple[int, int]], n: int, seed: int) -> list[dict[str, int]]:
     rnd = random.Random(seed)

@@ -606,8 +606,29 @@ class Lowering:
         return "_".join(p for p in (self.name, scope, "_".join(ops)) if p)
 
 
+# the most bytes a tensor or the arena may take at the dims' maxima: far below 2**63, so that the C size
+# expressions (int64_t, times a thread count and an element size at most) never overflow
+MAX_BYTES = 2**52
+
+
+def check_sizes(prog: Program) -> None:
+    """Reject dim ranges whose maxima make the arena or an input/output too big to address: the C
+    code would compute wrapped sizes (a tiny arena, then writes past it) instead of failing."""
+    maxima = {d.name: d.max for d in prog.dims}
+    sizes = [("the arena of intermediates", prog.plan.capacity)]
+    sizes += [(f"{kind} '{t.name}'", prod(t.shape) * t.dtype.itemsize)
+              for kind, ts in (("input", prog.inputs), ("output", prog.outputs)) for t in ts]
+    for what, size in sizes:
+        n = evaluate(size, maxima)
+        if n > MAX_BYTES:
+            at = ", ".join(f"{k}={v}" for k, v in maxima.items())
+            raise UnsupportedError(f"model '{prog.name}': {what} takes {n} bytes at the dims' maxima ({at}), more "
+                                   f"than the {MAX_BYTES} a compiled library addresses: lower the dims' maxima")
+
+
 def lower_program(g: Graph, backend: Backend, *, name: str, fuse: bool = True, threads: int | None = None) -> Program:
     """Lower a verified graph for `backend` (see the module docstring)."""
     prog = Lowering(g, backend, name=name, fuse=fuse).run()
     prog.threads = int(threads or 0)
+    check_sizes(prog)
     return prog
