@@ -147,12 +147,16 @@ enum { CONV_DIRECT, CONV_GEMM_DIRECT, CONV_COLUMNS, CONV_SPATIAL };
  * (r0 + oh, ow) then reads plane (a, b) at (oh + i*dil_h/stride_h, ow + j*dil_w/stride_w): a stride-1
  * access, so consecutive output positions are consecutive floats. Output positions are numbered over
  * "wide" rows of pw >= ow columns (q = oh*pw + ow; the columns past ow are computed and dropped), which
- * makes every tap one constant offset from q. */
+ * makes every tap one constant offset from q. Plane rows are pw floats apart too: a tap reading past
+ * the right end of a row lands at the start of the next row, which holds zeros there (the left padding),
+ * so a row needs only max(left, right) padding columns, not both (3x3, padding 1: pw = ow + 1). */
 typedef struct spatial_geom {
     int64_t na, nb;        /* row / column phases in use */
     int64_t arow[GC_SP_MAX_K], bcol[GC_SP_MAX_K]; /* their phase values */
     int64_t tap_a[GC_SP_MAX_K], tap_b[GC_SP_MAX_K]; /* phase index of each kernel row / column */
-    int64_t pw;            /* plane columns: ow + (kw-1)*dil_w/stride_w */
+    int64_t pw;            /* plane row pitch = wide row length */
+    int64_t clo[GC_SP_MAX_K], chi[GC_SP_MAX_K]; /* per column phase: the columns [clo, chi) holding input */
+    int64_t maxoff;        /* largest column offset of a tap: (kw-1)*dil_w/stride_w */
     int64_t halo;          /* plane rows past a band's output rows: (kh-1)*dil_h/stride_h */
     int64_t bh, bands;     /* output rows per band (the last one may have fewer), bands per item */
     int64_t plane;         /* floats per plane, incl. the zero tail that a band's last tile reads */
@@ -193,10 +197,10 @@ static int task_threads(int64_t tasks, double flops_per_task, int nthreads)
 
 /* Floats per plane for bands of bh output rows: the rows with their halo, or up to the furthest float
  * that the whole vectors of the band's last tile read. */
-static int64_t spatial_plane_floats(const gc_conv2d_params *p, const spatial_geom *g, int64_t bh)
+static int64_t spatial_plane_floats(const spatial_geom *g, int64_t bh)
 {
     const int64_t wide = bh * g->pw;
-    const int64_t reach = (wide + GC_VW - 1) / GC_VW * GC_VW + g->halo * g->pw + (g->pw - p->ow);
+    const int64_t reach = (wide + GC_VW - 1) / GC_VW * GC_VW + g->halo * g->pw + g->maxoff;
     return (max64((bh + g->halo) * g->pw, reach) + 15) / 16 * 16;
 }
 
@@ -222,7 +226,17 @@ static int spatial_geometry(const gc_conv2d_params *p, int nthreads, spatial_geo
         if (k == g->nb) g->bcol[g->nb++] = b;
         g->tap_b[j] = k;
     }
-    g->pw = p->ow + (p->kw - 1) * p->dil_w / p->stride_w;
+    /* pitch: every column that holds input fits in a row, and no tap reaching past a row's end gets to
+     * the input of the next row: ow - 1 + offset - pw < clo for every tap of the phase */
+    g->maxoff = (p->kw - 1) * p->dil_w / p->stride_w;
+    g->pw = p->ow;
+    for (int64_t bi = 0; bi < g->nb; bi++) {
+        int64_t off = 0; /* largest offset of the phase's taps */
+        for (int64_t j = 0; j < p->kw; j++)
+            if (g->tap_b[j] == bi) off = max64(off, j * p->dil_w / p->stride_w);
+        valid_range(p->ow + off, p->w, p->stride_w, g->bcol[bi] - p->pad_w, &g->clo[bi], &g->chi[bi]);
+        if (g->chi[bi] > g->clo[bi]) g->pw = max64(g->pw, max64(g->chi[bi], p->ow + off - g->clo[bi]));
+    }
     g->halo = (p->kh - 1) * p->dil_h / p->stride_h;
     g->ocb = (ocg + GC_SP_MR - 1) / GC_SP_MR;
     const double macs = (double)items * (double)ocg * (double)(p->oh * p->ow) * (double)(cg * p->kh * p->kw);
@@ -235,7 +249,7 @@ static int spatial_geometry(const gc_conv2d_params *p, int nthreads, spatial_geo
         while ((items * bands) % T && bands < p->oh) bands++;
     g->bh = (p->oh + bands - 1) / bands;
     g->bands = (p->oh + g->bh - 1) / g->bh;
-    g->plane = spatial_plane_floats(p, g, g->bh);
+    g->plane = spatial_plane_floats(g, g->bh);
     g->cstride = g->na * g->nb * g->plane;
     g->threads = (int)min64(T, items * g->bands);
     return 1;
@@ -482,21 +496,33 @@ typedef int32_t gc_vi __attribute__((vector_size(GC_VW * sizeof(int32_t))));
 #endif
 #endif
 
-/* Input row xr[0, n) split into its even columns (to de[0, ...)) and odd ones (to dd[0, ...)). */
-static void deinterleave_row(const float *restrict xr, int64_t n, float *restrict de, float *restrict dd)
+/* The first ne even columns of input row xr to de[0, ne), the first no odd ones to dd[0, no). */
+static void deinterleave_row(const float *restrict xr, int64_t ne, int64_t no, float *restrict de,
+                             float *restrict dd)
 {
     int64_t m = 0;
 #if GC_VW > 1
-    for (; 2 * m + 2 * GC_VW <= n; m += GC_VW) {
+    for (; m + GC_VW <= ne && m + GC_VW <= no; m += GC_VW) {
         const gc_vf a = vload(xr + 2 * m), b = vload(xr + 2 * m + GC_VW);
         vstore(de + m, EVENS(a, b));
         vstore(dd + m, ODDS(a, b));
     }
 #endif
-    for (; 2 * m < n; m++) {
-        de[m] = xr[2 * m];
-        if (2 * m + 1 < n) dd[m] = xr[2 * m + 1];
+#if GC_VW == 16
+    for (; m < ne || m < no; m += GC_VW) { /* the rest in masked steps of up to 2 * 16 input columns */
+        const int64_t e = min64(ne - m, GC_VW), o = min64(no - m, GC_VW);
+        const int64_t n_in = max64(2 * e - 1, 2 * o); /* input columns 2m .. 2m + n_in - 1 are read */
+        const __mmask16 la = (__mmask16)((1u << min64(n_in, GC_VW)) - 1u);
+        const __mmask16 lb = (__mmask16)((1u << max64(0, n_in - GC_VW)) - 1u);
+        const gc_vf a = (gc_vf)_mm512_maskz_loadu_ps(la, xr + 2 * m);
+        const gc_vf b = (gc_vf)_mm512_maskz_loadu_ps(lb, xr + 2 * m + GC_VW);
+        _mm512_mask_storeu_ps(de + m, (__mmask16)((1u << max64(0, e)) - 1u), (__m512)EVENS(a, b));
+        _mm512_mask_storeu_ps(dd + m, (__mmask16)((1u << max64(0, o)) - 1u), (__m512)ODDS(a, b));
     }
+#else
+    for (int64_t i = m; i < ne; i++) de[i] = xr[2 * i];
+    for (int64_t i = m; i < no; i++) dd[i] = xr[2 * i + 1];
+#endif
 }
 
 /* The phase planes of one item xg[Cg, H, W] for the band of output rows from r0 with `rows` rows (see
@@ -506,8 +532,7 @@ static void spatial_planes(const gc_conv2d_params *p, const spatial_geom *g, con
                            int64_t rows, float *planes)
 {
     const int64_t cg = p->c / p->groups, H = p->h, W = p->w, pw = g->pw, sw = p->stride_w;
-    int64_t lo[GC_SP_MAX_K], hi[GC_SP_MAX_K]; /* plane columns s reading an input column, per phase */
-    for (int64_t bi = 0; bi < g->nb; bi++) valid_range(pw, W, sw, g->bcol[bi] - p->pad_w, &lo[bi], &hi[bi]);
+    const int64_t *lo = g->clo, *hi = g->chi; /* plane columns holding input, per column phase */
     for (int64_t c = 0; c < cg; c++) {
         float *dc = planes + c * g->cstride;
         zero_floats(dc, g->cstride);
@@ -519,12 +544,11 @@ static void spatial_planes(const gc_conv2d_params *p, const spatial_geom *g, con
             for (int64_t r = rlo; r < rhi; r++) {
                 const float *xr = xg + (c * H + ih0 + r * p->stride_h) * W;
                 if (sw == 2 && g->nb == 2) {
-                    /* input column iw goes to phase (iw + pad_w) % 2, column (iw + pad_w) / 2 */
-                    const int64_t pe = p->pad_w & 1, bie = g->bcol[0] == pe ? 0 : 1;
-                    const int64_t n = min64(W, 2 * pw - p->pad_w);
-                    if (n > 0)
-                        deinterleave_row(xr, n, da + bie * g->plane + r * pw + p->pad_w / 2,
-                                         da + (1 - bie) * g->plane + r * pw + (p->pad_w + 1) / 2);
+                    /* input column iw goes to phase (iw + pad_w) % 2, column (iw + pad_w) / 2: the even
+                     * columns fill phase bie from column lo, the odd ones the other phase */
+                    const int64_t bie = g->bcol[0] == (p->pad_w & 1) ? 0 : 1, bio = 1 - bie;
+                    deinterleave_row(xr, hi[bie] - lo[bie], hi[bio] - lo[bio], da + bie * g->plane + r * pw + lo[bie],
+                                     da + bio * g->plane + r * pw + lo[bio]);
                     continue;
                 }
                 for (int64_t bi = 0; bi < g->nb; bi++) {

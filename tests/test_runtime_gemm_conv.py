@@ -341,6 +341,7 @@ CONV_CASES = [
     (2, 16, 32, 32, 32, (3, 3), (2, 2), (1, 1), (1, 1), 1),  # stride 2: rows deinterleave into 2 column phases
     (1, 6, 13, 11, 5, (3, 3), (2, 2), (2, 2), (1, 1), 1),    # stride 2, even padding, odd sizes
     (1, 4, 9, 13, 6, (2, 2), (2, 2), (0, 0), (1, 1), 1),     # 2x2 / 2 on an odd width: last column unread
+    (1, 6, 5, 34, 9, (2, 5), (3, 2), (2, 0), (2, 3), 3),     # stride 2, dilation 3: phases of 17 and 14 columns
     (1, 3, 20, 21, 8, (7, 7), (2, 2), (3, 3), (1, 1), 1),    # ResNet-50 stem shape: 7x7 / 2, pad 3
     (1, 5, 16, 15, 7, (3, 3), (2, 2), (1, 1), (2, 2), 1),    # stride 2 with dilation 2: one column phase
     (1, 16, 31, 33, 20, (1, 1), (2, 2), (0, 0), (1, 1), 1),  # strided 1x1, odd sizes, 20 = 2.5 channel blocks
@@ -607,3 +608,133 @@ def test_other_builds_agree(rt, tmp_path, flags):
     _close(port.pool("avg", x, (3, 3), (2, 2), (1, 1), ceil_mode=True, count_include_pad=False),
            avg_pool_ref(x, (3, 3), (2, 2), (1, 1), True, False, 0), rtol=1e-5)
     _close(port.adaptive_avg(x, 4, 3), adaptive_avg_ref(x, 4, 3), rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------------- random convolutions
+# A C driver runs gc_conv2d on random shapes (every path: strides 1-4, dilations 1-3, padding 0-4, groups,
+# kernels up to 9x9, up to 300 channels) against a float64 loop in the driver itself, for 1 and 2 threads
+# (bit-identical), with x, w, bias, y and the work buffer malloc'd at their exact sizes: built with
+# ASan/UBSan any read or write past a buffer (a plane or tile edge computed wrong) stops it.
+CONV_DRIVER = r"""
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "graphc_rt.h"
+
+static unsigned long long state;
+static unsigned next(void) {
+    state ^= state << 13;
+    state ^= state >> 7;
+    state ^= state << 17;
+    return (unsigned)(state >> 11);
+}
+static int64_t pick(int64_t lo, int64_t hi) { return lo + (int64_t)(next() % (unsigned)(hi - lo + 1)); }
+static float *fill(size_t n) {
+    float *a = malloc((n ? n : 1) * sizeof(float));
+    for (size_t i = 0; i < n; i++) a[i] = (float)((int)(next() % 2001) - 1000) / 1000.0f;
+    return a;
+}
+
+int main(int argc, char **argv) {
+    if (argc != 3) return 2;
+    const int iters = atoi(argv[1]);
+    state = strtoull(argv[2], NULL, 10) * 2654435761ull + 88172645463325252ull;
+    int bad = 0;
+    for (int it = 0; it < iters && bad < 5; it++) {
+        gc_conv2d_params p;
+        int64_t cg = pick(1, 20), ocg = pick(1, 19);
+        p.groups = pick(1, 3);
+        p.kh = pick(1, 5); p.kw = pick(1, 5);
+        p.stride_h = pick(1, 4); p.stride_w = pick(1, 4);
+        p.dil_h = pick(1, 3); p.dil_w = pick(1, 3);
+        p.pad_h = pick(0, 4); p.pad_w = pick(0, 4);
+        p.h = pick(1, 40); p.w = pick(1, 40);
+        switch (next() % 8) {
+        case 0: cg = pick(20, 70); break;                                          /* deeper */
+        case 1: p.kh = p.kw = 3; p.stride_h = p.stride_w = pick(1, 2);            /* ResNet-style */
+                p.pad_h = p.pad_w = 1; p.dil_h = p.dil_w = 1; break;
+        case 2: cg = pick(250, 300); p.kh = p.kw = 1; p.h = pick(1, 9); p.w = pick(1, 9); ocg = pick(1, 9); break;
+        case 3: p.kh = pick(6, 9); p.kw = pick(6, 9); p.dil_h = p.dil_w = 1; break;
+        case 4: cg = pick(1, 4); p.h = pick(1, 4); p.w = pick(20, 80);                /* long rows, */
+                p.stride_w = 2; p.dil_w = pick(2, 3); p.kw = pick(3, 5); break;       /* uneven phases */
+        default: break;
+        }
+        p.n = pick(1, 3);
+        p.c = cg * p.groups; p.oc = ocg * p.groups;
+        const int64_t eh = p.h + 2 * p.pad_h - p.dil_h * (p.kh - 1) - 1;
+        const int64_t ew = p.w + 2 * p.pad_w - p.dil_w * (p.kw - 1) - 1;
+        if (eh < 0 || ew < 0) { it--; continue; }
+        p.oh = eh / p.stride_h + 1; p.ow = ew / p.stride_w + 1;
+        if (p.n * p.oc * p.oh * p.ow * cg * p.kh * p.kw > 400000) { it--; continue; } /* keep the loop quick */
+        const size_t nx = (size_t)(p.n * p.c * p.h * p.w), nw = (size_t)(p.oc * cg * p.kh * p.kw);
+        const size_t ny = (size_t)(p.n * p.oc * p.oh * p.ow);
+        float *x = fill(nx), *w = fill(nw), *b = fill((size_t)p.oc), *y[2];
+        const float *bias = next() % 2 ? b : NULL;
+        for (int t = 0; t < 2; t++) {
+            float *work = fill(gc_conv2d_work_floats(&p, t + 1));
+            y[t] = fill(ny);
+            gc_conv2d(&p, x, w, bias, y[t], work, t + 1);
+            free(work);
+        }
+        double err = 0.0, scale = 1.0;
+        for (int64_t n = 0; n < p.n; n++)
+            for (int64_t o = 0; o < p.oc; o++)
+                for (int64_t oh = 0; oh < p.oh; oh++)
+                    for (int64_t ow = 0; ow < p.ow; ow++) {
+                        const int64_t g = o / ocg;
+                        double s = bias ? bias[o] : 0.0;
+                        for (int64_t c = 0; c < cg; c++)
+                            for (int64_t i = 0; i < p.kh; i++)
+                                for (int64_t j = 0; j < p.kw; j++) {
+                                    const int64_t ih = oh * p.stride_h - p.pad_h + i * p.dil_h;
+                                    const int64_t iw = ow * p.stride_w - p.pad_w + j * p.dil_w;
+                                    if (ih < 0 || ih >= p.h || iw < 0 || iw >= p.w) continue;
+                                    s += (double)x[((n * p.c + g * cg + c) * p.h + ih) * p.w + iw] *
+                                         w[((o * cg + c) * p.kh + i) * p.kw + j];
+                                }
+                        const double d = fabs(s - y[0][((n * p.oc + o) * p.oh + oh) * p.ow + ow]);
+                        err = d > err ? d : err;
+                        scale = fabs(s) > scale ? fabs(s) : scale;
+                    }
+        const int same = memcmp(y[0], y[1], ny * sizeof(float)) == 0;
+        if (err > 1e-4 * scale || !same) {
+            bad++;
+            printf("MISMATCH n=%d c=%d h=%d w=%d oc=%d k=%dx%d s=%d,%d p=%d,%d d=%d,%d g=%d bias=%d err=%g "
+                   "threads_agree=%d\n", (int)p.n, (int)p.c, (int)p.h, (int)p.w, (int)p.oc, (int)p.kh, (int)p.kw,
+                   (int)p.stride_h, (int)p.stride_w, (int)p.pad_h, (int)p.pad_w, (int)p.dil_h, (int)p.dil_w,
+                   (int)p.groups, bias != NULL, err, same);
+        }
+        free(x); free(w); free(b); free(y[0]); free(y[1]);
+    }
+    printf("%d convolutions, %d mismatches\n", iters, bad);
+    return bad != 0;
+}
+"""
+SANITIZE = ("-g", "-O1", "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer")
+
+
+def _sanitizers_work(tmp_path: Path) -> bool:
+    """gcc can build and run an ASan/UBSan program here (the runtime libraries are installed)."""
+    src, exe = tmp_path / "probe.c", tmp_path / "probe"
+    src.write_text("int main(void) { return 0; }\n")
+    r = subprocess.run(["gcc", *SANITIZE, str(src), "-o", str(exe)], capture_output=True)
+    return r.returncode == 0 and subprocess.run([str(exe)]).returncode == 0
+
+
+@pytest.mark.parametrize("flags", [(*NATIVE_FLAGS, *SANITIZE), (*PORTABLE_FLAGS, *SANITIZE), NATIVE_FLAGS],
+                         ids=["native-sanitized", "portable-sanitized", "native"])
+def test_conv2d_random_shapes(tmp_path, flags):
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is not installed")
+    if "-fsanitize=address,undefined" in flags and not _sanitizers_work(tmp_path):
+        pytest.skip("gcc cannot build ASan/UBSan programs here")
+    driver, exe = tmp_path / "driver.c", tmp_path / "driver"
+    driver.write_text(CONV_DRIVER)
+    cmd = ["gcc", *flags, "-Wall", "-Wextra", "-DGC_INTERNAL=", f"-I{RUNTIME}", "-o", str(exe), str(driver),
+           str(RUNTIME / "gc_conv.c"), str(RUNTIME / "gc_gemm.c"), "-lm"]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    assert res.returncode == 0 and "warning" not in res.stderr, res.stderr
+    res = subprocess.run([str(exe), "1000", str(len(flags))], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
+    assert "1000 convolutions, 0 mismatches" in res.stdout
