@@ -264,7 +264,9 @@ class KernelBuilder:
         self.args: list[Arg] = []
         self.dims_used: set[str] = set()
         self.step = Step(label, [], [])
-        self.name = lower.ns.name(name_hint, ("kernel", id(self), name_hint))
+        # a fresh name for every kernel: keyed by id(self), a builder freed after finish() handed its id,
+        # hence its name, to the next one with the same hint (two functions of one name, a C error)
+        self.name = lower.ns.name(name_hint)
         self.template = ""
         self.data: dict[str, Any] = {}
         self.status = False
