@@ -613,9 +613,35 @@ class Lowering:
 MAX_BYTES = 2**52
 
 
+def _negative_at(d: Dim, ranges: dict[str, tuple[int, int]]) -> dict[str, int] | None:
+    """Dims in their ranges at which the size d is negative, or None. Checked at every corner of the
+    ranges (exact for sizes linear in each dim) and the midpoints."""
+    if not isinstance(d, Sym) or all(c >= 0 for c in d.coeffs().values()):
+        return None
+    points: list[dict[str, int]] = [{}]
+    for s in sorted(d.symbols):
+        lo, hi = ranges[s]
+        points = [{**p, s: v} for p in points for v in dict.fromkeys((lo, hi, (lo + hi) // 2))]
+    return next((p for p in points if evaluate(d, p) < 0), None)
+
+
 def check_sizes(prog: Program) -> None:
-    """Reject dim ranges whose maxima make the arena or an input/output too big to address: the C
-    code would compute wrapped sizes (a tiny arena, then writes past it) instead of failing."""
+    """Reject dim ranges the compiled code cannot run: a size that is negative for dims in range (a
+    slice 1:T with T allowed to be 0 has T-1 rows; the kernels and the memory plan would work with -1),
+    or maxima that make the arena or an input/output too big to address (the C code would compute
+    wrapped sizes: a tiny arena, then writes past it)."""
+    ranges = {d.name: (d.min, d.max) for d in prog.dims}
+    values = [*prog.graph.inputs, *(n.out for n in prog.graph.nodes)]
+    for v in values:
+        for d in v.type.shape:
+            bad = _negative_at(d, ranges)
+            if bad is not None:
+                node = f"node %{v.name} = {v.node.op}(...)" if v.node is not None else f"input %{v.name}"
+                where = f" in module '{v.node.scope}'" if v.node is not None and v.node.scope else ""
+                at = ", ".join(f"{k}={x}" for k, x in bad.items())
+                within = ", ".join(f"{k} in {ranges[k][0]}..{ranges[k][1]}" for k in bad)
+                raise UnsupportedError(f"model '{prog.name}': {node}{where} has type {v.type}, a negative size "
+                                       f"{d} = {evaluate(d, bad)} at {at} ({within}): raise the dims' minima")
     maxima = {d.name: d.max for d in prog.dims}
     sizes = [("the arena of intermediates", prog.plan.capacity)]
     sizes += [(f"{kind} '{t.name}'", prod(t.shape) * t.dtype.itemsize)
