@@ -34,7 +34,7 @@ from typing import Any
 from .._dtype import float32, float64, int32, int64
 from ..ir.graph import Node
 from ..ops.registry import broadcast_shapes
-from ..sym import Dim, is_static, prod
+from ..sym import Dim, evaluate, is_static, prod
 from .base import Backend
 from .lowering import (
     KernelBuilder,
@@ -259,6 +259,16 @@ def _runs(dims: Sequence[int]) -> list[tuple[int, int]]:
     return out
 
 
+def _empty_check(kb: KernelBuilder, n: Node, count: Dim) -> dict[str, str] | None:
+    """max/min and argmax/argmin have no value over an empty dim (the reference raises, and the kernels
+    read the first element): when the reduced size can be 0 for dims in range, the kernel fails instead
+    (only when it has outputs to write; an empty output is just empty)."""
+    if evaluate(count, {d.name: d.min for d in kb.lower.dims}) != 0:
+        return None
+    kb.fails("the reduced dim is empty (size 0), and the reduction has no value there")
+    return {"count": kb.dim(count), "out": kb.dim(prod(n.out.type.shape))}
+
+
 @lowers("sum", "prod", "mean", "amax", "amin", "var")
 def _reduce(kb: KernelBuilder, n: Node) -> None:
     x, out = n.inputs[0], n.out
@@ -266,6 +276,7 @@ def _reduce(kb: KernelBuilder, n: Node) -> None:
     shape = list(x.type.shape)
     src = kb.input(x)
     dst = kb.output(out)
+    empty = _empty_check(kb, n, prod([shape[i] for i in dims])) if n.op in ("amax", "amin") else None
     if x.type.dtype is float32 and out.type.dtype is float32 and n.op in _RUNTIME_REDUCE:
         runs = _runs(dims) or [(len(shape), len(shape))]
         passes = []
@@ -278,7 +289,8 @@ def _reduce(kb: KernelBuilder, n: Node) -> None:
             passes.append({"outer": kb.dim(outer), "n": kb.dim(size), "inner": kb.dim(inner), "src": cur_ptr,
                            "dst": target, "dims": list(range(a, b))})
             cur_ptr = target
-        kb.emit("reduce.c.j2", runtime=True, passes=passes, kind=_RUNTIME_REDUCE[n.op], nthreads=kb.threads())
+        kb.emit("reduce.c.j2", runtime=True, passes=passes, kind=_RUNTIME_REDUCE[n.op], nthreads=kb.threads(),
+                empty=empty)
         return
     dt = x.type.dtype
     kb.ctype(dt)
@@ -293,7 +305,7 @@ def _reduce(kb: KernelBuilder, n: Node) -> None:
     count = prod(red_shape)
     kb.emit("reduce.c.j2", runtime=False, op=n.op, src=src, dst=dst, outer=outer, inner=inner, acc=acc,
             ctype=kb.ctype(dt), out_ctype=kb.ctype(out.type.dtype), count=kb.dim(count),
-            correction=n.attrs.get("correction", 0), floating=dt.is_floating_point,
+            correction=n.attrs.get("correction", 0), floating=dt.is_floating_point, empty=empty,
             init="0" if n.op in ("sum", "mean", "var") else ("1" if n.op == "prod" else None))
 
 
@@ -304,14 +316,16 @@ def _argreduce(kb: KernelBuilder, n: Node) -> None:
     shape = list(x.type.shape)
     outer, size, inner = axis_split(shape, d, d + 1)
     src, dst = kb.input(x), kb.output(out)
+    empty = _empty_check(kb, n, size)
     if x.type.dtype is float32:
         kb.emit("argreduce.c.j2", runtime=True, is_min=int(n.op == "argmin"), outer=kb.dim(outer),
-                n=kb.dim(size), inner=kb.dim(inner), src=src, dst=dst, nthreads=kb.threads())
+                n=kb.dim(size), inner=kb.dim(inner), src=src, dst=dst, nthreads=kb.threads(), empty=empty)
         return
     kb.require(x.type.dtype.name != "bool", "bool")
     nest = kb.loops([outer, inner], [[size * inner, 1], [inner, 1]], cost=8)
     kb.emit("argreduce.c.j2", runtime=False, is_min=int(n.op == "argmin"), n=kb.dim(size), inner=kb.dim(inner),
-            src=src, dst=dst, nest=nest, ctype=kb.ctype(x.type.dtype), floating=x.type.dtype.is_floating_point)
+            src=src, dst=dst, nest=nest, ctype=kb.ctype(x.type.dtype), floating=x.type.dtype.is_floating_point,
+            empty=empty)
 
 
 @lowers("softmax", "log_softmax")
