@@ -109,7 +109,7 @@ B, T = Sym.var("B"), Sym.var("T")
 def bt_graph():
     """Two dynamic dims (B, T) through embedding, causal sdpa, matmul, softmax, concat, pad, slices
     (one with a step) and reductions: the memory plan's polynomials have B*T*T terms."""
-    gb = GB("bt", dims={"B": (1, 8), "T": (2, 24)})
+    gb = GB("bt", dims={"B": (0, 8), "T": (2, 24)})  # B=0: empty tensors through every kernel
     x = gb.input("x", (B, T, 6))
     ids = gb.input("ids", (B, T), i64)
     h = gb("add", x, gb("embedding", ids, gb.param("emb.weight", (5, 6))))
@@ -162,6 +162,9 @@ def _models() -> dict[str, tuple[Any, dict[str, Any]]]:
     for name, g, level in (("nnops", nn_graph(), 1), ("shapes", shape_graph(), 1), ("reductions", reduce_graph(), 2)):
         out[name] = (g, {"opt_level": level})
     out["bt"] = (bt_graph(), {"weights": "file"})
+    g = reduce_graph()
+    g.dims["B"] = (0, 16)  # at B=0, amax over B has no value: the library must fail cleanly, like the reference
+    out["reductions0"] = (g, {})
     out["rank10"] = (rank10_graph(), {})
     return out
 
@@ -290,11 +293,19 @@ def test_every_model_clean_under_asan_ubsan(built, capsys):
         return job, res
 
     worst: dict[str, float] = {}
+    failures = 0
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         for (name, _, model, dims), res in pool.map(one, jobs):
+            try:
+                want = model.run(**pattern_inputs(model, dims))
+            except graphc.backend.RuntimeErrorC as e:  # a run without a value (max over an empty dim)
+                why = "the reduced dim is empty (size 0)"
+                assert e.status == -1 and why in str(e) and res.returncode == 1 and why in res.stderr, \
+                    (name, dims, str(e), res.stderr[-3000:])
+                failures += 1
+                continue
             assert res.returncode == 0, f"{name} {dims}: exit {res.returncode}\n{res.stderr[-4000:]}"
             got = parse_main_output(res.stdout)
-            want = model.run(**pattern_inputs(model, dims))
             assert set(got) == set(want), name
             for k, w in want.items():
                 g = got[k].astype(w.dtype).reshape(w.shape)
@@ -305,7 +316,7 @@ def test_every_model_clean_under_asan_ubsan(built, capsys):
                     np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6 * scale, err_msg=f"{name} {k} {dims}")
                 else:
                     np.testing.assert_array_equal(g, w, err_msg=f"{name} {k} {dims}")
-    assert set(worst) >= set(EXAMPLES)
+    assert set(worst) >= set(EXAMPLES) and failures == 1
     with capsys.disabled():
         print(f"\n[graphc] {len(jobs)} sanitized runs clean; largest difference from the -O3 library, relative to "
               f"the output's scale: " + ", ".join(f"{k} {v:.1e}" for k, v in sorted(worst.items())))
@@ -882,6 +893,28 @@ def test_dim_maxima_that_overflow_sizes_are_rejected():
     gb.out("y", gb("exp", gb.input("x", (B, 64))))
     with pytest.raises(graphc.errors.UnsupportedError, match=r"input 'x' takes 288230376151711744 bytes"):
         generate(gb.graph())
+
+
+def test_negative_sizes_for_dims_in_range_are_rejected():
+    """A slice 1:T with T allowed to be 0 has T-1 = -1 rows: once it compiled, and the kernels and the
+    memory plan worked with a negative size. Lowering now names the node and the dims."""
+    g = bt_graph()
+    g.dims["T"] = (0, 24)
+    with pytest.raises(graphc.errors.UnsupportedError, match=r"model 'bt': node %slice = slice\(\.\.\.\) has type "
+                                                             r"f32\[B,T-1,6\], a negative size T-1 = -1 at T=0 "
+                                                             r"\(T in 0\.\.24\): raise the dims' minima"):
+        generate(g)
+
+
+def test_kernel_names_are_unique():
+    """Kernel names were keyed by id() of a builder freed right after use: the next builder with the same
+    hint got the same id, hence the same name (two C functions of one name: the compile failed)."""
+    from graphc.backend import CBackend
+    from graphc.backend.lowering import KernelBuilder, Lowering
+
+    lower = Lowering(bt_graph(), CBackend(), name="t")
+    names = [KernelBuilder(lower, [], "step", "t_same").name for _ in range(5)]
+    assert names == ["t_same", "t_same_1", "t_same_2", "t_same_3", "t_same_4"]
 
 
 # ------------------------------------------------------------------------------------------ (e) arena plan
