@@ -50,10 +50,12 @@
 #endif
 typedef float gc_vf __attribute__((vector_size(GC_VW * sizeof(float))));
 #define GC_ALWAYS_INLINE inline __attribute__((always_inline))
+#define GC_NOINLINE __attribute__((noinline))
 #else
 #define GC_VW 1
 typedef float gc_vf;
 #define GC_ALWAYS_INLINE inline
+#define GC_NOINLINE
 #endif
 
 static inline gc_vf vload(const float *p) /* unaligned load */
@@ -123,6 +125,9 @@ enum { CONV_DIRECT, CONV_GEMM_DIRECT, CONV_COLUMNS, CONV_SPATIAL };
 #endif
 #endif
 #define GC_SP_TILE (GC_SP_NV * GC_VW)
+#ifndef GC_SP_CHUNK
+#define GC_SP_CHUNK 8 /* tiles per chunk (see spatial_task) */
+#endif
 #define GC_SP_MAX_K 16 /* kernel rows / columns the spatial path handles (taps <= GC_SP_MAX_TAPS) */
 #define GC_SP_MAX_TAPS 64
 #define GC_SP_MAX_CKK 4608 /* input channels x taps per group (the tap offset table lives on the stack) */
@@ -658,6 +663,33 @@ static GC_ALWAYS_INLINE void spatial_tile(int NV, int64_t ckk, const int64_t *ko
 #endif
 }
 
+/* One out-of-line copy of the micro-kernel per NV: inlined into a bigger caller, gcc may keep the
+ * accumulators in memory (a store per FMA), in a function of their own they stay in registers. */
+#define GC_SP_TILE_FN(NV)                                                                                     \
+    static GC_NOINLINE void spatial_tile_##NV(int64_t ckk, const int64_t *koff, const float *xq, const float *w, \
+                                             const float *bias, int64_t mr, const sp_pieces *ps, int64_t pw,   \
+                                             int64_t ow, float *y, int64_t ohw)                                \
+    {                                                                                                         \
+        spatial_tile(NV, ckk, koff, xq, w, bias, mr, ps, pw, ow, y, ohw);                                     \
+    }
+GC_SP_TILE_FN(1)
+#if GC_SP_NV >= 2
+GC_SP_TILE_FN(2)
+#endif
+#if GC_SP_NV >= 3
+GC_SP_TILE_FN(3)
+#endif
+#if GC_SP_NV >= 4
+GC_SP_TILE_FN(4)
+#endif
+#if GC_SP_NV >= 5
+GC_SP_TILE_FN(5)
+#endif
+#if GC_SP_NV >= 6
+GC_SP_TILE_FN(6)
+#endif
+#undef GC_SP_TILE_FN
+
 /* One task: the band of output rows [r0, r0 + rows) of item (image n, group grp), planes built into
  * `planes` first; then every (block of GC_SP_MR output channels, tile) of the band. */
 static void spatial_task(const gc_conv2d_params *p, const spatial_geom *g, int64_t task, const float *x,
@@ -677,32 +709,42 @@ static void spatial_task(const gc_conv2d_params *p, const spatial_geom *g, int64
             koff[i * p->kw + j] = (g->tap_a[i] * g->nb + g->tap_b[j]) * g->plane +
                                   i * p->dil_h / p->stride_h * g->pw + j * p->dil_w / p->stride_w;
     for (int64_t k = taps; k < ckk; k++) koff[k] = koff[k - taps] + g->cstride;
-    sp_pieces ps;
-    ps.q0 = -1;
-    ps.qn = 0;
-    for (int64_t u = 0; u < g->ocb * tiles; u++) {
-        const int64_t o0 = u / tiles * GC_SP_MR, q0 = u % tiles * GC_SP_TILE;
-        const int64_t mr = min64(GC_SP_MR, ocg - o0), qn = min64(GC_SP_TILE, wide - q0);
-        const float *wo = wg + o0 * ckk, *xq = planes + q0, *b = bg ? bg + o0 : NULL;
-        float *yo = yg + o0 * ohw;
-        if (ps.q0 != q0) spatial_pieces(q0, qn, g->pw, p->ow, &ps);
-        switch ((qn + GC_VW - 1) / GC_VW) { /* the last tile may have fewer vectors */
+    /* chunks of tiles: their pieces are worked out once, every block of output channels runs over the
+     * chunk (its weights stay in L1 across the chunk's tiles, the chunk's input across the blocks) */
+    sp_pieces pcs[GC_SP_CHUNK];
+    for (int64_t t0 = 0; t0 < tiles; t0 += GC_SP_CHUNK) {
+        const int64_t nt = min64(tiles - t0, GC_SP_CHUNK);
+        for (int64_t t = 0; t < nt; t++) {
+            const int64_t q0 = (t0 + t) * GC_SP_TILE;
+            spatial_pieces(q0, min64(GC_SP_TILE, wide - q0), g->pw, p->ow, &pcs[t]);
+        }
+        for (int64_t u = 0; u < g->ocb * nt; u++) {
+            const sp_pieces *ps = &pcs[u % nt];
+            const int64_t o0 = u / nt * GC_SP_MR, mr = min64(GC_SP_MR, ocg - o0);
+            const float *wo = wg + o0 * ckk, *xq = planes + ps->q0, *b = bg ? bg + o0 : NULL;
+            float *yo = yg + o0 * ohw;
+#define GC_SP_CASE(NV) \
+    case NV: spatial_tile_##NV(ckk, koff, xq, wo, b, mr, ps, g->pw, p->ow, yo, ohw); break;
+            switch ((ps->qn + GC_VW - 1) / GC_VW) { /* the last tile may have fewer vectors */
 #if GC_SP_NV >= 6
-        case 6: spatial_tile(6, ckk, koff, xq, wo, b, mr, &ps, g->pw, p->ow, yo, ohw); break;
+                GC_SP_CASE(6)
 #endif
 #if GC_SP_NV >= 5
-        case 5: spatial_tile(5, ckk, koff, xq, wo, b, mr, &ps, g->pw, p->ow, yo, ohw); break;
+                GC_SP_CASE(5)
 #endif
 #if GC_SP_NV >= 4
-        case 4: spatial_tile(4, ckk, koff, xq, wo, b, mr, &ps, g->pw, p->ow, yo, ohw); break;
+                GC_SP_CASE(4)
 #endif
 #if GC_SP_NV >= 3
-        case 3: spatial_tile(3, ckk, koff, xq, wo, b, mr, &ps, g->pw, p->ow, yo, ohw); break;
+                GC_SP_CASE(3)
 #endif
 #if GC_SP_NV >= 2
-        case 2: spatial_tile(2, ckk, koff, xq, wo, b, mr, &ps, g->pw, p->ow, yo, ohw); break;
+                GC_SP_CASE(2)
 #endif
-        default: spatial_tile(1, ckk, koff, xq, wo, b, mr, &ps, g->pw, p->ow, yo, ohw); break;
+            default:
+                GC_SP_CASE(1)
+            }
+#undef GC_SP_CASE
         }
     }
 }
