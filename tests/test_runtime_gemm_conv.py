@@ -347,13 +347,19 @@ CONV_CASES = [
     (1, 16, 31, 33, 20, (1, 1), (2, 2), (0, 0), (1, 1), 1),  # strided 1x1, odd sizes, 20 = 2.5 channel blocks
     (2, 4, 13, 14, 9, (4, 4), (4, 4), (0, 0), (1, 1), 1),    # patchify: 16 phase planes of one tap each
     (2, 8, 9, 10, 6, (2, 3), (3, 2), (1, 0), (1, 2), 1),     # stride 3 rows, dilated columns
-    (1, 64, 8, 8, 64, (3, 3), (1, 1), (1, 1), (1, 1), 1),    # 8-wide rows: a vector spans several rows
+    (1, 64, 8, 8, 40, (3, 3), (1, 1), (1, 1), (1, 1), 1),    # 8-wide rows: a vector spans several rows
     (1, 32, 16, 16, 64, (1, 1), (2, 2), (0, 0), (1, 1), 1),  # the example's strided 1x1 shortcut
     (1, 5, 3, 2, 3, (3, 3), (1, 1), (1, 1), (1, 1), 1),      # tiny: one partial vector
     (2, 9, 7, 5, 12, (1, 1), (1, 1), (1, 1), (1, 1), 3),     # padded 1x1, groups: spatial
     (1, 64, 60, 58, 12, (3, 3), (1, 1), (1, 1), (1, 1), 1),  # several bands (planes past the L2 budget)
     (3, 40, 50, 50, 4, (3, 3), (2, 2), (1, 1), (1, 1), 1),   # bands, 3 images over 2 threads
     (5, 3, 17, 19, 10, (3, 3), (1, 1), (0, 0), (1, 1), 1),   # no padding, 5 images
+    # spatial path by channel vectors (AVX-512; small images, output channels in blocks of 64)
+    (1, 64, 8, 8, 64, (3, 3), (1, 1), (1, 1), (1, 1), 1),    # the example's 8x8 layer
+    (2, 32, 16, 16, 64, (3, 3), (2, 2), (1, 1), (1, 1), 1),  # stride 2 onto 8x8
+    (1, 32, 9, 7, 128, (3, 3), (1, 1), (1, 1), (1, 1), 2),   # groups, 63 positions: a partial tile
+    (1, 64, 10, 10, 128, (3, 3), (1, 1), (1, 1), (1, 1), 1), # two bands for 2 threads
+    (3, 16, 6, 5, 64, (3, 3), (1, 1), (2, 1), (2, 1), 1),    # dilation, odd images over 2 threads
     # im2col + gemm
     (1, 300, 20, 20, 8, (1, 1), (2, 2), (0, 0), (1, 1), 1),  # deep strided 1x1
     (1, 520, 6, 6, 4, (3, 3), (1, 1), (1, 1), (1, 1), 1),    # more than 4608 channel-taps
@@ -650,23 +656,26 @@ int main(int argc, char **argv) {
         p.dil_h = pick(1, 3); p.dil_w = pick(1, 3);
         p.pad_h = pick(0, 4); p.pad_w = pick(0, 4);
         p.h = pick(1, 40); p.w = pick(1, 40);
+        p.n = 0;
         switch (next() % 8) {
         case 0: cg = pick(20, 70); break;                                          /* deeper */
         case 1: p.kh = p.kw = 3; p.stride_h = p.stride_w = pick(1, 2);            /* ResNet-style */
                 p.pad_h = p.pad_w = 1; p.dil_h = p.dil_w = 1; break;
         case 2: cg = pick(250, 300); p.kh = p.kw = 1; p.h = pick(1, 9); p.w = pick(1, 9); ocg = pick(1, 9); break;
         case 3: p.kh = pick(6, 9); p.kw = pick(6, 9); p.dil_h = p.dil_w = 1; break;
+        case 5: ocg = 64 * pick(1, 2); cg = pick(14, 24); p.h = pick(3, 10); p.w = pick(3, 10); /* channel */
+                p.kh = p.kw = 3; p.groups = pick(1, 2); p.n = 1; break;               /* vectors */
         case 4: cg = pick(1, 4); p.h = pick(1, 4); p.w = pick(20, 80);                /* long rows, */
                 p.stride_w = 2; p.dil_w = pick(2, 3); p.kw = pick(3, 5); break;       /* uneven phases */
         default: break;
         }
-        p.n = pick(1, 3);
+        if (p.n == 0) p.n = pick(1, 3);
         p.c = cg * p.groups; p.oc = ocg * p.groups;
         const int64_t eh = p.h + 2 * p.pad_h - p.dil_h * (p.kh - 1) - 1;
         const int64_t ew = p.w + 2 * p.pad_w - p.dil_w * (p.kw - 1) - 1;
         if (eh < 0 || ew < 0) { it--; continue; }
         p.oh = eh / p.stride_h + 1; p.ow = ew / p.stride_w + 1;
-        if (p.n * p.oc * p.oh * p.ow * cg * p.kh * p.kw > 400000) { it--; continue; } /* keep the loop quick */
+        if (p.n * p.oc * p.oh * p.ow * cg * p.kh * p.kw > 1500000) { it--; continue; } /* keep the loop quick */
         const size_t nx = (size_t)(p.n * p.c * p.h * p.w), nw = (size_t)(p.oc * cg * p.kh * p.kw);
         const size_t ny = (size_t)(p.n * p.oc * p.oh * p.ow);
         float *x = fill(nx), *w = fill(nw), *b = fill((size_t)p.oc), *y[2];
