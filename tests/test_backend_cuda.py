@@ -275,3 +275,26 @@ def test_models_match_on_the_gpu(graphs: dict[str, Graph], cache_dir: str) -> No
             for k, w in want.items():
                 scale = max(1.0, float(np.abs(w).max()))
                 np.testing.assert_allclose(got[k], w, rtol=0, atol=2e-5 * scale, err_msg=f"{name} {k} B={batch}")
+
+
+@pytest.mark.parametrize("op", ["amax", "argmin"])
+def test_max_min_over_a_dim_that_can_be_empty_is_refused(op, tmp_path):
+    """The C backend fails such a run with a status; the CUDA kernels cannot, so compile refuses them."""
+    from graphc.ir.graph import Graph
+    from graphc.ops import get_op
+    from graphc.ops.registry import TensorType
+    from graphc.sym import Sym
+
+    for lo, refused in ((0, True), (1, False)):
+        g = Graph("red")
+        x = g.add_input("x", TensorType((Sym.var("B"), 3), graphc.float32))
+        g.dims["B"] = (lo, 4)
+        o = get_op(op)
+        attrs = o.bind_attrs({"dims": [0]} if op == "amax" else {"dim": 0})
+        n = g.add_node(op, [x], attrs, o.infer_type([x.type], attrs))
+        g.set_outputs([("y", n.out)])
+        if refused:
+            with pytest.raises(graphc.UnsupportedError, match=f"op {op}.*a reduced dim that can be empty"):
+                graphc.compile(g, backend="cuda", emit_only=True, out_dir=tmp_path / f"{lo}")
+        else:
+            graphc.compile(g, backend="cuda", emit_only=True, out_dir=tmp_path / f"{lo}")

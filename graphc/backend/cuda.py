@@ -169,6 +169,14 @@ def _row_block(count: Dim, kb: KernelBuilder) -> int:
     return b
 
 
+def _no_empty_reduction(kb: KernelBuilder, count: Any) -> None:
+    """max/min/argmax/argmin have no value over an empty dim. The C backend checks at run time; the CUDA
+    kernels would read the first element, so a graph whose reduced size can be 0 for dims in range is
+    refused at compile time instead."""
+    kb.require(evaluate(count, {d.name: d.min for d in kb.lower.dims}) != 0,
+               "a reduced dim that can be empty (a dynamic dim whose range starts at 0)")
+
+
 @lowers("sum", "prod", "mean", "amax", "amin", "var")
 def _reduce(kb: KernelBuilder, n: Node) -> None:
     x, out = n.inputs[0], n.out
@@ -183,6 +191,8 @@ def _reduce(kb: KernelBuilder, n: Node) -> None:
     kept_shape = [shape[i] for i in kept]
     outer = kb.loops(kept_shape, [[st[i] for i in kept], contiguous_strides(kept_shape)], parallel=False)
     red_shape = [shape[i] for i in dims]
+    if n.op in ("amax", "amin"):
+        _no_empty_reduction(kb, prod(red_shape))
     inner = kb.loops(red_shape, [[st[i] for i in dims]], parallel=False)
     acc = kb.ctype(dt) if dt.is_floating_point else ("int64_t" if n.op in ("sum", "prod") else kb.ctype(dt))
     count = prod(red_shape)
@@ -197,6 +207,7 @@ def _argreduce(kb: KernelBuilder, n: Node) -> None:
     d = n.attrs["dim"]
     kb.require(x.type.dtype.name != "bool", "bool")
     outer, size, inner = axis_split(x.type.shape, d, d + 1)
+    _no_empty_reduction(kb, size)
     kb.emit("argreduce.cu.j2", is_min=int(n.op == "argmin"), rows=kb.dim(outer * inner), n=kb.dim(size),
             inner=kb.dim(inner), src=kb.input(x), dst=kb.output(out), ctype=kb.ctype(x.type.dtype),
             floating=x.type.dtype.is_floating_point, block=_row_block(size, kb))
