@@ -313,9 +313,10 @@ def conv_transpose2d_ref(x, w, bias, stride, pad, out_pad, dil, groups):
 
 # n, c, h, w, oc, (kh, kw), stride, pad, dil, groups
 # Paths (gc_conv.c): one input channel per group runs direct per-plane loops; a plain 1x1 (stride 1, no
-# padding) a gemm on x; other kernels with several taps, and strided or padded 1x1s over at most 256
+# padding) a gemm on x; other kernels with several taps, and strided or padded 1x1s over at most 32
 # channels, the spatial path (phase planes, register tiles of 8 output channels x 3 vectors of wide
-# positions on AVX-512, 4 x 3 elsewhere); the rest im2col + gemm.
+# positions on AVX-512, 4 x 3 elsewhere; small images with 64k output channels: 6 positions x 64
+# channels); the rest im2col + gemm.
 CONV_CASES = [
     (2, 3, 9, 11, 4, (3, 3), (1, 1), (1, 1), (1, 1), 1),
     (1, 4, 10, 7, 6, (3, 3), (2, 2), (1, 1), (1, 1), 1),
