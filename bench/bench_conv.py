@@ -7,8 +7,9 @@
 Builds runtime_c/gc_gemm.c + gc_conv.c with gcc -O3 -march=native -fopenmp into a temp dir and calls
 gc_conv2d through cffi (work buffer sized by gc_conv2d_work_floats). Each thread count runs in a fresh
 subprocess with OMP_NUM_THREADS etc. set, and torch gets the same number of threads. A cell is the best
-of several timed bursts; with one thread the clock is the calling thread's CPU time (--clock cpu), which
-other processes on a shared machine do not inflate, with more threads it is wall time. Prints
+of several timed bursts, the runners taking turns burst by burst; with one thread the clock is the calling
+thread's CPU time (--clock cpu), which other processes on a shared machine do not inflate, with more
+threads it is wall time. Prints
 microseconds per call, GFLOP/s and the ratio torch / gc (above 1: gc_conv2d is faster). Nothing here
 asserts on timings.
 
@@ -109,24 +110,30 @@ def runtime_sources(rev: str = "") -> dict[str, str]:
                               capture_output=True, text=True).stdout for n in names}
 
 
-def best_time(fn, min_time: float, bursts: int, clock) -> float:
-    """Seconds per call: calls are grouped into bursts of at least min_time, the fastest burst wins."""
-    fn()
-    reps = 1
-    while True:
-        t0 = clock()
-        for _ in range(reps):
-            fn()
-        elapsed = clock() - t0
-        if elapsed >= min_time:
-            break
-        reps *= 2
-    best = elapsed / reps
+def best_times(fns, min_time: float, bursts: int, clock) -> list[float]:
+    """Seconds per call of each fn: calls are grouped into bursts of at least min_time, the fns take turns
+    burst by burst (so a busy spell on a shared machine hits them alike), the fastest burst of each wins."""
+    best = []
+    reps = []
+    for fn in fns:
+        fn()
+        n = 1
+        while True:
+            t0 = clock()
+            for _ in range(n):
+                fn()
+            elapsed = clock() - t0
+            if elapsed >= min_time:
+                break
+            n *= 2
+        reps.append(n)
+        best.append(elapsed / n)
     for _ in range(bursts - 1):
-        t0 = clock()
-        for _ in range(reps):
-            fn()
-        best = min(best, (clock() - t0) / reps)
+        for i, fn in enumerate(fns):
+            t0 = clock()
+            for _ in range(reps[i]):
+                fn()
+            best[i] = min(best[i], (clock() - t0) / reps[i])
     return best
 
 
@@ -165,15 +172,16 @@ def worker(args: argparse.Namespace) -> None:
             ptr = partial(ffi.cast, "float *")
             tx, tw, tb = (torch.from_numpy(a) for a in (x, wt, bias))
             ref = torch.nn.functional.conv2d(tx, tw, tb, s, pad, 1, groups).numpy()
-            times, err = [], 0.0
+            calls, err = [], 0.0
             for lib in libs:
                 work = np.empty(max(1, lib.gc_conv2d_work_floats(p, nthreads)), np.float32)
-                call = partial(lib.gc_conv2d, p, ptr(x.ctypes.data), ptr(wt.ctypes.data), ptr(bias.ctypes.data),
-                               ptr(y.ctypes.data), ptr(work.ctypes.data), nthreads)
-                times.append(best_time(call, args.min_time, args.bursts, clock))
+                calls.append(partial(lib.gc_conv2d, p, ptr(x.ctypes.data), ptr(wt.ctypes.data),
+                                     ptr(bias.ctypes.data), ptr(y.ctypes.data), ptr(work.ctypes.data), nthreads))
+                calls[-1].work = work  # keep the buffer alive
+                calls[-1]()
                 err = max(err, float(np.abs(y - ref).max() / max(1e-30, float(np.abs(ref).max()))))
-            t_torch = best_time(partial(torch.nn.functional.conv2d, tx, tw, tb, s, pad, 1, groups), args.min_time,
-                                args.bursts, clock)
+            calls.append(partial(torch.nn.functional.conv2d, tx, tw, tb, s, pad, 1, groups))
+            *times, t_torch = best_times(calls, args.min_time, args.bursts, clock)
             flops = 2.0 * batch * oc * oh * ow * (c // groups) * k * k
             label = f"{batch},{c},{h},{w},{oc},{k},{s},{pad}" + (f",{groups}" if groups > 1 else "")
             cells = [f"{t * 1e6:>9.1f}" for t in times]
