@@ -294,4 +294,4 @@ class Backend:
 
     def render_sources(self, program: Any, options: Any) -> dict[str, str]:
         """All generated files of a program: {file name: text}."""
-        raise NotImplementedError
+        raise NotImplementedError(f"backend {self.name!r} must define render_sources()")
