@@ -31,70 +31,8 @@
 #include <string.h>
 
 #include "graphc_rt.h"
+#include "gc_simd.h"
 
-#ifdef _OPENMP
-#define GC_PRAGMA(x) _Pragma(#x)
-#else
-#define GC_PRAGMA(x)
-#endif
-
-#if defined(__GNUC__) && (defined(__FMA__) || defined(__AVX512F__))
-#include <immintrin.h>
-#endif
-
-/* Vectors as in gc_gemm.c: GCC/Clang vector extensions sized by the target ISA, scalars elsewhere. */
-#if defined(__GNUC__)
-#if defined(__AVX512F__)
-#define GC_VW 16
-#elif defined(__AVX__)
-#define GC_VW 8
-#else
-#define GC_VW 4
-#endif
-typedef float gc_vf __attribute__((vector_size(GC_VW * sizeof(float))));
-#define GC_ALWAYS_INLINE inline __attribute__((always_inline))
-#define GC_NOINLINE __attribute__((noinline))
-#else
-#define GC_VW 1
-typedef float gc_vf;
-#define GC_ALWAYS_INLINE inline
-#define GC_NOINLINE
-#endif
-
-static inline gc_vf vload(const float *p) /* unaligned load */
-{
-    gc_vf v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
-static inline void vstore(float *p, gc_vf v) /* unaligned store */
-{
-    memcpy(p, &v, sizeof v);
-}
-
-static inline gc_vf vset1(float x)
-{
-#if GC_VW == 1
-    return x;
-#else
-    return x - (gc_vf){0}; /* scalar - vector broadcasts the scalar */
-#endif
-}
-
-/* acc + a * b, one fused instruction when the ISA has FMA */
-static inline gc_vf vfma(gc_vf a, gc_vf b, gc_vf acc)
-{
-#if GC_VW == 16
-    return _mm512_fmadd_ps(a, b, acc);
-#elif GC_VW == 8 && defined(__FMA__)
-    return _mm256_fmadd_ps(a, b, acc);
-#elif GC_VW == 4 && defined(__FMA__)
-    return _mm_fmadd_ps(a, b, acc);
-#else
-    return acc + a * b;
-#endif
-}
 
 static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
