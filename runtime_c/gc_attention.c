@@ -16,16 +16,7 @@
 #include <string.h>
 
 #include "graphc_rt.h"
-
-#ifdef _OPENMP
-#include <omp.h>
-#define GC_PRAGMA(x) _Pragma(#x)
-#define GC_PARALLEL_FOR(cond) GC_PRAGMA(omp parallel for num_threads(nthreads) schedule(static) if (cond))
-#define GC_THREAD_ID() omp_get_thread_num()
-#else
-#define GC_PARALLEL_FOR(cond)
-#define GC_THREAD_ID() 0
-#endif
+#include "gc_simd.h"
 
 #define GC_SDPA_PARALLEL_MIN 16384
 

@@ -6,15 +6,9 @@
 #include <string.h>
 
 #include "graphc_rt.h"
+#include "gc_simd.h"
 
 #define GC_INDEX_PARALLEL_MIN 16384
-
-#ifdef _OPENMP
-#define GC_PRAGMA(x) _Pragma(#x)
-#define GC_PARALLEL_FOR(cond) GC_PRAGMA(omp parallel for num_threads(nthreads) schedule(static) if (cond))
-#else
-#define GC_PARALLEL_FOR(cond)
-#endif
 
 int gc_embedding(int64_t n, const int64_t *idx, int64_t v, int64_t d, const float *table, float *out,
                  int nthreads)

@@ -15,18 +15,12 @@
 #include <math.h>
 
 #include "graphc_rt.h"
+#include "gc_simd.h"
 
 /* Spawning a thread team costs a few microseconds: below this many elements stay single-threaded. */
 #define GC_NORM_PARALLEL_MIN 16384
 #define LANES 8
 #define CHUNK 256
-
-#ifdef _OPENMP
-#define GC_PRAGMA(x) _Pragma(#x)
-#define GC_PARALLEL_FOR(cond) GC_PRAGMA(omp parallel for num_threads(nthreads) schedule(static) if (cond))
-#else
-#define GC_PARALLEL_FOR(cond)
-#endif
 
 /* The mean as an unevaluated float sum hi + lo: (x - hi) - lo keeps the precision of the double mean
  * (x - hi is exact when x is close to the mean), which matters when the data sit on a large offset. */

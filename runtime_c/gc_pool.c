@@ -8,12 +8,7 @@
 #include <math.h>
 
 #include "graphc_rt.h"
-
-#ifdef _OPENMP
-#define GC_PRAGMA(x) _Pragma(#x)
-#else
-#define GC_PRAGMA(x)
-#endif
+#include "gc_simd.h"
 
 /* below this many output elements x taps, threads cost more than they save */
 #define GC_POOL_PARALLEL_MIN 32768.0

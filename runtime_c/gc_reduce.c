@@ -13,17 +13,11 @@
 #include <math.h>
 
 #include "graphc_rt.h"
+#include "gc_simd.h"
 
 #define GC_BLOCK 64
 #define LANES 8
 #define GC_REDUCE_PARALLEL_MIN 16384
-
-#ifdef _OPENMP
-#define GC_PRAGMA(x) _Pragma(#x)
-#define GC_PARALLEL_FOR(cond) GC_PRAGMA(omp parallel for num_threads(nthreads) schedule(static) if (cond))
-#else
-#define GC_PARALLEL_FOR(cond)
-#endif
 
 /* ------------------------------------------------------------------ softmax */
 

@@ -1,6 +1,6 @@
-/* gc_simd.h: what the runtime's vectorised kernels (gc_gemm.c, gc_conv.c) share — the OpenMP pragma
- * macro and float vectors sized by the target ISA, with unaligned load/store, broadcast and FMA.
- * Internal to the runtime: not part of graphc_rt.h's contract. */
+/* gc_simd.h: what every runtime kernel file includes — the OpenMP pragma macros (GC_PRAGMA,
+ * GC_PARALLEL_FOR, GC_THREAD_ID) and float vectors sized by the target ISA, with unaligned load/store,
+ * broadcast and FMA. Internal to the runtime: not part of graphc_rt.h's contract. */
 #ifndef GC_SIMD_H
 #define GC_SIMD_H
 
@@ -8,10 +8,15 @@
 
 /* "#pragma omp ..." only when OpenMP is on, so -Wall stays quiet without -fopenmp */
 #ifdef _OPENMP
+#include <omp.h>
 #define GC_PRAGMA(x) _Pragma(#x)
+#define GC_THREAD_ID() omp_get_thread_num()
 #else
 #define GC_PRAGMA(x)
+#define GC_THREAD_ID() 0
 #endif
+/* a parallel loop over the function's `nthreads`, taken only when `cond` (the work pays for the team) */
+#define GC_PARALLEL_FOR(cond) GC_PRAGMA(omp parallel for num_threads(nthreads) schedule(static) if (cond))
 
 #if defined(__GNUC__) && (defined(__FMA__) || defined(__AVX512F__))
 #include <immintrin.h>

@@ -140,6 +140,23 @@ def randn(rng, *shape, scale=1.0, offset=0.0):
     return (rng.standard_normal(shape) * scale + offset).astype(np.float32)
 
 
+# ---------------------------------------------------------------------------------------------- sources
+
+
+def test_kernel_files_share_the_pragma_macros():
+    """Every runtime file with a parallel loop takes GC_PRAGMA / GC_PARALLEL_FOR from gc_simd.h; none
+    keeps its own copy (a copy drifts: one file's serial build would warn, another's would not)."""
+    users = []
+    for path in sorted(RT.glob("*.c")):
+        text = path.read_text()
+        assert not re.search(r"#\s*define\s+GC_(PRAGMA|PARALLEL_FOR|THREAD_ID)\b", text), path.name
+        if re.search(r"GC_(PRAGMA|PARALLEL_FOR)\(", text):
+            assert '#include "gc_simd.h"' in text, path.name
+            users.append(path.name)
+    assert {"gc_gemm.c", "gc_conv.c", "gc_norm.c", "gc_reduce.c", "gc_attention.c", "gc_pool.c",
+            "gc_index.c"} <= set(users)
+
+
 # ---------------------------------------------------------------------------------------------- status
 
 
