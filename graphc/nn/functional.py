@@ -176,6 +176,68 @@ def conv_transpose2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, 
                            dilation)
 
 
+def _depth_major(x: Tensor) -> Tensor:
+    """[N, C, D, H, W] -> [N, D, C, H, W]."""
+    return x.permute(0, 2, 1, 3, 4)
+
+
+def conv3d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: _Size = 1,  # noqa: A002
+           padding: _Size | str = 0, dilation: _Size = 1, groups: int = 1) -> Tensor:
+    """3-d convolution over [N, C, D, H, W] or [C, D, H, W], composed of 2-d convolutions: the depth
+    dim goes into the batch (one strided slice of the depth-padded input per kernel depth tap, each
+    convolved with that tap's [OC, C/groups, KH, KW] weights) and the taps are summed."""
+    fn = "conv3d"
+    x, squeeze = _batched(fn, input, 3, "(N, C, D, H, W)")
+    _check_tensor(fn, "weight", weight)
+    if weight.ndim != 5:
+        raise ValueError(f"{fn}: weight must be 5-d [OC, C/groups, KD, KH, KW], got shape {_fmt(weight.shape)}")
+    s = _ntuple(fn, "stride", stride, 3)
+    d = _ntuple(fn, "dilation", dilation, 3)
+    ks = [int(k) for k in weight.shape[2:]]
+    if isinstance(padding, str):
+        if padding == "valid":
+            lo, hi = [0, 0, 0], [0, 0, 0]
+        elif padding == "same":
+            if any(v != 1 for v in s):
+                raise ValueError(f"{fn}: padding='same' is not supported for strided convolutions")
+            total = [d[i] * (ks[i] - 1) for i in range(3)]
+            lo = [t // 2 for t in total]
+            hi = [t - t // 2 for t in total]
+        else:
+            raise ValueError(f"{fn}: invalid padding string {padding!r}, should be one of 'valid', 'same'")
+    else:
+        lo = list(_ntuple(fn, "padding", padding, 3))
+        hi = list(lo)
+    if x.shape[1] != weight.shape[1] * groups:
+        raise ValueError(f"{fn}: input {_fmt(x.shape)} has {x.shape[1]} channels, weight {_fmt(weight.shape)} with "
+                         f"groups={groups} expects {weight.shape[1] * groups}")
+    dd, hh, ww = _spatial_static(fn, x, 3)
+    # depth padding and any asymmetric part of H/W padding as a pad op; the symmetric H/W part goes to conv
+    sym = [min(lo[i], hi[i]) for i in (1, 2)]
+    extra = [lo[2] - sym[1], hi[2] - sym[1], lo[1] - sym[0], hi[1] - sym[0], lo[0], hi[0]]
+    if any(extra):
+        x = apply("pad", x, pads=extra, value=0.0)
+    od = (dd + lo[0] + hi[0] - d[0] * (ks[0] - 1) - 1) // s[0] + 1
+    if od < 1:
+        raise ValueError(f"{fn}: input {_fmt(input.shape)} with padding {padding} is smaller than the dilated "
+                         f"kernel {ks} (dilation {list(d)})")
+    xm = _depth_major(x)  # [N, Dp, C, H', W']
+    n = x.shape[0]
+    w = bind_to_trace(weight, x)
+    b = bind_to_trace(bias, x)
+    y = None
+    for kd in range(ks[0]):
+        start = kd * d[0]
+        xs = apply("slice", xm, dim=1, start=start, end=start + s[0] * (od - 1) + 1, step=s[0])
+        xs = xs.reshape(n * od, xs.shape[2], xs.shape[3], xs.shape[4])
+        part = apply("conv", xs, w[:, :, kd], b if kd == 0 else None, stride=s[1:], padding=sym, dilation=d[1:],
+                     groups=groups)
+        y = part if y is None else y + part
+    assert y is not None
+    y = y.reshape(n, od, y.shape[1], y.shape[2], y.shape[3]).permute(0, 2, 1, 3, 4)
+    return _unbatch(y, squeeze)
+
+
 # ------------------------------------------------------------------------------------------ pooling
 def _stride(fn: str, stride: Any, kernel: tuple[int, ...], n: int) -> tuple[int, ...]:
     if stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0):
@@ -241,6 +303,86 @@ def avg_pool1d(input: Tensor, kernel_size: _Size, stride: _Size | None = None, p
               padding=(0, *_ntuple(fn, "padding", padding, 1)), ceil_mode=bool(ceil_mode),
               count_include_pad=bool(count_include_pad))
     return _unbatch(y.squeeze(2), squeeze)
+
+
+def _pool3d_prepare(fn: str, input: Tensor, kernel_size: Any, stride: Any, padding: Any,  # noqa: A002
+                    dilation: Any, ceil_mode: bool) -> tuple[Tensor, bool, tuple, tuple, tuple, tuple, int]:
+    from ..ops.nn import pool_out_size
+
+    x, squeeze = _batched(fn, input, 3, "(N, C, D, H, W)")
+    k = _ntuple(fn, "kernel_size", kernel_size, 3)
+    s = _stride(fn, stride, k, 3)
+    p = _ntuple(fn, "padding", padding, 3)
+    dl = _ntuple(fn, "dilation", dilation, 3)
+    if any(pp > kk // 2 for pp, kk in zip(p, k)):
+        raise ValueError(f"{fn}: pad should be at most half of effective kernel size, but got pad={list(p)}, "
+                         f"kernel_size={list(k)}")
+    dd = _spatial_static(fn, x, 3)[0]
+    od = pool_out_size(dd, k[0], s[0], p[0], dl[0], ceil_mode)
+    if od < 1:
+        raise ValueError(f"{fn}: output depth {od} is too small for input {_fmt(input.shape)}")
+    return x, squeeze, k, s, p, dl, od
+
+
+def _depth_taps(xm: Tensor, k: int, s: int, p: int, dl: int, od: int, value: float) -> list[Tensor]:
+    """The k strided depth slices ([N, OD, ...]) of xm [N, D, ...] padded with value (p in front, as
+    much as the last window needs behind)."""
+    depth = xm.shape[1]
+    need = (od - 1) * s + dl * (k - 1) + 1
+    back = max(0, need - depth - p)
+    if p or back:
+        xm = apply("pad", xm, pads=[0, 0] * (xm.ndim - 2) + [p, back], value=value)
+    return [apply("slice", xm, dim=1, start=j * dl, end=j * dl + s * (od - 1) + 1, step=s) for j in range(k)]
+
+
+def max_pool3d(input: Tensor, kernel_size: _Size, stride: _Size | None = None, padding: _Size = 0,  # noqa: A002
+               dilation: _Size = 1, ceil_mode: bool = False, return_indices: bool = False) -> Tensor:
+    """Max pooling over [N, C, D, H, W] or [C, D, H, W]: max_pool2d over each depth slice, then the
+    elementwise maximum of the strided depth slices (padding counts as -inf)."""
+    fn = "max_pool3d"
+    _no_indices(fn, return_indices)
+    x, squeeze, k, s, p, dl, od = _pool3d_prepare(fn, input, kernel_size, stride, padding, dilation, ceil_mode)
+    n, c, dd, h, w = x.shape
+    y = apply("max_pool2d", _depth_major(x).reshape(n * dd, c, h, w), kernel=k[1:], stride=s[1:], padding=p[1:],
+              dilation=dl[1:], ceil_mode=bool(ceil_mode))
+    y = y.reshape(n, dd, c, y.shape[2], y.shape[3])
+    out = None
+    for t in _depth_taps(y, k[0], s[0], p[0], dl[0], od, float("-inf")):
+        out = t if out is None else apply("maximum", out, t)
+    assert out is not None
+    return _unbatch(out.permute(0, 2, 1, 3, 4), squeeze)
+
+
+def avg_pool3d(input: Tensor, kernel_size: _Size, stride: _Size | None = None, padding: _Size = 0,  # noqa: A002
+               ceil_mode: bool = False, count_include_pad: bool = True, divisor_override: int | None = None) -> Tensor:
+    """Average pooling over [N, C, D, H, W] or [C, D, H, W]: PyTorch's divisor is a product of one
+    factor per dim (with or without the padding), so it is avg_pool2d over each depth slice followed by
+    the depth windows' sums over their depth divisors."""
+    from ..ops.nn import _avg_divisors
+
+    fn = "avg_pool3d"
+    if divisor_override is not None and divisor_override == 0:
+        raise ValueError(f"{fn}: divisor must be not zero")
+    x, squeeze, k, s, p, _, od = _pool3d_prepare(fn, input, kernel_size, stride, padding, 1, ceil_mode)
+    n, c, dd, h, w = x.shape
+    if dd < k[0] or h < k[1] or w < k[2]:  # PyTorch's avg_pool3d refuses these even when padded
+        raise ValueError(f"{fn}: input image (T: {dd} H: {h} W: {w}) smaller than kernel size (kT: {k[0]} kH: {k[1]} "
+                         f"kW: {k[2]})")
+    y = apply("avg_pool2d", _depth_major(x).reshape(n * dd, c, h, w), kernel=k[1:], stride=s[1:], padding=p[1:],
+              ceil_mode=bool(ceil_mode), count_include_pad=bool(count_include_pad),
+              divisor_override=None if divisor_override is None else 1)
+    y = y.reshape(n, dd, c, y.shape[2], y.shape[3])
+    total = None
+    for t in _depth_taps(y, k[0], s[0], p[0], 1, od, 0.0):
+        total = t if total is None else total + t
+    assert total is not None
+    if divisor_override is not None:
+        out = total / float(divisor_override)
+    else:
+        with_pad, inside = _avg_divisors(int(dd), od, k[0], s[0], p[0])
+        div = (with_pad if count_include_pad else inside).astype(x.dtype.np).reshape(1, od, 1, 1, 1)
+        out = total / Tensor._wrap(div, x.device)
+    return _unbatch(out.permute(0, 2, 1, 3, 4), squeeze)
 
 
 def _adaptive_size(fn: str, output_size: Any, spatial: Sequence[Dim], n: int) -> tuple[int, ...]:
@@ -345,6 +487,28 @@ def group_norm(input: Tensor, num_groups: int, weight: Tensor | None = None, bia
         raise RuntimeError(f"group_norm: expected at least 2 dims [N, C, *], but got input of size "
                            f"{_fmt(input.shape)}")
     return apply("group_norm", input, weight, bias, num_groups=num_groups, eps=eps)
+
+
+def instance_norm(input: Tensor, running_mean: Tensor | None = None,  # noqa: A002
+                  running_var: Tensor | None = None, weight: Tensor | None = None, bias: Tensor | None = None,
+                  use_input_stats: bool = True, momentum: float = 0.1, eps: float = 1e-5) -> Tensor:
+    """Instance norm over [N, C, *]: each (sample, channel) normalised over its spatial positions (the
+    group_norm op with one group per channel); use_input_stats=False normalises with the running
+    statistics (the batch_norm op). Running statistics are not updated (inference semantics)."""
+    fn = "instance_norm"
+    _check_tensor(fn, "input", input)
+    if input.ndim < 3:
+        raise ValueError(f"{fn}: expected input of shape [N, C, *] with at least one spatial dim, got "
+                         f"{_fmt(input.shape)}")
+    if not use_input_stats:
+        if running_mean is None or running_var is None:
+            raise ValueError(f"{fn}: Expected running_mean and running_var to be defined when use_input_stats is "
+                             "false")
+        return apply("batch_norm", input, running_mean, running_var, weight, bias, eps=eps)
+    c = input.shape[1]
+    if not is_static(c):
+        raise ValueError(f"{fn}: the channel dim of input {_fmt(input.shape)} must be static")
+    return apply("group_norm", input, weight, bias, num_groups=int(c), eps=eps)
 
 
 def _finfo_eps(dt: D.dtype) -> float:
@@ -522,18 +686,349 @@ def softmin(input: Tensor, dim: int | None = None, _stacklevel: int = 3, dtype: 
 
 
 # -------------------------------------------------------------------------------------------- pad
+_PAD_MODES = ("constant", "reflect", "replicate", "circular")
+
+
+def _pad_index(mode: str, size: int, lo: int, hi: int) -> np.ndarray:
+    """Source index along one dim for each output position of a reflect/replicate/circular pad."""
+    if mode == "circular":  # wraps over the dim after negative pads crop it (PyTorch)
+        start, size = max(0, -lo), size - max(0, -lo) - max(0, -hi)
+        j = np.arange(size + max(lo, 0) + max(hi, 0)) - max(lo, 0)
+        return (start + np.mod(j, size)).astype(np.int64)
+    j = np.arange(size + lo + hi) - lo
+    if mode == "replicate":
+        return np.clip(j, 0, size - 1).astype(np.int64)
+    j = np.abs(j)  # reflect: mirror at the first and the last element, which are not repeated
+    return np.where(j > size - 1, 2 * (size - 1) - j, j).astype(np.int64)
+
+
 def pad(input: Tensor, pad: Sequence[int], mode: str = "constant", value: float | None = None) -> Tensor:  # noqa: A002
-    """Constant padding in F.pad's order (last dim first); negative pads crop."""
-    if mode != "constant":
-        raise UnsupportedError(f"pad: mode {mode!r} is not supported by graphc; only mode='constant'")
+    """F.pad: pads in F.pad's order (last dim first); negative pads crop. mode 'constant' fills with
+    value; 'reflect', 'replicate' and 'circular' pad the last 1, 2 or 3 dims of a batched or unbatched
+    input by picking source indices (index_select along each padded dim)."""
+    _check_tensor("pad", "input", input)
     pads = [int(p) for p in pad]
     if len(pads) % 2:
         raise ValueError(f"pad: padding length must be divisible by 2, got {len(pads)}")
     if len(pads) // 2 > input.ndim:
         raise ValueError(f"pad: padding length {len(pads)} is too large for a {input.ndim}-d input")
-    if not any(pads):
-        return input
-    return apply("pad", input, pads=pads, value=0 if value is None else value)
+    if mode not in _PAD_MODES:
+        raise ValueError(f"pad: unrecognised padding mode {mode!r}; expected one of {', '.join(_PAD_MODES)}")
+    if mode == "constant":
+        if not any(pads):
+            return input
+        return apply("pad", input, pads=pads, value=0 if value is None else value)
+    if value is not None and value != 0:
+        raise ValueError(f"pad: padding mode {mode!r} doesn't take in value argument")
+    npad = len(pads) // 2
+    if npad not in (1, 2, 3) or input.ndim not in (npad + 1, npad + 2):
+        raise ValueError(f"pad: mode {mode!r} pads the last 1, 2 or 3 dims with 2, 4 or 6 pad values of a 2-d or "
+                         f"3-d, 3-d or 4-d, 4-d or 5-d input; got {len(pads)} pad values for a {input.ndim}-d "
+                         f"input of shape {_fmt(input.shape)}")
+    y = input
+    for i in range(npad):
+        d = input.ndim - 1 - i
+        lo, hi = pads[2 * i], pads[2 * i + 1]
+        if lo == 0 and hi == 0:
+            continue
+        n = input.shape[d]
+        if not is_static(n):
+            raise ValueError(f"pad: mode {mode!r} needs a static size for dim {d}, got {n}")
+        if mode == "reflect" and (lo >= n or hi >= n):
+            raise ValueError(f"pad: padding size should be less than the corresponding input dimension for mode "
+                             f"'reflect', but got padding ({lo}, {hi}) at dimension {d} of input "
+                             f"{_fmt(input.shape)}")
+        if mode == "circular" and (lo > n or hi > n):
+            raise ValueError(f"pad: padding ({lo}, {hi}) at dimension {d} of input {_fmt(input.shape)} would wrap "
+                             "around more than once in mode 'circular'")
+        if n + lo + hi < 0 or (mode == "circular" and n - max(0, -lo) - max(0, -hi) <= 0 and (lo > 0 or hi > 0)):
+            raise ValueError(f"pad: padding ({lo}, {hi}) at dimension {d} leaves nothing of input "
+                             f"{_fmt(input.shape)}")
+        idx = _pad_index(mode, int(n), lo, hi)
+        y = apply("index_select", y, Tensor._wrap(idx, input.device), dim=d)
+    return y
+
+
+# ------------------------------------------------------------------------------ resampling and layout
+def _spatial_static(fn: str, x: Tensor, nsp: int) -> list[int]:
+    sp = list(x.shape[x.ndim - nsp:])
+    for s in sp:
+        if not is_static(s):
+            raise ValueError(f"{fn}: dynamic spatial dims are not supported (input {_fmt(x.shape)}); only the "
+                             "batch dim may be dynamic")
+    return [int(s) for s in sp]
+
+
+def _along(x: Tensor, dim: int, taps: list[tuple[np.ndarray, np.ndarray | None]]) -> Tensor:
+    """sum_k x.index_select(dim, idx_k) * w_k, w_k broadcast along dim (None: weight 1)."""
+    n = x.shape[dim]
+    if len(taps) == 1 and taps[0][1] is None and len(taps[0][0]) == n and (taps[0][0] == np.arange(n)).all():
+        return x  # the identity (same size, nearest)
+    out = None
+    for idx, w in taps:
+        if w is not None and not w.any():
+            continue
+        y = apply("index_select", x, Tensor._wrap(idx.astype(np.int64), x.device), dim=dim)
+        if w is not None and not (w == 1).all():
+            shape = (len(w),) + (1,) * (x.ndim - 1 - dim)
+            y = y * Tensor._wrap(w.astype(x.dtype.np).reshape(shape), x.device)
+        out = y if out is None else out + y
+    if out is None:  # every weight is zero (cannot happen for a partition of unity; kept total)
+        out = apply("index_select", x, Tensor._wrap(taps[0][0].astype(np.int64), x.device), dim=dim) * 0.0
+    return out
+
+
+def _interp_scale(n_in: int, n_out: int, align_corners: bool, scale: float | None) -> np.float32:
+    """PyTorch's area_pixel_compute_scale in float (opmath of float32 inputs)."""
+    if align_corners:
+        return np.float32((n_in - 1) / (n_out - 1)) if n_out > 1 else np.float32(0)
+    if scale is not None and scale > 0:
+        return np.float32(1.0 / scale)
+    return np.float32(np.float32(n_in) / np.float32(n_out))
+
+
+def _source_index(scale: np.float32, n_out: int, align_corners: bool, cubic: bool) -> np.ndarray:
+    dst = np.arange(n_out, dtype=np.float32)
+    if align_corners:
+        return scale * dst
+    src = scale * (dst + np.float32(0.5)) - np.float32(0.5)
+    return src if cubic else np.maximum(src, np.float32(0))
+
+
+def _taps(mode: str, n_in: int, n_out: int, align_corners: bool, scale: float | None
+          ) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """The (source index, weight) pairs of one spatial dim (weights computed in float32 as PyTorch's CPU
+    kernels do)."""
+    if mode in ("nearest", "nearest-exact"):
+        s = _interp_scale(n_in, n_out, False, scale)
+        dst = np.arange(n_out, dtype=np.float32)
+        if mode == "nearest":
+            src = np.floor(dst * s)
+        else:
+            src = np.floor((dst + np.float32(0.5)) * s)
+        return [(np.minimum(src.astype(np.int64), n_in - 1), None)]
+    s = _interp_scale(n_in, n_out, align_corners, scale)
+    cubic = mode == "bicubic"
+    real = _source_index(s, n_out, align_corners, cubic)
+    i0 = np.minimum(np.floor(real).astype(np.int64), n_in - 1)
+    lam = np.clip(real - i0.astype(np.float32), 0, 1).astype(np.float32)
+    if not cubic:
+        i1 = i0 + (i0 < n_in - 1)
+        return [(i0, np.float32(1) - lam), (i1, lam)]
+    a = np.float32(-0.75)
+
+    def c1(t):  # |t| <= 1
+        return ((a + 2) * t - (a + 3)) * t * t + 1
+
+    def c2(t):  # 1 < |t| < 2
+        return ((a * t - 5 * a) * t + 8 * a) * t - 4 * a
+
+    ws = [c2(lam + 1), c1(lam), c1(1 - lam), c2(2 - lam)]
+    return [(np.clip(i0 - 1 + k, 0, n_in - 1), ws[k].astype(np.float32)) for k in range(4)]
+
+
+_INTERP_DIMS = {"linear": 1, "bilinear": 2, "bicubic": 2, "trilinear": 3}
+
+
+def interpolate(input: Tensor, size: int | Sequence[int] | None = None,  # noqa: A002
+                scale_factor: float | Sequence[float] | None = None, mode: str = "nearest",
+                align_corners: bool | None = None, recompute_scale_factor: bool | None = None,
+                antialias: bool = False) -> Tensor:
+    """F.interpolate over [N, C, *S] (S of 1, 2 or 3 dims): modes nearest, nearest-exact, linear,
+    bilinear, bicubic, trilinear (separable: per spatial dim, a weighted sum of index_selects with the
+    weights PyTorch's kernels use) and area (adaptive average pooling)."""
+    fn = "interpolate"
+    _check_tensor(fn, "input", input)
+    modes = ("nearest", "nearest-exact", "linear", "bilinear", "bicubic", "trilinear", "area")
+    if mode not in modes:
+        raise ValueError(f"{fn}: mode {mode!r} is not one of {', '.join(modes)}")
+    if mode in ("nearest", "nearest-exact", "area"):
+        if align_corners is not None:
+            raise ValueError("align_corners option can only be set with the interpolating modes: "
+                             "linear | bilinear | bicubic | trilinear")
+    elif align_corners is None:
+        align_corners = False
+    if antialias:
+        raise UnsupportedError(f"{fn}: antialias=True is not supported by graphc")
+    if input.ndim not in (3, 4, 5):
+        raise ValueError(f"{fn}: only 3D, 4D and 5D input tensors [N, C, *spatial] are supported, got a "
+                         f"{input.ndim}-d input of shape {_fmt(input.shape)}")
+    nsp = input.ndim - 2
+    want = _INTERP_DIMS.get(mode)
+    if want is not None and want != nsp:
+        raise ValueError(f"{fn}: got {input.ndim}D input, but {mode} mode needs {want + 2}D input")
+    if not input.dtype.is_floating_point:
+        raise ValueError(f"{fn}: expects a floating-point input, got {input.dtype}")
+    sp = _spatial_static(fn, input, nsp)
+    if (size is None) == (scale_factor is None):
+        raise ValueError("only one of size or scale_factor should be defined" if size is not None else
+                         "either size or scale_factor should be defined")
+    scales: list[float | None]
+    if size is not None:
+        out = list(size) if isinstance(size, (list, tuple)) else [size] * nsp
+        if len(out) != nsp:
+            raise ValueError(f"{fn}: input and output must have the same number of spatial dimensions, but got "
+                             f"input with spatial dimensions of {sp} and output size of {list(out)}")
+        out = [int(o) for o in out]
+        scales = [None] * nsp
+    else:
+        sf = list(scale_factor) if isinstance(scale_factor, (list, tuple)) else [scale_factor] * nsp
+        if len(sf) != nsp:
+            raise ValueError(f"{fn}: input and scale_factor must have the same number of spatial dimensions, but "
+                             f"got input with spatial dimensions of {sp} and scale_factor of shape {sf}")
+        sf = [float(s) for s in sf]
+        out = [int(math.floor(float(n) * s)) for n, s in zip(sp, sf)]
+        scales = [None] * nsp if recompute_scale_factor else list(sf)
+    if min(out) < 1:
+        raise ValueError(f"{fn}: output size {out} must be positive (input spatial size {sp})")
+    if mode == "area":
+        if nsp == 3:
+            raise UnsupportedError(f"{fn}: mode 'area' on 5-d inputs is not supported by graphc")
+        return (adaptive_avg_pool1d(input, out[0]) if nsp == 1 else adaptive_avg_pool2d(input, out))
+    y = input
+    for i in range(nsp):
+        y = _along(y, 2 + i, _taps(mode, sp[i], out[i], bool(align_corners), scales[i]))
+    return y
+
+
+def upsample(input: Tensor, size: Any = None, scale_factor: Any = None, mode: str = "nearest",  # noqa: A002
+             align_corners: bool | None = None) -> Tensor:
+    """Deprecated alias of interpolate."""
+    return interpolate(input, size, scale_factor, mode, align_corners)
+
+
+def upsample_nearest(input: Tensor, size: Any = None, scale_factor: Any = None) -> Tensor:  # noqa: A002
+    return interpolate(input, size, scale_factor, mode="nearest")
+
+
+def upsample_bilinear(input: Tensor, size: Any = None, scale_factor: Any = None) -> Tensor:  # noqa: A002
+    return interpolate(input, size, scale_factor, mode="bilinear", align_corners=True)
+
+
+def pixel_shuffle(input: Tensor, upscale_factor: int) -> Tensor:  # noqa: A002
+    """[*, C*r*r, H, W] -> [*, C, H*r, W*r] (a reshape and a permute)."""
+    _check_tensor("pixel_shuffle", "input", input)
+    r = int(upscale_factor)
+    if input.ndim < 3:
+        raise ValueError(f"pixel_shuffle expects input to have at least 3 dimensions, but got input with "
+                         f"{input.ndim} dimension(s)")
+    if r <= 0:
+        raise ValueError(f"pixel_shuffle expects a positive upscale_factor, but got {r}")
+    *lead, c, h, w = input.shape
+    if not is_static(c) or c % (r * r):
+        raise ValueError(f"pixel_shuffle expects its input's 'channel' dimension to be divisible by the square of "
+                         f"upscale_factor, but input.size(-3)={c} is not divisible by {r * r}")
+    nl = len(lead)
+    y = input.reshape(*lead, c // (r * r), r, r, h, w)
+    y = y.permute(*range(nl), nl, nl + 3, nl + 1, nl + 4, nl + 2)
+    return y.reshape(*lead, c // (r * r), h * r, w * r)
+
+
+def pixel_unshuffle(input: Tensor, downscale_factor: int) -> Tensor:  # noqa: A002
+    """[*, C, H*r, W*r] -> [*, C*r*r, H, W] (a reshape and a permute)."""
+    _check_tensor("pixel_unshuffle", "input", input)
+    r = int(downscale_factor)
+    if input.ndim < 3:
+        raise ValueError(f"pixel_unshuffle expects input to have at least 3 dimensions, but got input with "
+                         f"{input.ndim} dimension(s)")
+    if r <= 0:
+        raise ValueError(f"pixel_unshuffle expects a positive downscale_factor, but got {r}")
+    *lead, c, h, w = input.shape
+    for name, n in (("height", h), ("width", w)):
+        if not is_static(n) or n % r:
+            raise ValueError(f"pixel_unshuffle expects {name} to be divisible by downscale_factor, but input.size"
+                             f"({-2 if name == 'height' else -1})={n} is not divisible by {r}")
+    nl = len(lead)
+    y = input.reshape(*lead, c, h // r, r, w // r, r)
+    y = y.permute(*range(nl), nl, nl + 2, nl + 4, nl + 1, nl + 3)
+    return y.reshape(*lead, c * r * r, h // r, w // r)
+
+
+def unfold(input: Tensor, kernel_size: _Size, dilation: _Size = 1, padding: _Size = 0,  # noqa: A002
+           stride: _Size = 1) -> Tensor:
+    """im2col: [N, C, H, W] (or [C, H, W]) -> [N, C*kh*kw, L] with the blocks of the sliding window
+    (strided slices of the zero-padded input, stacked)."""
+    fn = "unfold"
+    x, squeeze = _batched(fn, input, 2, "(N, C, H, W)")
+    k = _ntuple(fn, "kernel_size", kernel_size, 2)
+    d = _ntuple(fn, "dilation", dilation, 2)
+    p = _ntuple(fn, "padding", padding, 2)
+    s = _ntuple(fn, "stride", stride, 2)
+    if min(k) < 1 or min(d) < 1 or min(s) < 1 or min(p) < 0:
+        raise ValueError(f"{fn}: kernel_size, dilation and stride must be positive and padding non-negative, got "
+                         f"kernel_size={k}, dilation={d}, padding={p}, stride={s}")
+    h, w = _spatial_static(fn, x, 2)
+    oh = (h + 2 * p[0] - d[0] * (k[0] - 1) - 1) // s[0] + 1
+    ow = (w + 2 * p[1] - d[1] * (k[1] - 1) - 1) // s[1] + 1
+    if oh < 1 or ow < 1:
+        raise ValueError(f"{fn}: the sliding blocks {k} (dilation {d}, padding {p}) do not fit input "
+                         f"{_fmt(input.shape)}: the computed output blocks are {oh} x {ow}")
+    if any(p):
+        x = apply("pad", x, pads=[p[1], p[1], p[0], p[0]], value=0.0)
+    cols = []
+    for a in range(k[0]):
+        for b in range(k[1]):
+            c = x[:, :, a * d[0]: a * d[0] + s[0] * (oh - 1) + 1: s[0], b * d[1]: b * d[1] + s[1] * (ow - 1) + 1: s[1]]
+            cols.append(c.unsqueeze(2))
+    n, ch = x.shape[0], x.shape[1]
+    y = cols[0] if len(cols) == 1 else apply("concat", *cols, dim=2)
+    return _unbatch(y.reshape(n, ch * k[0] * k[1], oh * ow), squeeze)
+
+
+def prelu(input: Tensor, weight: Tensor) -> Tensor:  # noqa: A002
+    """x where x >= 0, weight * x elsewhere; weight has 1 element or one per channel (dim 1)."""
+    _check_tensor("prelu", "input", input)
+    _check_tensor("prelu", "weight", weight)
+    nw = weight.numel() if weight.ndim else 1
+    w = bind_to_trace(weight, input)
+    if nw != 1:
+        c = input.shape[1] if input.ndim >= 2 else 1
+        if weight.ndim != 1 or c != nw:
+            raise ValueError(f"prelu: mismatch in the number of parameters ({nw}) and the input channel size ({c}) "
+                             f"of input {_fmt(input.shape)}")
+        w = w.reshape([-1] + [1] * (input.ndim - 2))
+    elif input.ndim >= 1:
+        w = w.reshape([1] * input.ndim) if w.ndim else w
+    return where(input >= 0, input, input * w)
+
+
+def adaptive_max_pool2d(input: Tensor, output_size: int | None | Sequence[int | None],  # noqa: A002
+                        return_indices: bool = False) -> Tensor:
+    """Adaptive max pooling (max over the bins [floor(i*H/OH), ceil((i+1)*H/OH))): max_pool2d when the
+    bins tile the input evenly, else the max of each bin of rows, then of each bin of columns (a max over
+    a rectangle is the max over its rows of the max over its columns)."""
+    fn = "adaptive_max_pool2d"
+    _no_indices(fn, return_indices)
+    x, squeeze = _batched(fn, input, 2, "(N, C, H, W)")
+    sp = _spatial_static(fn, x, 2)
+    out = _adaptive_size(fn, output_size, sp, 2)
+    if min(out) < 1 or min(sp) < 1:
+        raise ValueError(f"{fn}: output_size {out} and the input's spatial size {sp} must be positive")
+    if all(n % o == 0 for n, o in zip(sp, out)):
+        k = tuple(n // o for n, o in zip(sp, out))
+        y = apply("max_pool2d", x, kernel=k, stride=k, padding=(0, 0), dilation=(1, 1), ceil_mode=False)
+        return _unbatch(y, squeeze)
+    y = x
+    for i, (n, o) in enumerate(zip(sp, out)):
+        dim = 2 + i
+        if n == o:
+            continue
+        parts = []
+        for j in range(o):
+            lo, hi = (j * n) // o, -((-(j + 1) * n) // o)
+            parts.append(apply("slice", y, dim=dim, start=lo, end=hi, step=1).amax(dim, keepdim=True))
+        y = parts[0] if len(parts) == 1 else apply("concat", *parts, dim=dim)
+    return _unbatch(y, squeeze)
+
+
+def adaptive_max_pool1d(input: Tensor, output_size: int | Sequence[int],  # noqa: A002
+                        return_indices: bool = False) -> Tensor:
+    """Adaptive max pooling over [N, C, L] or [C, L]."""
+    fn = "adaptive_max_pool1d"
+    _no_indices(fn, return_indices)
+    x, squeeze = _as2d_pool(fn, input)
+    (o,) = _adaptive_size(fn, output_size, x.shape[3:], 1)
+    return _unbatch(adaptive_max_pool2d(x, (1, o)).squeeze(2), squeeze)
 
 
 # -------------------------------------------------------------------------------------- attention
@@ -629,13 +1124,30 @@ def _reduce(loss: Tensor, reduction: str, fn: str) -> Tensor:
     raise ValueError(f"{fn}: {reduction!r} is not a valid value for reduction ('none', 'mean', 'sum')")
 
 
-def mse_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:  # noqa: A002
+def _legacy_reduction(fn: str, size_average: Any, reduce: Any, reduction: str) -> str:
+    """PyTorch's deprecated size_average/reduce arguments mapped onto reduction."""
+    if size_average is None and reduce is None:
+        return reduction
+    size_average = True if size_average is None else size_average
+    reduce = True if reduce is None else reduce
+    return ("mean" if size_average else "sum") if reduce else "none"
+
+
+def _weighted(loss: Tensor, weight: Tensor | None) -> Tensor:
+    return loss if weight is None else loss * bind_to_trace(weight, loss)
+
+
+def mse_loss(input: Tensor, target: Tensor, size_average: Any = None, reduce: Any = None,  # noqa: A002
+             reduction: str = "mean", weight: Tensor | None = None) -> Tensor:
     d = input - target
-    return _reduce(d * d, reduction, "mse_loss")
+    return _reduce(_weighted(d * d, weight), _legacy_reduction("mse_loss", size_average, reduce, reduction),
+                   "mse_loss")
 
 
-def l1_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:  # noqa: A002
-    return _reduce((input - target).abs(), reduction, "l1_loss")
+def l1_loss(input: Tensor, target: Tensor, size_average: Any = None, reduce: Any = None,  # noqa: A002
+            reduction: str = "mean", weight: Tensor | None = None) -> Tensor:
+    return _reduce(_weighted((input - target).abs(), weight),
+                   _legacy_reduction("l1_loss", size_average, reduce, reduction), "l1_loss")
 
 
 def _class_dim_last(x: Tensor) -> Tensor:
@@ -679,15 +1191,84 @@ def _nll(logp: Tensor, target: Tensor, weight: Tensor | None, ignore_index: int,
     return _reduce(nll, reduction, fn)
 
 
-def nll_loss(input: Tensor, target: Tensor, weight: Tensor | None = None, ignore_index: int = -100,  # noqa: A002
-             reduction: str = "mean") -> Tensor:
+def nll_loss(input: Tensor, target: Tensor, weight: Tensor | None = None, size_average: Any = None,  # noqa: A002
+             ignore_index: int = -100, reduce: Any = None, reduction: str = "mean") -> Tensor:
     """Negative log likelihood of log-probabilities [N, C, *] or [C] at integer targets."""
-    return _nll(input, target, weight, ignore_index, reduction, 0.0, "nll_loss")
+    reduction = _legacy_reduction("nll_loss", size_average, reduce, reduction)
+    return _nll(input, target, bind_to_trace(weight, input), ignore_index, reduction, 0.0, "nll_loss")
 
 
-def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None, ignore_index: int = -100,  # noqa: A002
-                  reduction: str = "mean", label_smoothing: float = 0.0) -> Tensor:
+def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None, size_average: Any = None,  # noqa: A002
+                  ignore_index: int = -100, reduce: Any = None, reduction: str = "mean",
+                  label_smoothing: float = 0.0) -> Tensor:
     """log_softmax over the class dim (1, or 0 for an unbatched [C] input) followed by nll_loss;
     targets are class indices or class probabilities."""
+    reduction = _legacy_reduction("cross_entropy", size_average, reduce, reduction)
     cdim = 0 if input.ndim == 1 else 1
-    return _nll(input.log_softmax(cdim), target, weight, ignore_index, reduction, label_smoothing, "cross_entropy")
+    return _nll(input.log_softmax(cdim), target, bind_to_trace(weight, input), ignore_index, reduction,
+                label_smoothing, "cross_entropy")
+
+
+def _check_same_size(fn: str, input: Tensor, target: Tensor) -> None:  # noqa: A002
+    if tuple(input.shape) != tuple(target.shape):
+        raise ValueError(f"{fn}: Target size ({_fmt(target.shape)}) must be the same as input size "
+                         f"({_fmt(input.shape)})")
+
+
+def binary_cross_entropy_with_logits(input: Tensor, target: Tensor, weight: Tensor | None = None,  # noqa: A002
+                                     size_average: Any = None, reduce: Any = None, reduction: str = "mean",
+                                     pos_weight: Tensor | None = None) -> Tensor:
+    """(1 - t) * x + (1 + (pos_weight - 1) * t) * softplus(-x), times weight; softplus is linear past its
+    threshold, so large |x| stay finite as in PyTorch's log-sum-exp form."""
+    fn = "binary_cross_entropy_with_logits"
+    reduction = _legacy_reduction(fn, size_average, reduce, reduction)
+    _check_same_size(fn, input, target)
+    sp = softplus(-input)
+    if pos_weight is not None:
+        sp = sp * ((bind_to_trace(pos_weight, input) - 1.0) * target + 1.0)
+    loss = (1.0 - target) * input + sp
+    if weight is not None:
+        loss = loss * bind_to_trace(weight, input)
+    return _reduce(loss, reduction, fn)
+
+
+def binary_cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None,  # noqa: A002
+                         size_average: Any = None, reduce: Any = None, reduction: str = "mean") -> Tensor:
+    """-(t * log(x) + (1 - t) * log(1 - x)) with each log clamped at -100, as PyTorch."""
+    fn = "binary_cross_entropy"
+    reduction = _legacy_reduction(fn, size_average, reduce, reduction)
+    _check_same_size(fn, input, target)
+    loss = -(target * input.log().clamp(min=-100.0) + (1.0 - target) * (1.0 - input).log().clamp(min=-100.0))
+    if weight is not None:
+        loss = loss * bind_to_trace(weight, input)
+    return _reduce(loss, reduction, fn)
+
+
+def smooth_l1_loss(input: Tensor, target: Tensor, size_average: Any = None, reduce: Any = None,  # noqa: A002
+                   reduction: str = "mean", beta: float = 1.0) -> Tensor:
+    """0.5 d^2 / beta where |d| < beta, |d| - 0.5 beta elsewhere (beta 0: L1)."""
+    reduction = _legacy_reduction("smooth_l1_loss", size_average, reduce, reduction)
+    if beta < 0:
+        raise ValueError("smooth_l1_loss does not support negative values for beta.")
+    d = (input - target).abs()
+    loss = d if beta == 0 else where(d < beta, d * d * (0.5 / beta), d - 0.5 * beta)
+    return _reduce(loss, reduction, "smooth_l1_loss")
+
+
+def huber_loss(input: Tensor, target: Tensor, reduction: str = "mean", delta: float = 1.0,  # noqa: A002
+               weight: Tensor | None = None) -> Tensor:
+    """0.5 d^2 where |d| < delta, delta (|d| - 0.5 delta) elsewhere."""
+    if delta <= 0:
+        raise ValueError("huber_loss does not support non-positive values for delta.")
+    d = (input - target).abs()
+    loss = where(d < delta, d * d * 0.5, (d - 0.5 * delta) * delta)
+    if weight is not None:
+        loss = loss * bind_to_trace(weight, input)
+    return _reduce(loss, reduction, "huber_loss")
+
+
+__all__ += [
+    "interpolate", "upsample", "upsample_nearest", "upsample_bilinear", "pixel_shuffle", "pixel_unshuffle", "unfold",
+    "prelu", "adaptive_max_pool1d", "adaptive_max_pool2d", "conv3d", "max_pool3d", "avg_pool3d", "instance_norm",
+    "binary_cross_entropy_with_logits", "binary_cross_entropy", "smooth_l1_loss", "huber_loss",
+]
