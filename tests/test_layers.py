@@ -461,8 +461,8 @@ def test_bad_constructor_arguments():
         gnn.Conv2d(3, 4, 3, groups=2)
     with pytest.raises(ValueError, match="padding='same' is not supported for strided convolutions"):
         gnn.Conv2d(3, 4, 3, stride=2, padding="same")
-    with pytest.raises(NotImplementedError, match="Conv2d: padding_mode='reflect' is not supported by graphc"):
-        gnn.Conv2d(3, 4, 3, padding_mode="reflect")
+    with pytest.raises(ValueError, match="padding_mode must be one of .* but got padding_mode='mirror'"):
+        gnn.Conv2d(3, 4, 3, padding_mode="mirror")
     with pytest.raises(NotImplementedError, match="MaxPool2d: return_indices=True is not supported"):
         gnn.MaxPool2d(2, return_indices=True)
     with pytest.raises(NotImplementedError, match="Embedding: max_norm"):

@@ -18,7 +18,7 @@ from .linear import NonDynamicallyQuantizableLinear
 __all__ = [
     "ReLU", "ReLU6", "LeakyReLU", "GELU", "SiLU", "Sigmoid", "Tanh", "ELU", "SELU", "CELU", "Softplus", "Hardtanh",
     "Mish", "Hardswish", "Hardsigmoid", "LogSigmoid", "Softsign", "Tanhshrink", "GLU", "Softmax", "LogSoftmax",
-    "Softmin", "MultiheadAttention",
+    "Softmin", "MultiheadAttention", "PReLU",
 ]
 
 
@@ -216,6 +216,26 @@ class Softplus(Module):
 
     def extra_repr(self) -> str:
         return f"beta={self.beta}, threshold={self.threshold}"
+
+
+class PReLU(Module):
+    """x where x >= 0, weight * x elsewhere; weight [num_parameters] (1, or one per channel), init 0.25."""
+
+    def __init__(self, num_parameters: int = 1, init: float = 0.25, device: Any = None, dtype: Any = None) -> None:
+        self.num_parameters = num_parameters
+        super().__init__()
+        self.init = init
+        self.weight = Parameter(new_param_data((num_parameters,), device, dtype))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        init.constant_(self.weight, self.init)
+
+    def forward(self, input: Tensor) -> Tensor:  # noqa: A002
+        return F.prelu(check_tensor(self, input), self.weight)
+
+    def extra_repr(self) -> str:
+        return f"num_parameters={self.num_parameters}"
 
 
 class GLU(Module):

@@ -1,4 +1,7 @@
-"""Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d (PyTorch's torch.nn.modules.conv)."""
+"""Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d (PyTorch's torch.nn.modules.conv).
+
+A padding_mode other than 'zeros' pads with F.pad (reflect, replicate, circular) before an unpadded
+convolution, as PyTorch does."""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from ...errors import ShapeError, UnsupportedError
+from ...errors import ShapeError
 from ...tensor import Tensor
 from .. import functional as F
 from .. import init
@@ -14,9 +17,10 @@ from ..module import Module
 from ..parameter import Parameter
 from ._utils import check_dtype, check_ndim, check_size, new_param_data, ntuple
 
-__all__ = ["Conv1d", "Conv2d", "ConvTranspose1d", "ConvTranspose2d"]
+__all__ = ["Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d"]
 
-_LAYOUTS = {1: ({3: "(N, C, L)", 2: "(C, L)"}), 2: ({4: "(N, C, H, W)", 3: "(C, H, W)"})}
+_LAYOUTS = {1: ({3: "(N, C, L)", 2: "(C, L)"}), 2: ({4: "(N, C, H, W)", 3: "(C, H, W)"}),
+            3: ({5: "(N, C, D, H, W)", 4: "(C, D, H, W)"})}
 
 
 class _ConvNd(Module):
@@ -45,9 +49,6 @@ class _ConvNd(Module):
         if padding_mode not in ("zeros", "reflect", "replicate", "circular"):
             raise ValueError("padding_mode must be one of {'zeros', 'reflect', 'replicate', 'circular'}, but got "
                              f"padding_mode='{padding_mode}'")
-        if padding_mode != "zeros":
-            raise UnsupportedError(f"{type(self).__name__}: padding_mode='{padding_mode}' is not supported by "
-                                      "graphc; only 'zeros'")
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.kernel_size = kernel_size
@@ -58,6 +59,16 @@ class _ConvNd(Module):
         self.output_padding = output_padding
         self.groups = groups
         self.padding_mode = padding_mode
+        # the pads F.pad takes for a padding_mode other than 'zeros' (last dim first, left and right)
+        self._reversed_padding_repeated_twice = [0, 0] * n
+        for i in range(n):
+            j = 2 * (n - 1 - i)
+            if isinstance(padding, str):
+                if padding == "same":
+                    total = dilation[i] * (kernel_size[i] - 1)
+                    self._reversed_padding_repeated_twice[j: j + 2] = [total // 2, total - total // 2]
+            else:
+                self._reversed_padding_repeated_twice[j: j + 2] = [padding[i], padding[i]]
         if transposed:
             shape = (in_channels, out_channels // groups, *kernel_size)
         else:
@@ -82,6 +93,12 @@ class _ConvNd(Module):
         check_dtype(self, x, self.weight)
         check_size(self, x, -(self._nsp + 1), self.in_channels, "channels", "in_channels")
         return x
+
+    def _conv_forward(self, x: Tensor, conv: Any) -> Tensor:
+        if self.padding_mode != "zeros":
+            x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+            return conv(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+        return conv(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
     def extra_repr(self) -> str:
         s = "{in_channels}, {out_channels}, kernel_size={kernel_size}, stride={stride}"
@@ -113,8 +130,7 @@ class Conv1d(_ConvNd):
                          padding_mode, device, dtype)
 
     def forward(self, input: Tensor) -> Tensor:  # noqa: A002
-        x = self._check_input(input)
-        return F.conv1d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        return self._conv_forward(self._check_input(input), F.conv1d)
 
 
 class Conv2d(_ConvNd):
@@ -130,8 +146,23 @@ class Conv2d(_ConvNd):
                          padding_mode, device, dtype)
 
     def forward(self, input: Tensor) -> Tensor:  # noqa: A002
-        x = self._check_input(input)
-        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        return self._conv_forward(self._check_input(input), F.conv2d)
+
+
+class Conv3d(_ConvNd):
+    """3-d convolution over [N, C, D, H, W] or [C, D, H, W] (F.conv3d: 2-d convolutions per depth tap)."""
+
+    _nsp = 3
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | Sequence[int],
+                 stride: int | Sequence[int] = 1, padding: str | int | Sequence[int] = 0,
+                 dilation: int | Sequence[int] = 1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros",
+                 device: Any = None, dtype: Any = None) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, False, 0, groups, bias,
+                         padding_mode, device, dtype)
+
+    def forward(self, input: Tensor) -> Tensor:  # noqa: A002
+        return self._conv_forward(self._check_input(input), F.conv3d)
 
 
 class _ConvTransposeNd(_ConvNd):

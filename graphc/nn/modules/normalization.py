@@ -1,12 +1,15 @@
-"""BatchNorm1d/2d, LayerNorm, GroupNorm, RMSNorm (PyTorch's batchnorm.py and normalization.py)."""
+"""BatchNorm1d/2d/3d, InstanceNorm1d/2d/3d, LayerNorm, GroupNorm, RMSNorm (PyTorch's batchnorm.py,
+instancenorm.py and normalization.py)."""
 
 from __future__ import annotations
 
 import numbers
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 from ... import _dtype as D
+from ...errors import ShapeError
 from ...tensor import Tensor, tensor
 from .. import functional as F
 from .. import init
@@ -14,7 +17,8 @@ from ..module import Module
 from ..parameter import Parameter
 from ._utils import check_dtype, check_ndim, check_size, check_tensor, new_param_data, shape_str
 
-__all__ = ["BatchNorm1d", "BatchNorm2d", "LayerNorm", "GroupNorm", "RMSNorm"]
+__all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d",
+           "LayerNorm", "GroupNorm", "RMSNorm"]
 
 
 
@@ -107,6 +111,73 @@ class BatchNorm2d(_BatchNorm):
     """Batch norm over [N, C, H, W]."""
 
     _layouts = {4: "(N, C, H, W)"}
+
+
+class BatchNorm3d(_BatchNorm):
+    """Batch norm over [N, C, D, H, W]."""
+
+    _layouts = {5: "(N, C, D, H, W)"}
+
+
+class _InstanceNorm(_BatchNorm):
+    """Instance norm: PyTorch's _InstanceNorm (affine and running statistics off by default). Each
+    (sample, channel) is normalised over its spatial positions; in eval mode with
+    track_running_stats=True the running statistics are used instead. Running statistics are not
+    updated in training mode."""
+
+    _spatial = 1
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = False,
+                 track_running_stats: bool = False, device: Any = None, dtype: Any = None) -> None:
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, local_metadata: dict[str, Any],
+                              strict: bool, missing_keys: list[str], unexpected_keys: list[str],
+                              error_msgs: list[str]) -> None:
+        # checkpoints from before version 2 may hold running stats the layer does not track
+        if local_metadata.get("version", None) is None and not self.track_running_stats:
+            for name in ("running_mean", "running_var"):
+                state_dict.pop(prefix + name, None)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
+    def forward(self, input: Tensor) -> Tensor:  # noqa: A002
+        x = check_ndim(self, input, self._layouts)
+        check_dtype(self, x, self.weight if self.weight is not None else self.running_mean)
+        cdim = x.ndim - self._spatial - 1
+        if x.shape[cdim] != self.num_features:
+            if self.affine:
+                raise ShapeError(f"{type(self).__name__}: expected input's size at dim={cdim} to match num_features "
+                                 f"({self.num_features}), but got: {x.shape[cdim]} (shape {shape_str(x.shape)})")
+            warnings.warn(f"input's size at dim={cdim} does not match num_features. You can silence this warning by "
+                          "not passing in num_features, which is not used because affine=False", stacklevel=2)
+        unbatched = x.ndim == self._spatial + 1
+        if unbatched:
+            x = x.unsqueeze(0)
+        use_input_stats = self.training or not self.track_running_stats
+        y = F.instance_norm(x, self.running_mean, self.running_var, self.weight, self.bias, use_input_stats,
+                            0.0 if self.momentum is None else self.momentum, self.eps)
+        return y.squeeze(0) if unbatched else y
+
+
+class InstanceNorm1d(_InstanceNorm):
+    """Instance norm over [N, C, L] or [C, L]."""
+
+    _layouts = {3: "(N, C, L)", 2: "(C, L)"}
+
+
+class InstanceNorm2d(_InstanceNorm):
+    """Instance norm over [N, C, H, W] or [C, H, W]."""
+
+    _spatial = 2
+    _layouts = {4: "(N, C, H, W)", 3: "(C, H, W)"}
+
+
+class InstanceNorm3d(_InstanceNorm):
+    """Instance norm over [N, C, D, H, W] or [C, D, H, W]."""
+
+    _spatial = 3
+    _layouts = {5: "(N, C, D, H, W)", 4: "(C, D, H, W)"}
 
 
 def _shape_tuple(s: int | Sequence[int]) -> tuple[int, ...]:

@@ -1,4 +1,5 @@
-"""MaxPool1d/2d, AvgPool1d/2d, AdaptiveAvgPool1d/2d (PyTorch's torch.nn.modules.pooling)."""
+"""MaxPool1d/2d/3d, AvgPool1d/2d/3d, AdaptiveAvgPool1d/2d, AdaptiveMaxPool1d/2d (PyTorch's
+torch.nn.modules.pooling)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ from .. import functional as F
 from ..module import Module
 from ._utils import check_dtype, check_ndim
 
-__all__ = ["MaxPool1d", "MaxPool2d", "AvgPool1d", "AvgPool2d", "AdaptiveAvgPool1d", "AdaptiveAvgPool2d"]
+__all__ = ["MaxPool1d", "MaxPool2d", "MaxPool3d", "AvgPool1d", "AvgPool2d", "AvgPool3d", "AdaptiveAvgPool1d",
+           "AdaptiveAvgPool2d", "AdaptiveMaxPool1d", "AdaptiveMaxPool2d"]
 
 _Size = int | Sequence[int]
 _L1 = {3: "(N, C, L)", 2: "(C, L)"}
 _L2 = {4: "(N, C, H, W)", 3: "(C, H, W)"}
+_L3 = {5: "(N, C, D, H, W)", 4: "(C, D, H, W)"}
 
 
 def _check(m: Module, x: Any, layouts: dict[int, str]) -> Tensor:
@@ -56,6 +59,14 @@ class MaxPool2d(_MaxPoolNd):
 
     def forward(self, input: Tensor) -> Tensor:  # noqa: A002
         return F.max_pool2d(_check(self, input, _L2), self.kernel_size, self.stride, self.padding, self.dilation,
+                            ceil_mode=self.ceil_mode)
+
+
+class MaxPool3d(_MaxPoolNd):
+    """Max pooling over [N, C, D, H, W] or [C, D, H, W]."""
+
+    def forward(self, input: Tensor) -> Tensor:  # noqa: A002
+        return F.max_pool3d(_check(self, input, _L3), self.kernel_size, self.stride, self.padding, self.dilation,
                             ceil_mode=self.ceil_mode)
 
 
@@ -104,6 +115,14 @@ class AvgPool2d(Module):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
 
+class AvgPool3d(AvgPool2d):
+    """Average pooling over [N, C, D, H, W] or [C, D, H, W]."""
+
+    def forward(self, input: Tensor) -> Tensor:  # noqa: A002
+        return F.avg_pool3d(_check(self, input, _L3), self.kernel_size, self.stride, self.padding, self.ceil_mode,
+                            self.count_include_pad, self.divisor_override)
+
+
 class AdaptiveAvgPool1d(Module):
     """Adaptive average pooling of [N, C, L] or [C, L] to output_size."""
 
@@ -130,3 +149,30 @@ class AdaptiveAvgPool2d(Module):
 
     def extra_repr(self) -> str:
         return f"output_size={self.output_size}"
+
+
+class _AdaptiveMaxPoolNd(Module):
+    def __init__(self, output_size: Any, return_indices: bool = False) -> None:
+        super().__init__()
+        if return_indices:
+            raise UnsupportedError(f"{type(self).__name__}: return_indices=True is not supported by graphc "
+                                   "(inference graphs do not carry argmax indices)")
+        self.output_size = output_size
+        self.return_indices = return_indices
+
+    def extra_repr(self) -> str:
+        return f"output_size={self.output_size}"
+
+
+class AdaptiveMaxPool1d(_AdaptiveMaxPoolNd):
+    """Adaptive max pooling of [N, C, L] or [C, L] to output_size."""
+
+    def forward(self, input: Tensor) -> Tensor:  # noqa: A002
+        return F.adaptive_max_pool1d(_check(self, input, _L1), self.output_size)
+
+
+class AdaptiveMaxPool2d(_AdaptiveMaxPoolNd):
+    """Adaptive max pooling of [N, C, H, W] or [C, H, W] to output_size (None keeps that dim)."""
+
+    def forward(self, input: Tensor) -> Tensor:  # noqa: A002
+        return F.adaptive_max_pool2d(_check(self, input, _L2), self.output_size)
