@@ -93,7 +93,8 @@ def __getattr__(name: str):
     import importlib
 
     lazy = {
-        "nn": ".nn", "ir": ".ir", "ops": ".ops", "passes": ".passes", "backend": ".backend",
+        "nn": ".nn", "ir": ".ir", "ops": ".ops", "passes": ".passes", "backend": ".backend", "compiler": ".compiler",
+        "export": ".export",
     }
     if name in lazy:
         return importlib.import_module(lazy[name], __name__)
@@ -101,8 +102,12 @@ def __getattr__(name: str):
         from . import serialization
 
         return getattr(serialization, name)
-    if name in ("compile", "load_compiled", "CompiledModel"):
-        from . import backend
+    if name == "compile":
+        from .compiler import compile
 
-        return getattr(backend, name)
+        return compile
+    if name in ("load_compiled", "CompiledModel"):
+        from . import export
+
+        return getattr(export, name)
     raise AttributeError(f"module 'graphc' has no attribute {name!r}")

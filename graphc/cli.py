@@ -86,7 +86,8 @@ def _trace_graph(lm, opt_level: int = 0):
 
 # ------------------------------------------------------------------------------------------ compile
 def cmd_compile(args) -> int:
-    from .backend import compile as gc_compile
+    from .backend.registry import get_backend
+    from .compiler import compile as gc_compile
     from .passes import optimize
     from .trace import trace
 
@@ -99,11 +100,13 @@ def cmd_compile(args) -> int:
         graph = ph.run("trace", trace, lm.module, lm.example_inputs, lm.dynamic, name=args.name or lm.name)
     if args.name:
         graph.name = args.name
-    if args.arch and args.backend != "cuda":
-        raise UserError(f"--arch {args.arch}: the GPU architecture is an option of --backend cuda")
-    if args.sanitize and (args.backend != "c" or args.verify):
+    be = get_backend(args.backend)
+    if args.arch and "arch" not in be.option_names:
+        raise UserError(f"--arch {args.arch}: the GPU architecture is an option of "
+                        + " or ".join(f"--backend {n}" for n in _backends_with("arch")))
+    if args.sanitize and (not be.sanitizer_builds or args.verify):
         raise UserError("--sanitize builds a C library for the exported main (make && ./main): it cannot go with "
-                        + ("--verify, which loads the library into this process" if args.backend == "c"
+                        + ("--verify, which loads the library into this process" if be.sanitizer_builds
                            else f"--backend {args.backend}"))
     optimized = ph.run("passes", optimize, graph, args.opt_level, bake_weights=args.weights == "embed")
     out_dir = Path(args.output or f"out/{graph.name}")
@@ -120,6 +123,12 @@ def cmd_compile(args) -> int:
         if f.is_file():
             print(f"  {f.name:<32} {_human(f.stat().st_size):>10}")
     return 0
+
+
+def _backends_with(option: str) -> list[str]:
+    from .backend.registry import BACKENDS, backend_names
+
+    return [n for n in backend_names() if option in BACKENDS[n].option_names]
 
 
 def _verify(cm, graph) -> None:
@@ -188,7 +197,7 @@ def _dims_arg(items: list[str] | None) -> dict[str, int]:
 
 
 def _open(path: str):
-    from .backend import load_compiled
+    from .export import load_compiled
 
     p = Path(path)
     if not p.is_dir() or not (p / "manifest.json").exists():
@@ -413,6 +422,8 @@ def _model_args(p: argparse.ArgumentParser, file_arg: bool = True) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .backend.registry import BACKENDS, DEFAULT_BACKEND, backend_names
+
     ap = argparse.ArgumentParser(prog="graphc", description="Compile neural-network modules into standalone C "
                                  "libraries.", formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--version", action="version", version=f"graphc {__version__}")
@@ -428,9 +439,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("compile", "trace, optimise and compile a model into a C library")
     _model_args(p)
     p.add_argument("-o", "--output", metavar="DIR", help="output folder (default: out/NAME)")
-    p.add_argument("--backend", choices=["c", "cuda"], default="c",
-                   help="c: a C library for the CPU; cuda: a CUDA library with the same C API (built with nvcc, "
-                        "runs on an NVIDIA GPU; see docs/cuda-backend.md)")
+    p.add_argument("--backend", choices=backend_names(), default=DEFAULT_BACKEND,
+                   help="; ".join(f"{n}: {BACKENDS[n].description}" for n in backend_names()))
     p.add_argument("--arch", metavar="SM", help="with --backend cuda: nvcc's -arch, e.g. sm_80 or native (default: "
                    "native when a GPU is visible, else the oldest architecture nvcc supports from sm_70 on)")
     p.add_argument("--weights", choices=["embed", "file"], default="embed",

@@ -295,3 +295,58 @@ class Backend:
     def render_sources(self, program: Any, options: Any) -> dict[str, str]:
         """All generated files of a program: {file name: text}."""
         raise NotImplementedError(f"backend {self.name!r} must define render_sources()")
+
+    # --------------------------------------------------------------------------------- toolchain
+    # The defaults build with the C compiler (``build.compiler()``) like the C backend; a backend with
+    # another compiler overrides the commands, its flags and what it adds to the cache key.
+    description: ClassVar[str] = ""  # the CLI's --backend help
+    # options of compile() that only this backend takes (compile(..., arch=...) for CUDA)
+    option_names: ClassVar[frozenset[str]] = frozenset()
+    sanitizer_builds: ClassVar[bool] = False  # compile(..., sanitize=True) builds an ASan/UBSan library
+    context_at_open: ClassVar[bool] = True  # a context is created when the library is opened (else at the first call)
+
+    def check_options(self, options: dict[str, Any]) -> None:
+        """Refuse a backend option (arch=...) given to a backend that does not take it."""
+        from .registry import BACKENDS, backend_names
+
+        backend_names()  # every backend registered, for the message
+        for key, value in options.items():
+            if value is not None and key not in self.option_names:
+                owners = [b.display_name for b in BACKENDS.values() if key in b.option_names]
+                raise ValueError(f"{key} is an option of the {' / '.join(owners) or 'no'} backend, not of backend "
+                                 f"{self.name!r}")
+
+    def build_options(self, *, name: str, weights: str, opt_level: int, target: str, threads: int | None,
+                      version: str, **options: Any) -> Any:
+        """The :class:`~graphc.backend.build.BuildOptions` of a compile (flags, runtime files, knobs)."""
+        from .build import BuildOptions, cflags, ldflags
+
+        self.check_options(options)
+        return BuildOptions(name=name, weights=weights, opt_level=opt_level, target=target, threads=threads,
+                            version=version, cflags=cflags(target, opt_level), ldflags=ldflags(), backend=self.name,
+                            runtime_sources=self._runtime_list())
+
+    def _runtime_list(self) -> list[str] | None:
+        return list(self.runtime_sources) if self.runtime_sources is not None else None
+
+    def manifest_options(self, options: Any) -> dict[str, Any]:
+        """What this backend adds to manifest.json's "options"."""
+        return {}
+
+    def cache_key_parts(self, options: Any) -> list[str]:
+        """What a library's cache key adds to the C compiler, its flags and the sources (other tools)."""
+        return []
+
+    @property
+    def unit_suffixes(self) -> tuple[str, ...]:
+        """Generated files that are translation units of the library."""
+        return (".c", self.asm_suffix, self.source_suffix)
+
+    def compile_command(self, unit: str, cc: list[str], flags: list[str], options: Any) -> tuple[list[str], str]:
+        """(command, tool name) compiling one generated unit into ``unit + ".o"`` in the build folder."""
+        return [*cc, *flags, "-I.", "-Iruntime", "-c", unit, "-o", unit + ".o"], "C compiler"
+
+    def link_command(self, lib: str, objs: list[str], cc: list[str], flags: list[str],
+                     options: Any) -> tuple[list[str], str]:
+        """(command, tool name) linking the objects into the shared library ``lib``."""
+        return [*cc, "-shared", *flags, "-o", lib, *objs, *options.ldflags, f"-Wl,-soname,{lib}"], "C compiler"

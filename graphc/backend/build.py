@@ -9,11 +9,10 @@
   ``--version`` text, graphc's version and (baked weights) the weights file's hash. A hit returns the
   cached folder without running the compiler.
 * Cache folder: ``cache_dir`` argument, else ``$GRAPHC_CACHE_DIR``, else ``~/.cache/graphc``.
-* CUDA libraries (``options.backend == "cuda"``): the ``.cu`` units are compiled by ``$NVCC`` (default
-  ``nvcc``) with ``nvcc_flags`` (``-O3 -Xcompiler -fPIC,-fvisibility=hidden -arch=...``, then
-  ``$GRAPHC_NVCCFLAGS``), the runtime's safetensors reader and status strings and the baked weights by
-  ``$CC``, and nvcc links the library (the CUDA runtime statically). The key adds nvcc's flags and
-  ``--version`` text.
+* The backend (``options.backend``, looked up in the registry of backends) gives the commands of its
+  units and of the link and what its key adds (``Backend.compile_command``, ``link_command``,
+  ``cache_key_parts``): the CUDA backend (``cuda.py``) compiles its ``.cu`` units with ``$NVCC``, the
+  runtime's safetensors reader and status strings and the baked weights with ``$CC``, and links with nvcc.
 * ``sanitize=True`` (a debugging aid, C backend only): the library *and* the runtime are built with
   ``-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -g -O1`` (the
   same flags in the link), so the flags, hence the cache key, differ from the optimised build's. Such a
@@ -41,6 +40,7 @@ from typing import Any
 
 from .._resources import runtime_dir
 from ..errors import CompileError
+from .registry import DEFAULT_BACKEND, get_backend
 
 CACHE_LAYOUT = "v1"
 
@@ -57,7 +57,7 @@ class BuildOptions:
     version: str = ""
     cflags: list[str] = field(default_factory=list)
     ldflags: list[str] = field(default_factory=list)
-    backend: str = "c"
+    backend: str = DEFAULT_BACKEND
     runtime_sources: list[str] | None = None  # the runtime_c/*.c files linked (None: all)
     arch: str = ""  # CUDA: the -arch of nvcc
     nvcc_flags: list[str] = field(default_factory=list)  # CUDA: flags of the .cu units
@@ -73,22 +73,12 @@ def compiler() -> list[str]:
     return shlex.split(os.environ.get("CC", "") or "cc")
 
 
-def nvcc() -> list[str]:
-    """The CUDA compiler: ``$NVCC`` (split like a shell would) or ``nvcc``."""
-    return shlex.split(os.environ.get("NVCC", "") or "nvcc")
-
-
-_TOOLS = {"cc": ("C compiler", "set CC to a C compiler"),
-          "nvcc": ("CUDA compiler", "install the CUDA toolkit or set NVCC; emit_only=True / --emit-c writes the "
-                                    "sources without it")}
-
-
 @lru_cache(maxsize=8)
-def compiler_version(cc: tuple[str, ...], tool: str = "cc") -> str:
+def compiler_version(cc: tuple[str, ...], what: str = "C compiler", hint: str = "set CC to a C compiler") -> str:
+    """The ``--version`` text of a compiler (part of the cache key); what / hint word the error."""
     try:
         res = subprocess.run([*cc, "--version"], capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired) as e:
-        what, hint = _TOOLS[tool]
         raise CompileError(f"cannot run the {what} {' '.join(cc)!r}: {e} ({hint})") from None
     return res.stdout + res.stderr
 
@@ -123,7 +113,7 @@ SANITIZE_FLAGS = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefin
 def sanitized(options: BuildOptions) -> BuildOptions:
     """The options of the ASan/UBSan build of the same library: -O1 and SANITIZE_FLAGS in the compile and
     the link (a separate cache entry, since the flags are part of the key)."""
-    if options.backend != "c":
+    if not get_backend(options.backend).sanitizer_builds:
         raise ValueError(f"sanitize=True builds C libraries; backend {options.backend!r} has no sanitizer build")
     flags = [f for f in options.cflags if not re.fullmatch(r"-O[0-3sgz]?|-O(fast)?", f)]
     return replace(options, sanitize=True, cflags=["-O1", *SANITIZE_FLAGS, *flags],
@@ -132,19 +122,6 @@ def sanitized(options: BuildOptions) -> BuildOptions:
 
 def ldflags() -> list[str]:
     return ["-fopenmp", "-lm", "-Wl,--no-undefined"]
-
-
-def nvcc_flags(arch: str, opt_level: int = 2) -> list[str]:
-    """Flags of the CUDA units: host code at -O0 for opt_level 0, else -O3 (device code is always
-    optimised by ptxas); ``$GRAPHC_NVCCFLAGS`` is appended."""
-    flags = ["-O0" if opt_level == 0 else "-O3", "-std=c++17", f"-arch={arch}", "-Xcompiler",
-             "-fPIC,-fvisibility=hidden,-fno-math-errno"]
-    return flags + shlex.split(os.environ.get("GRAPHC_NVCCFLAGS", ""))
-
-
-def cuda_ldflags() -> list[str]:
-    """nvcc links a shared library with the CUDA runtime static (the default) and hides its symbols."""
-    return ["-shared", "-Xlinker", "--no-undefined,--exclude-libs,ALL", "-lm"]
 
 
 def default_cache_dir() -> Path:
@@ -225,15 +202,8 @@ def cache_key(sources: Mapping[str, str], flags: Sequence[str], cc: Sequence[str
     return _digest(parts)
 
 
-def _cuda_key(options: BuildOptions) -> list[str]:
-    """What a CUDA library's key adds to a C library's: nvcc, its version, its flags and the link flags."""
-    nv = nvcc()
-    return ["cuda", " ".join(nv), compiler_version(tuple(nv), "nvcc"), " ".join(options.nvcc_flags),
-            " ".join(options.ldflags)]
-
-
 def _entry(sources: Mapping[str, str], options: BuildOptions, cache: Path, weights_sha: str | None) -> Path:
-    extra = _cuda_key(options) if options.backend == "cuda" else []
+    extra = get_backend(options.backend).cache_key_parts(options)
     key = cache_key(sources, options.cflags, compiler(), options.version,
                     weights_sha if options.weights == "embed" else None, extra)
     return cache / CACHE_LAYOUT / key[:40]
@@ -262,7 +232,7 @@ def build_library(sources: Mapping[str, str], options: BuildOptions, *, cache_di
     lib = final / f"lib{name}.so"
     if lib.exists():
         return final, True
-    cuda = options.backend == "cuda"
+    be = get_backend(options.backend)
     rt_names = options.runtime_sources
     rt_dir, rt_objs = _runtime_objects(cache, cc, runtime_flags(flags), rt_names)
     tmp = cache / CACHE_LAYOUT / f"tmp-{uuid.uuid4().hex}"
@@ -276,23 +246,16 @@ def build_library(sources: Mapping[str, str], options: BuildOptions, *, cache_di
         if write_blob is None:
             raise ValueError("baked weights need write_blob")
         write_blob(blob)
-    units = sorted(n for n in sources if n.endswith((".c", ".S", ".cu")) and n != "main.c")
+    units = sorted(n for n in sources if n.endswith(be.unit_suffixes) and n != "main.c")
     jobs = []
     for n in units:
-        if n.endswith(".cu"):
-            jobs.append(([*nvcc(), *options.nvcc_flags, "-I.", "-Iruntime", "-c", n, "-o", n + ".o"], tmp, n,
-                         "CUDA compiler"))
-        else:
-            jobs.append(([*cc, *flags, "-I.", "-Iruntime", "-c", n, "-o", n + ".o"], tmp, n))
+        cmd, tool = be.compile_command(n, cc, flags, options)
+        jobs.append((cmd, tmp, n, tool))
     objs = [n + ".o" for n in units] + [str(o) for o in rt_objs]
-    if cuda:
-        link = [*nvcc(), *options.nvcc_flags, "-o", lib.name, *objs, *options.ldflags, "-Xlinker",
-                f"-soname,{lib.name}"]
-    else:
-        link = [*cc, "-shared", *flags, "-o", lib.name, *objs, *options.ldflags, f"-Wl,-soname,{lib.name}"]
+    link, link_tool = be.link_command(lib.name, objs, cc, flags, options)
     try:
         _parallel(jobs)
-        _run(link, tmp, f"lib{name}.so (link)", "CUDA compiler" if cuda else "C compiler")
+        _run(link, tmp, f"lib{name}.so (link)", link_tool)
     except CompileError as e:
         # keep the sources for inspection under a stable name (a retry replaces them)
         failed = final.with_name("failed-" + final.name)

@@ -44,6 +44,7 @@ from .lowering import (
     contiguous_strides,
     merge_dims,
 )
+from .registry import register_backend
 
 LOWERINGS: dict[str, LowerFn] = {}
 
@@ -525,11 +526,14 @@ def _sdpa(kb: KernelBuilder, n: Node) -> None:
 
 
 # ------------------------------------------------------------------------------------- the backend
+@register_backend
 class CBackend(Backend):
     """C99 + OpenMP for the host, calling the hand-written runtime (runtime_c/)."""
 
     name = "c"
     display_name = "C"
+    description = "a C library for the CPU"
+    sanitizer_builds = True
     template_folder = "c"
     lowerings = LOWERINGS
     # kernels of one translation unit, at most (by rendered characters): keeps each file quick to compile

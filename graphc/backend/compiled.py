@@ -5,10 +5,15 @@ Python threads are serialised; :meth:`CompiledModel.new_context` gives another i
 the same library for parallel use. Inputs are checked against the manifest (count, dtype, ndim, static
 dims, dynamic dims and their ranges) and copied only when not C-contiguous.
 
-A CUDA library (``manifest["options"]["backend"] == "cuda"``) is called the same way, with numpy arrays in
-host memory (its ``run_v`` copies them to the device and back). Its context is created at the first call,
-not when the library is opened: such a library builds and loads on a machine without a GPU, and a call
-there raises :class:`RuntimeErrorC` with create's "no CUDA device" message.
+A CUDA library (``manifest["options"]["backend"]`` names the backend) is called the same way, with numpy
+arrays in host memory (its ``run_v`` copies them to the device and back). Its context is created at the
+first call, not when the library is opened (``Backend.context_at_open``): such a library builds and loads
+on a machine without a GPU, and a call there raises :class:`RuntimeErrorC` with create's "no CUDA device"
+message.
+
+New weights (:meth:`CompiledModel.load_state_dict`) go through the optimiser again: the compiler
+(``graphc/compiler.py``) and the export folder's loader (``graphc/export.py``) hand the model that step
+as ``rebind_weights``, so this module needs nothing above the backends.
 
 A sanitized library (``compile(..., sanitize=True)``) is opened only in a process where AddressSanitizer's
 runtime is already loaded (``LD_PRELOAD=$(gcc -print-file-name=libasan.so)``): dlopen'ing it anywhere else
@@ -17,10 +22,9 @@ makes ASan abort the whole process, so there the model raises a :class:`GraphcEr
 
 from __future__ import annotations
 
-import json
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +33,7 @@ import numpy as np
 from .._dtype import as_dtype, dtype
 from ..errors import GraphcError
 from ..sym import Sym, evaluate, parse_dim
+from .registry import DEFAULT_BACKEND, backend_class
 
 _LIBS: dict[tuple[int, int, int, int], _Library] = {}
 _OPENED: set[tuple[str, tuple[int, int, int, int]]] = set()
@@ -169,7 +174,10 @@ class CompiledModel:
 
     def __init__(self, directory: str | Path, manifest: Mapping[str, Any], lib_path: Path,
                  weights_path: Path | None, *, source_graph: Any = None, threads: int | None = None,
-                 cache_hit: bool = False):
+                 cache_hit: bool = False, rebind_weights: Callable[..., dict[str, np.ndarray]] | None = None):
+        """rebind_weights(source graph, state_dict, opt_level, name, fingerprint, *, strict, fallback,
+        bake_weights): the optimised graph's parameters for new weights (``export.optimized_weights``),
+        which :meth:`load_state_dict` needs."""
         self.directory = Path(directory)
         self.manifest = dict(manifest)
         self.name: str = manifest["name"]
@@ -177,6 +185,7 @@ class CompiledModel:
         self.weights_path = weights_path
         self.cache_hit = cache_hit
         self._source_graph = source_graph
+        self._rebind_weights = rebind_weights
         self.dims: dict[str, tuple[int, int]] = {d["name"]: (d["min"], d["max"]) for d in manifest["dims"]}
         self.inputs = [_Spec(d, self.dims) for d in manifest["inputs"]]
         self.outputs = [_Spec(d, self.dims) for d in manifest["outputs"]]
@@ -189,10 +198,10 @@ class CompiledModel:
         if not self.sanitized or asan_loaded():
             self._lib_value = _Library.open(self.lib_path, self.name, self._cdef)
         self._threads = threads
-        self.backend: str = self.manifest.get("options", {}).get("backend", "c")
+        self.backend: str = self.manifest.get("options", {}).get("backend", DEFAULT_BACKEND)
         self._ctx_value: _Context | None = None
         self._ctx_lock = threading.Lock()
-        if self.backend != "cuda" and self._lib_value is not None:  # a CUDA context needs a GPU: at the first call
+        if backend_class(self.backend).context_at_open and self._lib_value is not None:
             self._ctx = self._new_context(threads)
 
     @property
@@ -373,12 +382,13 @@ class CompiledModel:
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> None:
         """Load new weights of the same shapes without recompiling: the source graph is optimised again
         with them, a new weights file is written and the context re-created."""
-        from . import _optimized_weights
-
+        if self._rebind_weights is None:
+            raise GraphcError(f"{self.name}: this model was opened without the compiler's weights step; open it "
+                              "with graphc.load_compiled to load a state_dict")
         src = self.source_graph()
         opt = self.manifest["options"]
         current = self.weights_path
-        params = _optimized_weights(src, state_dict, opt["opt_level"], self.name, self.fingerprint,
+        params = self._rebind_weights(src, state_dict, opt["opt_level"], self.name, self.fingerprint,
                                     strict=strict, fallback=current, bake_weights=opt["weights"] == "embed")
         target = self._weights_target()
         from .weights import weights_metadata, write_safetensors
@@ -403,17 +413,3 @@ class CompiledModel:
         cache = Path(self.manifest.get("cache_dir") or default_cache_dir())
         return cache / CACHE_LAYOUT / "weights" / f"{self.name}-{uuid.uuid4().hex}.safetensors"
 
-
-def load_compiled(directory: str | Path, *, threads: int | None = None,
-                  weights: str | Path | None = None) -> CompiledModel:
-    """Open a folder exported by ``graphc.compile(..., out_dir=...)`` from Python."""
-    directory = Path(directory)
-    mpath = directory / "manifest.json"
-    if not mpath.exists():
-        raise FileNotFoundError(f"{directory} has no manifest.json: not a folder exported by graphc.compile")
-    manifest = json.loads(mpath.read_text())
-    name = manifest["name"]
-    lib = directory / f"lib{name}.so"
-    if weights is None and manifest["options"]["weights"] == "file":
-        weights = directory / f"{name}.safetensors"
-    return CompiledModel(directory, manifest, lib, None if weights is None else Path(weights), threads=threads)

@@ -35,6 +35,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import shlex
 import shutil
 import subprocess
 from collections.abc import Callable, Sequence
@@ -46,7 +47,7 @@ from ..ops.registry import broadcast_shapes
 from ..sym import Dim, evaluate, is_static, prod
 from . import c as _c
 from .base import Backend
-from .build import nvcc
+from .build import BuildOptions, cflags, compiler_version
 from .c import axis_split, pool_params, sdpa_fields
 from .lowering import (
     KernelBuilder,
@@ -56,6 +57,7 @@ from .lowering import (
     contiguous_strides,
     merge_dims,
 )
+from .registry import register_backend
 
 CUDA_LOWERINGS: dict[str, LowerFn] = {}
 
@@ -365,6 +367,27 @@ def _sdpa(kb: KernelBuilder, n: Node) -> None:
 
 
 # ------------------------------------------------------------------------------------- toolchain
+def nvcc() -> list[str]:
+    """The CUDA compiler: ``$NVCC`` (split like a shell would) or ``nvcc``."""
+    return shlex.split(os.environ.get("NVCC", "") or "nvcc")
+
+
+NVCC_HINT = "install the CUDA toolkit or set NVCC; emit_only=True / --emit-c writes the sources without it"
+
+
+def nvcc_flags(arch: str, opt_level: int = 2) -> list[str]:
+    """Flags of the CUDA units: host code at -O0 for opt_level 0, else -O3 (device code is always
+    optimised by ptxas); ``$GRAPHC_NVCCFLAGS`` is appended."""
+    flags = ["-O0" if opt_level == 0 else "-O3", "-std=c++17", f"-arch={arch}", "-Xcompiler",
+             "-fPIC,-fvisibility=hidden,-fno-math-errno"]
+    return flags + shlex.split(os.environ.get("GRAPHC_NVCCFLAGS", ""))
+
+
+def cuda_ldflags() -> list[str]:
+    """nvcc links a shared library with the CUDA runtime static (the default) and hides its symbols."""
+    return ["-shared", "-Xlinker", "--no-undefined,--exclude-libs,ALL", "-lm"]
+
+
 @functools.lru_cache(maxsize=1)
 def gpu_available() -> bool:
     """True when a CUDA device is visible: ``nvidia-smi -L`` lists one, or the driver reports
@@ -430,11 +453,16 @@ def check_arch(arch: str) -> str:
 
 
 # ------------------------------------------------------------------------------------- the backend
+@register_backend
 class CudaBackend(Backend):
     """CUDA C++ for NVIDIA GPUs (nvcc), with the C backend's ABI: see the module docstring."""
 
     name = "cuda"
     display_name = "CUDA"
+    description = ("a CUDA library with the same C API (built with nvcc, runs on an NVIDIA GPU; see "
+                   "docs/cuda-backend.md)")
+    option_names = frozenset({"arch"})
+    context_at_open = False  # a CUDA context needs a GPU: created at the first call, so a library loads without one
     template_folder = "cuda"
     template_suffix = ".cu.j2"
     source_suffix = ".cu"
@@ -461,6 +489,38 @@ class CudaBackend(Backend):
         return out
 
     split_units = _c.CBackend.split_units  # consecutive kernels, up to unit_chars per translation unit
+
+    # --------------------------------------------------------------------------------- toolchain
+    def build_options(self, *, name: str, weights: str, opt_level: int, target: str, threads: int | None,
+                      version: str, arch: str | None = None, **options: Any) -> BuildOptions:
+        """nvcc's -arch (``arch``, default :func:`default_arch`), host code without OpenMP."""
+        self.check_options(options)
+        arch = check_arch(arch) if arch is not None else default_arch()
+        return BuildOptions(name=name, weights=weights, opt_level=opt_level, target=target, threads=threads,
+                            version=version, cflags=cflags(target, opt_level, openmp=False), ldflags=cuda_ldflags(),
+                            backend=self.name, runtime_sources=self._runtime_list(), arch=arch,
+                            nvcc_flags=nvcc_flags(arch, opt_level))
+
+    def manifest_options(self, options: Any) -> dict[str, Any]:
+        return {"arch": options.arch, "nvcc_flags": options.nvcc_flags}
+
+    def cache_key_parts(self, options: Any) -> list[str]:
+        """nvcc, its version, its flags and the link flags."""
+        nv = nvcc()
+        return ["cuda", " ".join(nv), compiler_version(tuple(nv), "CUDA compiler", NVCC_HINT),
+                " ".join(options.nvcc_flags), " ".join(options.ldflags)]
+
+    def compile_command(self, unit: str, cc: list[str], flags: list[str], options: Any) -> tuple[list[str], str]:
+        """The .cu units go to nvcc, the others (weights, C) to the C compiler."""
+        if unit.endswith(self.source_suffix):
+            return [*nvcc(), *options.nvcc_flags, "-I.", "-Iruntime", "-c", unit, "-o", unit + ".o"], "CUDA compiler"
+        return super().compile_command(unit, cc, flags, options)
+
+    def link_command(self, lib: str, objs: list[str], cc: list[str], flags: list[str],
+                     options: Any) -> tuple[list[str], str]:
+        """nvcc links (the CUDA runtime statically)."""
+        return [*nvcc(), *options.nvcc_flags, "-o", lib, *objs, *options.ldflags, "-Xlinker", f"-soname,{lib}"], \
+            "CUDA compiler"
 
     def render_sources(self, program: Program, options: Any) -> dict[str, str]:
         name = program.name
