@@ -56,15 +56,14 @@ def test_interpolate_every_mode(shape, kws):
     modes = ["nearest", "nearest-exact", *{1: ["linear"], 2: ["bilinear", "bicubic"], 3: ["trilinear"]}[nsp]]
     if nsp < 3:
         modes.append("area")
-    for mode in modes:
-        for ac in ([None] if mode in ("nearest", "nearest-exact", "area") else [False, True]):
-            for rsf in ([None, True] if "scale_factor" in kws else [None]):
-                kw = dict(kws, mode=mode, align_corners=ac, recompute_scale_factor=rsf)
-                close(F.interpolate(G(x), **kw), torch.nn.functional.interpolate(T(x), **kw))
-    for dt in (np.float64,):
+    for dt, tol in ((np.float32, 1e-5), (np.float64, 1e-12)):
         xd = x.astype(dt)
-        kw = dict(kws, mode="nearest")
-        close(F.interpolate(G(xd), **kw), torch.nn.functional.interpolate(T(xd), **kw), rtol=1e-12, atol=1e-12)
+        for mode in modes:
+            for ac in ([None] if mode in ("nearest", "nearest-exact", "area") else [False, True]):
+                for rsf in ([None, True] if "scale_factor" in kws else [None]):
+                    kw = dict(kws, mode=mode, align_corners=ac, recompute_scale_factor=rsf)
+                    close(F.interpolate(G(xd), **kw), torch.nn.functional.interpolate(T(xd), **kw), rtol=tol,
+                          atol=tol)
 
 
 def test_interpolate_errors():
@@ -616,3 +615,24 @@ def test_compiled_sequence_stack_matches_torch():
             ref = tm(*(T(a) for a in ins))
         _check_outputs({k: t.numpy() for k, t in gm(*(G(a) for a in ins)).items()}, ref)
         _check_outputs(lib.run(**dict(zip(names, ins))), ref)
+
+
+def test_float64_layers():
+    torch = _torch()
+    for name, args, kw, shape in [("LSTM", (3, 4, 2), {"bidirectional": True}, (5, 2, 3)),
+                                  ("GRU", (3, 4), {}, (5, 2, 3)),
+                                  ("Conv3d", (2, 3, 2), {"padding": 1}, (2, 2, 3, 4, 5)),
+                                  ("InstanceNorm2d", (3,), {"affine": True}, (2, 3, 4, 5)),
+                                  ("Upsample", (), {"scale_factor": 1.5, "mode": "bicubic"}, (1, 2, 4, 5)),
+                                  ("ReflectionPad2d", (2,), {}, (1, 2, 4, 5)), ("PReLU", (2,), {}, (3, 2, 4)),
+                                  ("AdaptiveMaxPool2d", (3,), {}, (1, 2, 5, 7))]:
+        t, g = twins(name, *args, **kw)
+        t, g = t.double(), g.double()
+        x = arr(*shape).astype(np.float64)
+        with torch.no_grad():
+            ref = t(T(x))
+        out = g(G(x))
+        if isinstance(ref, tuple):
+            ref, out = ref[0], out[0]
+        assert out.dtype is graphc.float64
+        close(out, ref, rtol=1e-12, atol=1e-12)

@@ -778,53 +778,50 @@ def _along(x: Tensor, dim: int, taps: list[tuple[np.ndarray, np.ndarray | None]]
     return out
 
 
-def _interp_scale(n_in: int, n_out: int, align_corners: bool, scale: float | None) -> np.float32:
-    """PyTorch's area_pixel_compute_scale in float (opmath of float32 inputs)."""
+def _interp_scale(n_in: int, n_out: int, align_corners: bool, scale: float | None, ft: type) -> np.floating:
+    """PyTorch's area_pixel_compute_scale in the kernel's opmath type ft (float32 for float32 inputs)."""
     if align_corners:
-        return np.float32((n_in - 1) / (n_out - 1)) if n_out > 1 else np.float32(0)
+        return ft((n_in - 1) / (n_out - 1)) if n_out > 1 else ft(0)
     if scale is not None and scale > 0:
-        return np.float32(1.0 / scale)
-    return np.float32(np.float32(n_in) / np.float32(n_out))
+        return ft(1.0 / scale)
+    return ft(ft(n_in) / ft(n_out))
 
 
-def _source_index(scale: np.float32, n_out: int, align_corners: bool, cubic: bool) -> np.ndarray:
-    dst = np.arange(n_out, dtype=np.float32)
-    if align_corners:
-        return scale * dst
-    src = scale * (dst + np.float32(0.5)) - np.float32(0.5)
-    return src if cubic else np.maximum(src, np.float32(0))
-
-
-def _taps(mode: str, n_in: int, n_out: int, align_corners: bool, scale: float | None
+def _taps(mode: str, n_in: int, n_out: int, align_corners: bool, scale: float | None, dt: D.dtype
           ) -> list[tuple[np.ndarray, np.ndarray | None]]:
-    """The (source index, weight) pairs of one spatial dim (weights computed in float32 as PyTorch's CPU
-    kernels do)."""
+    """The (source index, weight) pairs of one spatial dim, computed as PyTorch's CPU kernels do: nearest
+    indices in float32, linear and cubic weights in the input's opmath type (float64 for float64)."""
     if mode in ("nearest", "nearest-exact"):
-        s = _interp_scale(n_in, n_out, False, scale)
-        dst = np.arange(n_out, dtype=np.float32)
-        if mode == "nearest":
-            src = np.floor(dst * s)
-        else:
-            src = np.floor((dst + np.float32(0.5)) * s)
+        f32 = np.float32
+        s = _interp_scale(n_in, n_out, False, scale, f32)
+        dst = np.arange(n_out, dtype=f32)
+        src = np.floor(dst * s) if mode == "nearest" else np.floor((dst + f32(0.5)) * s)
         return [(np.minimum(src.astype(np.int64), n_in - 1), None)]
-    s = _interp_scale(n_in, n_out, align_corners, scale)
+    ft: type = np.float64 if dt is D.float64 else np.float32
+    s = _interp_scale(n_in, n_out, align_corners, scale, ft)
     cubic = mode == "bicubic"
-    real = _source_index(s, n_out, align_corners, cubic)
+    dst = np.arange(n_out, dtype=ft)
+    if align_corners:
+        real = s * dst
+    else:
+        real = s * (dst + ft(0.5)) - ft(0.5)
+        if not cubic:
+            real = np.maximum(real, ft(0))
     i0 = np.minimum(np.floor(real).astype(np.int64), n_in - 1)
-    lam = np.clip(real - i0.astype(np.float32), 0, 1).astype(np.float32)
+    lam = np.clip(real - i0.astype(ft), 0, 1).astype(ft)
     if not cubic:
         i1 = i0 + (i0 < n_in - 1)
-        return [(i0, np.float32(1) - lam), (i1, lam)]
-    a = np.float32(-0.75)
+        return [(i0, ft(1) - lam), (i1, lam)]
+    a = ft(-0.75)
 
-    def c1(t):  # |t| <= 1
+    def c1(t: np.ndarray) -> np.ndarray:  # |t| <= 1
         return ((a + 2) * t - (a + 3)) * t * t + 1
 
-    def c2(t):  # 1 < |t| < 2
+    def c2(t: np.ndarray) -> np.ndarray:  # 1 < |t| < 2
         return ((a * t - 5 * a) * t + 8 * a) * t - 4 * a
 
     ws = [c2(lam + 1), c1(lam), c1(1 - lam), c2(2 - lam)]
-    return [(np.clip(i0 - 1 + k, 0, n_in - 1), ws[k].astype(np.float32)) for k in range(4)]
+    return [(np.clip(i0 - 1 + k, 0, n_in - 1), ws[k].astype(ft)) for k in range(4)]
 
 
 _INTERP_DIMS = {"linear": 1, "bilinear": 2, "bicubic": 2, "trilinear": 3}
@@ -887,7 +884,7 @@ def interpolate(input: Tensor, size: int | Sequence[int] | None = None,  # noqa:
         return (adaptive_avg_pool1d(input, out[0]) if nsp == 1 else adaptive_avg_pool2d(input, out))
     y = input
     for i in range(nsp):
-        y = _along(y, 2 + i, _taps(mode, sp[i], out[i], bool(align_corners), scales[i]))
+        y = _along(y, 2 + i, _taps(mode, sp[i], out[i], bool(align_corners), scales[i], input.dtype))
     return y
 
 
