@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
+from .backend.build import TARGETS
 from .errors import GraphcError
 from .modelfile import UserError, load_model_file
 
@@ -446,7 +447,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", choices=["embed", "file"], default="embed",
                    help="bake weights into the library, or write NAME.safetensors next to it")
     p.add_argument("--name", help="library name (default: from the model file)")
-    p.add_argument("--target", choices=["native", "portable"], default="native")
+    p.add_argument("--target", choices=list(TARGETS), default="default",
+                   help="default: one library for every x86-64 CPU (kernels per ISA, picked at create); "
+                   "x86-64-v2/v3/v4 or native: only that ISA level, which create checks (portable = x86-64-v2)")
     p.add_argument("--threads", type=int, help="default thread count of a context")
     p.add_argument("--emit-c", action="store_true", help="write the sources only (C, or CUDA with --backend cuda), "
                    "do not build")

@@ -68,7 +68,7 @@ def _model_name(name: str | None, g: Graph) -> str:
     return Namespace(_RESERVED_MODEL_NAMES).name(sanitize(g.name or "model"))
 
 
-def build_options(backend: str, *, name: str, weights: str = "embed", opt_level: int = 2, target: str = "native",
+def build_options(backend: str, *, name: str, weights: str = "embed", opt_level: int = 2, target: str = "default",
                   threads: int | None = None, arch: str | None = None) -> BuildOptions:
     """The flags and knobs of a build (``Backend.build_options``). arch (CUDA only): nvcc's -arch."""
     return get_backend(backend).build_options(name=name, weights=weights, opt_level=opt_level, target=target,
@@ -76,7 +76,7 @@ def build_options(backend: str, *, name: str, weights: str = "embed", opt_level:
 
 
 def generate(g: Graph, *, name: str | None = None, weights: str = "embed", opt_level: int = 2,
-             target: str = "native", threads: int | None = None, backend: str = "c",
+             target: str = "default", threads: int | None = None, backend: str = "c",
              arch: str | None = None, sanitize: bool = False) -> tuple[Program, dict[str, str], BuildOptions]:
     """Lower an (already optimised) graph and render its sources without compiling (the compile-only path)."""
     be = get_backend(backend)
@@ -98,7 +98,7 @@ def _phase(timings: Any, phase: str, fn: Any) -> Any:
 
 
 def compile(module_or_graph: Any, example_inputs: Any = None, dynamic: Mapping[str, Any] | None = None, *,  # noqa: A001
-            name: str | None = None, weights: str = "embed", opt_level: int = 2, target: str = "native",
+            name: str | None = None, weights: str = "embed", opt_level: int = 2, target: str = "default",
             threads: int | None = None, cache_dir: str | os.PathLike | None = None,
             out_dir: str | os.PathLike | None = None, backend: str = "c", optimized: Graph | None = None,
             emit_only: bool = False, timings: Any = None, arch: str | None = None,
@@ -107,8 +107,10 @@ def compile(module_or_graph: Any, example_inputs: Any = None, dynamic: Mapping[s
     shared library and return it as a callable :class:`CompiledModel`.
 
     weights: "embed" bakes them into the library, "file" writes NAME.safetensors that create() maps.
-    opt_level: 0 (no passes, no fusion, -O0) .. 2 (default). target: "native" (-march=native) or
-    "portable". threads: default thread count of each context (None: omp_get_max_threads()).
+    opt_level: 0 (no passes, no fusion, -O0) .. 2 (default). target: "default" (one library for
+    every x86-64 CPU: the kernels compiled per ISA level, the CPU's best picked at create; GRAPHC_ISA lowers
+    it), "x86-64-v2"/"x86-64-v3"/"x86-64-v4"/"native" (that level only; create refuses a CPU without it)
+    or "portable" (= x86-64-v2). threads: default thread count of each context (None: omp_get_max_threads()).
     cache_dir: build cache (default $GRAPHC_CACHE_DIR or ~/.cache/graphc). out_dir: export folder.
     optimized: the graph already optimised by the caller (skips the passes). emit_only: write the
     sources, manifest and graphs into out_dir without building (returns None). timings: an object whose

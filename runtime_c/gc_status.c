@@ -21,7 +21,7 @@ const char *gc_status_string(int status)
     case GC_ERR_INTERNAL:
         return "internal error in the graphc runtime";
     case GC_ERR_DEVICE:
-        return "no usable GPU, or a call to the GPU runtime failed";
+        return "no usable device: no GPU, a call to the GPU runtime failed, or the CPU lacks the library's instruction sets";
     default:
         return "unknown error";
     }

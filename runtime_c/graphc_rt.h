@@ -30,6 +30,34 @@ extern "C" {
 #endif
 #endif
 
+/* Instruction-set dispatch (gc_dispatch.c). A default-target library holds the kernel files compiled
+ * once per ISA level with -DGC_ISA=generic|avx2|avx512: these names then become gc_sgemm_avx2, ... and
+ * gc_dispatch.c defines the plain names as calls through the table of the level chosen at create. */
+#ifdef GC_ISA
+#define GC_ISA_CAT2(a, b) a##_##b
+#define GC_ISA_CAT(a, b) GC_ISA_CAT2(a, b)
+#define GC_ISA_NAME(f) GC_ISA_CAT(f, GC_ISA)
+#define gc_sgemm GC_ISA_NAME(gc_sgemm)
+#define gc_sgemm_batched GC_ISA_NAME(gc_sgemm_batched)
+#define gc_conv2d_work_floats GC_ISA_NAME(gc_conv2d_work_floats)
+#define gc_conv2d GC_ISA_NAME(gc_conv2d)
+#define gc_conv_transpose2d_work_floats GC_ISA_NAME(gc_conv_transpose2d_work_floats)
+#define gc_conv_transpose2d GC_ISA_NAME(gc_conv_transpose2d)
+#define gc_max_pool2d GC_ISA_NAME(gc_max_pool2d)
+#define gc_avg_pool2d GC_ISA_NAME(gc_avg_pool2d)
+#define gc_adaptive_avg_pool2d GC_ISA_NAME(gc_adaptive_avg_pool2d)
+#define gc_layer_norm GC_ISA_NAME(gc_layer_norm)
+#define gc_rms_norm GC_ISA_NAME(gc_rms_norm)
+#define gc_batch_norm GC_ISA_NAME(gc_batch_norm)
+#define gc_group_norm GC_ISA_NAME(gc_group_norm)
+#define gc_softmax GC_ISA_NAME(gc_softmax)
+#define gc_reduce GC_ISA_NAME(gc_reduce)
+#define gc_argreduce GC_ISA_NAME(gc_argreduce)
+#define gc_sdpa_work_floats GC_ISA_NAME(gc_sdpa_work_floats)
+#define gc_sdpa GC_ISA_NAME(gc_sdpa)
+#define gc_embedding GC_ISA_NAME(gc_embedding)
+#endif
+
 /* Status codes shared by the runtime and every generated library (NAME_status mirrors them).
  * Only ever append new codes at the end. */
 typedef enum gc_status {
@@ -41,7 +69,8 @@ typedef enum gc_status {
     GC_ERR_OUT_OF_MEMORY = -5,
     GC_ERR_INDEX = -6,            /* an index tensor holds a value out of range */
     GC_ERR_INTERNAL = -7,
-    GC_ERR_DEVICE = -8            /* no usable GPU, or a GPU call failed (CUDA libraries only) */
+    GC_ERR_DEVICE = -8            /* no usable device: no GPU or a GPU call failed (CUDA), or a CPU
+                                     without the instruction sets the library was built for */
 } gc_status;
 
 GC_INTERNAL const char *gc_status_string(int status);
@@ -50,6 +79,16 @@ GC_INTERNAL const char *gc_status_string(int status);
  * OMP_NUM_THREADS) is clamped. OpenMP fails to start absurd counts, and a run must not crash. */
 #define GC_MAX_THREADS 1024
 #define GC_MAX_THREADS_MESSAGE "the thread count must be 1..1024"
+
+/* ------------------------------------------------------------------ instruction sets (gc_dispatch.c) */
+/* Checks that this CPU has every instruction set the library was compiled to require (GC_REQUIRED_ISA,
+ * from the compiler's flags) and, in a default-target library, picks the kernels' ISA level: the best
+ * the CPU has, lowered (never raised) by the environment variable GRAPHC_ISA=generic|avx2|avx512.
+ * Call it before anything else in create: it runs only baseline x86-64 code. On failure it returns
+ * GC_ERR_DEVICE and writes which features the CPU lacks into err. The choice is made once per process. */
+GC_INTERNAL int gc_isa_check(char *err, size_t errlen);
+/* the level the kernels run at: "generic", "avx2", "avx512" (default target), else "fixed" */
+GC_INTERNAL const char *gc_isa_name(void);
 
 /* ------------------------------------------------------------------ GEMM (gc_gemm.c) */
 /* C[M,N] = alpha * op(A)[M,K] @ op(B)[K,N] + beta * C + bias[N]

@@ -1,8 +1,11 @@
 """Building generated sources into a shared library, with a content-addressed cache.
 
-* Compiler: ``$CC`` (default ``cc``), flags ``-O3 -fopenmp -fPIC -fvisibility=hidden -march=native``
-  (``target="portable"``: ``-march=x86-64-v2`` on x86-64, no -march elsewhere); ``$GRAPHC_CFLAGS`` adds
-  flags (the tests use ``-Wall -Werror``).
+* Compiler: ``$CC`` (default ``cc``), flags ``-O3 -fopenmp -fPIC -fvisibility=hidden`` and the target's
+  (``TARGETS``): ``default`` compiles the generated code for ``-march=x86-64-v2`` and the runtime's kernels
+  once per ISA level (``ISA_LEVELS``, ``-DGC_ISA=...``) into the same library, gc_dispatch.c picking one at
+  create; ``x86-64-v2/v3/v4`` and ``native`` compile everything for that level, which create checks the
+  CPU for (``portable`` = ``x86-64-v2``); off x86-64 no -march. ``$GRAPHC_CFLAGS`` adds flags (the tests
+  use ``-Wall -Werror``).
 * Every translation unit is compiled on its own, in parallel; the runtime's objects are cached once per
   (runtime sources, flags, compiler) and linked into every library.
 * Cache key: sha256 over the generated sources, the runtime sources, the flags, the compiler's
@@ -52,7 +55,7 @@ class BuildOptions:
     name: str
     weights: str = "embed"  # "embed" | "file"
     opt_level: int = 2
-    target: str = "native"  # "native" | "portable"
+    target: str = "default"  # one of TARGETS
     threads: int | None = None
     version: str = ""
     cflags: list[str] = field(default_factory=list)
@@ -62,6 +65,18 @@ class BuildOptions:
     arch: str = ""  # CUDA: the -arch of nvcc
     nvcc_flags: list[str] = field(default_factory=list)  # CUDA: flags of the .cu units
     sanitize: bool = False  # ASan/UBSan build (SANITIZE_FLAGS), a debugging aid
+
+    def runtime_commands(self) -> list[tuple[str, str]]:
+        """(object, the shell-quoted compiler arguments after $CC) of each runtime object, sources under runtime/: the
+        exported Makefile's ``lib`` rule rebuilds the library the way build_library does."""
+        files = _runtime_files(self.runtime_sources)
+        out = []
+        for cmd, _, _ in _runtime_jobs(files, compiler(), runtime_flags(self.cflags), Path(".")):
+            args = cmd[len(compiler()):]
+            i = args.index("-c") + 1
+            args[i] = "runtime/" + args[i]
+            out.append((args[-1], shlex.join(["-Iruntime", *args])))
+        return out
 
     @property
     def sanitize_flags(self) -> list[str]:
@@ -83,17 +98,36 @@ def compiler_version(cc: tuple[str, ...], what: str = "C compiler", hint: str = 
     return res.stdout + res.stderr
 
 
-def cflags(target: str = "native", opt_level: int = 2, *, openmp: bool = True) -> list[str]:
+# target -> what it compiles for. "default": one library for every x86-64 CPU from x86-64-v2 up (the
+# generated code at x86-64-v2, the runtime's kernels once per ISA level, picked at create); the others
+# build everything for one level and create refuses a CPU below it. "portable" is x86-64-v2's old name.
+TARGETS = ("default", "x86-64-v2", "x86-64-v3", "x86-64-v4", "native", "portable")
+# the kernel levels of a default-target library: GC_ISA suffix -> -march (runtime_c/gc_dispatch.c)
+ISA_LEVELS = {"generic": "x86-64-v2", "avx2": "x86-64-v3", "avx512": "x86-64-v4"}
+DISPATCH_FLAG = "-DGC_DISPATCH"
+# runtime files that are not kernels: compiled once, for the library's own flags
+_NOT_DISPATCHED = ("gc_dispatch.c", "gc_safetensors.c", "gc_status.c")
+
+
+def is_x86() -> bool:
+    return platform.machine().lower() in ("x86_64", "amd64")
+
+
+def cflags(target: str = "default", opt_level: int = 2, *, openmp: bool = True) -> list[str]:
     opt = {0: "-O0", 1: "-O2"}.get(opt_level, "-O3")
     flags = [opt, "-std=gnu11", *(["-fopenmp"] if openmp else []), "-fPIC", "-fvisibility=hidden", "-fwrapv",
              "-fno-math-errno"]
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
     if target == "native":
         flags.append("-march=native")
-    elif target == "portable":
-        if platform.machine().lower() in ("x86_64", "amd64"):
-            flags.append("-march=x86-64-v2")
-    else:
-        raise ValueError(f"target must be 'native' or 'portable', got {target!r}")
+    elif target.startswith("x86-64-") or target in ("default", "portable"):
+        if is_x86():
+            flags.append(f"-march={'x86-64-v2' if target in ('default', 'portable') else target}")
+            if target == "default":
+                flags.append(DISPATCH_FLAG)
+        elif target.startswith("x86-64-"):
+            raise ValueError(f"target {target!r} is an x86-64 level; this machine is {platform.machine()}")
     flags += shlex.split(os.environ.get("GRAPHC_CFLAGS", ""))
     return flags
 
@@ -165,6 +199,53 @@ def _parallel(jobs: list[tuple]) -> None:
         raise CompileError("\n\n".join(errors))
 
 
+# compiler macro -> the feature name gc_dispatch.c checks (__builtin_cpu_supports spelling)
+_ISA_MACROS = {"__SSE3__": "sse3", "__SSSE3__": "ssse3", "__SSE4_1__": "sse4.1", "__SSE4_2__": "sse4.2",
+               "__POPCNT__": "popcnt", "__AVX__": "avx", "__AVX2__": "avx2", "__FMA__": "fma", "__BMI__": "bmi",
+               "__BMI2__": "bmi2", "__AVX512F__": "avx512f", "__AVX512VL__": "avx512vl", "__AVX512BW__": "avx512bw",
+               "__AVX512DQ__": "avx512dq", "__AVX512CD__": "avx512cd"}
+
+
+@lru_cache(maxsize=32)
+def required_isa(cc: tuple[str, ...], flags: tuple[str, ...]) -> str:
+    """The x86 features code compiled with these flags may use (space-separated), from the compiler's
+    predefined macros: what create checks the CPU for. Empty off x86."""
+    if not is_x86():
+        return ""
+    compiler_version(cc)  # a missing compiler is a CompileError saying so
+    keep = [f for f in flags if f.startswith(("-m", "-D", "-U"))]
+    res = subprocess.run([*cc, *keep, "-dM", "-E", "-x", "c", os.devnull], capture_output=True, text=True)
+    defined = {line.split()[1] for line in res.stdout.splitlines() if line.startswith("#define ")}
+    return " ".join(name for macro, name in _ISA_MACROS.items() if macro in defined)
+
+
+def _baseline(flags: Sequence[str]) -> list[str]:
+    """flags without the ISA ones: gc_dispatch.c checks the CPU before any newer instruction may run."""
+    return [f for f in flags if not f.startswith("-m")] + (["-march=x86-64"] if is_x86() else [])
+
+
+def _runtime_jobs(files: Mapping[str, bytes], cc: list[str], flags: list[str], tmp: Path) -> list[tuple]:
+    """The compile jobs of the runtime: each kernel file once (or once per ISA level with GC_ISA in a
+    default-target build), gc_dispatch.c for baseline x86-64 with the features the library requires."""
+    jobs = []
+    dispatch = DISPATCH_FLAG in flags
+    for n in files:
+        if not n.endswith(".c"):
+            continue
+        stem = Path(n).stem
+        if n == "gc_dispatch.c":
+            req = required_isa(tuple(cc), tuple(flags))
+            jobs.append(([*cc, *_baseline(flags), f'-DGC_REQUIRED_ISA="{req}"', "-c", n, "-o", stem + ".o"], tmp,
+                         f"runtime_c/{n}"))
+        elif dispatch and n not in _NOT_DISPATCHED:
+            for isa, march in ISA_LEVELS.items():
+                fl = [f for f in flags if not f.startswith("-march=")] + [f"-march={march}", f"-DGC_ISA={isa}"]
+                jobs.append(([*cc, *fl, "-c", n, "-o", f"{stem}.{isa}.o"], tmp, f"runtime_c/{n} ({isa})"))
+        else:
+            jobs.append(([*cc, *flags, "-c", n, "-o", stem + ".o"], tmp, f"runtime_c/{n}"))
+    return jobs
+
+
 def _runtime_objects(cache: Path, cc: list[str], flags: list[str],
                      names: Sequence[str] | None = None) -> tuple[Path, list[Path]]:
     """Compile (once) and return the runtime's object files (all, or the named ones)."""
@@ -172,15 +253,14 @@ def _runtime_objects(cache: Path, cc: list[str], flags: list[str],
     key = _digest([b"runtime", *(k.encode() + b"\0" + v for k, v in files.items()), " ".join(cc + flags).encode(),
                    compiler_version(tuple(cc)).encode()])
     final = cache / CACHE_LAYOUT / f"runtime-{key[:32]}"
-    objs = [final / (Path(n).stem + ".o") for n in files if n.endswith(".c")]
+    tmp = cache / CACHE_LAYOUT / f"tmp-{uuid.uuid4().hex}"
+    jobs = _runtime_jobs(files, cc, flags, tmp)
+    objs = [final / job[0][-1] for job in jobs]
     if final.is_dir() and all(o.exists() for o in objs):
         return final, objs
-    tmp = cache / CACHE_LAYOUT / f"tmp-{uuid.uuid4().hex}"
     tmp.mkdir(parents=True)
     for n, data in files.items():
         (tmp / n).write_bytes(data)
-    jobs = [([*cc, *flags, "-c", n, "-o", Path(n).stem + ".o"], tmp, f"runtime_c/{n}")
-            for n in files if n.endswith(".c")]
     _parallel(jobs)
     _publish(tmp, final)
     return final, objs

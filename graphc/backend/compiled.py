@@ -68,6 +68,7 @@ class _Library:
         self.get_num_threads = getattr(self.lib, p + "get_num_threads")
         self.arena_bytes = getattr(self.lib, p + "arena_bytes")
         self.fingerprint = self.ffi.string(getattr(self.lib, p + "fingerprint")()).decode()
+        self.isa = self.ffi.string(getattr(self.lib, p + "isa")()).decode()
 
     @classmethod
     def open(cls, path: Path, name: str, cdef: str) -> _Library:
@@ -238,6 +239,12 @@ class CompiledModel:
     @property
     def fingerprint(self) -> str:
         return self.manifest["fingerprint"]
+
+    @property
+    def isa(self) -> str:
+        """The instruction-set level the library's kernels run at on this CPU: "generic", "avx2" or
+        "avx512" (target "default", lowered by $GRAPHC_ISA), "fixed" (a one-level target), "cuda"."""
+        return self._lib.isa
 
     @property
     def memory_plan(self) -> list[dict[str, Any]]:
