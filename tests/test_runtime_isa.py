@@ -94,7 +94,7 @@ def kernels_graph() -> tuple[Graph, dict[str, np.ndarray]]:
 RUNNER = """
 import json, sys
 import numpy as np
-from graphc.backend.compiled import load_compiled
+from graphc.export import load_compiled
 m = load_compiled(sys.argv[1])
 ins = np.load(sys.argv[2])
 outs = m(*[ins[k] for k in ("x", "q", "ids")])
