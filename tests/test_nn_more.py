@@ -67,6 +67,12 @@ def test_interpolate_every_mode(shape, kws):
 
 
 def test_interpolate_errors():
+    torch = _torch()
+    xi = rng.integers(0, 255, size=(1, 2, 3, 5)).astype(np.uint8)  # the nearest modes take any dtype
+    np.testing.assert_array_equal(F.interpolate(G(xi), scale_factor=(1.5, 0.7)).numpy(),
+                                  torch.nn.functional.interpolate(T(xi), scale_factor=(1.5, 0.7)).numpy())
+    with pytest.raises(ValueError, match="mode 'bilinear' expects a floating-point input, got uint8"):
+        F.interpolate(G(xi), scale_factor=2, mode="bilinear")
     x = G(arr(1, 2, 4, 4))
     with pytest.raises(ValueError, match="align_corners option can only be set with the interpolating modes"):
         F.interpolate(x, scale_factor=2, align_corners=True)
