@@ -855,8 +855,8 @@ def interpolate(input: Tensor, size: int | Sequence[int] | None = None,  # noqa:
     if want is not None and want != nsp:
         raise ValueError(f"{fn}: got {input.ndim}D input, but {mode} mode needs {want + 2}D input")
     if not input.dtype.is_floating_point and mode not in ("nearest", "nearest-exact"):
-        raise ValueError(f"{fn}: mode {mode!r} expects a floating-point input, got {input.dtype.name} (the nearest modes "
-                         "take any dtype)")
+        raise ValueError(f"{fn}: mode {mode!r} expects a floating-point input, got {input.dtype.name} (the "
+                         "nearest modes take any dtype)")
     sp = _spatial_static(fn, input, nsp)
     if (size is None) == (scale_factor is None):
         raise ValueError("only one of size or scale_factor should be defined" if size is not None else
