@@ -35,7 +35,8 @@ EXAMPLES = {
   graphc run out/mlp                                  # random inputs
   graphc run out/mlp --input x=batch.npy --save outputs.npz""",
     "bench": """examples:
-  graphc bench out/mlp --runs 200 --threads 2 --dim B=32""",
+  graphc bench out/mlp --runs 200 --threads 2 --dim B=32
+  graphc bench out/mlp --profile""",
     "trace": """examples:
   graphc trace examples/mlp/model.py                  # print the IR
   graphc trace graph.gir                              # parse and print back in canonical form
@@ -229,6 +230,8 @@ def cmd_bench(args) -> int:
     feeds = _read_inputs(cm, None, _dims_arg(args.dim))
     for _ in range(args.warmup):
         cm.run(**feeds)
+    if args.profile:
+        cm.enable_profile()
     times = []
     for _ in range(args.runs):
         t0 = time.perf_counter()
@@ -239,6 +242,13 @@ def cmd_bench(args) -> int:
     print(f"{cm.name}: {args.runs} runs after {args.warmup} warm-up, threads={cm.get_num_threads()}, inputs {shapes}")
     print(f"  median {np.median(t):.4f} ms   min {t.min():.4f} ms   max {t.max():.4f} ms   "
           f"mean {t.mean():.4f} ms")
+    if args.profile:
+        from .backend.compiled import profile_table
+
+        rows = cm.profile()
+        print(f"\nper-kernel profile ({rows[0]['runs'] if rows else 0} runs; the timer adds a little to each "
+              "kernel):")
+        print(profile_table(rows))
     return 0
 
 
@@ -474,6 +484,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--threads", type=int)
     p.add_argument("--dim", action="append", metavar="NAME=VALUE", help="value of a dynamic dim, e.g. B=32")
+    p.add_argument("--profile", action="store_true", help="time every kernel: time per run, share, GFLOP/s, "
+                   "GB/s, op and module path (C hosts: GRAPHC_PROFILE=1)")
     p.set_defaults(func=cmd_bench)
 
     p = add("trace", "print the IR of a model file, or parse a .gir file and print it back")

@@ -69,6 +69,8 @@ class _Library:
         self.arena_bytes = getattr(self.lib, p + "arena_bytes")
         self.fingerprint = self.ffi.string(getattr(self.lib, p + "fingerprint")()).decode()
         self.isa = self.ffi.string(getattr(self.lib, p + "isa")()).decode()
+        self.profile_enable = getattr(self.lib, p + "profile_enable")
+        self.profile = getattr(self.lib, p + "profile")
 
     @classmethod
     def open(cls, path: Path, name: str, cdef: str) -> _Library:
@@ -246,6 +248,34 @@ class CompiledModel:
         "avx512" (target "default", lowered by $GRAPHC_ISA), "fixed" (a one-level target), "cuda"."""
         return self._lib.isa
 
+    def enable_profile(self, on: bool = True) -> None:
+        """Clear the per-kernel profile and time every kernel of the following calls (False: stop)."""
+        with self._ctx.lock:
+            rc = self._lib.profile_enable(self._ctx.ptr, int(bool(on)))
+            if rc != 0:
+                raise RuntimeErrorC(self._lib.ffi.string(self._lib.last_error(self._ctx.ptr)).decode(), rc)
+
+    def profile(self) -> list[dict[str, Any]]:
+        """The per-kernel profile since :meth:`enable_profile` (or create with GRAPHC_PROFILE=1): one
+        dict per kernel in schedule order with its C function, module path, ops, seconds per run, share of
+        the kernels' total, GFLOP/s and GB/s, and ``runs``."""
+        ffi, lib = self._lib.ffi, self._lib
+        name, scope, ops = ffi.new("const char **"), ffi.new("const char **"), ffi.new("const char **")
+        sec, fl, by = ffi.new("double *"), ffi.new("double *"), ffi.new("double *")
+        rows, k = [], 0
+        with self._ctx.lock:
+            while (runs := lib.profile(self._ctx.ptr, k, name, scope, ops, sec, fl, by)) >= 0:
+                rows.append({"kernel": ffi.string(name[0]).decode(), "module": ffi.string(scope[0]).decode(),
+                             "op": ffi.string(ops[0]).decode(), "seconds": sec[0], "flops": fl[0], "bytes": by[0],
+                             "runs": int(runs)})
+                k += 1
+        total = sum(r["seconds"] for r in rows) or 1.0
+        for r in rows:
+            s = r["seconds"] or 1e-30
+            r.update(share=r["seconds"] / total, gflops=r["flops"] / s * 1e-9, gbytes=r["bytes"] / s * 1e-9,
+                     seconds=r["seconds"] / max(1, r["runs"]))
+        return rows
+
     @property
     def memory_plan(self) -> list[dict[str, Any]]:
         """The arena layout: value, node, byte offset and size (polynomials in the dims), first/last step."""
@@ -419,4 +449,18 @@ class CompiledModel:
 
         cache = Path(self.manifest.get("cache_dir") or default_cache_dir())
         return cache / CACHE_LAYOUT / "weights" / f"{self.name}-{uuid.uuid4().hex}.safetensors"
+
+
+def profile_table(rows: list[dict[str, Any]], top: int | None = None, markdown: bool = False) -> str:
+    """A CompiledModel.profile() as text (or a markdown table), the most expensive kernels first."""
+    order = sorted(rows, key=lambda r: -r["seconds"])[:top]
+    head = ("us/run", "share", "GFLOP/s", "GB/s", "kernel", "op", "module")
+    cells = [(f"{r['seconds'] * 1e6:.1f}", f"{100 * r['share']:.1f}%", f"{r['gflops']:.2f}", f"{r['gbytes']:.2f}",
+              r["kernel"], r["op"], r["module"] or "-") for r in order]
+    if markdown:
+        lines = ["| " + " | ".join(head) + " |", "|" + "---:|" * 4 + "---|---|---|"]
+        return "\n".join(lines + ["| " + " | ".join(c) + " |" for c in cells])
+    widths = [max(len(x) for x in col) for col in zip(head, *cells)]
+    fmt = lambda row: "  ".join(x.rjust(w) if i < 4 else x.ljust(w) for i, (x, w) in enumerate(zip(row, widths)))  # noqa: E731
+    return "\n".join(fmt(r).rstrip() for r in [head, *cells])
 

@@ -39,7 +39,7 @@ def is_view(n: Node) -> bool:
     return n.opdef.lowering == "view"
 
 # Names the templates use for locals in the run function and inside kernels; values never take them.
-RUN_LOCALS = ("ctx", "dims", "inputs", "outputs", "arena", "work", "nt", "rc", "need", "i", "fail", "st")
+RUN_LOCALS = ("ctx", "dims", "inputs", "outputs", "arena", "work", "nt", "rc", "need", "i", "fail", "st", "mark")
 KERNEL_LOCALS = tuple(f"i{k}" for k in range(16)) + tuple(f"j{k}" for k in range(16)) + (
     "nthreads", "work", "p", "j", "acc", "best", "bi", "pos", "at", "mean", "val", "pa", "pb", "pc")
 
@@ -69,6 +69,11 @@ class Kernel:
     # no buffer it writes is one it reads (no in-place update): its pointers may be restrict-qualified,
     # which spares the C compiler loop versioning for aliasing (seconds per kernel with dynamic dims)
     noalias: bool = False
+    # for the per-kernel profile: module path, ops, and the work (float ops, bytes moved) as C expressions
+    scope: str = ""
+    ops: str = ""
+    flops_c: str = "0"
+    bytes_c: str = "0"
 
 
 @dataclass
@@ -391,8 +396,38 @@ class KernelBuilder:
         comment = [print_node(n) for n in self.nodes] if self.nodes else []
         k = Kernel(self.name, self.template, comment, args, dict(self.data), dim_args, self.status,
                    self.error, self.has_work, self.step)
+        flops, nbytes = kernel_work(self.nodes, self.step)
+        k.scope = next((n.scope for n in reversed(self.nodes) if n.scope), "")
+        k.ops = "+".join(dict.fromkeys(n.op for n in self.nodes)) or self.template.split(".")[0]
+        k.flops_c, k.bytes_c = (sym_c(x, self.lower.dim_cname.__getitem__) for x in (flops, nbytes))
         k.data.setdefault("threads", self._threads)
         return k
+
+
+def kernel_work(nodes: Sequence[Node], step: Step | None) -> tuple[Dim, Dim]:
+    """(float ops, bytes) of a kernel, for the profile's GFLOP/s and GB/s: 2*M*N*K for products and
+    convolutions, the attention's two products, one op per output element for everything else; bytes are
+    the values read and written once each."""
+    flops: Dim = 0
+    for n in nodes:
+        out = prod(n.out.type.shape)
+        ins = [v.type.shape for v in n.inputs if v is not None]
+        if n.op in ("linear", "matmul") and ins and ins[0]:
+            flops = flops + 2 * out * ins[0][-1]
+        elif n.op == "conv" and len(ins) > 1:
+            flops = flops + 2 * out * prod(ins[1][1:])
+        elif n.op == "conv_transpose" and len(ins) > 1:
+            flops = flops + 2 * prod(ins[0]) * prod(ins[1][1:])
+        elif n.op == "sdpa" and len(ins) > 2:
+            q, k, v = ins[:3]
+            flops = flops + 2 * prod(q[:-1]) * k[-2] * (q[-1] + v[-1])
+        else:
+            flops = flops + out
+    nbytes: Dim = 0
+    if step is not None:
+        for v in dict.fromkeys([*step.reads, *step.writes]):
+            nbytes = nbytes + prod(v.type.shape) * v.type.dtype.itemsize
+    return flops, nbytes
 
 
 LowerFn = Callable[[KernelBuilder, Node], None]
