@@ -1,25 +1,31 @@
-"""Time graphc's compiled libraries against PyTorch eager, ONNX Runtime and plain numpy.
+"""Time graphc's compiled libraries against PyTorch eager, ONNX Runtime and numpy, side by side.
 
-    python bench/run.py                     # all examples, batch 1 and 32, 1 thread
-    python bench/run.py --threads 2 --models mlp,resnet --batches 1,8,32
+    python bench/run.py                          # every model, 1 and 2 threads -> bench/results.md
+    python bench/run.py --models mlp_b1,lenet --threads 1
+    python bench/run.py --busy                   # the same with one busy neighbour process -> results-busy.md
 
-For each example model (examples/<name>/model.py) it compiles the graphc model, loads the same weights
-into the PyTorch twin (bench/twins.py), exports that twin to ONNX for ONNX Runtime, and (for the MLP)
-runs a hand-written numpy forward. Every runner gets the same thread count. It prints a markdown table
-of median latencies and the ratio of each peer's time to graphc's (above 1: graphc is faster) and
-writes it to bench/results.md. A peer that is not installed, or fails, shows "n/a" with the reason
-below the table. Nothing here asserts on timings.
+The models (bench/models.py) are written once against a torch-like API and built with graphc.nn and
+torch.nn; the torch model's weights (random, BatchNorm statistics included) are loaded into the graphc
+one. graphc compiles it (target "default"), PyTorch runs it eagerly under inference_mode, ONNX Runtime
+runs the torch model exported to ONNX (all graph optimisations on), numpy runs the MLP by hand.
 
-Peers: ``pip install torch onnxruntime onnx`` (``onnxscript`` too for PyTorch's default ONNX exporter;
-without it the legacy TorchScript exporter is used).
+Each thread count runs in a fresh worker process whose OMP/OpenBLAS/MKL thread counts are set before
+anything starts. Within a worker the runners of a model take turns, burst by burst (about 20 ms each,
+"rounds" times), so a busy spell on the shared machine hits them alike; a runner's time is the median
+per-call time of its bursts and the ratios (peer / graphc, above 1: graphc is faster) come from the same
+run. Then: compile times, arena against its lower bound (the largest sum of simultaneously live
+intermediates), library size, resident memory each runner added, graphc's per-kernel profile, and
+bench_gemm.py's GEMM table with % of numpy and of the machine's peak FMA rate. Nothing asserts on timings.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -28,94 +34,94 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-MODELS = ("mlp", "resnet", "transformer")
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 PEERS = ("torch", "onnxruntime", "numpy")
+ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "amx_tile")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from models import MODELS
+
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--models", default=",".join(MODELS), help="comma-separated example names")
-    p.add_argument("--batches", default="1,32", help="comma-separated batch sizes")
-    p.add_argument("--threads", type=int, default=1, help="threads for every runner (default 1)")
-    p.add_argument("--min-time", type=float, default=0.5, help="seconds of timed runs per cell (default 0.5)")
-    p.add_argument("--out", default=str(ROOT / "bench" / "results.md"), help="markdown file to write")
-    p.add_argument("--build-dir", default=None, help="where the ONNX files go (default: a temp dir)")
+    p.add_argument("--models", default=",".join(MODELS), help="comma-separated names from bench/models.py")
+    p.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
+    p.add_argument("--rounds", type=int, default=9, help="bursts per runner (default 9)")
+    p.add_argument("--burst", type=float, default=0.02, help="seconds per burst (default 0.02)")
+    p.add_argument("--busy", action="store_true", help="run with one busy neighbour process")
+    p.add_argument("--no-gemm", action="store_true", help="skip the GEMM micro-benchmark")
+    p.add_argument("--out", default=None, help="markdown file (default bench/results.md, -busy.md with --busy)")
+    p.add_argument("--build-dir", default=None, help="ONNX files and graphc exports (default: a temp dir)")
+    p.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--json", default="", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
-def time_it(fn: Callable[[], Any], min_time: float, min_runs: int = 10, warmup: int = 3) -> float:
-    """Median seconds of one call of fn, over at least min_runs calls and min_time seconds."""
-    for _ in range(warmup):
-        fn()
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < min_runs or time.perf_counter() - start < min_time:
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-        if len(times) >= 10_000:
-            break
-    return statistics.median(times)
+# ---------------------------------------------------------------------------------------------- machine
+def cpu_info() -> tuple[str, list[str], float]:
+    """CPU model, its ISA flags of interest and its clock in MHz, from /proc/cpuinfo."""
+    model, flags, mhz = platform.processor() or platform.machine(), [], 0.0
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, val = line.partition(":")
+            key = key.strip()
+            if key == "model name" and model in ("", platform.processor(), platform.machine()):
+                model = val.strip()
+            elif key == "flags" and not flags:
+                have = set(val.split())
+                flags = [f for f in ISA_FLAGS if f in have]
+            elif key == "cpu MHz" and not mhz:
+                mhz = float(val)
+    except OSError:
+        pass
+    return model, flags, mhz
 
 
-def first_output(out: Any) -> Any:
-    """The first output of a runner's result (an array, a tuple/list or a dict of arrays)."""
+def peak_gflops_per_core(flags: list[str], mhz: float) -> float:
+    """FMA peak of one core: two FMA pipes x vector width x 2 flops x clock (the nominal clock)."""
+    width = 16 if "avx512f" in flags else 8 if "avx2" in flags else 4
+    return 2 * width * 2 * mhz / 1e3
+
+
+def versions() -> str:
     import numpy as np
-
-    if isinstance(out, dict):
-        out = next(iter(out.values()))
-    elif isinstance(out, (tuple, list)):
-        out = out[0]
-    if hasattr(out, "detach"):
-        out = out.detach().numpy()
-    elif hasattr(out, "numpy"):
-        out = out.numpy()
-    return np.asarray(out)
-
-
-def load_example(name: str) -> dict[str, Any]:
-    """Run examples/<name>/model.py and return its namespace, with `model` built and its weights loaded."""
-    import runpy
 
     import graphc
-    from graphc.nn import Module
 
-    path = ROOT / "examples" / name / "model.py"
-    sys.path.insert(0, str(path.parent))
+    out = [f"graphc {graphc.__version__}", f"numpy {np.__version__}"]
+    for mod in ("torch", "onnxruntime", "onnx"):
+        try:
+            out.append(f"{mod} {__import__(mod).__version__}")
+        except ImportError:
+            pass
+    return f"Python {platform.python_version()}, " + ", ".join(out)
+
+
+def rss_bytes() -> int:
     try:
-        ns = runpy.run_path(str(path), run_name="__graphc_model__")
-    finally:
-        sys.path.remove(str(path.parent))
-    model = ns["model"]
-    if not isinstance(model, Module):
-        model = model()
-    if ns.get("weights"):
-        model.load_state_dict(graphc.load(str(path.parent / ns["weights"])))
-    ns["model"] = model.eval()
-    return ns
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return 0
 
 
-def make_inputs(example_inputs: tuple, batch: int, seed: int = 0) -> list[Any]:
-    """Random inputs shaped like example_inputs with dim 0 set to batch (ints stay within the example's range)."""
+# ---------------------------------------------------------------------------------------------- runners
+def arena_lower_bound(manifest: dict[str, Any]) -> int | None:
+    """The largest sum of intermediates live at one step (static models; None when sizes are symbolic)."""
+    blocks = manifest["memory_plan"]["blocks"]
+    try:
+        spans = [(int(b["first"]), int(b["last"]), int(str(b["size"]))) for b in blocks]
+    except (KeyError, ValueError):
+        return None
+    if not spans:
+        return 0
+    last = max(s[1] for s in spans)
+    return max(sum(sz for f, la, sz in spans if f <= step <= la) for step in range(last + 1))
+
+
+def numpy_mlp(state: dict[str, Any]) -> Callable[..., Any]:
     import numpy as np
 
-    rng = np.random.default_rng(seed)
-    out = []
-    for x in example_inputs:
-        a = x.numpy() if hasattr(x, "numpy") else np.asarray(x)
-        shape = (batch, *a.shape[1:])
-        if np.issubdtype(a.dtype, np.floating):
-            out.append(rng.standard_normal(shape).astype(a.dtype))
-        else:
-            out.append(rng.integers(int(a.min()), int(a.max()) + 1, size=shape).astype(a.dtype))
-    return out
-
-
-def numpy_mlp(state: dict[str, Any]) -> Callable[[Any], Any]:
-    """The MLP example's forward in plain numpy (float32 matmuls through numpy's BLAS)."""
-    import numpy as np
-
-    w = [(np.ascontiguousarray(state[f"fc{i}.weight"].T), state[f"fc{i}.bias"]) for i in (1, 2, 3)]
+    w = [(np.ascontiguousarray(state[f"{i}.weight"].T), state[f"{i}.bias"]) for i in (0, 2, 4)]
 
     def forward(x: Any) -> Any:
         h = np.maximum(x @ w[0][0] + w[0][1], 0)
@@ -125,223 +131,277 @@ def numpy_mlp(state: dict[str, Any]) -> Callable[[Any], Any]:
     return forward
 
 
-class Runners:
-    """Builds the runner of each peer for one model; a failure becomes the reason shown for n/a."""
-
-    def __init__(self, name: str, ns: dict[str, Any], threads: int, build_dir: Path) -> None:
-        self.name, self.ns, self.threads, self.build_dir = name, ns, threads, build_dir
-        self.reasons: dict[str, str] = {}
-        self.state = {k: v.numpy() for k, v in ns["model"].state_dict().items()}
-
-    def graphc(self) -> Callable[..., Any]:
-        import graphc
-
-        return graphc.compile(self.ns["model"], self.ns["example_inputs"], dynamic=self.ns.get("dynamic"),
-                              threads=self.threads)
-
-    def torch(self) -> Callable[..., Any] | None:
-        try:
-            import torch
-        except ImportError:
-            self.reasons["torch"] = "torch is not installed"
-            return None
-        sys.path.insert(0, str(ROOT / "bench"))
-        from twins import load_twin
-
-        torch.set_num_threads(self.threads)
-        twin = load_twin(self.name, self.state)
-        self.twin = twin
-
-        def run(*xs: Any) -> Any:
-            with torch.inference_mode():
-                return twin(*(torch.from_numpy(x) for x in xs))
-
-        return run
-
-    def onnxruntime(self, example: list[Any]) -> Callable[..., Any] | None:
-        try:
-            import onnxruntime as ort
-            import torch
-        except ImportError as e:
-            self.reasons["onnxruntime"] = f"{e.name} is not installed"
-            return None
-        twin = getattr(self, "twin", None)
-        if twin is None:
-            self.reasons["onnxruntime"] = "needs the torch twin"
-            return None
-        names = list(_input_names(self.ns))
-        path = self.build_dir / f"{self.name}.onnx"
-        args = tuple(torch.from_numpy(x) for x in example)
-        try:
-            _export_onnx(twin, args, names, path)
-        except Exception as e:  # report and carry on: an exporter failure is a result, not a crash
-            self.reasons["onnxruntime"] = f"torch.onnx.export failed: {type(e).__name__}: {str(e).splitlines()[0]}"
-            return None
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = self.threads
-        opts.inter_op_num_threads = 1
-        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        in_names = [i.name for i in sess.get_inputs()]
-
-        def run(*xs: Any) -> Any:
-            return sess.run(None, dict(zip(in_names, xs)))
-
-        return run
-
-    def numpy(self) -> Callable[..., Any] | None:
-        if self.name != "mlp":
-            self.reasons["numpy"] = "hand-written numpy forward only for the MLP"
-            return None
-        return numpy_mlp(self.state)
-
-
-def _input_names(ns: dict[str, Any]) -> list[str]:
-    from graphc.trace import input_names
-
-    return input_names(ns["model"], len(ns["example_inputs"]))
-
-
-def _export_onnx(twin: Any, args: tuple, names: list[str], path: Path) -> None:
-    """Export the torch twin with a dynamic batch: torch.export-based when onnxscript is there, else TorchScript."""
+def export_onnx(tm: Any, xs: list[Any], path: Path) -> None:
     import logging
     import warnings
 
     import torch
 
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" and the like
-    try:
-        import onnxscript  # noqa: F401  (the torch.export-based exporter needs it)
-
-        dynamo = True
-    except ImportError:
-        dynamo = False
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        if dynamo:
-            batch = torch.export.Dim("B", min=1, max=1024)
-            torch.onnx.export(twin, args, str(path), dynamo=True, input_names=names, output_names=["output"],
-                              dynamic_shapes=tuple({0: batch} for _ in args), verbose=False)
-            return
-        # The TorchScript exporter fills in forward()'s default arguments as tensors (TransformerEncoderLayer's
-        # is_causal then reaches SDPA as a Tensor): a *args wrapper hides them. The fused transformer fast path
-        # has no ONNX form, so it is off while exporting.
-        class PositionalOnly(torch.nn.Module):
-            def __init__(self) -> None:
-                super().__init__()
-                self.inner = twin
-
-            def forward(self, *xs: torch.Tensor) -> torch.Tensor:
-                return self.inner(*xs)
-
-        fastpath = torch.backends.mha.get_fastpath_enabled()
-        torch.backends.mha.set_fastpath_enabled(False)
-        try:
-            torch.onnx.export(PositionalOnly().eval(), args, str(path), dynamo=False, input_names=names,
-                              output_names=["output"], dynamic_axes={n: {0: "B"} for n in names})
-        finally:
-            torch.backends.mha.set_fastpath_enabled(fastpath)
+        torch.onnx.export(tm, tuple(torch.from_numpy(x) for x in xs), str(path), dynamo=False,
+                          input_names=[f"in{i}" for i in range(len(xs))], output_names=["out"], opset_version=17)
 
 
-def machine_line(threads: int) -> str:
+def first(out: Any) -> Any:
     import numpy as np
+
+    if isinstance(out, dict):
+        out = next(iter(out.values()))
+    elif isinstance(out, (tuple, list)):
+        out = out[0]
+    if hasattr(out, "detach"):
+        out = out.detach().numpy()
+    return np.asarray(out)
+
+
+def build_runners(name: str, threads: int, build_dir: Path, cache_dir: Path) -> tuple[dict, dict]:
+    """The runner of each peer for one model, and facts about the graphc build."""
+    import numpy as np
+    import torch
+    from models import MODELS
 
     import graphc
 
-    cpu = platform.processor() or platform.machine()
+    spec = MODELS[name]
+    rng = np.random.default_rng(0)
+    xs = spec.inputs(rng)
+    torch.manual_seed(0)
+    tm = spec.build(torch.nn, torch.nn.functional).eval()
+    for mod in tm.modules():  # BatchNorm statistics that are not the identity
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.running_mean.uniform_(-0.2, 0.2)
+            mod.running_var.uniform_(0.5, 1.5)
+    state = {k: v.detach().numpy().copy() for k, v in tm.state_dict().items()}
+    gm = spec.build(graphc.nn, graphc.nn.functional)
+    gm.load_state_dict(state)
+    gm.eval()
+    facts: dict[str, Any] = {}
+    runners: dict[str, Callable[..., Any] | None] = {}
+    reasons: dict[str, str] = {}
+
+    rss0 = rss_bytes()
+    t0 = time.perf_counter()
+    cm = graphc.compile(gm, tuple(xs), threads=threads, cache_dir=cache_dir, out_dir=build_dir / f"gc-{name}-{threads}")
+    facts["compile_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    cm = graphc.compile(gm, tuple(xs), threads=threads, cache_dir=cache_dir)
+    facts["cached_compile_s"] = time.perf_counter() - t0
+    cm.set_num_threads(threads)
+    cm(*xs)
+    facts["isa"] = cm.isa
+    facts["lib_bytes"] = (cm.directory / f"lib{cm.name}.so").stat().st_size
+    facts["arena_bytes"] = cm.arena_bytes()
+    facts["arena_lower_bound"] = arena_lower_bound(cm.manifest)
+    facts["rss"] = {"graphc": rss_bytes() - rss0}
+    runners["graphc"] = lambda *a: cm(*a)
+    facts["cm"] = cm
+
+    torch.set_num_threads(threads)
+    rss0 = rss_bytes()
+
+    def run_torch(*a: Any) -> Any:
+        with torch.inference_mode():
+            return tm(*(torch.from_numpy(x) for x in a))
+
+    run_torch(*xs)
+    runners["torch"] = run_torch
+    facts["rss"]["torch"] = rss_bytes() - rss0
+
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    versions = [f"graphc {graphc.__version__}", f"numpy {np.__version__}"]
-    for mod in ("torch", "onnxruntime"):
+        import onnxruntime as ort
+
+        path = build_dir / f"{name}.onnx"
+        if not path.exists():
+            export_onnx(tm, xs, path)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        rss0 = rss_bytes()
+        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        names = [i.name for i in sess.get_inputs()]
+        runners["onnxruntime"] = lambda *a: sess.run(None, dict(zip(names, a)))
+        runners["onnxruntime"](*xs)
+        facts["rss"]["onnxruntime"] = rss_bytes() - rss0
+    except Exception as e:  # an exporter or runtime failure is a result, not a crash
+        runners["onnxruntime"] = None
+        reasons["onnxruntime"] = f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
+    if spec.numpy:
+        runners["numpy"] = numpy_mlp(state)
+    else:
+        runners["numpy"] = None
+    facts["reasons"] = reasons
+    ref = first(run_torch(*xs))
+    facts["max_diff"] = {p: float(np.abs(first(f(*xs)) - ref).max()) for p, f in runners.items() if f is not None}
+    facts["xs"] = xs
+    return runners, facts
+
+
+def interleaved(runners: dict[str, Callable[..., Any] | None], xs: list[Any], rounds: int,
+                burst: float) -> dict[str, float]:
+    """Median seconds per call of each runner; the runners take turns burst by burst."""
+    live = {k: f for k, f in runners.items() if f is not None}
+    reps = {}
+    for k, f in live.items():  # warm-up, and calls per burst from a first estimate
+        for _ in range(3):
+            f(*xs)
+        t0 = time.perf_counter()
+        f(*xs)
+        reps[k] = max(1, int(burst / max(1e-7, time.perf_counter() - t0)))
+    per_call: dict[str, list[float]] = {k: [] for k in live}
+    for _ in range(rounds):
+        for k, f in live.items():
+            t0 = time.perf_counter()
+            for _ in range(reps[k]):
+                f(*xs)
+            per_call[k].append((time.perf_counter() - t0) / reps[k])
+    return {k: statistics.median(v) for k, v in per_call.items()}
+
+
+def worker(args: argparse.Namespace) -> None:
+    """One thread count, every model; writes JSON rows to args.json."""
+    from graphc.backend.compiled import profile_table
+
+    threads = args.worker
+    build_dir = Path(args.build_dir)
+    cache_dir = build_dir / "cache"
+    out = []
+    for name in [m for m in args.models.split(",") if m]:
+        print(f"[{threads}t] {name}: building", file=sys.stderr, flush=True)
         try:
-            versions.append(f"{mod} {__import__(mod).__version__}")
-        except ImportError:
-            pass
-    return (f"{cpu}, {os.cpu_count()} CPUs, {threads} thread(s); Python {platform.python_version()}; "
-            + ", ".join(versions))
+            runners, facts = build_runners(name, threads, build_dir, cache_dir)
+        except Exception as e:
+            out.append({"model": name, "threads": threads, "error": f"{type(e).__name__}: {e}"})
+            print(f"[{threads}t] {name}: FAILED {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+            continue
+        xs, cm = facts.pop("xs"), facts.pop("cm")
+        times = interleaved(runners, xs, args.rounds, args.burst)
+        cm.enable_profile()
+        reps = max(3, min(50, int(0.3 / max(1e-6, times["graphc"]))))
+        for _ in range(reps):
+            cm(*xs)
+        prof = cm.profile()
+        cm.enable_profile(False)
+        flops = sum(r["flops"] for r in prof) / max(1, prof[0]["runs"] if prof else 1)
+        row = {"model": name, "threads": threads, "times": times, "flops": flops,
+               "profile": profile_table(prof, top=8, markdown=True), **facts}
+        out.append(row)
+        print(f"[{threads}t] {name}: " + ", ".join(f"{k} {v * 1e6:.0f} us" for k, v in times.items()),
+              file=sys.stderr, flush=True)
+    Path(args.json).write_text(json.dumps(out))
 
 
-def fmt_ms(t: float | None) -> str:
-    return "n/a" if t is None else f"{t * 1e3:.3f}"
+# ---------------------------------------------------------------------------------------------- report
+def fmt_us(t: float | None) -> str:
+    return "n/a" if t is None else f"{t * 1e6:.0f}" if t >= 1e-4 else f"{t * 1e6:.1f}"
+
+
+def gemm_table(threads: str) -> tuple[list[str], list[list[float]]]:
+    """bench_gemm.py's markdown rows (its GFLOP/s columns parsed for the % of peak)."""
+    res = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_gemm.py"), "--threads", threads,
+                          "--shapes", "256x256x256,512x512x512,1024x1024x1024,2048x2048x2048,64x512x784:nt,"
+                          "1x512x784:nt,3136x64x576,128x1536x384:nt"],
+                         capture_output=True, text=True)
+    lines = [ln for ln in res.stdout.splitlines() if ln.startswith("|")]
+    return lines, [[float(c) for c in ln.strip("|").split("|")[1:4]] for ln in lines[2:]]
+
+
+def report(rows: list[dict], args: argparse.Namespace, argv: list[str]) -> str:
+    model, flags, mhz = cpu_info()
+    peak = peak_gflops_per_core(flags, mhz)
+    busy = " with one busy neighbour process (a Python spin loop)" if args.busy else ""
+    lines = ["# graphc benchmark" + (" (busy machine)" if args.busy else ""), "",
+             f"CPU: {model}, {os.cpu_count()} logical CPUs, ISA flags {' '.join(flags)}; nominal FMA peak "
+             f"{peak:.0f} GFLOP/s per core. {versions()}. Command: `python bench/run.py {' '.join(argv)}`.", "",
+             f"Median microseconds per call{busy}; the runners took turns burst by burst in one process per "
+             "thread count, ratios are the peer's time over graphc's from the same run (above 1: graphc is "
+             "faster). graphc: target `default` (one library, kernels picked by the CPU: "
+             f"{next((r.get('isa') for r in rows if r.get('isa')), '?')}); % peak: the model's float ops per "
+             "call (graphc's count) over graphc's time and the peak of the threads used.", ""]
+    errors = [r for r in rows if "error" in r]
+    for t in sorted({r["threads"] for r in rows}):
+        lines += [f"## {t} thread{'s' if t > 1 else ''}", "",
+                  "| model | graphc us | torch us | ORT us | numpy us | torch/graphc | ORT/graphc | numpy/graphc "
+                  "| graphc GFLOP/s (% peak) |",
+                  "|---|--:|--:|--:|--:|--:|--:|--:|--:|"]
+        for r in rows:
+            if r["threads"] != t or "error" in r:
+                continue
+            tm = r["times"]
+            g = tm["graphc"]
+            ratio = [f"{tm[p] / g:.2f}" if p in tm else "n/a" for p in PEERS]
+            gf = r["flops"] / g / 1e9
+            lines.append(f"| {r['model']} | {fmt_us(g)} | " + " | ".join(fmt_us(tm.get(p)) for p in PEERS) + " | "
+                         + " | ".join(ratio) + f" | {gf:.1f} ({100 * gf / (peak * t):.0f}%) |")
+        lines.append("")
+    one = [r for r in rows if "error" not in r and r["threads"] == min(x["threads"] for x in rows)]
+    lines += ["## Build and memory", "",
+              "| model | cold compile s | cached compile s | library MB | arena KB | lower bound KB | arena / bound "
+              "| RSS added MB: graphc / torch / ORT | max abs diff vs torch: graphc / ORT |",
+              "|---|--:|--:|--:|--:|--:|--:|--:|--:|"]
+    for r in one:
+        lb = r["arena_lower_bound"]
+        rss = r["rss"]
+        lines.append(
+            f"| {r['model']} | {r['compile_s']:.2f} | {r['cached_compile_s']:.2f} | {r['lib_bytes'] / 1e6:.1f} "
+            f"| {r['arena_bytes'] / 1024:.0f} | {'n/a' if lb is None else f'{lb / 1024:.0f}'} | "
+            f"{'n/a' if not lb else format(r['arena_bytes'] / lb, '.2f')} | "
+            + " / ".join(f"{rss[p] / 1e6:.1f}" if p in rss else "n/a" for p in ("graphc", "torch", "onnxruntime"))
+            + " | " + " / ".join(f"{r['max_diff'][p]:.1e}" if p in r["max_diff"] else "n/a"
+                                 for p in ("graphc", "onnxruntime")) + " |")
+    lines += ["", "Cold compile: a model the cache has not seen (the runtime's objects already built); cached: "
+              "the same compile again. The arena holds every intermediate (64-byte aligned blocks) plus kernel "
+              "scratch; its bound is the largest sum of intermediates live at one step.", ""]
+    reasons = {(r["model"], p): why for r in one for p, why in r.get("reasons", {}).items()}
+    if reasons or errors:
+        lines += ["n/a and failures:", ""] + [f"- {m}/{p}: {w}" for (m, p), w in reasons.items()] + [
+            f"- {r['model']} ({r['threads']} threads): {r['error']}" for r in errors] + [""]
+    if not args.no_gemm:
+        glines, vals = gemm_table(args.threads)
+        lines += ["## GEMM micro-benchmark (bench/bench_gemm.py: gc_sgemm vs numpy's BLAS)", ""]
+        if glines:
+            lines += [glines[0].rstrip() + " % of numpy | % of peak |", glines[1] + "---:|---:|"]
+            for ln, (t, gc, npy) in zip(glines[2:], vals):
+                lines.append(ln.rstrip() + f" {100 * gc / npy:.0f}% | {100 * gc / (peak * t):.0f}% |")
+        lines.append("")
+    lines += ["## Where graphc's time goes (per-kernel profile, 1 thread, top 8 kernels)", ""]
+    for r in one:
+        lines += [f"### {r['model']}", "", r["profile"], ""]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    # thread counts must be in the environment before numpy's BLAS and OpenMP start
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(args.threads)
-    import numpy as np
-
-    models = [m for m in args.models.split(",") if m]
-    batches = [int(b) for b in args.batches.split(",") if b]
+    if args.worker:
+        worker(args)
+        return 0
     tmp = tempfile.TemporaryDirectory(prefix="graphc-bench-")
     build_dir = Path(args.build_dir or tmp.name)
     build_dir.mkdir(parents=True, exist_ok=True)
-
-    rows, notes, diffs = [], {}, []
-    for name in models:
-        print(f"[{name}] building runners ...", file=sys.stderr)
-        ns = load_example(name)
-        r = Runners(name, ns, args.threads, build_dir)
-        t0 = time.perf_counter()
-        runners: dict[str, Callable[..., Any] | None] = {"graphc": r.graphc()}
-        print(f"[{name}] graphc.compile {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-        runners["torch"] = r.torch()
-        runners["onnxruntime"] = r.onnxruntime(make_inputs(ns["example_inputs"], 2))
-        runners["numpy"] = r.numpy()
-        for peer, why in r.reasons.items():
-            notes.setdefault(why, []).append(f"{name}/{peer}")
-        for batch in batches:
-            xs = make_inputs(ns["example_inputs"], batch)
-            ref = first_output(runners["graphc"](*xs))
-            times: dict[str, float | None] = {}
-            for peer, fn in runners.items():
-                if fn is None:
-                    times[peer] = None
-                    continue
-                if peer != "graphc":
-                    diffs.append((name, batch, peer, float(np.abs(first_output(fn(*xs)) - ref).max())))
-                times[peer] = time_it(lambda fn=fn, xs=xs: fn(*xs), args.min_time)
-            rows.append((name, batch, times))
-            print(f"[{name}] batch {batch}: " + ", ".join(f"{p} {fmt_ms(t)} ms" for p, t in times.items()),
-                  file=sys.stderr)
-
-    lines = [
-        "# graphc benchmark",
-        "",
-        f"Median latency of one forward call in milliseconds (lower is better); ×: the peer's time divided by "
-        f"graphc's (above 1: graphc is faster). {machine_line(args.threads)}. Command: "
-        f"`{' '.join(['python bench/run.py', *(argv if argv is not None else sys.argv[1:])])}`.",
-        "",
-        "| model | batch | graphc (ms) | " + " | ".join(f"{p} (ms) | ×" for p in PEERS) + " |",
-        "| --- | ---: | ---: | " + " | ".join("---: | ---:" for _ in PEERS) + " |",
-    ]
-    for name, batch, times in rows:
-        g = times["graphc"]
-        cells = []
-        for p in PEERS:
-            t = times[p]
-            cells += [fmt_ms(t), "n/a" if t is None or not g else f"{t / g:.2f}"]
-        lines.append(f"| {name} | {batch} | {fmt_ms(g)} | " + " | ".join(cells) + " |")
-    if notes:
-        lines += ["", "n/a:"] + [f"- {', '.join(where)}: {why}" for why, where in notes.items()]
-    if diffs:
-        worst: dict[tuple[str, str], float] = {}
-        for n, _, p, d in diffs:
-            worst[n, p] = max(d, worst.get((n, p), 0.0))
-        lines += ["", "Largest absolute difference of each peer's output from graphc's (same inputs, all batches):",
-                  "", "| model | " + " | ".join(PEERS) + " |", "| --- |" + " ---: |" * len(PEERS)]
-        for n in models:
-            lines.append(f"| {n} | " + " | ".join(f"{worst[n, p]:.1e}" if (n, p) in worst else "n/a" for p in PEERS)
-                         + " |")
-    text = "\n".join(lines) + "\n"
+    busy = None
+    if args.busy:
+        busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    rows: list[dict] = []
+    try:
+        for t in [int(x) for x in args.threads.split(",") if x]:
+            env = dict(os.environ, OMP_NUM_THREADS=str(t), OPENBLAS_NUM_THREADS=str(t), MKL_NUM_THREADS=str(t))
+            js = build_dir / f"rows-{t}.json"
+            cmd = [sys.executable, __file__, "--worker", str(t), "--json", str(js), "--models", args.models,
+                   "--rounds", str(args.rounds), "--burst", str(args.burst), "--build-dir", str(build_dir)]
+            subprocess.run(cmd, env=env, check=True)
+            rows += json.loads(js.read_text())
+        text = report(rows, args, argv)
+    finally:
+        if busy is not None:
+            busy.kill()
+            busy.wait()
+    out = Path(args.out or ROOT / "bench" / ("results-busy.md" if args.busy else "results.md"))
+    out.write_text(text + "\n")
     print(text)
-    Path(args.out).write_text(text)
-    print(f"wrote {args.out}", file=sys.stderr)
+    print(f"wrote {out}", file=sys.stderr)
     tmp.cleanup()
     return 0
 
