@@ -19,6 +19,15 @@ from . import _dtype as D
 from ._device import as_device, device
 from ._dtype import as_dtype, dtype, promote_types
 from .errors import ShapeError, TraceError
+from .functionalize import (
+    VIEW_OPS,
+    has_internal_overlap,
+    is_contiguous,
+    layout,
+    numpy_view,
+    register_view,
+    write_array,
+)
 from .ops import get_op
 from .ops.registry import TensorType
 from .sym import Dim, Sym, exact_div, is_static, prod
@@ -60,7 +69,18 @@ def _attrs_symbolic(attrs: dict[str, Any]) -> bool:
 
 
 def apply(opname: str, *inputs: Tensor | None, **attrs: Any) -> Tensor:
-    """Apply a registry op to tensors: evaluate it eagerly, or record it when tracing."""
+    """Apply a registry op to tensors: evaluate it eagerly, or record it when tracing.
+
+    The view ops (graphc.functionalize.VIEW_OPS) alias their input as in PyTorch: eagerly a numpy
+    view, while tracing a recorded alias of the input's root (so in-place writes reach it)."""
+    out = _apply_raw(opname, inputs, attrs)
+    if opname in VIEW_OPS and (_ACTIVE or out._tracer is not None):
+        register_view(inputs[0], out, opname, attrs)
+    return out
+
+
+def _apply_raw(opname: str, inputs: Sequence[Tensor | None], attrs: dict[str, Any]) -> Tensor:
+    """apply() without recording the alias of a view op's result."""
     op = get_op(opname)
     ins = list(inputs)
     while ins and ins[-1] is None:
@@ -84,7 +104,12 @@ def apply(opname: str, *inputs: Tensor | None, **attrs: Any) -> Tensor:
     if tracer is not None:
         return tracer.record(op, ins, bound, out_type)
     arrays = [None if t is None else t._data for t in ins]
-    out = np.asarray(op.ref(*arrays, **bound))
+    if opname in VIEW_OPS:
+        out = numpy_view(opname, arrays[0], bound)
+    else:
+        out = np.asarray(op.ref(*arrays, **bound))
+        if any(a is not None and np.may_share_memory(out, a) for a in arrays):
+            out = out.copy()  # only the view ops alias their input
     if out.dtype != out_type.dtype.np:
         out = out.astype(out_type.dtype.np)
     if out.shape != out_type.shape:  # the reference and the rule disagree: a bug in the op record
@@ -205,8 +230,35 @@ def _const(value: Any, dt: dtype, like: Tensor) -> Tensor:
     return Tensor._wrap(np.asarray(value).astype(dt.np), like._device)
 
 
+def _dim_value(d: Dim, like: Tensor | None = None) -> Tensor:
+    """A dynamic size as a 0-d int64 graph value: the dim read at run time (x * x.shape[0]).
+
+    A symbol's value is the last element of arange(0, S + 1); a polynomial is built from its symbols
+    with tensor arithmetic, so no op ever holds more than one dim's elements."""
+    if not isinstance(d, Sym):
+        return _const(d, D.int64, like) if like is not None else tensor(d, dtype=D.int64)
+    total: Tensor | None = None
+    const = 0
+    for mono, coef in d.terms:
+        if not mono:
+            const = coef
+            continue
+        term: Tensor | None = None
+        for name in mono:
+            s = Sym.var(name)
+            v = apply("reshape", apply("slice", arange(s + 1), dim=0, start=s, end=s + 1, step=1), shape=())
+            term = v if term is None else term * v
+        term = term if coef == 1 else term * coef
+        total = term if total is None else total + term
+    return total if const == 0 else total + const
+
+
 def _pair(a: Any, b: Any, *, floating: bool = False) -> tuple[Tensor, Tensor]:
     """Bring two operands (tensor or scalar) to one dtype, as PyTorch's type promotion does."""
+    if isinstance(a, Sym) and _is_tensor(b):
+        a = _dim_value(a, b)  # a 0-d int: the tensor's dtype wins within its category, as for a scalar
+    if isinstance(b, Sym) and _is_tensor(a):
+        b = _dim_value(b, a)
     if not _is_tensor(a) and not _is_tensor(b):
         raise TypeError("at least one operand must be a Tensor")
     if not _is_tensor(a):
@@ -270,7 +322,8 @@ def _size_args(size: tuple) -> tuple:
 class Tensor:
     """A tensor: PyTorch's API, numpy storage (or an IR value while tracing)."""
 
-    __slots__ = ("_data", "_value", "_tracer", "_device", "requires_grad", "grad", "__dict__", "__weakref__")
+    __slots__ = ("_data", "_value", "_tracer", "_device", "requires_grad", "grad", "_view", "_strides",
+                 "_aliases", "__dict__", "__weakref__")
     __array_priority__ = 1000  # numpy defers to our operators
 
     def __init__(self, *args: Any, dtype: Any = None, device: Any = None):
@@ -292,6 +345,9 @@ class Tensor:
         self._device = dev
         self.requires_grad = requires_grad
         self.grad = None
+        self._view = None  # while tracing: (root, chain of view ops) when this tensor is a view
+        self._strides = None  # while tracing: the view's strides (graphc.functionalize)
+        self._aliases = None  # while tracing: a root's live views
 
     @classmethod
     def _wrap(cls, data: np.ndarray, dev: device | None = None, requires_grad: bool = False) -> Tensor:
@@ -356,8 +412,10 @@ class Tensor:
     def is_floating_point(self) -> bool:
         return self.dtype.is_floating_point
 
-    def is_contiguous(self) -> bool:
-        return True
+    def is_contiguous(self, memory_format: Any = None) -> bool:
+        if self._tracer is None:
+            return bool(self._data.flags.c_contiguous)
+        return is_contiguous(tuple(self.shape), layout(self))
 
     def type(self, dtype: Any = None):  # noqa: A003
         if dtype is None:
@@ -527,11 +585,14 @@ class Tensor:
         return self.to(other.dtype)
 
     def contiguous(self, memory_format: Any = None) -> Tensor:
-        return self
+        """self when contiguous, else a contiguous copy (which no longer aliases self)."""
+        return self if self.is_contiguous() else self.clone()
 
     def clone(self, memory_format: Any = None) -> Tensor:
         if self._tracer is not None:
-            return self  # values are immutable in the graph; a copy is the same value
+            # values are immutable in the graph: a copy is a new tensor object for the same value,
+            # which later in-place writes to self (or to the copy) do not reach
+            return Tensor._symbolic(self._value, self._tracer)
         return Tensor._wrap(self._data.copy(), self._device)
 
     def detach(self) -> Tensor:
@@ -550,28 +611,62 @@ class Tensor:
     def cast_like(self, other: Tensor) -> Tensor:
         return self.to(other.dtype)
 
-    # in-place (eager only) ---------------------------------------------------------------------------
+    # in-place ----------------------------------------------------------------------------------------
+    # Every in-place method is its out-of-place form followed by _write (graphc/functionalize.py):
+    # eagerly a write into the tensor's (possibly shared) numpy memory, while tracing a functional
+    # write-back that rebinds the tensor and all its aliases. A method `name_` that is not defined here
+    # falls back to `name` + _write in __getattr__, so new out-of-place methods get their in-place form.
     def _inplace(self, what: str) -> np.ndarray:
+        """The array an eager-only in-place initialiser (uniform_, nn.init) writes into."""
         if self._tracer is not None:
             raise self._tracer.error(
                 f"in-place '{what}' on a traced tensor is not supported; write the out-of-place form "
                 "(e.g. x = x + y)", self)
         return self._data
 
-    def copy_(self, src: Any, non_blocking: bool = False) -> Tensor:
-        dst = self._inplace("copy_")
-        arr = src._concrete("copy_") if isinstance(src, Tensor) else _to_array(src, None)
-        try:
-            np.copyto(dst, np.broadcast_to(arr, dst.shape).astype(dst.dtype, copy=False))
-        except ValueError:
-            raise RuntimeError(
-                f"copy_: the size of the source {list(arr.shape)} does not broadcast to {list(dst.shape)}"
-            ) from None
+    def _write(self, value: Any, what: str, *, any_cast: bool = False) -> Tensor:
+        """Write value (a tensor or scalar broadcastable to self) into self, as PyTorch's in-place ops
+        do; any_cast allows every dtype conversion (copy_, fill_), else PyTorch's casting rule."""
+        if not isinstance(value, Tensor):
+            if isinstance(value, np.ndarray) or isinstance(value, (list, tuple)):
+                value = tensor(value, dtype=self.dtype)
+            else:
+                value = _const(value, self.dtype if any_cast else _scalar_dtype(self, value), self)
+        if not any_cast and not _can_cast(value.dtype, self.dtype):
+            raise _write_error(f"{what}: result type {_TYPE_NAMES[value.dtype][:-6]} can't be cast to the "
+                               f"desired output type {_TYPE_NAMES[self.dtype][:-6]}", self, value)
+        value = value.to(self.dtype)
+        if tuple(value.shape) != tuple(self.shape):
+            vs, ts = tuple(value.shape), tuple(self.shape)
+            if len(vs) > len(ts) or any(a != 1 and a != b for a, b in zip(vs[::-1], ts[::-1])):
+                raise _write_error(f"{what}: output with shape {list(ts)} doesn't match the broadcast shape "
+                                   f"{list(vs)}", self, value)
+            value = _apply_raw("expand", (value,), {"shape": ts}) if vs else _apply_raw(
+                "expand", (_apply_raw("reshape", (value,), {"shape": (1,) * len(ts)}),), {"shape": ts})
+        tracer = self._tracer or value._tracer or _active_tracer()
+        if tracer is None:
+            write_array(self._data, value._data)
+        else:
+            from .functionalize import write
+
+            write(tracer, self, value, what)
         return self
 
+    def __getattr__(self, name: str) -> Any:
+        if name.endswith("_") and not name.startswith("_"):
+            fn = getattr(type(self), name[:-1], None)
+            if callable(fn):
+                return _inplace_method(name[:-1]).__get__(self)
+        raise AttributeError(f"'Tensor' object has no attribute '{name}'")
+
+    def copy_(self, src: Any, non_blocking: bool = False) -> Tensor:
+        return self._write(src, "copy_", any_cast=True)
+
     def fill_(self, value: Any) -> Tensor:
-        self._inplace("fill_")[...] = value.item() if isinstance(value, Tensor) else value
-        return self
+        if isinstance(value, Tensor) and value.ndim != 0:
+            raise RuntimeError(f"fill_ only supports 0-dimension value tensor but got tensor with "
+                               f"{value.ndim} dimensions")
+        return self._write(value, "fill_", any_cast=True)
 
     def zero_(self) -> Tensor:
         return self.fill_(0)
@@ -590,49 +685,35 @@ class Tensor:
         dst[...] = _gen(generator).normal(mean, std, size=dst.shape).astype(dst.dtype)
         return self
 
-    def _inplace_binop(self, name: str, other: Any, *, floating: bool = False) -> Tensor:
-        if self._tracer is not None:
-            return _binop(name, self, other, floating=floating)  # rebinding form while tracing
-        res = _binop(name, self, other, floating=floating)
-        if res.dtype is not self.dtype and not (res.dtype.is_floating_point <= self.dtype.is_floating_point):
-            raise RuntimeError(f"result type {res.dtype} can't be cast to the desired output type {self.dtype}")
-        np.copyto(self._data, np.broadcast_to(res._data, self._data.shape).astype(self._data.dtype, copy=False))
-        return self
-
-    def add_(self, other: Any, alpha: Any = 1) -> Tensor:
-        return self._inplace_binop("add", other if alpha == 1 else other * alpha)
-
-    def sub_(self, other: Any, alpha: Any = 1) -> Tensor:
-        return self._inplace_binop("sub", other if alpha == 1 else other * alpha)
-
-    def mul_(self, other: Any) -> Tensor:
-        return self._inplace_binop("mul", other)
-
-    def div_(self, other: Any) -> Tensor:
-        return self._inplace_binop("div", other, floating=True)
-
-    def clamp_(self, min: Any = None, max: Any = None) -> Tensor:  # noqa: A002
-        res = self.clamp(min, max)
-        if self._tracer is not None:
-            return res
-        np.copyto(self._inplace("clamp_"), res._data)
-        return self
-
-    __iadd__ = add_
-    __isub__ = sub_
-    __imul__ = mul_
-    __itruediv__ = div_
+    def masked_fill_(self, mask: Tensor, value: Any) -> Tensor:
+        return self._write(self.masked_fill(mask, value), "masked_fill_", any_cast=True)
 
     def __setitem__(self, idx: Any, value: Any) -> None:
-        dst = self._inplace("__setitem__ (x[...] = v)")
-        val = value._concrete("__setitem__") if isinstance(value, Tensor) else value
-        dst[_np_index(idx)] = val
-
-    def masked_fill_(self, mask: Tensor, value: Any) -> Tensor:
-        dst = self._inplace("masked_fill_")
-        m = np.broadcast_to(mask._concrete("masked_fill_"), dst.shape)
-        dst[m] = value.item() if isinstance(value, Tensor) else value
-        return self
+        traced = self._tracer is not None or (isinstance(value, Tensor) and value._tracer is not None)
+        if not traced and not _ACTIVE:
+            dst = self._data
+            val = value._concrete("__setitem__") if isinstance(value, Tensor) else value
+            if not dst.flags.writeable or has_internal_overlap(dst.shape, dst.strides):
+                write_array(dst, dst)  # raises the matching error
+            dst[_np_index(idx)] = val
+            return
+        items = idx if isinstance(idx, tuple) else (idx,)
+        if len(items) == 1 and isinstance(items[0], Tensor) and items[0].dtype is D.bool_:
+            mask = items[0]
+            if mask.ndim > self.ndim:
+                raise IndexError(f"too many indices for tensor of dimension {self.ndim}")
+            mask = mask.reshape(list(mask.shape) + [1] * (self.ndim - mask.ndim))
+            if isinstance(value, Tensor) and value.ndim != 0 and value.numel() != 1:
+                raise _trace_error("x[mask] = tensor needs the number of True elements of the mask, which "
+                                   "is data-dependent; use graphc.where(mask, value, x)", self, value)
+            v = value.reshape(()) if isinstance(value, Tensor) else value
+            self._write(self.masked_fill(mask, v), "x[mask] = v", any_cast=True)
+            return
+        for i in items:
+            if isinstance(i, (list, np.ndarray)) or (isinstance(i, Tensor) and (i.ndim != 0 or i._tracer is not None)):
+                raise _trace_error("x[index_tensor] = v (index_put) is not supported while tracing; use "
+                                   "graphc.where or a one-hot mask", self, value)
+        _getitem(self, idx)._write(value, "x[...] = v", any_cast=True)
 
     # arithmetic ------------------------------------------------------------------------------------
     def __add__(self, o: Any) -> Tensor:
@@ -677,7 +758,7 @@ class Tensor:
             if o == 2:
                 return self * self
             if o == 1:
-                return self
+                return self.clone()
             if o == 0.5 and self.dtype.is_floating_point:
                 return self.sqrt()
             if o == -1 and self.dtype.is_floating_point:
@@ -826,13 +907,13 @@ class Tensor:
         return self._float_unary("sigmoid")
 
     def floor(self) -> Tensor:
-        return self if not self.dtype.is_floating_point else apply("floor", self)
+        return self.clone() if not self.dtype.is_floating_point else apply("floor", self)
 
     def ceil(self) -> Tensor:
-        return self if not self.dtype.is_floating_point else apply("ceil", self)
+        return self.clone() if not self.dtype.is_floating_point else apply("ceil", self)
 
     def round(self) -> Tensor:  # noqa: A003
-        return self if not self.dtype.is_floating_point else apply("round", self)
+        return self.clone() if not self.dtype.is_floating_point else apply("round", self)
 
     def relu(self) -> Tensor:
         return apply("relu", self)
@@ -1149,6 +1230,60 @@ class Tensor:
         return empty(*size, dtype=dtype or self.dtype, device=self.device)
 
 
+# ------------------------------------------------------------------------------------ in-place methods
+def _can_cast(src: dtype, dst: dtype) -> bool:
+    """PyTorch's rule for writing a result of dtype src into a tensor of dtype dst in place."""
+    if src.is_floating_point and not dst.is_floating_point:
+        return False
+    return not (dst is D.bool_ and src is not D.bool_)
+
+
+def _trace_error(msg: str, *ts: Any) -> TraceError:
+    tracer = next((t._tracer for t in ts if isinstance(t, Tensor) and t._tracer is not None), None) \
+        or _active_tracer()
+    return tracer.error(msg) if tracer is not None else TraceError(msg)
+
+
+def _write_error(msg: str, *ts: Any) -> RuntimeError:
+    """PyTorch's RuntimeError for a bad in-place write, naming the user's line while tracing."""
+    tracer = next((t._tracer for t in ts if isinstance(t, Tensor) and t._tracer is not None), None) \
+        or _active_tracer()
+    return RuntimeError(f"{msg} ({tracer._where()})" if tracer is not None else msg)
+
+
+def _inplace_method(name: str, shown: str | None = None):
+    """Tensor.<name>_: the out-of-place method `name`, then a write of its result into self."""
+    shown = shown or f"{name}_"
+
+    def method(self: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+        res = getattr(type(self), name)(self, *args, **kwargs)
+        if not isinstance(res, Tensor):
+            raise TypeError(f"{shown}: {name}() does not return a tensor, so it has no in-place form")
+        if tuple(res.shape) != tuple(self.shape):
+            raise _write_error(f"{shown}: output with shape {list(self.shape)} doesn't match the broadcast "
+                               f"shape {list(res.shape)}", self, res)
+        return self._write(res, shown)
+
+    method.__name__ = shown
+    method.__doc__ = f"In-place {name}: x.{shown}(...) writes x.{name}(...) into x (and its views)."
+    return method
+
+
+INPLACE_METHODS = (
+    "add", "sub", "mul", "div", "true_divide", "multiply", "subtract", "divide", "clamp", "clamp_min",
+    "clamp_max", "clip", "pow", "remainder", "relu", "sigmoid", "tanh", "exp", "log", "sqrt", "rsqrt",
+    "abs", "neg", "negative", "sign", "floor", "ceil", "round", "reciprocal", "sin", "cos", "erf", "square",
+    "tril", "triu", "logical_not", "logical_and", "logical_or", "logical_xor", "eq", "ne", "lt", "le", "gt",
+    "ge",
+)
+for _name in INPLACE_METHODS:
+    setattr(Tensor, _name + "_", _inplace_method(_name))
+for _op, _name in (("__iadd__", "add"), ("__isub__", "sub"), ("__imul__", "mul"), ("__itruediv__", "div"),
+                   ("__ifloordiv__", "__floordiv__"), ("__imod__", "remainder"), ("__ipow__", "__pow__"),
+                   ("__iand__", "__and__"), ("__ior__", "__or__"), ("__ixor__", "__xor__")):
+    setattr(Tensor, _op, _inplace_method(_name, _op))
+
+
 # -------------------------------------------------------------------------------------------- helpers
 def _as_tensor_like(x: Any, like: Tensor) -> Tensor:
     if isinstance(x, Tensor):
@@ -1322,7 +1457,9 @@ def _format(t: Tensor) -> str:
 def tensor(data: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
     """Copy data into a new tensor (PyTorch's dtype inference: floats -> float32, ints -> int64)."""
     if isinstance(data, Tensor) and data._tracer is not None:
-        return data.to(dtype) if dtype is not None else data
+        return data.to(dtype) if dtype is not None else data.clone()
+    if isinstance(data, Sym):  # a dynamic size while tracing: its run-time value
+        return _dim_value(data).to(dtype if dtype is not None else D.int64)
     arr = _to_array(data, as_dtype(dtype) if dtype is not None else None)
     return Tensor._wrap(arr, as_device(device), requires_grad)
 
@@ -1465,7 +1602,7 @@ def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
     ts = [t for t in _tensors(tensors, "cat") if not (t.ndim == 1 and t.shape[0] == 0)] or list(tensors)[:1]
     d = _wrap_dim(dim, ts[0].ndim)
     if len(ts) == 1:
-        return ts[0]
+        return ts[0].clone()  # cat copies: the result never aliases an input
     return apply("concat", *ts, dim=d)
 
 

@@ -25,7 +25,7 @@ from . import _dtype as D
 from .errors import ShapeError, TraceError
 from .ir.graph import Graph, Value
 from .ops.registry import OpDef, TensorType
-from .sym import Sym
+from .sym import Sym, dim_ranges
 from .tensor import _ACTIVE, Tensor, tensor
 
 _PKG_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
@@ -50,6 +50,17 @@ class Dim:
             raise ValueError(f"Dim name {self.name!r} is reserved in the IR text form (a dtype or a literal)")
         if not 0 <= self.min <= self.max:
             raise ValueError(f"Dim {self.name}: need 0 <= min <= max, got min={self.min} max={self.max}")
+
+
+def check_param_name(name: str) -> None:
+    """Refuse a parameter name that cannot be written into C sources and safetensors headers (UTF-8):
+    a NUL or a lone surrogate (a str that no UTF-8 encoder accepts)."""
+    bad = next((c for c in name if c == "\0" or "\ud800" <= c <= "\udfff"), None)
+    if bad is not None:
+        what = "a NUL character" if bad == "\0" else f"a lone surrogate (U+{ord(bad):04X})"
+        raise ValueError(f"parameter name {name!r} contains {what}; graphc writes parameter names into C "
+                         "sources and safetensors headers as UTF-8: rename the attribute or the "
+                         "state_dict key")
 
 
 def _traceback_location(tb: Any) -> str:
@@ -85,14 +96,23 @@ class Tracer:
         self._lifted: dict[int, Value] = {}
         self._keep_alive: list[Any] = []
         self._nconst = 0
+        self._state: list[tuple[str, str, np.ndarray]] = []  # (kind, name, array) the forward may not write
+        self._converted: list[tuple[Tensor, Any]] = []  # concrete tensors a write made symbolic
+        self.wrote = False  # an in-place write happened (trace() then drops the values it replaced)
         if module is not None:
             for path, m in module.named_modules(remove_duplicate=False):
                 self.module_paths.setdefault(id(m), path)
+                for attr, v in vars(m).items():
+                    if isinstance(v, Tensor) and v._tracer is None and v._data is not None:
+                        self._state.append(("tensor attribute", f"{path}.{attr}" if path else attr, v._data))
             for name, p in module.named_parameters(remove_duplicate=False):
                 self.param_names.setdefault(id(p), name)
             for name, b in module.named_buffers(remove_duplicate=False):
                 if b is not None:
                     self.param_names.setdefault(id(b), name)
+                    self._state.append(("buffer", name, b._data))
+            for name, p in module.named_parameters(remove_duplicate=False):
+                self._state.append(("parameter", name, p._data))
 
     # ---------------------------------------------------------------------------------- hooks
     def call_module(self, module: Any, forward: Any, args: tuple, kwargs: dict) -> Any:
@@ -124,6 +144,8 @@ class Tracer:
         data = np.ascontiguousarray(t._data)
         ttype = TensorType(tuple(data.shape), D.from_numpy_dtype(data.dtype))
         name = self.param_names.get(key)
+        if name is not None:
+            check_param_name(name)
         if name is None:
             name = f"_const{self._nconst}"
             self._nconst += 1
@@ -147,6 +169,35 @@ class Tracer:
         node = self.graph.add_node(op.name, vals, attrs, out_type, scope=self.current_scope,
                                    loc=user_location())
         return Tensor._symbolic(node.out, self)
+
+    # ---------------------------------------------------------------------------- in-place writes
+    def check_writable(self, root: Tensor, what: str) -> None:
+        """Refuse a write into the traced module's state (graphc/functionalize.py)."""
+        if root._tracer is not None or root._data is None:
+            return
+        for kind, name, arr in self._state:
+            if arr is not None and np.may_share_memory(root._data, arr):
+                raise self.error(
+                    f"{what} writes into the {kind} '{name}' in place; a compiled model keeps no state "
+                    "between calls, so the write would be lost: compute the new value out of place "
+                    f"(y = {name.rsplit('.', 1)[-1]} + ...) or update the {kind} outside forward()")
+
+    def make_symbolic(self, t: Tensor, lift: bool) -> None:
+        """Turn a concrete tensor that a traced write reaches into a symbolic one (its current data as
+        a constant when `lift`); trace() restores it afterwards."""
+        if t._tracer is self:
+            return
+        if t._tracer is not None:
+            raise self.error("an in-place write reached a tensor from another trace", t)
+        value = self.lift(t) if lift else None
+        self._converted.append((t, t._data))
+        t._tracer, t._value, t._data = self, value, None
+
+    def restore(self) -> None:
+        """Give back their concrete data to the tensors made symbolic by writes during the trace."""
+        for t, data in reversed(self._converted):
+            t._tracer, t._value, t._data = None, None, data
+        self._converted.clear()
 
     def constant(self, value: Any, dt: D.dtype) -> Tensor:
         node = self.graph.add_node("constant", [], {"value": value, "dtype": dt}, TensorType((), dt),
@@ -285,6 +336,26 @@ def input_names(module: Any, n: int) -> list[str]:
     return (names + [f"input{i}" for i in range(len(names), n)])[:n]
 
 
+def _check_arity(module: Any, n: int) -> None:
+    """One clear line when example_inputs does not fit forward()'s positional parameters."""
+    fn = getattr(module, "forward", module)
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return
+    pos = [p for p in sig.parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    required = [p.name for p in pos if p.default is p.empty]
+    varargs = any(p.kind == p.VAR_POSITIONAL for p in sig.parameters.values())
+    what = f"{type(module).__name__}.forward" if hasattr(module, "forward") else getattr(fn, "__name__", "model")
+    if n < len(required):
+        raise ValueError(f"too few example_inputs: {what}({', '.join(p.name for p in pos)}) needs "
+                        f"{len(required)} positional input(s), example_inputs gives {n} (missing "
+                        f"{', '.join(repr(r) for r in required[n:])})")
+    if n > len(pos) and not varargs:
+        raise ValueError(f"too many example_inputs: {what}({', '.join(p.name for p in pos)}) takes "
+                        f"{len(pos)} positional input(s), example_inputs gives {n}")
+
+
 def trace(module: Any, example_inputs: Any, dynamic: Mapping[str, Any] | None = None, *,
           name: str | None = None, eval_mode: bool = True) -> Graph:
     """Trace ``module(*example_inputs)`` into a verified Graph.
@@ -298,6 +369,7 @@ def trace(module: Any, example_inputs: Any, dynamic: Mapping[str, Any] | None = 
     if isinstance(example_inputs, (Tensor, np.ndarray)) or not isinstance(example_inputs, (tuple, list)):
         example_inputs = (example_inputs,)
     dynamic = dict(dynamic or {})
+    _check_arity(module, len(example_inputs))
     names = input_names(module, len(example_inputs))
     unknown = set(dynamic) - set(names)
     flat: list[tuple[str, Any]] = []
@@ -331,8 +403,13 @@ def trace(module: Any, example_inputs: Any, dynamic: Mapping[str, Any] | None = 
     if eval_mode and hasattr(module, "eval"):
         module.eval()
     _ACTIVE.append(tracer)
+    outs: list[tuple[str, Any]] = []
     try:
-        out = module(*args)
+        with dim_ranges(g.dims):
+            out = module(*args)
+        _collect_outputs(out, "output", outs)
+        # read the outputs' values before tensors that writes made symbolic get their data back
+        outs = [(n, Tensor._symbolic(t._value, tracer) if t._tracer is tracer else t) for n, t in outs]
     except TraceError as e:  # modules that do not go through Tracer.call_module
         located = tracer.locate(e)
         if located is e:
@@ -340,10 +417,9 @@ def trace(module: Any, example_inputs: Any, dynamic: Mapping[str, Any] | None = 
         raise located.with_traceback(e.__traceback__) from None
     finally:
         _ACTIVE.pop()
+        tracer.restore()
         if eval_mode and was_training and hasattr(module, "train"):
             module.train(True)
-    outs: list[tuple[str, Any]] = []
-    _collect_outputs(out, "output", outs)
     if not outs:
         raise TraceError("forward() returned no tensor")
     results = []
@@ -355,6 +431,10 @@ def trace(module: Any, example_inputs: Any, dynamic: Mapping[str, Any] | None = 
         else:
             raise TraceError(f"output '{oname}' belongs to another trace")
     g.set_outputs(results)
+    if tracer.wrote:
+        from .passes.cleanup import dce
+
+        dce(g)  # the values that writes replaced (and the views replayed but never read)
     verify(g)
     return g
 

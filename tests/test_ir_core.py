@@ -311,10 +311,10 @@ class Inner(nn.Module):
         if m == "float":
             return y * float(y.sum())  # <float>
         if m == "setitem":
-            y[0] = 1.0  # <setitem>
+            y[:, ::2] = 1.0  # <setitem>
             return y
         if m == "fill":
-            return y.fill_(0.0)  # <fill>
+            return y + self.w.fill_(0.0)  # <fill>
         if m == "mask":
             return y[y > 0]  # <mask>
         if m == "len":
@@ -343,8 +343,8 @@ class Wrapper(nn.Module):
     ("item", "sum", ".item()"),
     ("numpy", "relu", ".numpy()"),
     ("float", "sum", "float()"),
-    ("setitem", "relu", "in-place '__setitem__ (x[...] = v)' on a traced tensor is not supported"),
-    ("fill", "relu", "in-place 'fill_' on a traced tensor is not supported"),
+    ("setitem", None, "x[...] = v writes through a strided slice (step 2)"),
+    ("fill", None, "fill_ writes into the parameter 'body.inner.w' in place"),
     ("mask", "relu", "boolean-mask indexing gives a data-dependent shape"),
     ("len", "relu", "len() of a tensor whose first dim is the dynamic size B"),
     ("range", None, "the dynamic size B was used where a concrete int is needed"),

@@ -86,11 +86,11 @@ def bind_to_trace(t: Tensor | None, like: Tensor) -> Tensor | None:
 
 
 def _inplace(x: Tensor, y: Tensor, inplace: bool) -> Tensor:
-    """`inplace=True`: write the result into x (eager only; while tracing the result is rebound)."""
-    if not inplace or _is_traced(x) or _is_traced(y):
+    """`inplace=True`: write the result into x and return x, eagerly and while tracing (the write
+    reaches x's aliases and views; see graphc/functionalize.py)."""
+    if not inplace:
         return y
-    x.copy_(y)
-    return x
+    return x._write(y, "inplace=True")
 
 
 # ------------------------------------------------------------------------------------------ linear
@@ -569,7 +569,7 @@ def dropout(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool 
     if p < 0.0 or p > 1.0:
         raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
     if not training or p == 0.0:
-        return apply("dropout", input, p=float(p))
+        return _inplace(input, apply("dropout", input, p=float(p)), inplace)
     if _is_traced(input):
         raise TraceError("dropout: training-mode dropout is random and cannot be traced; call it with "
                          "training=self.training (graphc.trace puts the model in eval mode)")
