@@ -19,7 +19,7 @@ import numpy as np
 from . import __version__
 from .backend.build import TARGETS
 from .errors import GraphcError
-from .modelfile import UserError, load_model_file
+from .modelfile import UserError, load_model_file, run_user_code
 
 EXAMPLES = {
     "compile": """examples:
@@ -82,7 +82,8 @@ def _trace_graph(lm, opt_level: int = 0):
     from .passes import optimize
     from .trace import trace
 
-    g = lm.graph if lm.graph is not None else trace(lm.module, lm.example_inputs, lm.dynamic, name=lm.name)
+    g = lm.graph if lm.graph is not None else run_user_code(
+        lambda: trace(lm.module, lm.example_inputs, lm.dynamic, name=lm.name), lm.path, "forward()")
     return optimize(g, opt_level) if opt_level else g
 
 
@@ -99,7 +100,9 @@ def cmd_compile(args) -> int:
     if lm.graph is not None:
         graph = lm.graph
     else:
-        graph = ph.run("trace", trace, lm.module, lm.example_inputs, lm.dynamic, name=args.name or lm.name)
+        graph = ph.run("trace", lambda: run_user_code(
+            lambda: trace(lm.module, lm.example_inputs, lm.dynamic, name=args.name or lm.name), lm.path,
+            "forward()"))
     if args.name:
         graph.name = args.name
     be = get_backend(args.backend)
@@ -134,21 +137,24 @@ def _backends_with(option: str) -> list[str]:
 
 
 def _verify(cm, graph) -> None:
-    from .ir.interpreter import interpret
+    from .ir.interpreter import compare_outputs, interpret
 
     feeds = _read_inputs(cm, None, {d: min(max(3, lo), hi) for d, (lo, hi) in cm.dims.items()})
     got = cm.run(**feeds)
     want = interpret(graph, feeds)
     print("verify (compiled library vs reference interpreter, random inputs):")
-    worst = 0.0
-    for k in want:
-        a, b = np.asarray(got[k], np.float64), np.asarray(want[k], np.float64)
-        err = float(np.max(np.abs(a - b))) if a.size else 0.0
-        scale = float(np.max(np.abs(b))) if b.size else 0.0
-        worst = max(worst, err / max(scale, 1e-30))
-        print(f"  {k:<20} max abs error {err:.3e} (max |ref| {scale:.3e})")
-    if worst > 1e-3:
-        raise UserError(f"--verify: outputs differ from the reference interpreter (max relative error {worst:.2e})")
+    rows = compare_outputs(got, want)
+    for r in rows:
+        extra = f"; NaN on one side only at {r['nan_mismatch']} element(s)" if r["nan_mismatch"] else ""
+        if "shape" in r:
+            extra = f"; shape {r['shape'][0]} vs {r['shape'][1]}"
+        print(f"  {r['name']:<20} max abs error {r['abs_err']:.3e} (max |ref| {r['scale']:.3e}){extra}")
+    bad = [r for r in rows if not r["rel"] <= 1e-3]
+    if bad:
+        worst = max(r["rel"] for r in rows)
+        nans = [r["name"] for r in bad if r["nan_mismatch"]]
+        why = f"NaN on one side only in {', '.join(nans)}" if nans else f"max relative error {worst:.2e}"
+        raise UserError(f"--verify: outputs differ from the reference interpreter ({why})")
 
 
 # ------------------------------------------------------------------------------------------ run / bench

@@ -86,3 +86,29 @@ def interpret(g, inputs: Mapping[str, Any] | None = None, params: Mapping[str, n
             raise InterpreterError(f"While executing %{n.out.name} = {n.op}(...){where}: {e}") from e
         vals[n.out] = out.astype(n.out.type.dtype.np, copy=False)
     return {k: vals[v] for k, v in g.outputs}
+
+
+def compare_outputs(got: Mapping[str, Any], want: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Compare outputs (e.g. a compiled library's) with reference ones, NaN-aware.
+
+    One row per output of `want`: ``abs_err`` over the elements finite on both sides (an infinity
+    matches only the same infinity), ``scale`` (max |ref| over finite elements), ``nan_mismatch``
+    (elements NaN on one side only: NaN in the same places on both sides is agreement), and ``rel``
+    = abs_err / scale, infinite when a NaN appears on one side only or the shapes differ."""
+    rows = []
+    for k in want:
+        a, b = np.asarray(got[k], np.float64), np.asarray(want[k], np.float64)
+        if a.shape != b.shape:
+            rows.append({"name": k, "abs_err": float("inf"), "scale": 0.0, "nan_mismatch": 0,
+                         "rel": float("inf"), "shape": (a.shape, b.shape)})
+            continue
+        nan_a, nan_b = np.isnan(a), np.isnan(b)
+        nan_mismatch = int(np.count_nonzero(nan_a != nan_b))
+        both = ~(nan_a | nan_b) & ~(np.isinf(a) & (a == b))
+        with np.errstate(invalid="ignore"):
+            err = float(np.max(np.abs(a[both] - b[both]))) if both.any() else 0.0
+        finite_b = b[np.isfinite(b)]
+        scale = float(np.max(np.abs(finite_b))) if finite_b.size else 0.0
+        rel = float("inf") if nan_mismatch or np.isnan(err) else err / max(scale, 1e-30)
+        rows.append({"name": k, "abs_err": err, "scale": scale, "nan_mismatch": nan_mismatch, "rel": rel})
+    return rows
