@@ -106,6 +106,53 @@ class LoadedModel:
     name: str = "model"
 
 
+def _user_line(tb: Any, path: Path) -> str:
+    """'file.py:LINE' of the user's code in a traceback: the innermost frame of the model file, else
+    the innermost frame outside graphc, the standard library and installed packages."""
+    import sysconfig
+
+    pkg = str(Path(__file__).resolve().parent)
+    lib = tuple(str(Path(sysconfig.get_paths()[k]).resolve()) for k in ("stdlib", "purelib", "platlib"))
+    in_file = other = ""
+    while tb is not None:
+        fn = Path(tb.tb_frame.f_code.co_filename).resolve()
+        if fn == path.resolve():
+            in_file = f"{fn.name}:{tb.tb_lineno}"
+        elif not str(fn).startswith(pkg) and not str(fn).startswith(lib) and not str(fn).startswith("<"):
+            other = f"{fn.name}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return in_file or other
+
+
+def run_user_code(fn: Any, path: Path, what: str) -> Any:
+    """Run fn (the model file, its factory, its forward) with sys.argv set to [model file]; a failure
+    of the user's code becomes one UserError naming the user's line (graphc's own errors pass)."""
+    saved_argv = sys.argv
+    sys.argv = [str(path)]
+    try:
+        return fn()
+    except SyntaxError as e:
+        if Path(e.filename or "").resolve() != path.resolve():
+            raise UserError(f"{Path(e.filename or '?').name}:{e.lineno}: syntax error: {e.msg}") from None
+        raise UserError(f"{path.name}:{e.lineno}: syntax error: {e.msg}") from None
+    except (GraphcError, UserError):
+        raise
+    except SystemExit as e:
+        where = _user_line(e.__traceback__, path) or path.name
+        raise UserError(f"{where}: {what} called sys.exit({e.code!r}); a model file must only define "
+                        "'model' and 'example_inputs' (put script code under `if __name__ == "
+                        "'__main__':`, graphc runs the file as '__graphc_model__')") from None
+    except Exception as e:  # the user's code failed: say where
+        where = _user_line(e.__traceback__, path)
+        if not where and isinstance(e, ValueError):
+            raise  # graphc's own check of what the model file gave (one line from the CLI)
+        where = where or path.name
+        msg = " ".join(str(e).split())
+        raise UserError(f"{where}: {what} raised {type(e).__name__}: {msg}") from e
+    finally:
+        sys.argv = saved_argv
+
+
 def _call_or_get(ns: dict, name: str, path: Path) -> Any:
     if name not in ns:
         raise UserError(f"{path.name}: defines no '{name}' (define {name} = MyNet() or def {name}(): "
@@ -160,24 +207,12 @@ def load_model_file(path: str | Path, *, model_name: str = "model", inputs: list
     sys_path_added = str(p.parent.resolve())
     sys.path.insert(0, sys_path_added)
     try:
-        ns = runpy.run_path(str(p), run_name="__graphc_model__")
-    except SyntaxError as e:
-        raise UserError(f"{p.name}:{e.lineno}: syntax error: {e.msg}") from None
-    except GraphcError:
-        raise
-    except Exception as e:  # the user's code failed: say where
-        tb = e.__traceback__
-        line = None
-        while tb is not None:
-            if Path(tb.tb_frame.f_code.co_filename).resolve() == p.resolve():
-                line = tb.tb_lineno
-            tb = tb.tb_next
-        where = f"{p.name}:{line}" if line else p.name
-        raise UserError(f"{where}: running the model file raised {type(e).__name__}: {e}") from e
+        ns = run_user_code(lambda: runpy.run_path(str(p), run_name="__graphc_model__"), p,
+                           "running the model file")
     finally:
         if sys.path and sys.path[0] == sys_path_added:
             sys.path.pop(0)
-    module = _call_or_get(ns, model_name, p)
+    module = run_user_code(lambda: _call_or_get(ns, model_name, p), p, f"calling '{model_name}'")
     from .trace import Dim, input_names
 
     dyn: dict[str, Any] = {}

@@ -166,6 +166,16 @@ def _is_uint(x: Any) -> bool:
 
 def _parse_header(path: str, f: BinaryIO, size: int) -> tuple[list[_Entry], dict[str, str] | None, int]:
     """Validate the header; returns the entries (file order), the metadata and the data start."""
+    head = f.read(8)
+    f.seek(0)
+    kind = ("a zip archive" if head.startswith(b"PK\x03\x04") else
+            "a pickle stream" if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")
+            else None)
+    if kind is not None:
+        raise ValueError(
+            f"{path!r} is a torch.save pickle ({kind}), not a safetensors file; graphc never unpickles. "
+            "Save a safetensors file with safetensors.torch.save_file(model.state_dict(), "
+            "'model.safetensors') in PyTorch, or graphc.save(state_dict, 'model.safetensors')")
     if size < 8:
         raise _bad(path, f"the file has {size} bytes, fewer than the 8-byte header length at byte 0")
     (n,) = struct.unpack("<Q", f.read(8))

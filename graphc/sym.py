@@ -5,20 +5,44 @@ symbols (``B``, ``T``, ``B*256``, ``B*T*4``, ``T+1``). Arithmetic on Syms stays 
 allowed only when it is exact for every value of the symbols, so ``x.view(x.shape[0], -1)`` keeps
 the batch dim symbolic. Results that are constant collapse back to ``int``.
 
-Ordering comparisons that would need a symbol's value (``<``, ``>=`` ...) and using a Sym as a Python
-int (``range(B)``) raise a :class:`~graphc.errors.TraceError`. Equality is structural: ``B == B`` is
-true and ``B == 3`` is false (a dynamic dim is assumed to differ from every constant, as
-torch.export's dynamic shapes do), so ``if x.shape[0] == 1`` takes the general branch.
+Ordering comparisons (``<``, ``>=`` ..., and ``bool(d)``) are decided by the declared ranges of the
+dims while :func:`graphc.trace` runs (:func:`dim_ranges`): with ``T`` in 1..64, ``T <= 64`` is True
+and ``T > 64`` False (nanoGPT's ``assert T <= block_size``), from interval bounds of the polynomial.
+A comparison the ranges do not decide (``T <= 32``), and using a Sym as a Python int (``range(B)``)
+or float (``math.sqrt(T)``), raise a :class:`~graphc.errors.TraceError`. Equality is structural:
+``B == B`` is true and ``B == 3`` is false (a dynamic dim is assumed to differ from every constant,
+as torch.export's dynamic shapes do), so ``if x.shape[0] == 1`` takes the general branch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Union
 
 from .errors import TraceError
 
 Monomial = tuple[str, ...]  # sorted symbol names, repeated for powers; () is the constant term
+
+# the {name: (min, max)} ranges of the dims of the traces running now (innermost last)
+_RANGES: list[Mapping[str, tuple[int, int]]] = []
+
+
+@contextmanager
+def dim_ranges(ranges: Mapping[str, tuple[int, int]]) -> Iterator[None]:
+    """Let comparisons of Syms use these dim ranges (graphc.trace holds its graph's dims here)."""
+    _RANGES.append(ranges)
+    try:
+        yield
+    finally:
+        _RANGES.pop()
+
+
+def _range_of(name: str) -> tuple[int, int] | None:
+    for r in reversed(_RANGES):
+        if name in r:
+            return r[name]
+    return None
 
 
 class Sym:
@@ -50,7 +74,7 @@ class Sym:
     def __add__(self, other: DimLike) -> Dim:
         o = _poly(other)
         if o is None:
-            return NotImplemented
+            return self._nonpoly(other, "+")
         out = dict(self.terms)
         for m, c in o.items():
             out[m] = out.get(m, 0) + c
@@ -64,16 +88,18 @@ class Sym:
     def __sub__(self, other: DimLike) -> Dim:
         o = _poly(other)
         if o is None:
-            return NotImplemented
+            return self._nonpoly(other, "-")
         return self + Sym({m: -c for m, c in o.items()})
 
     def __rsub__(self, other: DimLike) -> Dim:
+        if _poly(other) is None:
+            return self._nonpoly(other, "-")
         return (-self) + other
 
     def __mul__(self, other: DimLike) -> Dim:
         o = _poly(other)
         if o is None:
-            return NotImplemented
+            return self._nonpoly(other, "*")
         out: dict[Monomial, int] = {}
         for m1, c1 in self.terms:
             for m2, c2 in o.items():
@@ -83,7 +109,19 @@ class Sym:
 
     __rmul__ = __mul__
 
+    def _nonpoly(self, other: object, op: str):
+        """The result for an operand that is not a dim: NotImplemented (a Tensor then handles
+        `T * x` itself), or a TraceError for a float."""
+        if isinstance(other, float):
+            raise TraceError(
+                f"'{self} {op} {other}': a dynamic size in float arithmetic needs its value, which is "
+                f"unknown while tracing; keep it in tensor arithmetic (x * {self} and x / {self} work, "
+                f"graphc.tensor({self}) is its run-time value as a 0-d tensor)")
+        return NotImplemented
+
     def __floordiv__(self, other: DimLike) -> Dim:
+        if _poly(other) is None:
+            return self._nonpoly(other, "/")
         q = exact_div(self, other)
         if q is None:
             raise TraceError(
@@ -93,6 +131,8 @@ class Sym:
         return q
 
     def __rfloordiv__(self, other: DimLike) -> Dim:
+        if _poly(other) is None:
+            return self._nonpoly(other, "/")
         q = exact_div(other, self)
         if q is None:
             raise TraceError(f"cannot divide {other} by the dynamic size {self} exactly")
@@ -101,6 +141,8 @@ class Sym:
     __truediv__ = __floordiv__
 
     def __mod__(self, other: DimLike) -> int:
+        if _poly(other) is None:
+            return self._nonpoly(other, "%")
         if exact_div(self, other) is not None:
             return 0
         raise TraceError(f"'{self} % {other}' depends on the value of a dynamic dim")
@@ -109,31 +151,82 @@ class Sym:
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Sym):
             return self.terms == other.terms
+        if hasattr(other, "_tracer"):
+            return NotImplemented  # a Tensor: T == x compares elementwise
         return False  # a non-constant polynomial never equals an int for every value
 
     def __ne__(self, other: object) -> bool:
-        return not self.__eq__(other)
+        eq = self.__eq__(other)
+        return eq if eq is NotImplemented else not eq
 
     def __hash__(self) -> int:
         return self._hash
 
+    def bounds(self) -> tuple[int, int] | None:
+        """(lowest, highest) value over the declared dim ranges (interval arithmetic), or None when a
+        symbol has no known range."""
+        lo = hi = 0
+        for m, c in self.terms:
+            tlo = thi = 1
+            for s in m:
+                r = _range_of(s)
+                if r is None:
+                    return None
+                cands = (tlo * r[0], tlo * r[1], thi * r[0], thi * r[1])
+                tlo, thi = min(cands), max(cands)
+            lo, hi = lo + min(c * tlo, c * thi), hi + max(c * tlo, c * thi)
+        return lo, hi
+
+    def _compare(self, other: object, op: str) -> bool:
+        """self - other against 0 by its bounds: decided when the ranges decide it, else TraceError."""
+        if isinstance(other, float) and other.is_integer():
+            other = int(other)
+        o = _poly(other)
+        if o is None:
+            return NotImplemented
+        diff = self - Sym(o)
+        b = (diff, diff) if not isinstance(diff, Sym) else diff.bounds()
+        if b is not None:
+            lo, hi = b
+            decided = {"<": (hi < 0, lo >= 0), "<=": (hi <= 0, lo > 0), ">": (lo > 0, hi <= 0),
+                       ">=": (lo >= 0, hi < 0)}[op]
+            if decided[0]:
+                return True
+            if decided[1]:
+                return False
+        return self._undecidable(other, op)
+
+    def _ranges_text(self) -> str:
+        known = [f"{s} in {r[0]}..{r[1]}" for s in self.symbols if (r := _range_of(s)) is not None]
+        return f" ({', '.join(known)} does not decide it)" if known else ""
+
     def _undecidable(self, other: object, op: str):
         raise TraceError(
-            f"'{self} {op} {other}' depends on the value of a dynamic dim; Python control flow may only "
-            "use static sizes (make the dim static or move the decision out of forward())"
+            f"'{self} {op} {other}' depends on the value of a dynamic dim{self._ranges_text()}; Python "
+            "control flow may only use static sizes or comparisons the dims' ranges decide (make the dim "
+            "static, narrow its range, or move the decision out of forward())"
         )
 
     def __lt__(self, other):
-        self._undecidable(other, "<")
+        return self._compare(other, "<")
 
     def __le__(self, other):
-        self._undecidable(other, "<=")
+        return self._compare(other, "<=")
 
     def __gt__(self, other):
-        self._undecidable(other, ">")
+        return self._compare(other, ">")
 
     def __ge__(self, other):
-        self._undecidable(other, ">=")
+        return self._compare(other, ">=")
+
+    def __bool__(self) -> bool:
+        b = self.bounds()
+        if b is None or b[0] > 0 or b[1] < 0:
+            return True  # no range known (outside a trace): a dim is taken to be nonzero
+        if b is not None and b[0] == b[1] == 0:
+            return False
+        raise TraceError(f"bool({self}) (an `if` on a dynamic size) depends on the value of a dynamic "
+                         f"dim{self._ranges_text()}; compare it with a bound the dim's range decides")
 
     def __index__(self) -> int:
         raise TraceError(
@@ -142,6 +235,12 @@ class Sym:
         )
 
     __int__ = __index__
+
+    def __float__(self) -> float:
+        raise TraceError(
+            f"float() or a math function (math.sqrt, math.log ...) of the dynamic size {self} needs its "
+            f"value, which is unknown while tracing; keep it in tensor arithmetic: x / {self} works, and "
+            f"graphc.tensor({self}).float().sqrt() is math.sqrt({self}) as a 0-d tensor")
 
     # printing / evaluation --------------------------------------------------------------------------
     def __str__(self) -> str:

@@ -36,6 +36,9 @@ def verify(g) -> None:
     for name, v in g.params.items():
         if v.kind != "param" or v.name != name:
             raise VerifyError(f"parameter table entry {name!r} holds {v!r}")
+        if any(c == "\0" or "\ud800" <= c <= "\udfff" for c in name):
+            raise VerifyError(f"parameter name {name!r} contains a NUL or a lone surrogate character, which "
+                              "C sources and safetensors headers (UTF-8) cannot hold")
         defined.add(v)
         data = g.param_data.get(name)
         if data is not None:
