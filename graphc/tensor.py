@@ -5,6 +5,12 @@ stands for an IR Value while :func:`graphc.trace` runs a forward pass). Both kin
 :func:`apply`, which checks the op's type rule and then either evaluates the op's numpy reference or
 asks the active tracer to record a node. Eager results, traced graphs and compiled code therefore
 share one definition of every op.
+
+In-place methods (``add_``, ``x += y``, ``x[i] = v``, ``inplace=True``) are never written by hand: each
+is its out-of-place method followed by :meth:`Tensor._write` (see graphc/functionalize.py for the
+view/alias semantics, eager and traced). ``INPLACE_METHODS`` lists the ones defined explicitly, and any
+other ``name_`` falls back to ``name`` + write in ``Tensor.__getattr__``: adding an out-of-place method
+is enough for its in-place form to work eagerly and while tracing.
 """
 
 from __future__ import annotations
