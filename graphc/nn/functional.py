@@ -773,8 +773,7 @@ def _along(x: Tensor, dim: int, taps: list[tuple[np.ndarray, np.ndarray | None]]
             shape = (len(w),) + (1,) * (x.ndim - 1 - dim)
             y = y * Tensor._wrap(w.astype(x.dtype.np).reshape(shape), x.device)
         out = y if out is None else out + y
-    if out is None:  # every weight is zero (cannot happen for a partition of unity; kept total)
-        out = apply("index_select", x, Tensor._wrap(taps[0][0].astype(np.int64), x.device), dim=dim) * 0.0
+    assert out is not None, "interpolation weights sum to 1, so some tap is non-zero"
     return out
 
 
