@@ -356,6 +356,25 @@ def test_recurrent_layers(name, args, kw):
     close(out[1][0] if name == "LSTM" else out[1], ref[1][0] if name == "LSTM" else ref[1])
 
 
+@pytest.mark.parametrize("name,kw", [("LSTMCell", {}), ("GRUCell", {}), ("GRUCell", {"bias": False}),
+                                     ("RNNCell", {"nonlinearity": "relu"}), ("RNNCell", {})])
+def test_recurrent_cells(name, kw):
+    torch = _torch()
+    t, g = twins(name, 3, 5, **kw)
+    for lead in [(4,), ()]:
+        x, h, c = arr(*lead, 3), arr(*lead, 5), arr(*lead, 5)
+        with torch.no_grad():
+            if name == "LSTMCell":
+                for hx in (None, (h, c)):
+                    ref = t(T(x), None if hx is None else (T(h), T(c)))
+                    out = g(G(x), None if hx is None else (G(h), G(c)))
+                    close(out[0], ref[0])
+                    close(out[1], ref[1])
+            else:
+                close(g(G(x)), t(T(x)))
+                close(g(G(x), G(h)), t(T(x), T(h)))
+
+
 def test_recurrent_errors():
     m = gnn.LSTM(3, 4)
     with pytest.raises(ShapeError, match=r"LSTM: input.size\(-1\) must be equal to input_size. Expected 3, got 5"):
@@ -468,6 +487,8 @@ class SequenceStack(gnn.Module):
         self.ce = gnn.CrossEntropyLoss(label_smoothing=0.1)
         self.bce = gnn.BCEWithLogitsLoss(pos_weight=graphc.tensor(np.linspace(0.5, 2, 10, dtype=np.float32)))
         self.mse = gnn.MSELoss(reduction="none")
+        self.cell = gnn.LSTMCell(10, 4)
+        self.gcell = gnn.GRUCell(6, 3)
 
     def forward(self, x, h0, c0, labels):
         out, (h, c) = self.lstm(x, (h0, c0))  # [B, T, 10]
@@ -477,7 +498,8 @@ class SequenceStack(gnn.Module):
         t = out.shape[1]
         return {"out": out, "h": h, "c": c, "gru": g, "gru_h": gh, "rnn": r, "rnn_h": rh, "dec": d,
                 "ce": self.ce(d.reshape(-1, 10), labels.reshape(-1)), "bce": self.bce(d, out.sigmoid()),
-                "mse": self.mse(d, out), "t": d[:, t - 1]}
+                "mse": self.mse(d, out), "t": d[:, t - 1], "cell": self.cell(d[:, 0], self.cell(d[:, 1]))[1],
+                "gcell": self.gcell(x[:, 0], self.gcell(x[:, 1]))}
 
 
 def _torch_vision():
@@ -537,6 +559,8 @@ def _torch_sequence():
             self.ce = nn.CrossEntropyLoss(label_smoothing=0.1)
             self.bce = nn.BCEWithLogitsLoss(pos_weight=torch.linspace(0.5, 2, 10))
             self.mse = nn.MSELoss(reduction="none")
+            self.cell = nn.LSTMCell(10, 4)
+            self.gcell = nn.GRUCell(6, 3)
 
         def forward(self, x, h0, c0, labels):
             out, (h, c) = self.lstm(x, (h0, c0))
@@ -546,7 +570,8 @@ def _torch_sequence():
             t = out.shape[1]
             return {"out": out, "h": h, "c": c, "gru": g, "gru_h": gh, "rnn": r, "rnn_h": rh, "dec": d,
                     "ce": self.ce(d.reshape(-1, 10), labels.reshape(-1)), "bce": self.bce(d, out.sigmoid()),
-                    "mse": self.mse(d, out), "t": d[:, t - 1]}
+                    "mse": self.mse(d, out), "t": d[:, t - 1], "cell": self.cell(d[:, 0], self.cell(d[:, 1]))[1],
+                    "gcell": self.gcell(x[:, 0], self.gcell(x[:, 1]))}
 
     return TS()
 

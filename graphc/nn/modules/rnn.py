@@ -27,9 +27,33 @@ from ..module import Module
 from ..parameter import Parameter
 from ._utils import check_dtype, check_tensor, new_param_data, shape_str
 
-__all__ = ["RNNBase", "RNN", "LSTM", "GRU"]
+__all__ = ["RNNBase", "RNN", "LSTM", "GRU", "RNNCellBase", "RNNCell", "LSTMCell", "GRUCell"]
 
 _GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
+
+
+def _step(mode: str, g: Tensor, gh: Tensor | None, h: Tensor | None, c: Tensor | None,
+          w_hr: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+    """One time step from the input's gate pre-activations g = x W_ih^T + b_ih and the hidden state's
+    gh = h W_hh^T + b_hh (None: a zero state without bias); h and c None are zero states."""
+    if mode == "LSTM":
+        gates = g if gh is None else g + gh
+        i, f, gg, o = gates.chunk(4, -1)
+        i, f, gg, o = i.sigmoid(), f.sigmoid(), gg.tanh(), o.sigmoid()
+        c = i * gg if c is None else f * c + i * gg
+        h = o * c.tanh()
+        return (h if w_hr is None else F.linear(h, w_hr)), c
+    if mode == "GRU":
+        xr, xz, xn = g.chunk(3, -1)
+        if gh is None:
+            r, z, n = xr.sigmoid(), xz.sigmoid(), xn.tanh()
+        else:
+            hr, hz, hn = gh.chunk(3, -1)
+            r, z = (xr + hr).sigmoid(), (xz + hz).sigmoid()
+            n = (xn + r * hn).tanh()
+        return ((1.0 - z) * n if h is None else (1.0 - z) * n + z * h), None
+    pre = g if gh is None else g + gh
+    return (pre.tanh() if mode == "RNN_TANH" else pre.relu()), None
 
 
 class RNNBase(Module):
@@ -205,28 +229,8 @@ class RNNBase(Module):
         gx = F.linear(x, w["weight_ih"], b_ih)  # every step's input projection in one GEMM: [T, N, G]
         outs: list[Tensor | None] = [None] * steps
         for t in (range(steps - 1, -1, -1) if reverse else range(steps)):
-            g = gx[t]
-            gh = F.linear(h, w_hh, b_hh) if h is not None else b_hh
-            if self.mode == "LSTM":
-                gates = g if gh is None else g + gh
-                i, f, gg, o = gates.chunk(4, -1)
-                i, f, gg, o = i.sigmoid(), f.sigmoid(), gg.tanh(), o.sigmoid()
-                c = i * gg if c is None else f * c + i * gg
-                h = o * c.tanh()
-                if "weight_hr" in w:
-                    h = F.linear(h, w["weight_hr"])
-            elif self.mode == "GRU":
-                xr, xz, xn = g.chunk(3, -1)
-                if gh is None:
-                    r, z, nn_ = xr.sigmoid(), xz.sigmoid(), xn.tanh()
-                else:
-                    hr, hz, hn = (F.bind_to_trace(gh, x) if gh is b_hh else gh).chunk(3, -1)
-                    r, z = (xr + hr).sigmoid(), (xz + hz).sigmoid()
-                    nn_ = (xn + r * hn).tanh()
-                h = (1.0 - z) * nn_ if h is None else (1.0 - z) * nn_ + z * h
-            else:
-                pre = g if gh is None else g + gh
-                h = pre.tanh() if self.mode == "RNN_TANH" else pre.relu()
+            gh = F.linear(h, w_hh, b_hh) if h is not None else F.bind_to_trace(b_hh, x)
+            h, c = _step(self.mode, gx[t], gh, h, c, w.get("weight_hr"))
             outs[t] = h
         assert h is not None
         return stack(outs, 0), h, c  # type: ignore[arg-type]
@@ -279,3 +283,116 @@ class GRU(RNNBase):
     def forward(self, input: Tensor, hx: Tensor | None = None) -> tuple[Tensor, Tensor]:  # noqa: A002
         out, h_n, _ = self._run(input, hx)
         return out, h_n
+
+
+class RNNCellBase(Module):
+    """One step of an RNN / LSTM / GRU: weight_ih [G, I], weight_hh [G, H], bias_ih/bias_hh [G]."""
+
+    _mode = "RNN_TANH"
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool, num_chunks: int, device: Any = None,
+                 dtype: Any = None) -> None:
+        super().__init__()
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.bias = bias
+        self.weight_ih = Parameter(new_param_data((num_chunks * hidden_size, input_size), device, dtype))
+        self.weight_hh = Parameter(new_param_data((num_chunks * hidden_size, hidden_size), device, dtype))
+        if bias:
+            self.bias_ih = Parameter(new_param_data((num_chunks * hidden_size,), device, dtype))
+            self.bias_hh = Parameter(new_param_data((num_chunks * hidden_size,), device, dtype))
+        else:
+            self.register_parameter("bias_ih", None)
+            self.register_parameter("bias_hh", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        stdv = 1.0 / math.sqrt(self.hidden_size) if self.hidden_size > 0 else 0
+        for p in self.parameters():
+            init.uniform_(p, -stdv, stdv)
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        if self.bias is not True:
+            s += f", bias={self.bias}"
+        nl = getattr(self, "nonlinearity", "tanh")
+        if nl != "tanh":
+            s += f", nonlinearity={nl}"
+        return s
+
+    def _cell(self, input: Any, hx: Any, cx: Any = None) -> tuple[Tensor, Tensor | None]:  # noqa: A002
+        name = type(self).__name__
+        x = check_tensor(self, input)
+        if x.ndim not in (1, 2):
+            raise ShapeError(f"{name}: Expected input to be 1D or 2D, got {x.ndim}D instead (shape "
+                             f"{shape_str(x.shape)})")
+        check_dtype(self, x, self.weight_ih)
+        if x.shape[-1] != self.input_size:
+            raise ShapeError(f"{name}: input has inconsistent input_size: got {x.shape[-1]} expected "
+                             f"{self.input_size}")
+        batched = x.ndim == 2
+        if not batched:
+            x = x.unsqueeze(0)
+        states = []
+        for what, st in (("hx", hx), ("cx", cx)):
+            if st is None:
+                states.append(None)
+                continue
+            st = check_tensor(self, st, what)
+            want = (x.shape[0], self.hidden_size) if batched else (self.hidden_size,)
+            if tuple(st.shape) != want:
+                raise ShapeError(f"{name}: Expected {what} of shape {shape_str(want)}, got {shape_str(st.shape)}")
+            states.append(st if batched else st.unsqueeze(0))
+        h, c = states
+        g = F.linear(x, self.weight_ih, self.bias_ih)
+        gh = F.linear(h, self.weight_hh, self.bias_hh) if h is not None else F.bind_to_trace(self.bias_hh, x)
+        h, c = _step(self._mode, g, gh, h, c)
+        if not batched:
+            h = h.squeeze(0)
+            c = c.squeeze(0) if c is not None else None
+        return h, c
+
+
+class RNNCell(RNNCellBase):
+    """h' = tanh (or relu)(x W_ih^T + b_ih + h W_hh^T + b_hh)."""
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, nonlinearity: str = "tanh",
+                 device: Any = None, dtype: Any = None) -> None:
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"Unknown nonlinearity: {nonlinearity}")
+        super().__init__(input_size, hidden_size, bias, 1, device, dtype)
+        self.nonlinearity = nonlinearity
+        self._mode = "RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU"
+
+    def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:  # noqa: A002
+        return self._cell(input, hx)[0]
+
+
+class LSTMCell(RNNCellBase):
+    """One LSTM step; returns (h', c')."""
+
+    _mode = "LSTM"
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device: Any = None,
+                 dtype: Any = None) -> None:
+        super().__init__(input_size, hidden_size, bias, 4, device, dtype)
+
+    def forward(self, input: Tensor, hx: tuple[Tensor, Tensor] | None = None  # noqa: A002
+                ) -> tuple[Tensor, Tensor]:
+        h0, c0 = (None, None) if hx is None else hx
+        h, c = self._cell(input, h0, c0)
+        assert c is not None
+        return h, c
+
+
+class GRUCell(RNNCellBase):
+    """One GRU step; returns h'."""
+
+    _mode = "GRU"
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device: Any = None,
+                 dtype: Any = None) -> None:
+        super().__init__(input_size, hidden_size, bias, 3, device, dtype)
+
+    def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:  # noqa: A002
+        return self._cell(input, hx)[0]
