@@ -222,6 +222,8 @@ CASES = [
     ("UpsamplingNearest2d", (), {"scale_factor": 3}, [(1, 2, 3, 4)]),
     ("UpsamplingBilinear2d", ((5, 6),), {}, [(1, 2, 3, 4)]),
     ("Unfold", ((2, 3),), {"padding": 1, "stride": 2}, [(2, 3, 6, 7)]),
+    ("Fold", ((6, 7), (2, 3)), {"padding": 1, "stride": 2}, [(2, 18, 16), (12, 16)]),
+    ("Fold", ((5, 5), 2), {"dilation": 2, "stride": (2, 1)}, [(1, 8, 6)]),
     ("ZeroPad2d", ((1, 2, 0, 3),), {}, [(2, 3, 4, 5), (3, 4, 5)]),
     ("ZeroPad1d", (2,), {}, [(2, 3, 4)]),
     ("ConstantPad1d", (2, 3.5), {}, [(2, 3, 4)]),
@@ -263,6 +265,9 @@ def test_layer_errors():
         gnn.AdaptiveMaxPool2d(2, return_indices=True)
     with pytest.raises(ValueError, match="padding_mode must be one of"):
         gnn.Conv2d(3, 4, 3, padding_mode="mirror")
+    with pytest.raises(ValueError, match=r"fold: .* calculated number of sliding blocks 3 \* 3 = 9, but got "
+                                         r"input.size\(2\)=8"):
+        gnn.Fold((4, 4), 2)(G(arr(1, 8, 8)))
 
 
 # ------------------------------------------------------------------------------------------ losses
@@ -465,6 +470,7 @@ class VisionStack(gnn.Module):
             "area": F.interpolate(x, size=(3, 4), mode="area"),
             "circ": F.pad(x, (2, 1, 1, 2), mode="circular"),
             "unfold": F.unfold(x, (2, 3), padding=1, stride=(2, 1)),
+            "fold": F.fold(F.unfold(x, (2, 3), padding=1, stride=(2, 1)), (6, 6), (2, 3), padding=1, stride=(2, 1)),
             "acts": F.hardsigmoid(x) + F.mish(x) * F.relu6(x * 4) - F.selu(x) + F.softplus(x, 2.0) + F.elu(x, 0.4),
         }
         z = self.bn3(self.conv3(v))
@@ -532,6 +538,8 @@ def _torch_vision():
                 "area": tf.interpolate(x, size=(3, 4), mode="area"),
                 "circ": tf.pad(x, (2, 1, 1, 2), mode="circular"),
                 "unfold": tf.unfold(x, (2, 3), padding=1, stride=(2, 1)),
+                "fold": tf.fold(tf.unfold(x, (2, 3), padding=1, stride=(2, 1)), (6, 6), (2, 3), padding=1,
+                                stride=(2, 1)),
                 "acts": tf.hardsigmoid(x) + tf.mish(x) * tf.relu6(x * 4) - tf.selu(x) + tf.softplus(x, 2.0)
                 + tf.elu(x, 0.4),
             }

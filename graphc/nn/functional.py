@@ -972,6 +972,46 @@ def unfold(input: Tensor, kernel_size: _Size, dilation: _Size = 1, padding: _Siz
     return _unbatch(y.reshape(n, ch * k[0] * k[1], oh * ow), squeeze)
 
 
+def fold(input: Tensor, output_size: _Size, kernel_size: _Size, dilation: _Size = 1,  # noqa: A002
+         padding: _Size = 0, stride: _Size = 1) -> Tensor:
+    """col2im, the adjoint of unfold: [N, C*kh*kw, L] (or [C*kh*kw, L]) -> [N, C, H, W], overlapping
+    blocks summed. A transposed convolution with one-hot kernels (groups=C) places each column's values
+    at their window positions; rows and columns no window reaches are zero padding."""
+    fn = "fold"
+    _check_tensor(fn, "input", input)
+    if input.ndim not in (2, 3):
+        raise ValueError(f"{fn}: expected a 2-d (unbatched) or 3-d (batched) input [N, C*kh*kw, L], got "
+                         f"{_fmt(input.shape)}")
+    x, squeeze = (input.unsqueeze(0), True) if input.ndim == 2 else (input, False)
+    out = _ntuple(fn, "output_size", output_size, 2)
+    k = _ntuple(fn, "kernel_size", kernel_size, 2)
+    d = _ntuple(fn, "dilation", dilation, 2)
+    p = _ntuple(fn, "padding", padding, 2)
+    s = _ntuple(fn, "stride", stride, 2)
+    kk = k[0] * k[1]
+    ckk, n_blocks = x.shape[1], x.shape[2]
+    if not is_static(ckk) or ckk % kk:
+        raise ValueError(f"{fn}: expected size of input's dimension 1 to be divisible by the product of kernel_size, "
+                         f"but got input.size(1)={ckk} and kernel_size={k}")
+    blocks = [(out[i] + 2 * p[i] - d[i] * (k[i] - 1) - 1) // s[i] + 1 for i in range(2)]
+    if min(blocks) < 1 or n_blocks != blocks[0] * blocks[1]:
+        raise ValueError(f"{fn}: given output_size={out}, kernel_size={k}, dilation={d}, padding={p}, stride={s}, "
+                         f"expected size of input's dimension 2 to match the calculated number of sliding blocks "
+                         f"{blocks[0]} * {blocks[1]} = {blocks[0] * blocks[1]}, but got input.size(2)={n_blocks}")
+    c = ckk // kk
+    w = np.zeros((ckk, 1, k[0], k[1]), dtype=x.dtype.np)
+    for ch in range(c):
+        for a in range(k[0]):
+            for b in range(k[1]):
+                w[ch * kk + a * k[1] + b, 0, a, b] = 1
+    y = apply("conv_transpose", x.reshape(x.shape[0], ckk, blocks[0], blocks[1]), Tensor._wrap(w, x.device), None,
+              stride=s, padding=p, output_padding=(0, 0), dilation=d, groups=c)
+    extra = [out[i] - y.shape[2 + i] for i in range(2)]
+    if any(extra):
+        y = apply("pad", y, pads=[0, extra[1], 0, extra[0]], value=0.0)
+    return _unbatch(y, squeeze)
+
+
 def prelu(input: Tensor, weight: Tensor) -> Tensor:  # noqa: A002
     """x where x >= 0, weight * x elsewhere; weight has 1 element or one per channel (dim 1)."""
     _check_tensor("prelu", "input", input)
@@ -1266,6 +1306,7 @@ def huber_loss(input: Tensor, target: Tensor, reduction: str = "mean", delta: fl
 
 __all__ += [
     "interpolate", "upsample", "upsample_nearest", "upsample_bilinear", "pixel_shuffle", "pixel_unshuffle", "unfold",
+    "fold",
     "prelu", "adaptive_max_pool1d", "adaptive_max_pool2d", "conv3d", "max_pool3d", "avg_pool3d", "instance_norm",
     "binary_cross_entropy_with_logits", "binary_cross_entropy", "smooth_l1_loss", "huber_loss",
 ]
