@@ -335,6 +335,24 @@ def exact_div(a: DimLike, b: DimLike) -> Dim | None:
     return simplify(Sym(out))
 
 
+def floor_div(a: DimLike, s: int) -> Dim | None:
+    """floor(a / s) for a positive int s, when it is a polynomial for every value of the symbols: the
+    non-constant coefficients divisible by s (then floor((s*q + c) / s) = q + floor(c / s))."""
+    if not isinstance(a, Sym):
+        return a // s
+    const = 0
+    out: dict[Monomial, int] = {}
+    for m, c in a.terms:
+        if not m:
+            const = c
+        elif c % s:
+            return None
+        else:
+            out[m] = c // s
+    out[()] = const // s
+    return simplify(Sym(out))
+
+
 def is_static(d: object) -> bool:
     return isinstance(d, int) and not isinstance(d, bool)
 

@@ -51,6 +51,23 @@ class Dim:
         if not 0 <= self.min <= self.max:
             raise ValueError(f"Dim {self.name}: need 0 <= min <= max, got min={self.min} max={self.max}")
 
+    def __rmul__(self, factor: int) -> ScaledDim:
+        """32 * Dim("h", 1, 8): an input size that is a multiple of 32 (32..256), as torch.export's
+        derived dims; strided convs and pools then keep their output sizes polynomials of h."""
+        if not isinstance(factor, int) or isinstance(factor, bool) or factor < 1:
+            raise TypeError(f"a Dim can be scaled by a positive int, got {factor!r}")
+        return ScaledDim(self, factor)
+
+    __mul__ = __rmul__
+
+
+@dataclass(frozen=True)
+class ScaledDim:
+    """factor * dim: a dynamic input size that is always a multiple of factor."""
+
+    dim: Dim
+    factor: int
+
 
 def check_param_name(name: str) -> None:
     """Refuse a parameter name that cannot be written into C sources and safetensors headers (UTF-8):
@@ -266,7 +283,7 @@ def _example_array(x: Any, what: str) -> np.ndarray:
                     f"{type(x).__name__}")
 
 
-def _dims_for(name: str, spec: Any, ndim: int) -> dict[int, Dim]:
+def _dims_for(name: str, spec: Any, ndim: int) -> dict[int, Dim | ScaledDim]:
     if spec is None:
         return {}
     if isinstance(spec, int):
@@ -279,7 +296,7 @@ def _dims_for(name: str, spec: Any, ndim: int) -> dict[int, Dim]:
     for d, v in spec.items():
         if not isinstance(d, int) or not -ndim <= d < ndim:
             raise ValueError(f"dynamic[{name!r}]: dim {d!r} out of range for a {ndim}-d input")
-        out[d % ndim] = v if isinstance(v, Dim) else Dim(str(v))
+        out[d % ndim] = v if isinstance(v, (Dim, ScaledDim)) else Dim(str(v))
     return out
 
 
@@ -387,15 +404,22 @@ def trace(module: Any, example_inputs: Any, dynamic: Mapping[str, Any] | None = 
         dims = _dims_for(n, dynamic.get(n), arr.ndim)
         shape: list[Any] = list(arr.shape)
         for d, dim in dims.items():
+            factor = 1
+            if isinstance(dim, ScaledDim):
+                dim, factor = dim.dim, dim.factor
+                if arr.shape[d] % factor:
+                    raise ValueError(f"input '{n}' dim {d} is {arr.shape[d]} in the example, not a multiple of "
+                                     f"{factor} as {factor}*{dim.name} declares")
             prev = g.dims.get(dim.name)
             if prev is not None and prev != (dim.min, dim.max):
                 raise ValueError(f"dynamic dim {dim.name} is declared with two ranges: {prev} and "
                                  f"{(dim.min, dim.max)}")
-            if not dim.min <= arr.shape[d] <= dim.max:
+            if not dim.min <= arr.shape[d] // factor <= dim.max:
                 raise ValueError(f"input '{n}' dim {d} is {arr.shape[d]} in the example, outside the range "
-                                 f"{dim.min}..{dim.max} of dynamic dim {dim.name}")
+                                 f"{dim.min * factor}..{dim.max * factor} of dynamic dim "
+                                 f"{f'{factor}*' if factor > 1 else ''}{dim.name}")
             g.dims[dim.name] = (dim.min, dim.max)
-            shape[d] = Sym.var(dim.name)
+            shape[d] = Sym.var(dim.name) * factor
         v = g.add_input(n, TensorType(tuple(shape), D.from_numpy_dtype(arr.dtype)))
         symbolic.append(Tensor._symbolic(v, tracer))
     args = _rebuild(list(example_inputs), iter(symbolic))

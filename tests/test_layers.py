@@ -602,10 +602,17 @@ def test_traced_parameters_keep_their_names():
     assert sorted(trace(bn, (G(3, 4),)).params) == ["0.bias", "0.weight", "1.bias", "1.weight"]
 
 
-def test_conv_with_dynamic_length_is_a_clear_error():
+def test_conv_with_dynamic_length():
+    from graphc.ir.interpreter import interpret
+
     net = gnn.Sequential(gnn.Conv1d(2, 2, 3))
-    with pytest.raises(ShapeError, match=r"conv: dynamic spatial dims are not supported by conv .*in module '0'"):
-        trace(net, (G(1, 2, 8),), dynamic={"input": {2: "T"}})
+    g = trace(net, (G(1, 2, 8),), dynamic={"input": {2: "T"}})
+    x = np.random.RandomState(0).randn(1, 2, 13).astype(np.float32)
+    np.testing.assert_allclose(interpret(g, {"input": x})["output"], net(graphc.tensor(x)).numpy(), rtol=1e-5,
+                               atol=1e-6)
+    strided = gnn.Sequential(gnn.Conv1d(2, 2, 3, stride=2))
+    with pytest.raises(ShapeError, match=r"conv: the output size \(T-3\)//2 \+ 1 .*in module '0'"):
+        trace(strided, (G(1, 2, 8),), dynamic={"input": {2: "T"}})
 
 
 def test_trace_puts_layers_in_eval_mode():

@@ -174,8 +174,12 @@ def test_conv_rules():
         infer("conv", tt(1, 3, 8, 8), tt(4, 3, 3, 3), stride=(1,), padding=(0, 0), dilation=(1, 1))
     with pytest.raises(ShapeError, match="conv: .* smaller than the dilated kernel"):
         infer("conv", tt(1, 3, 2, 8), tt(4, 3, 3, 3), **a)
-    with pytest.raises(ShapeError, match="conv: dynamic spatial dims are not supported by conv"):
-        infer("conv", tt(1, 3, Sym.var("H"), 8), tt(4, 3, 3, 3), **a)
+    H = Sym.var("H")
+    assert infer("conv", tt(1, 3, H, 8), tt(4, 3, 3, 3), **a).shape == (1, 4, H - 2, 6)
+    with pytest.raises(ShapeError, match=r"conv: the output size \(H-3\)//2 \+ 1 of a dynamic spatial dim"):
+        infer("conv", tt(1, 3, H, 8), tt(4, 3, 3, 3), stride=(2, 2), padding=(0, 0), dilation=(1, 1))
+    assert infer("conv", tt(1, 3, H * 4, 8), tt(4, 3, 3, 3), stride=(2, 2), padding=(1, 1),
+                 dilation=(1, 1)).shape == (1, 4, H * 2, 4)
     with pytest.raises(ShapeError, match="conv: bias must have shape"):
         infer("conv", tt(1, 3, 8, 8), tt(4, 3, 3, 3), tt(3), **a)
     with pytest.raises(ShapeError, match="conv: weight must be 3-d"):
@@ -254,8 +258,12 @@ def test_pool_rules():
         infer("max_pool2d", tt(1, 3, 7, 7), kernel=(3, 3), stride=(2, 2), padding=(2, 2))
     with pytest.raises(ShapeError, match="avg_pool2d: output size .* too small"):
         infer("avg_pool2d", tt(1, 3, 2, 7), kernel=(3, 3), stride=(1, 1))
-    with pytest.raises(ShapeError, match="avg_pool2d: dynamic spatial dims"):
-        infer("avg_pool2d", tt(1, 3, Sym.var("H"), 7), kernel=(3, 3), stride=(1, 1))
+    assert infer("avg_pool2d", tt(1, 3, Sym.var("H"), 7), kernel=(3, 3), stride=(1, 1)).shape == (
+        1, 3, Sym.var("H") - 2, 5)
+    with pytest.raises(ShapeError, match="avg_pool2d: the output size .* not a polynomial"):
+        infer("avg_pool2d", tt(1, 3, Sym.var("H"), 7), kernel=(2, 2), stride=(2, 2))
+    assert infer("avg_pool2d", tt(1, 3, Sym.var("H") * 2, 7), kernel=(3, 3), stride=(2, 2),
+                 ceil_mode=True).shape == (1, 3, Sym.var("H"), 3)
     with pytest.raises(ShapeError, match="avg_pool2d: divisor_override must be non-zero"):
         infer("avg_pool2d", tt(1, 3, 7, 7), kernel=(3, 3), stride=(1, 1), divisor_override=0)
     with pytest.raises(ShapeError, match="adaptive_avg_pool2d: output_size needs 2"):

@@ -117,6 +117,10 @@ class _Spec:
         self.static = all(isinstance(s, int) for s in self.shape)
         self.fixed = [(i, s) for i, s in enumerate(self.shape) if isinstance(s, int)]
         self.binds = [(i, s.symbols[0]) for i, s in enumerate(self.shape) if isinstance(s, Sym) and s.is_var]
+        # a dim declared as a multiple (32 * h, a dynamic image size): h is the size / 32
+        self.scaled = [(i, s.terms[0][0][0], s.terms[0][1]) for i, s in enumerate(self.shape)
+                       if isinstance(s, Sym) and not s.is_var and len(s.terms) == 1 and len(s.terms[0][0]) == 1
+                       and s.terms[0][1] > 1]
         self.exprs = [(i, s) for i, s in enumerate(self.shape) if isinstance(s, Sym) and not s.is_var]
         # each dim of the shape: an int, a dim name, or a polynomial
         self.parts: list[Any] = [s if isinstance(s, int) else (s.symbols[0] if s.is_var else s) for s in self.shape]
@@ -344,6 +348,13 @@ class CompiledModel:
                 elif prev != n:
                     raise ValueError(f"input '{spec.name}': dim {i} is {n} but dynamic dim {sym} is {prev} "
                                      f"from an earlier input")
+            for i, sym, coef in spec.scaled:
+                if sym not in env and shape[i] % coef == 0:
+                    lo, hi = dims[sym]
+                    if not lo <= shape[i] // coef <= hi:
+                        raise ValueError(f"input '{spec.name}': dim {i} is {shape[i]}, {sym}={shape[i] // coef} "
+                                         f"is outside {lo}..{hi}; expected {spec.expected}")
+                    env[sym] = shape[i] // coef
             if not a.flags.c_contiguous:
                 a = np.ascontiguousarray(a)
             arrays[k] = a

@@ -39,7 +39,8 @@ def is_view(n: Node) -> bool:
     return n.opdef.lowering == "view"
 
 # Names the templates use for locals in the run function and inside kernels; values never take them.
-RUN_LOCALS = ("ctx", "dims", "inputs", "outputs", "arena", "work", "nt", "rc", "need", "i", "fail", "st", "mark")
+RUN_LOCALS = ("ctx", "dims", "inputs", "outputs", "arena", "work", "nt", "rc", "need", "i", "fail", "st", "mark",
+              "w", "nthreads")  # model.c.j2 locals (work_bytes: w, nthreads) that a dim name must not shadow
 KERNEL_LOCALS = tuple(f"i{k}" for k in range(16)) + tuple(f"j{k}" for k in range(16)) + (
     "nthreads", "work", "p", "j", "acc", "best", "bi", "pos", "at", "mean", "val", "pa", "pb", "pc")
 

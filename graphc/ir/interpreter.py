@@ -29,8 +29,13 @@ def bind_dims(g, inputs: Mapping[str, np.ndarray]) -> dict[str, int]:
         if arr.dtype != v.type.dtype.np:
             raise ValueError(f"input '{v.name}': expected dtype {v.type.dtype.name}, got {arr.dtype}")
         for i, (d, n) in enumerate(zip(v.type.shape, arr.shape)):
-            if isinstance(d, Sym) and d.is_var:
+            scaled = isinstance(d, Sym) and len(d.terms) == 1 and len(d.terms[0][0]) == 1 and d.terms[0][1] > 1
+            if scaled and d.symbols[0] not in env and n % d.terms[0][1] == 0:
+                n //= d.terms[0][1]  # a dim declared as a multiple (32 * h): h is the size / 32
+            if isinstance(d, Sym) and (d.is_var or scaled):
                 name = d.symbols[0]
+                if scaled and name in env:
+                    continue  # checked against the bound value below
                 if env.setdefault(name, n) != n:
                     raise ValueError(f"input '{v.name}' dim {i}: dynamic dim {name} is {n} here but "
                                      f"{env[name]} elsewhere")
@@ -42,7 +47,7 @@ def bind_dims(g, inputs: Mapping[str, np.ndarray]) -> dict[str, int]:
             unbound = [s for s in d.symbols if s not in env] if isinstance(d, Sym) else []
             if unbound:
                 raise ValueError(f"input '{v.name}' dim {i} is {d}, but no input has {' or '.join(unbound)} as a "
-                                 "whole dim, so its value cannot be read off the inputs")
+                                 "whole dim (or a multiple of it), so its value cannot be read off the inputs")
             want = d.evaluate(env) if isinstance(d, Sym) else d
             if want != n:
                 raise ValueError(f"input '{v.name}': dim {i} should be {d} (= {want}), got {n}")

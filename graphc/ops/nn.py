@@ -33,8 +33,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from .._dtype import int32, int64
-from ..errors import ShapeError
-from ..sym import Dim, is_static
+from ..errors import GraphcError, ShapeError
+from ..sym import Dim, floor_div, is_static
 from .registry import Attr, TensorType, broadcast_shapes, defop, float_only, same_dtype
 
 
@@ -62,25 +62,45 @@ def _positive(op: str, name: str, vals: Sequence[int], n: int, *, minimum: int =
         raise ShapeError(f"{op}: {name} values must be >= {minimum}, got {list(vals)}")
 
 
-def _static_spatial(op: str, x: TensorType, nsp: int) -> list[int]:
-    sp = list(x.shape[x.ndim - nsp:])
-    if not all(is_static(s) for s in sp):
-        raise ShapeError(f"{op}: dynamic spatial dims are not supported by {op} (input {_fmt(x.shape)}); "
-                         "only the batch dim may be dynamic")
-    return sp  # type: ignore[return-value]
+def _spatial(x: TensorType, nsp: int) -> list[Dim]:
+    """The spatial dims: ints, or Syms (dynamic H and W) whose output sizes the rules keep polynomial."""
+    return list(x.shape[x.ndim - nsp:])
 
 
-def pool_out_size(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int:
+def _div(op: str, num: Dim, s: int) -> Dim:
+    q = floor_div(num, s)
+    if q is None:
+        raise ShapeError(
+            f"{op}: the output size ({num})//{s} + 1 of a dynamic spatial dim is not a polynomial of the dims "
+            f"(stride {s}); declare the input size as a multiple of the total stride, e.g. "
+            f"dynamic={{'x': {{2: 32 * graphc.Dim('h', 1, 8)}}}}")
+    return q
+
+
+def _too_small(o: Dim) -> bool:
+    """o < 1, for a static size; a dynamic one is checked against the dims' ranges where they are
+    known (while tracing), else left to the library's run-time range checks."""
+    if is_static(o):
+        return o < 1
+    try:
+        return o < 1
+    except GraphcError:
+        return False
+
+
+def pool_out_size(size: Dim, k: int, s: int, p: int, d: int, ceil_mode: bool, op: str = "pool") -> Dim:
     """PyTorch's pooling_output_shape (symmetric padding)."""
     num = size + 2 * p - d * (k - 1) - 1 + (s - 1 if ceil_mode else 0)
-    out = num // s + 1
-    if ceil_mode and (out - 1) * s >= size + p:
-        out -= 1  # the last window must start inside the input or the left padding
+    out = _div(op, num, s) + 1
+    # the last window must start inside the input or the left padding; (out - 1) * s - size is static
+    # whenever out is a polynomial (floor_div keeps size's non-constant part exact)
+    if ceil_mode and (out - 1) * s - (size + p) >= 0:
+        out -= 1
     return out
 
 
-def conv_out_size(size: int, k: int, s: int, p: int, d: int) -> int:
-    return (size + 2 * p - d * (k - 1) - 1) // s + 1
+def conv_out_size(size: Dim, k: int, s: int, p: int, d: int, op: str = "conv") -> Dim:
+    return _div(op, size + 2 * p - d * (k - 1) - 1, s) + 1
 
 
 def conv_transpose_out_size(size: int, k: int, s: int, p: int, op: int, d: int) -> int:
@@ -176,12 +196,12 @@ def conv(x: TensorType, weight: TensorType, bias: TensorType | None = None, *,
         raise ShapeError(f"conv: input {_fmt(x.shape)} has {x.shape[1]} channels, weight {_fmt(weight.shape)} "
                          f"with groups={groups} expects {cg * groups}")
     _vector("conv", "bias", bias, oc)
-    sp = _static_spatial("conv", x, nsp)
+    sp = _spatial(x, nsp)
     out = []
     for i, n in enumerate(sp):
         k = weight.shape[2 + i]
         o = conv_out_size(n, k, stride[i], padding[i], dilation[i])
-        if o < 1:
+        if _too_small(o):
             raise ShapeError(f"conv: input {_fmt(x.shape)} with padding {list(padding)} is smaller than the "
                              f"dilated kernel {_fmt(weight.shape[2:])} (dilation {list(dilation)})")
         out.append(o)
@@ -248,12 +268,12 @@ def conv_transpose(x: TensorType, weight: TensorType, bias: TensorType | None = 
                          f"expects {c}")
     oc = weight.shape[1] * groups
     _vector(op, "bias", bias, oc)
-    sp = _static_spatial(op, x, nsp)
+    sp = _spatial(x, nsp)
     out = []
     for i, n in enumerate(sp):
         o = conv_transpose_out_size(n, weight.shape[2 + i], stride[i], padding[i], output_padding[i],
                                     dilation[i])
-        if o < 1:
+        if _too_small(o):
             raise ShapeError(f"{op}: output size {o} is too small (input {_fmt(x.shape)}, padding "
                              f"{list(padding)})")
         out.append(o)
@@ -301,9 +321,10 @@ def _pool_rule(op: str, x: TensorType, kernel, stride, padding, dilation, ceil_m
     for k, p in zip(kernel, padding):
         if p > k // 2:
             raise ShapeError(f"{op}: padding {list(padding)} must be at most half of the kernel {list(kernel)}")
-    sp = _static_spatial(op, x, 2)
-    out = [pool_out_size(n, k, s, p, d, ceil_mode) for n, k, s, p, d in zip(sp, kernel, stride, padding, dilation)]
-    if min(out) < 1:
+    sp = _spatial(x, 2)
+    out = [pool_out_size(n, k, s, p, d, ceil_mode, op)
+           for n, k, s, p, d in zip(sp, kernel, stride, padding, dilation)]
+    if any(_too_small(o) for o in out):
         raise ShapeError(f"{op}: output size {out} is too small for input {_fmt(x.shape)} (kernel {list(kernel)}, "
                          f"stride {list(stride)}, padding {list(padding)}, dilation {list(dilation)})")
     return TensorType((x.shape[0], x.shape[1], *out), x.dtype)
@@ -380,8 +401,8 @@ def adaptive_avg_pool2d(x: TensorType, output_size: tuple[int, ...]) -> TensorTy
     if x.ndim != 4:
         raise ShapeError(f"adaptive_avg_pool2d: input must be 4-d [N, C, H, W], got {_fmt(x.shape)}")
     _positive("adaptive_avg_pool2d", "output_size", output_size, 2)
-    sp = _static_spatial("adaptive_avg_pool2d", x, 2)
-    if min(sp) < 1:
+    sp = _spatial(x, 2)
+    if any(_too_small(d) for d in sp):
         raise ShapeError(f"adaptive_avg_pool2d: input {_fmt(x.shape)} has an empty spatial dim")
     return TensorType((x.shape[0], x.shape[1], *output_size), x.dtype)
 
