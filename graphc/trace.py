@@ -148,6 +148,11 @@ class Tracer:
         finally:
             self.scope.pop()
 
+    def location(self) -> str:
+        """The source line recorded with each node: 'file.py:LINE' of the user's code (importers that
+        replay another framework's graph override it with the line that graph recorded)."""
+        return user_location()
+
     @property
     def current_scope(self) -> str:
         return self.scope[-1] if self.scope else ""
@@ -184,7 +189,7 @@ class Tracer:
             else:
                 raise self.error("a tensor from another trace was used", t)
         node = self.graph.add_node(op.name, vals, attrs, out_type, scope=self.current_scope,
-                                   loc=user_location())
+                                   loc=self.location())
         return Tensor._symbolic(node.out, self)
 
     # ---------------------------------------------------------------------------- in-place writes
@@ -218,7 +223,7 @@ class Tracer:
 
     def constant(self, value: Any, dt: D.dtype) -> Tensor:
         node = self.graph.add_node("constant", [], {"value": value, "dtype": dt}, TensorType((), dt),
-                                   scope=self.current_scope, loc=user_location())
+                                   scope=self.current_scope, loc=self.location())
         return Tensor._symbolic(node.out, self)
 
     # ---------------------------------------------------------------------------------- errors
@@ -229,7 +234,7 @@ class Tracer:
             parts.append(f"the value {t._value.ref} comes from op '{n.op}'")
         scope = self.current_scope
         parts.append(f"in module '{scope}'" if scope else "in the top-level forward()")
-        loc = user_location()
+        loc = self.location()
         if loc:
             parts.append(f"at {loc}")
         return " ".join(parts)
