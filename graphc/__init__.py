@@ -94,10 +94,14 @@ def __getattr__(name: str):
 
     lazy = {
         "nn": ".nn", "ir": ".ir", "ops": ".ops", "passes": ".passes", "backend": ".backend", "compiler": ".compiler",
-        "export": ".export",
+        "export": ".export", "importers": ".importers",
     }
     if name in lazy:
         return importlib.import_module(lazy[name], __name__)
+    if name == "from_torch":
+        from .importers import from_torch
+
+        return from_torch
     if name in ("save", "load"):
         from . import serialization
 

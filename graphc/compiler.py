@@ -125,6 +125,14 @@ def compile(module_or_graph: Any, example_inputs: Any = None, dynamic: Mapping[s
     ASAN_OPTIONS=detect_leaks=0``; elsewhere the returned model raises a GraphcError saying so when
     called (docs/c-backend.md, "Sanitizer builds").
     """
+    from .importers import as_imported
+
+    imported = as_imported(module_or_graph, example_inputs, dynamic, name=name)  # a torch module, from_torch's result
+    if imported is not None:
+        compiled = compile(imported.graph, name=name, weights=weights, opt_level=opt_level, target=target,
+                           threads=threads, cache_dir=cache_dir, out_dir=out_dir, backend=backend, optimized=optimized,
+                           emit_only=emit_only, timings=timings, arch=arch, sanitize=sanitize)
+        return compiled if compiled is None else imported.wrap(compiled)
     if weights not in ("embed", "file"):
         raise ValueError(f"weights must be 'embed' or 'file', got {weights!r}")
     if opt_level not in (0, 1, 2, 3):
