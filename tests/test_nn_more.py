@@ -675,3 +675,36 @@ def test_float64_layers():
             ref, out = ref[0], out[0]
         assert out.dtype is graphc.float64
         close(out, ref, rtol=1e-12, atol=1e-12)
+
+
+class _Resize(gnn.Module):
+    def forward(self, x, v):
+        return {"nearest": F.interpolate(x, scale_factor=2), "bilinear": F.interpolate(x, scale_factor=(3, 2),
+                                                                                       mode="bilinear"),
+                "exact": F.interpolate(x, scale_factor=3, mode="nearest-exact"),
+                "linear": F.interpolate(v, scale_factor=4, mode="linear")}
+
+
+def test_interpolate_dynamic_spatial_dims():
+    """Integer scale factors over symbolic H and W (a model traced for every image size), traced and
+    compiled, against PyTorch at sizes other than the example's."""
+    torch = _torch()
+    tf = torch.nn.functional
+    dyn = {"x": {0: "B", 2: "H", 3: "W"}, "v": {0: "B", 2: "L"}}
+    ex = (G(arr(2, 3, 5, 6)), G(arr(2, 3, 7)))
+    g = graphc.trace(_Resize(), ex, dynamic=dyn)
+    assert all(not all(isinstance(d, int) for d in v.type.shape) for _, v in g.outputs)
+    lib = graphc.compile(_Resize(), ex, dynamic=dyn, cache_dir=_cache())
+    for b, h, w, n in [(1, 1, 2, 1), (3, 4, 9, 5)]:
+        x, v = arr(b, 3, h, w), arr(b, 3, n)
+        ref = {"nearest": tf.interpolate(T(x), scale_factor=2),
+               "bilinear": tf.interpolate(T(x), scale_factor=(3, 2), mode="bilinear"),
+               "exact": tf.interpolate(T(x), scale_factor=3, mode="nearest-exact"),
+               "linear": tf.interpolate(T(v), scale_factor=4, mode="linear")}
+        _check_outputs(lib.run(x=x, v=v), ref)
+        _check_outputs({k: t.numpy() for k, t in _Resize()(G(x), G(v)).items()}, ref)
+    with pytest.raises(ValueError, match="with dynamic spatial dims .* integer scale_factor"):
+        graphc.trace(gnn.Upsample(scale_factor=1.5, mode="bilinear"), (ex[0],), dynamic={"input": {2: "H"}})
+    with pytest.raises(ValueError, match="with dynamic spatial dims .* got mode='bilinear', align_corners=True"):
+        graphc.trace(gnn.Upsample(scale_factor=2, mode="bilinear", align_corners=True), (ex[0],),
+                     dynamic={"input": {2: "H"}})

@@ -856,10 +856,12 @@ def interpolate(input: Tensor, size: int | Sequence[int] | None = None,  # noqa:
     if not input.dtype.is_floating_point and mode not in ("nearest", "nearest-exact"):
         raise ValueError(f"{fn}: mode {mode!r} expects a floating-point input, got {input.dtype.name} (the "
                          "nearest modes take any dtype)")
-    sp = _spatial_static(fn, input, nsp)
     if (size is None) == (scale_factor is None):
         raise ValueError("only one of size or scale_factor should be defined" if size is not None else
                          "either size or scale_factor should be defined")
+    if not all(is_static(d) for d in input.shape[2:]):
+        return _interpolate_dynamic(input, scale_factor, mode, bool(align_corners), size is not None)
+    sp = _spatial_static(fn, input, nsp)
     scales: list[float | None]
     if size is not None:
         out = list(size) if isinstance(size, (list, tuple)) else [size] * nsp
@@ -885,6 +887,53 @@ def interpolate(input: Tensor, size: int | Sequence[int] | None = None,  # noqa:
     y = input
     for i in range(nsp):
         y = _along(y, 2 + i, _taps(mode, sp[i], out[i], bool(align_corners), scales[i], input.dtype))
+    return y
+
+
+def _interpolate_dynamic(x: Tensor, scale_factor: Any, mode: str, align_corners: bool, by_size: bool) -> Tensor:
+    """interpolate over symbolic spatial dims: integer scale factors, where the source positions repeat
+    with the period of the factor. nearest: each element repeated s times (unsqueeze, expand,
+    reshape); linear modes without align_corners: output s*i + r is a fixed blend of x[i - 1], x[i],
+    x[i + 1] (the input padded by replication, as PyTorch clamps its source indices)."""
+    fn = "interpolate"
+    nsp = x.ndim - 2
+    sf = list(scale_factor) if isinstance(scale_factor, (list, tuple)) else [scale_factor] * nsp
+    ok_mode = mode in ("nearest", "nearest-exact") or (mode in ("linear", "bilinear", "trilinear")
+                                                         and not align_corners)
+    if by_size or not ok_mode or len(sf) != nsp or any(float(f) != int(f) or f < 1 for f in sf):
+        raise ValueError(f"{fn}: with dynamic spatial dims (input {_fmt(x.shape)}) graphc supports integer "
+                         "scale_factor values with mode 'nearest', 'nearest-exact' or a linear mode without "
+                         f"align_corners; got mode={mode!r}, align_corners={align_corners}, "
+                         f"{'size' if by_size else f'scale_factor={scale_factor}'}")
+    ft = np.float64 if x.dtype is D.float64 else np.float32
+    y = x
+    for i, f in enumerate(int(v) for v in sf):
+        d = 2 + i
+        if f == 1:
+            continue
+        n = y.shape[d]
+        if mode.startswith("nearest"):
+            parts = [y] * f
+        else:
+            xp = apply("concat", apply("slice", y, dim=d, start=0, end=1, step=1), y,
+                       apply("slice", y, dim=d, start=n - 1, end=n, step=1), dim=d)
+
+            def win(k: int, src: Tensor = xp, size: Any = n, dim: int = d) -> Tensor:
+                return apply("slice", src, dim=dim, start=k, end=size + k, step=1)
+
+            parts = []
+            for r in range(f):
+                delta = float(ft(1.0 / f) * ft(r + 0.5) - ft(0.5))  # the source offset of output s*i + r
+                if delta == 0:
+                    parts.append(y)
+                elif delta < 0:
+                    parts.append(win(0) * (-delta) + win(1) * (1 + delta))
+                else:
+                    parts.append(win(1) * (1 - delta) + win(2) * delta)
+        z = apply("concat", *(p.unsqueeze(d + 1) for p in parts), dim=d + 1)
+        shape = list(y.shape)
+        shape[d] = n * f
+        y = z.reshape(shape)
     return y
 
 
