@@ -682,7 +682,8 @@ class _Resize(gnn.Module):
         return {"nearest": F.interpolate(x, scale_factor=2), "bilinear": F.interpolate(x, scale_factor=(3, 2),
                                                                                        mode="bilinear"),
                 "exact": F.interpolate(x, scale_factor=3, mode="nearest-exact"),
-                "linear": F.interpolate(v, scale_factor=4, mode="linear")}
+                "linear": F.interpolate(v, scale_factor=4, mode="linear"),
+                "to_skip": F.interpolate(F.max_pool2d(x, 2), size=x.shape[-2:], mode="bilinear")}
 
 
 def test_interpolate_dynamic_spatial_dims():
@@ -690,17 +691,18 @@ def test_interpolate_dynamic_spatial_dims():
     compiled, against PyTorch at sizes other than the example's."""
     torch = _torch()
     tf = torch.nn.functional
-    dyn = {"x": {0: "B", 2: "H", 3: "W"}, "v": {0: "B", 2: "L"}}
-    ex = (G(arr(2, 3, 5, 6)), G(arr(2, 3, 7)))
+    dyn = {"x": {0: "B", 2: 2 * graphc.Dim("h", 1, 8), 3: 2 * graphc.Dim("w", 1, 8)}, "v": {0: "B", 2: "L"}}
+    ex = (G(arr(2, 3, 4, 6)), G(arr(2, 3, 7)))
     g = graphc.trace(_Resize(), ex, dynamic=dyn)
     assert all(not all(isinstance(d, int) for d in v.type.shape) for _, v in g.outputs)
     lib = graphc.compile(_Resize(), ex, dynamic=dyn, cache_dir=_cache())
-    for b, h, w, n in [(1, 1, 2, 1), (3, 4, 9, 5)]:
+    for b, h, w, n in [(1, 2, 4, 1), (3, 6, 10, 5)]:
         x, v = arr(b, 3, h, w), arr(b, 3, n)
         ref = {"nearest": tf.interpolate(T(x), scale_factor=2),
                "bilinear": tf.interpolate(T(x), scale_factor=(3, 2), mode="bilinear"),
                "exact": tf.interpolate(T(x), scale_factor=3, mode="nearest-exact"),
-               "linear": tf.interpolate(T(v), scale_factor=4, mode="linear")}
+               "linear": tf.interpolate(T(v), scale_factor=4, mode="linear"),
+               "to_skip": tf.interpolate(tf.max_pool2d(T(x), 2), size=x.shape[-2:], mode="bilinear")}
         _check_outputs(lib.run(x=x, v=v), ref)
         _check_outputs({k: t.numpy() for k, t in _Resize()(G(x), G(v)).items()}, ref)
     with pytest.raises(ValueError, match="with dynamic spatial dims .* integer scale_factor"):

@@ -860,6 +860,11 @@ def interpolate(input: Tensor, size: int | Sequence[int] | None = None,  # noqa:
         raise ValueError("only one of size or scale_factor should be defined" if size is not None else
                          "either size or scale_factor should be defined")
     if not all(is_static(d) for d in input.shape[2:]):
+        if size is not None:  # a size that is a whole multiple of the input's (skip.shape[-2:] and the like)
+            sizes = list(size) if isinstance(size, (list, tuple)) else [size] * nsp
+            factors = [next((f for f in range(1, 9) if o == n * f), None) for o, n in zip(sizes, input.shape[2:])]
+            if len(sizes) == nsp and None not in factors:
+                return _interpolate_dynamic(input, factors, mode, bool(align_corners), False)
         return _interpolate_dynamic(input, scale_factor, mode, bool(align_corners), size is not None)
     sp = _spatial_static(fn, input, nsp)
     scales: list[float | None]
