@@ -19,7 +19,7 @@ import numpy as np
 from . import __version__
 from .backend.build import TARGETS
 from .errors import GraphcError
-from .modelfile import UserError, load_model_file, run_user_code
+from .modelfile import UserError, load_model_file, run_user_code, trace_model
 
 EXAMPLES = {
     "compile": """examples:
@@ -80,10 +80,8 @@ def _load(args, need_weights: bool = True) -> Any:
 
 def _trace_graph(lm, opt_level: int = 0):
     from .passes import optimize
-    from .trace import trace
 
-    g = lm.graph if lm.graph is not None else run_user_code(
-        lambda: trace(lm.module, lm.example_inputs, lm.dynamic, name=lm.name), lm.path, "forward()")
+    g = lm.graph if lm.graph is not None else run_user_code(lambda: trace_model(lm), lm.path, "forward()")
     return optimize(g, opt_level) if opt_level else g
 
 
@@ -92,7 +90,6 @@ def cmd_compile(args) -> int:
     from .backend.registry import get_backend
     from .compiler import compile as gc_compile
     from .passes import optimize
-    from .trace import trace
 
     print(f"graphc {__version__}: compiling {args.model_file}")
     ph = Phases()
@@ -100,9 +97,7 @@ def cmd_compile(args) -> int:
     if lm.graph is not None:
         graph = lm.graph
     else:
-        graph = ph.run("trace", lambda: run_user_code(
-            lambda: trace(lm.module, lm.example_inputs, lm.dynamic, name=args.name or lm.name), lm.path,
-            "forward()"))
+        graph = ph.run("trace", lambda: run_user_code(lambda: trace_model(lm, args.name), lm.path, "forward()"))
     if args.name:
         graph.name = args.name
     be = get_backend(args.backend)

@@ -158,17 +158,30 @@ def _call_or_get(ns: dict, name: str, path: Path) -> Any:
         raise UserError(f"{path.name}: defines no '{name}' (define {name} = MyNet() or def {name}(): "
                         f"return MyNet(); or pass --model NAME)")
     obj = ns[name]
+    from .importers import is_torch_module
     from .nn import Module
 
-    if isinstance(obj, Module):
+    if isinstance(obj, Module) or is_torch_module(obj):
         return obj
     if callable(obj) and not isinstance(obj, type):
         obj = obj()
     elif isinstance(obj, type):
         obj = obj()
-    if not isinstance(obj, Module):
-        raise UserError(f"{path.name}: '{name}' is a {type(obj).__name__}, not a graphc.nn.Module")
+    if not isinstance(obj, Module) and not is_torch_module(obj):
+        raise UserError(f"{path.name}: '{name}' is a {type(obj).__name__}, not a graphc.nn.Module or a "
+                        "torch.nn.Module")
     return obj
+
+
+def trace_model(lm: LoadedModel, name: str | None = None) -> Any:
+    """The graph of a loaded model file's module: graphc.trace for a graphc module, graphc.from_torch
+    (torch.export) for a torch.nn.Module."""
+    from .importers import from_torch, is_torch_module
+    from .trace import trace
+
+    if is_torch_module(lm.module):
+        return from_torch(lm.module, lm.example_inputs, lm.dynamic, name=name or lm.name).graph
+    return trace(lm.module, lm.example_inputs, lm.dynamic, name=name or lm.name)
 
 
 def _examples_from(value: Any, path: Path) -> tuple[tuple, dict[str, dict[int, str]], list[str]]:
@@ -260,6 +273,13 @@ def load_model_file(path: str | Path, *, model_name: str = "model", inputs: list
             sd = load(str(wpath))
         except ValueError as e:
             raise UserError(f"{wpath.name}: {e}") from None
+        from .importers import is_torch_module
+
+        if is_torch_module(module):
+            import torch
+
+            sd = {k: torch.from_numpy(np.ascontiguousarray(v.numpy() if hasattr(v, "numpy") else v))
+                  for k, v in sd.items()}
         try:
             module.load_state_dict(sd)
         except RuntimeError as e:

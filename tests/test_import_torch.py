@@ -383,3 +383,26 @@ def test_same_kernels_as_graphc_nn_twin(name):
     imported = graphc.from_torch(twin, ex, ns["dynamic"]).graph
     assert _kernels(imported) == _kernels(native)
     assert _op_counts(imported) == _op_counts(native)
+
+
+def test_cli_model_file_with_torch_module(tmp_path, capsys):
+    _torch()
+    from graphc.cli import main
+
+    (tmp_path / "net.py").write_text(
+        "import torch\n\n\n"
+        "class Net(torch.nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.fc1, self.fc2 = torch.nn.Linear(16, 32), torch.nn.Linear(32, 4)\n\n"
+        "    def forward(self, x):\n"
+        "        return self.fc2(torch.relu(self.fc1(x)))\n\n\n"
+        "torch.manual_seed(0)\nmodel = Net()\nexample_inputs = (torch.randn(2, 16),)\ndynamic = {'x': {0: 'B'}}\n")
+    assert main(["trace", str(tmp_path / "net.py"), "-O2"]) == 0
+    out = capsys.readouterr().out
+    assert "linear(%x, @fc1.weight, @fc1.bias)  # fc1 @ net.py:10" in out and "dim B in" in out
+    assert main(["compile", str(tmp_path / "net.py"), "-o", str(tmp_path / "out"), "--verify",
+                 "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert "max" in capsys.readouterr().out
+    lib = graphc.load_compiled(tmp_path / "out")
+    assert lib.input_names == ["x"] and lib(np.zeros((5, 16), np.float32)).shape == (5, 4)
