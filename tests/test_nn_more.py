@@ -710,3 +710,33 @@ def test_interpolate_dynamic_spatial_dims():
     with pytest.raises(ValueError, match="with dynamic spatial dims .* got mode='bilinear', align_corners=True"):
         graphc.trace(gnn.Upsample(scale_factor=2, mode="bilinear", align_corners=True), (ex[0],),
                      dynamic={"input": {2: "H"}})
+
+
+class _DynPad(gnn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = gnn.Conv2d(3, 4, 3, padding=2, padding_mode="reflect")
+
+    def forward(self, x):
+        return {"reflect": F.pad(x, (2, 1, 3, 0), "reflect"), "replicate": F.pad(x, (0, 2, 1, 3), "replicate"),
+                "circular": F.pad(x, (1, 2, 2, 1), "circular"), "conv": self.conv(x),
+                "gmax": F.adaptive_max_pool2d(x, 1)}
+
+
+def test_pad_modes_dynamic_spatial_dims():
+    torch = _torch()
+    tf = torch.nn.functional
+    m = _DynPad().eval()
+    tconv = torch.nn.Conv2d(3, 4, 3, padding=2, padding_mode="reflect")
+    m.conv.load_state_dict(tconv.state_dict())
+    dyn = {"x": {0: "B", 2: graphc.Dim("H", 4, 16), 3: graphc.Dim("W", 4, 16)}}
+    lib = graphc.compile(m, (G(arr(2, 3, 5, 6)),), dynamic=dyn, cache_dir=_cache())
+    for shape in [(1, 3, 4, 4), (3, 3, 7, 9)]:
+        x = arr(*shape)
+        with torch.no_grad():
+            ref = {"reflect": tf.pad(T(x), (2, 1, 3, 0), "reflect"),
+                   "replicate": tf.pad(T(x), (0, 2, 1, 3), "replicate"),
+                   "circular": tf.pad(T(x), (1, 2, 2, 1), "circular"), "conv": tconv(T(x)),
+                   "gmax": tf.adaptive_max_pool2d(T(x), 1)}
+        _check_outputs(lib.run(x=x), ref)
+        _check_outputs({k: t.numpy() for k, t in m(G(x)).items()}, ref)

@@ -702,6 +702,33 @@ def _pad_index(mode: str, size: int, lo: int, hi: int) -> np.ndarray:
     return np.where(j > size - 1, 2 * (size - 1) - j, j).astype(np.int64)
 
 
+def _pad_dynamic(x: Tensor, d: int, mode: str, lo: int, hi: int) -> Tensor:
+    """A reflect/replicate/circular pad of a symbolic dim: slices of single rows (reflect), the edge
+    rows expanded (replicate) or the wrapped-around ends (circular), concatenated around x."""
+    if lo < 0 or hi < 0:
+        raise ValueError(f"pad: negative padding ({lo}, {hi}) of the dynamic dim {d} is not supported")
+    n = x.shape[d]
+
+    def rows(start: Any, end: Any) -> Tensor:
+        return apply("slice", x, dim=d, start=start, end=end, step=1)
+
+    def rep(row: Tensor, k: int) -> Tensor:
+        shape = list(row.shape)
+        shape[d] = k
+        return row.expand(*shape)
+
+    if mode == "replicate":
+        left = [rep(rows(0, 1), lo)] if lo else []
+        right = [rep(rows(n - 1, n), hi)] if hi else []
+    elif mode == "circular":
+        left = [rows(n - lo, n)] if lo else []
+        right = [rows(0, hi)] if hi else []
+    else:  # reflect: rows lo, ..., 1 before and n-2, ..., n-1-hi after
+        left = [rows(k, k + 1) for k in range(lo, 0, -1)]
+        right = [rows(n - 2 - k, n - 1 - k) for k in range(hi)]
+    return apply("concat", *left, x, *right, dim=d)
+
+
 def pad(input: Tensor, pad: Sequence[int], mode: str = "constant", value: float | None = None) -> Tensor:  # noqa: A002
     """F.pad: pads in F.pad's order (last dim first); negative pads crop. mode 'constant' fills with
     value; 'reflect', 'replicate' and 'circular' pad the last 1, 2 or 3 dims of a batched or unbatched
@@ -733,7 +760,8 @@ def pad(input: Tensor, pad: Sequence[int], mode: str = "constant", value: float 
             continue
         n = input.shape[d]
         if not is_static(n):
-            raise ValueError(f"pad: mode {mode!r} needs a static size for dim {d}, got {n}")
+            y = _pad_dynamic(y, d, mode, lo, hi)
+            continue
         if mode == "reflect" and (lo >= n or hi >= n):
             raise ValueError(f"pad: padding size should be less than the corresponding input dimension for mode "
                              f"'reflect', but got padding ({lo}, {hi}) at dimension {d} of input "
@@ -1091,6 +1119,8 @@ def adaptive_max_pool2d(input: Tensor, output_size: int | None | Sequence[int | 
     fn = "adaptive_max_pool2d"
     _no_indices(fn, return_indices)
     x, squeeze = _batched(fn, input, 2, "(N, C, H, W)")
+    if output_size == 1 or output_size == (1, 1) or output_size == [1, 1]:  # global max (any size, dynamic too)
+        return _unbatch(x.amax((2, 3), keepdim=True), squeeze)
     sp = _spatial_static(fn, x, 2)
     out = _adaptive_size(fn, output_size, sp, 2)
     if min(out) < 1 or min(sp) < 1:
