@@ -14,12 +14,13 @@ written tensor: the same Python object (``saved = h; h += 1``) and every *view* 
   the root (:func:`register_view`), plus its strides, emulated symbolically (:func:`view_strides`,
   PyTorch's ``computeStride``) so that ``reshape``/``contiguous()`` decide view-or-copy as eagerly.
   A write into a tensor (:func:`write`) computes the new root value by walking the chain backwards
-  with each view op's inverse (a reshape back, the inverse permutation, a concat around a slice),
-  rebinds the root's graph value, and replays the chain for every live view of that root, so all
-  aliases read the new value. Where a write has no expression in the graph the tracer refuses it with
-  a :class:`~graphc.errors.TraceError` naming the user's line: writes through a strided slice or a
-  broadcast (expanded) view, and writes into parameters, buffers or tensor attributes of the traced
-  module (a compiled library keeps no state between calls, so the write would be lost).
+  with each view op's inverse (a reshape back, the inverse permutation, a concat around a slice, a
+  gather and select for a strided slice), rebinds the root's graph value, and replays the chain for
+  every live view of that root, so all aliases read the new value. Where a write has no expression
+  in the graph the tracer refuses it with a :class:`~graphc.errors.TraceError` naming the user's
+  line: writes through a broadcast (expanded) view or a strided slice of a dynamic dim, and writes
+  into parameters, buffers or tensor attributes of the traced module (a compiled library keeps no
+  state between calls, so the write would be lost).
 
 Every in-place method goes through :meth:`graphc.Tensor._write` (the out-of-place op, then this
 module's write-back), so an in-place method is the functional op plus a write and nothing else.
@@ -192,7 +193,12 @@ def _inverse(tracer: Any, opname: str, attrs: dict[str, Any], old: Tensor, new: 
     """The value of a view op's input after its output was overwritten with `new` (old: before)."""
     from .tensor import _apply_raw
 
-    if opname in ("reshape", "expand"):  # an expand reaching here broadcasts nothing (size-1 dims only)
+    if opname == "expand" and has_internal_overlap(tuple(new.shape), view_strides(
+            opname, attrs, tuple(old.shape), contiguous_strides(tuple(old.shape)), tuple(new.shape))):
+        # a sub-view of a broadcast (x.expand(2, -1)[0]) writes one copy that all copies share
+        raise tracer.error(f"{what} writes through an expanded (broadcast) view, which graphc cannot express "
+                           "in a traced graph; clone() the expanded tensor first")
+    if opname in ("reshape", "expand"):  # an expand here only adds size-1 dims
         return _apply_raw("reshape", (new,), {"shape": tuple(old.shape)})
     if opname == "permute":
         dims = attrs["dims"]
@@ -202,11 +208,9 @@ def _inverse(tracer: Any, opname: str, attrs: dict[str, Any], old: Tensor, new: 
         return _apply_raw("permute", (new,), {"dims": tuple(inv)})
     if opname == "slice":
         dim, start, end, step = attrs["dim"], attrs["start"], attrs["end"], attrs["step"]
-        if step != 1:
-            raise tracer.error(f"{what} writes through a strided slice (step {step}), which graphc cannot "
-                               "express in a traced graph; write the out-of-place form (graphc.where, "
-                               "graphc.cat) instead")
         size = old.shape[dim]
+        if step != 1:
+            return _strided_scatter(tracer, old, new, dim, start, end, step, size, what)
         pieces = []
         if not (is_static(start) and start == 0):
             pieces.append(_apply_raw("slice", (old,), {"dim": dim, "start": 0, "end": start, "step": 1}))
@@ -215,6 +219,24 @@ def _inverse(tracer: Any, opname: str, attrs: dict[str, Any], old: Tensor, new: 
             pieces.append(_apply_raw("slice", (old,), {"dim": dim, "start": end, "end": size, "step": 1}))
         return _apply_raw("concat", tuple(pieces), {"dim": dim}) if len(pieces) > 1 else new
     raise KeyError(opname)
+
+
+def _strided_scatter(tracer: Any, old: Tensor, new: Tensor, dim: int, start: Dim, end: Dim, step: int,
+                     size: Dim, what: str) -> Tensor:
+    """old with old[..., start:end:step, ...] = new (static sizes): where(hit, new gathered back, old)."""
+    from .tensor import Tensor, _apply_raw
+
+    if not (is_static(start) and is_static(end) and is_static(size)):
+        raise tracer.error(f"{what} writes through a strided slice (step {step}) of the dynamic size {size}, "
+                           "which graphc cannot express in a traced graph; write the out-of-place form "
+                           "(graphc.where, graphc.cat) instead")
+    pos = np.arange(size)
+    hit = (pos >= start) & (pos < end) & ((pos - start) % step == 0)
+    src = np.clip((pos - start) // step, 0, max(int(new.shape[dim]) - 1, 0)).astype(np.int64)
+    shape = [1] * old.ndim
+    shape[dim] = size
+    gathered = _apply_raw("index_select", (new, Tensor._wrap(src)), {"dim": dim})
+    return _apply_raw("where", (Tensor._wrap(hit.reshape(shape)), gathered, old), {})
 
 
 def write(tracer: Any, target: Tensor, value: Tensor, what: str) -> None:

@@ -165,6 +165,11 @@ def _aliasing(lib, x, w):
     t = x.clone()
     t.clamp_(-0.5, 0.5).relu_()
     out["chained"] = t
+    t = x.clone()
+    t[:, :, ::2] = 0  # strided slices of static dims
+    t[:, 1:4:2] += 3
+    t.transpose(1, 2)[:, 1::3].mul_(-1)
+    out["strided"] = t
     return out
 
 
@@ -263,7 +268,7 @@ class Refused(graphc.nn.Module):
         elif m == "attribute":
             self.cache.copy_(x[0])  # <attribute>
         elif m == "strided":
-            x[:, ::2] = 0  # <strided>
+            x[::2] = 0  # <strided>
         elif m == "expanded":
             x[:1].expand(2, 6).add_(1)  # <expanded>
         elif m == "index_put":
@@ -276,7 +281,7 @@ class Refused(graphc.nn.Module):
     ("buffer", "__iadd__ writes into the buffer 'count' in place"),
     ("buffer_view", "x[...] = v writes into the buffer 'count' in place"),
     ("attribute", "copy_ writes into the tensor attribute 'cache' in place"),
-    ("strided", "writes through a strided slice (step 2)"),
+    ("strided", "writes through a strided slice (step 2) of the dynamic size h*2"),
     ("expanded", "more than one element of the written-to tensor refers to a single memory location"),
     ("index_put", "x[index_tensor] = v (index_put) is not supported while tracing"),
 ])
@@ -284,7 +289,8 @@ def test_writes_the_graph_cannot_hold_are_refused_at_the_users_line(mode, words)
     model = Refused(mode)
     before = {k: v.numpy().copy() for k, v in model.state_dict().items()}
     with pytest.raises(TraceError) as ei:
-        graphc.trace(model, (np.ones((2, 6), np.float32),))
+        dyn = {"x": {0: 2 * graphc.Dim("h", 1, 4) if mode == "strided" else "B"}}
+        graphc.trace(model, (np.ones((2, 6), np.float32),), dyn)
     msg = str(ei.value)
     assert words in msg and _line(mode) in msg, msg
     assert "\n" not in msg

@@ -317,7 +317,7 @@ class Inner(nn.Module):
         if m == "float":
             return y * float(y.sum())  # <float>
         if m == "setitem":
-            y[:, ::2] = 1.0  # <setitem>
+            y.expand(2, -1, -1)[0] = 1.0  # <setitem>
             return y
         if m == "fill":
             return y + self.w.fill_(0.0)  # <fill>
@@ -349,7 +349,7 @@ class Wrapper(nn.Module):
     ("item", "sum", ".item()"),
     ("numpy", "relu", ".numpy()"),
     ("float", "sum", "float()"),
-    ("setitem", None, "x[...] = v writes through a strided slice (step 2)"),
+    ("setitem", None, "x[...] = v writes through an expanded (broadcast) view"),
     ("fill", None, "fill_ writes into the parameter 'body.inner.w' in place"),
     ("mask", "relu", "boolean-mask indexing gives a data-dependent shape"),
     ("len", "relu", "len() of a tensor whose first dim is the dynamic size B"),

@@ -10,7 +10,7 @@ import numpy as np
 
 from .._dtype import bool_, dtype, int32, int64
 from ..errors import ShapeError
-from ..sym import Dim, exact_div, is_static, prod
+from ..sym import Dim, floor_div, is_static, prod
 from .registry import Attr, TensorType, defop, norm_dim
 
 
@@ -75,7 +75,7 @@ def slice_len(start: Dim, end: Dim, step: int) -> Dim:
         return n
     if is_static(n):
         return max(0, -(-n // step))
-    q = exact_div(n + (step - 1), step)
+    q = floor_div(n + (step - 1), step)  # ceil(n / step), a polynomial when n's terms divide by step
     if q is None:
         raise ShapeError(f"slice: length of ({n})/{step} is not exact for a dynamic dim")
     return q
