@@ -367,7 +367,7 @@ def _example(name: str):
     return runpy.run_path(str(ROOT / "examples" / name / "model.py"))
 
 
-@pytest.mark.parametrize("name", ["resnet"])
+@pytest.mark.parametrize("name", ["mlp", "resnet"])
 def test_same_kernels_as_graphc_nn_twin(name):
     torch = _torch()
     sys.path.insert(0, str(ROOT))

@@ -1197,6 +1197,14 @@ class TorchCompiled:
     def __init__(self, compiled: Any, imported: TorchImport):
         self.compiled = compiled
         self.imported = imported
+        # positional calls in the graph's input order skip binding by name (it costs as much as running
+        # a small model)
+        params = list(imported.signature.parameters.values()) if imported.signature is not None else []
+        positional = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        n = len(imported.input_names)
+        self._direct = positional[:n] == imported.input_names
+        spec = imported.out_spec
+        self._leaf = spec is None or spec.num_leaves == 1 and spec.is_leaf()
 
     def __getattr__(self, name: str) -> Any:
         if name in ("compiled", "imported"):
@@ -1207,16 +1215,23 @@ class TorchCompiled:
         return f"<TorchCompiled {self.compiled!r}>"
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        named = self.imported.bind(args, kwargs)
-        as_torch = any(type(v).__module__.startswith("torch") for v in named.values())
-        outs = self.compiled.run(**named)
-        flat = [outs[n] for n in self.imported.output_names]
+        if not kwargs and self._direct and len(args) == len(self.imported.input_names):
+            as_torch = any(type(v).__module__.startswith("torch") for v in args)
+            out = self.compiled(*args)
+            flat = list(out) if isinstance(out, tuple) else [out]
+        else:
+            named = self.imported.bind(args, kwargs)
+            as_torch = any(type(v).__module__.startswith("torch") for v in named.values())
+            outs = self.compiled.run(**named)
+            flat = [outs[n] for n in self.imported.output_names]
         if as_torch:
             torch = _torch()
             flat = [torch.from_numpy(x) for x in flat]
         spec = self.imported.out_spec
+        if self._leaf:
+            return flat[0]
         if spec is None:
-            return flat[0] if len(flat) == 1 else tuple(flat)
+            return tuple(flat)
         import torch.utils._pytree as pytree
 
         return pytree.tree_unflatten(flat, spec)
