@@ -406,3 +406,22 @@ def test_cli_model_file_with_torch_module(tmp_path, capsys):
     assert "max" in capsys.readouterr().out
     lib = graphc.load_compiled(tmp_path / "out")
     assert lib.input_names == ["x"] and lib(np.zeros((5, 16), np.float32)).shape == (5, 4)
+
+
+def test_transformer_twin_same_compute_kernels():
+    """nn.TransformerEncoderLayer imported from torch: the same GEMM, attention, norm and fused elementwise
+    kernels as the graphc.nn twin (torch's batch_first attention still transposes [B,T,E] <-> [T,B,E]
+    around the projections, which leaves strided copies the twin does not have)."""
+    torch = _torch()
+    sys.path.insert(0, str(ROOT))
+    try:
+        from bench.twins import load_twin
+    finally:
+        sys.path.remove(str(ROOT))
+    ns = _example("transformer")
+    twin = load_twin("transformer", ns["model"].state_dict())
+    native = graphc.trace(ns["model"], ns["example_inputs"], ns["dynamic"])
+    ex = tuple(torch.from_numpy(np.asarray(x.numpy())) for x in ns["example_inputs"])
+    imported = graphc.from_torch(twin, ex, ns["dynamic"]).graph
+    compute = [k for k in _kernels(native) if k != "strided.c.j2"]
+    assert [k for k in _kernels(imported) if k != "strided.c.j2"] == compute
