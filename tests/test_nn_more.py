@@ -244,6 +244,17 @@ CASES = [
     ("SELU", (), {}, [(3, 4)]),
     ("Softplus", (), {"beta": 0.5, "threshold": 4.0}, [(3, 4)]),
     ("Unflatten", (-1, (2, 3)), {}, [(4, 5, 6)]),
+    ("Dropout1d", (0.3,), {}, [(2, 3, 4)]),
+    ("Dropout2d", (), {}, [(2, 3, 4, 5)]),
+    ("Dropout3d", (0.2,), {"inplace": True}, [(1, 2, 3, 4, 5)]),
+    ("AlphaDropout", (0.2,), {}, [(3, 4)]),
+    ("FeatureAlphaDropout", (0.2,), {}, [(2, 3, 4, 5)]),
+    ("ChannelShuffle", (3,), {}, [(2, 6, 4, 5), (2, 6, 5)]),
+    ("Softmax2d", (), {}, [(2, 3, 4, 5), (3, 4, 5)]),
+    ("Threshold", (0.1, 20.0), {}, [(3, 4)]),
+    ("Hardshrink", (), {}, [(3, 4)]),
+    ("Softshrink", (0.3,), {}, [(3, 4)]),
+    ("RReLU", (0.1, 0.3), {}, [(3, 4)]),
 ]
 
 
@@ -472,6 +483,8 @@ class VisionStack(gnn.Module):
             "unfold": F.unfold(x, (2, 3), padding=1, stride=(2, 1)),
             "fold": F.fold(F.unfold(x, (2, 3), padding=1, stride=(2, 1)), (6, 6), (2, 3), padding=1, stride=(2, 1)),
             "acts": F.hardsigmoid(x) + F.mish(x) * F.relu6(x * 4) - F.selu(x) + F.softplus(x, 2.0) + F.elu(x, 0.4),
+            "shrink": F.hardshrink(x) + F.softshrink(x, 0.3) * F.threshold(x, 0.1, 2.0) + F.rrelu(x),
+            "chshuffle": F.channel_shuffle(y, 4),
         }
         z = self.bn3(self.conv3(v))
         outs["pool3"] = self.pool3(z)
@@ -542,6 +555,8 @@ def _torch_vision():
                                 stride=(2, 1)),
                 "acts": tf.hardsigmoid(x) + tf.mish(x) * tf.relu6(x * 4) - tf.selu(x) + tf.softplus(x, 2.0)
                 + tf.elu(x, 0.4),
+                "shrink": tf.hardshrink(x) + tf.softshrink(x, 0.3) * tf.threshold(x, 0.1, 2.0) + tf.rrelu(x),
+                "chshuffle": tf.channel_shuffle(y, 4),
             }
             z = self.bn3(self.conv3(v))
             outs["pool3"] = self.pool3(z)
@@ -740,3 +755,24 @@ def test_pad_modes_dynamic_spatial_dims():
                    "gmax": tf.adaptive_max_pool2d(T(x), 1)}
         _check_outputs(lib.run(x=x), ref)
         _check_outputs({k: t.numpy() for k, t in m(G(x)).items()}, ref)
+
+
+
+class _TrainDrop(gnn.Module):
+    def forward(self, x):
+        return F.dropout2d(x, 0.5, training=True)
+
+
+def test_feature_dropout_in_training_drops_whole_channels():
+    graphc.manual_seed(0)
+    m = gnn.Dropout2d(0.5)
+    y = m(graphc.ones(8, 16, 3, 3)).numpy()
+    per_channel = y.reshape(8, 16, 9)
+    assert ((per_channel == 0).all(-1) | (per_channel == 2).all(-1)).all()
+    assert 0.3 < (per_channel[..., 0] == 0).mean() < 0.7
+    a = gnn.AlphaDropout(0.2)
+    graphc.manual_seed(1)
+    z = a(graphc.randn(200, 200)).numpy()
+    assert abs(z.mean()) < 0.05 and abs(z.std() - 1) < 0.05  # SELU's fixed point is kept
+    with pytest.raises(graphc.TraceError, match="dropout2d: training-mode dropout is random and cannot be traced"):
+        graphc.trace(_TrainDrop(), (G(arr(1, 2, 3, 3)),))

@@ -1394,3 +1394,108 @@ __all__ += [
     "prelu", "adaptive_max_pool1d", "adaptive_max_pool2d", "conv3d", "max_pool3d", "avg_pool3d", "instance_norm",
     "binary_cross_entropy_with_logits", "binary_cross_entropy", "smooth_l1_loss", "huber_loss",
 ]
+
+
+# ----------------------------------------------------------------- more dropout forms and activations
+def _feature_dropout(fn: str, input: Tensor, p: float, training: bool, inplace: bool, nsp: int | None,  # noqa: A002
+                     alpha: bool = False) -> Tensor:
+    """Dropout of whole channels (nsp spatial dims after [N, C]; None: elementwise) or alpha dropout.
+    Inference: the dropout op (an identity). Training: eager only, graphc's random generator."""
+    if p < 0.0 or p > 1.0:
+        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+    if not training or p == 0.0:
+        return apply("dropout", input, p=float(p))
+    if _is_traced(input):
+        raise TraceError(f"{fn}: training-mode dropout is random and cannot be traced; call it with "
+                         "training=self.training (graphc.trace puts the model in eval mode)")
+    from ..random import _gen
+
+    arr = input.numpy()
+    if nsp is None:
+        shape = arr.shape
+    else:
+        if arr.ndim not in (nsp + 1, nsp + 2):
+            raise ValueError(f"{fn}: expected a {nsp + 1}-d (unbatched) or {nsp + 2}-d (batched) input, got "
+                             f"{_fmt(input.shape)}")
+        shape = arr.shape[: arr.ndim - nsp] + (1,) * nsp
+    keep = _gen(None).random(shape) >= p
+    if alpha:
+        a_ = -1.7580993408473766  # -SELU_SCALE * SELU_ALPHA
+        a = 1.0 / math.sqrt((a_ * a_ * p + 1) * (1 - p)) if p < 1 else 0.0
+        out = a * np.where(keep, arr, a_) + (-a * a_ * p if p < 1 else 0.0)
+    else:
+        out = np.zeros_like(arr) if p == 1.0 else arr * keep / (1.0 - p)
+    return _inplace(input, Tensor._wrap(np.asarray(out).astype(arr.dtype), input.device), inplace)
+
+
+def dropout1d(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool = False) -> Tensor:  # noqa: A002
+    return _feature_dropout("dropout1d", input, p, training, inplace, 1)
+
+
+def dropout2d(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool = False) -> Tensor:  # noqa: A002
+    return _feature_dropout("dropout2d", input, p, training, inplace, 2)
+
+
+def dropout3d(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool = False) -> Tensor:  # noqa: A002
+    return _feature_dropout("dropout3d", input, p, training, inplace, 3)
+
+
+def alpha_dropout(input: Tensor, p: float = 0.5, training: bool = False, inplace: bool = False) -> Tensor:  # noqa: A002
+    return _feature_dropout("alpha_dropout", input, p, training, inplace, None, alpha=True)
+
+
+def feature_alpha_dropout(input: Tensor, p: float = 0.5, training: bool = False,  # noqa: A002
+                          inplace: bool = False) -> Tensor:
+    nsp = max(input.ndim - 2, 1)
+    return _feature_dropout("feature_alpha_dropout", input, p, training, inplace, nsp, alpha=True)
+
+
+def channel_shuffle(input: Tensor, groups: int) -> Tensor:  # noqa: A002
+    """[N, C, *] with C = g * k: channel g*k + j moves to j*g + g' order (reshape, transpose, reshape)."""
+    _check_tensor("channel_shuffle", "input", input)
+    if input.ndim < 3:
+        raise ValueError(f"channel_shuffle expects input to have at least 3 dimensions, but got input with "
+                         f"{input.ndim} dimension(s)")
+    c = input.shape[1]
+    if groups <= 0 or not is_static(c) or c % groups:
+        raise ValueError(f"channel_shuffle: number of channels ({c}) must be divisible by groups ({groups})")
+    n, rest = input.shape[0], list(input.shape[2:])
+    y = input.reshape(n, groups, c // groups, *rest).transpose(1, 2)
+    return y.reshape(n, c, *rest)
+
+
+def threshold(input: Tensor, threshold: float, value: float, inplace: bool = False) -> Tensor:  # noqa: A002
+    """x where x > threshold, else value."""
+    return _inplace(input, where(input > threshold, input, float(value)), inplace)
+
+
+def hardshrink(input: Tensor, lambd: float = 0.5) -> Tensor:  # noqa: A002
+    """x where |x| > lambd, else 0."""
+    return where(input.abs() > lambd, input, 0.0)
+
+
+def softshrink(input: Tensor, lambd: float = 0.5) -> Tensor:  # noqa: A002
+    """x - lambd above lambd, x + lambd below -lambd, 0 between."""
+    if lambd < 0:
+        raise ValueError(f"lambda must be greater or equal to 0, but found to be {lambd}.")
+    return where(input > lambd, input - lambd, where(input < -lambd, input + lambd, 0.0))
+
+
+def rrelu(input: Tensor, lower: float = 1.0 / 8, upper: float = 1.0 / 3, training: bool = False,  # noqa: A002
+          inplace: bool = False) -> Tensor:
+    """Inference: leaky_relu with slope (lower + upper) / 2. Training: a random slope per element in
+    [lower, upper] (eager only)."""
+    if not training:
+        return leaky_relu(input, (lower + upper) / 2, inplace)
+    if _is_traced(input):
+        raise TraceError("rrelu: training mode is random and cannot be traced; call it with training=self.training")
+    from ..random import _gen
+
+    arr = input.numpy()
+    slope = _gen(None).uniform(lower, upper, size=arr.shape)
+    out = np.where(arr >= 0, arr, arr * slope).astype(arr.dtype)
+    return _inplace(input, Tensor._wrap(out, input.device), inplace)
+
+
+__all__ += ["dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout", "channel_shuffle",
+            "threshold", "hardshrink", "softshrink", "rrelu"]

@@ -18,7 +18,7 @@ from .linear import NonDynamicallyQuantizableLinear
 __all__ = [
     "ReLU", "ReLU6", "LeakyReLU", "GELU", "SiLU", "Sigmoid", "Tanh", "ELU", "SELU", "CELU", "Softplus", "Hardtanh",
     "Mish", "Hardswish", "Hardsigmoid", "LogSigmoid", "Softsign", "Tanhshrink", "GLU", "Softmax", "LogSoftmax",
-    "Softmin", "MultiheadAttention", "PReLU",
+    "Softmin", "MultiheadAttention", "PReLU", "Softmax2d", "Threshold", "Hardshrink", "Softshrink", "RReLU",
 ]
 
 
@@ -236,6 +236,70 @@ class PReLU(Module):
 
     def extra_repr(self) -> str:
         return f"num_parameters={self.num_parameters}"
+
+
+class Softmax2d(Module):
+    """Softmax over the channels of [N, C, H, W] or [C, H, W]."""
+
+    def forward(self, input: Tensor) -> Tensor:  # noqa: A002
+        x = check_tensor(self, input)
+        if x.ndim not in (3, 4):
+            raise ShapeError(f"Softmax2d: expected input with 3 or 4 dims (C, H, W) or (N, C, H, W), got "
+                             f"{shape_str(x.shape)}")
+        return F.softmax(x, -3)
+
+
+class Threshold(Module):
+    """x where x > threshold, else value."""
+
+    def __init__(self, threshold: float, value: float, inplace: bool = False) -> None:
+        super().__init__()
+        self.threshold = threshold
+        self.value = value
+        self.inplace = inplace
+
+    def forward(self, input: Tensor) -> Tensor:  # noqa: A002
+        return F.threshold(check_tensor(self, input), self.threshold, self.value, self.inplace)
+
+    def extra_repr(self) -> str:
+        return f"threshold={self.threshold}, value={self.value}{_inplace_repr(self.inplace, ', ')}"
+
+
+class Hardshrink(Module):
+    """x where |x| > lambd, else 0."""
+
+    def __init__(self, lambd: float = 0.5) -> None:
+        super().__init__()
+        self.lambd = lambd
+
+    def forward(self, input: Tensor) -> Tensor:  # noqa: A002
+        return F.hardshrink(check_tensor(self, input), self.lambd)
+
+    def extra_repr(self) -> str:
+        return f"{self.lambd}"
+
+
+class Softshrink(Hardshrink):
+    """x -/+ lambd outside [-lambd, lambd], 0 inside."""
+
+    def forward(self, input: Tensor) -> Tensor:  # noqa: A002
+        return F.softshrink(check_tensor(self, input), self.lambd)
+
+
+class RReLU(Module):
+    """Randomised leaky ReLU: slope (lower + upper) / 2 in eval/traced graphs, random in training."""
+
+    def __init__(self, lower: float = 1.0 / 8, upper: float = 1.0 / 3, inplace: bool = False) -> None:
+        super().__init__()
+        self.lower = lower
+        self.upper = upper
+        self.inplace = inplace
+
+    def forward(self, input: Tensor) -> Tensor:  # noqa: A002
+        return F.rrelu(check_tensor(self, input), self.lower, self.upper, self.training, self.inplace)
+
+    def extra_repr(self) -> str:
+        return f"lower={self.lower}, upper={self.upper}{_inplace_repr(self.inplace, ', ')}"
 
 
 class GLU(Module):

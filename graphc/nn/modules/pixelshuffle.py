@@ -1,4 +1,4 @@
-"""PixelShuffle, PixelUnshuffle, Upsample, UpsamplingNearest2d, UpsamplingBilinear2d and Unfold, Fold
+"""PixelShuffle, PixelUnshuffle, ChannelShuffle, Upsample, UpsamplingNearest2d, UpsamplingBilinear2d and Unfold, Fold
 (PyTorch's pixelshuffle.py, upsampling.py and fold.py)."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from .. import functional as F
 from ..module import Module
 from ._utils import check_tensor
 
-__all__ = ["PixelShuffle", "PixelUnshuffle", "Upsample", "UpsamplingNearest2d", "UpsamplingBilinear2d", "Unfold",
-           "Fold"]
+__all__ = ["PixelShuffle", "PixelUnshuffle", "ChannelShuffle", "Upsample", "UpsamplingNearest2d",
+           "UpsamplingBilinear2d", "Unfold", "Fold"]
 
 
 class PixelShuffle(Module):
@@ -41,6 +41,20 @@ class PixelUnshuffle(Module):
 
     def extra_repr(self) -> str:
         return f"downscale_factor={self.downscale_factor}"
+
+
+class ChannelShuffle(Module):
+    """Interleaves the channels of [N, C, *] across groups (ShuffleNet)."""
+
+    def __init__(self, groups: int) -> None:
+        super().__init__()
+        self.groups = groups
+
+    def forward(self, input: Tensor) -> Tensor:  # noqa: A002
+        return F.channel_shuffle(check_tensor(self, input), self.groups)
+
+    def extra_repr(self) -> str:
+        return f"groups={self.groups}"
 
 
 class Upsample(Module):
