@@ -69,23 +69,37 @@ short = int16
 globals().update(_TENSOR_FUNCS)
 
 
-def _legacy(dt):
-    def ctor(*args, device=None):  # noqa: F811 - PyTorch keyword
-        return Tensor(*args, dtype=dt, device=device)
-
-    return ctor
+from .functions import *  # noqa: E402,F403 - PyTorch's free functions (no_grad, einsum, sort, ...)
 
 
-FloatTensor = _legacy(float32)
-DoubleTensor = _legacy(float64)
-HalfTensor = _legacy(float16)
-BFloat16Tensor = _legacy(bfloat16)
-LongTensor = _legacy(int64)
-IntTensor = _legacy(int32)
-ShortTensor = _legacy(int16)
-CharTensor = _legacy(int8)
-ByteTensor = _legacy(uint8)
-BoolTensor = _legacy(_D.bool_)
+class _LegacyTensorType(type):
+    """graphc.FloatTensor and its kin: classes (so ``graphc.LongTensor | None`` works in annotations and
+    ``isinstance(t, graphc.LongTensor)`` checks the dtype) whose call builds a Tensor of their dtype."""
+
+    dtype: _D.dtype
+
+    def __instancecheck__(cls, obj: object) -> bool:
+        return isinstance(obj, Tensor) and obj.dtype is cls.dtype
+
+    def __call__(cls, *args, device=None):  # noqa: F811 - PyTorch keyword
+        return Tensor(*args, dtype=cls.dtype, device=device)
+
+
+def _legacy(name: str, dt: _D.dtype) -> type:
+    return _LegacyTensorType(name, (), {"dtype": dt, "__module__": __name__,
+                                        "__doc__": f"Legacy constructor of {dt} tensors (graphc.{name}(data))."})
+
+
+FloatTensor = _legacy("FloatTensor", float32)
+DoubleTensor = _legacy("DoubleTensor", float64)
+HalfTensor = _legacy("HalfTensor", float16)
+BFloat16Tensor = _legacy("BFloat16Tensor", bfloat16)
+LongTensor = _legacy("LongTensor", int64)
+IntTensor = _legacy("IntTensor", int32)
+ShortTensor = _legacy("ShortTensor", int16)
+CharTensor = _legacy("CharTensor", int8)
+ByteTensor = _legacy("ByteTensor", uint8)
+BoolTensor = _legacy("BoolTensor", _D.bool_)
 
 
 def __getattr__(name: str):
@@ -94,7 +108,7 @@ def __getattr__(name: str):
 
     lazy = {
         "nn": ".nn", "ir": ".ir", "ops": ".ops", "passes": ".passes", "backend": ".backend", "compiler": ".compiler",
-        "export": ".export", "importers": ".importers",
+        "export": ".export", "importers": ".importers", "jit": ".jit", "fx": ".fx", "utils": ".utils",
     }
     if name in lazy:
         return importlib.import_module(lazy[name], __name__)
@@ -114,4 +128,7 @@ def __getattr__(name: str):
         from . import export
 
         return getattr(export, name)
-    raise AttributeError(f"module 'graphc' has no attribute {name!r}")
+    from ._missing import missing
+
+    raise missing("graphc", name, [*globals(), *lazy, "from_torch", "save", "load", "compile", "load_compiled",
+                              "CompiledModel"])

@@ -37,8 +37,8 @@ def _pos(*shape):
 Case = tuple[list[Any], dict[str, Any]]
 
 UNARY_FLOAT = ["neg", "abs", "exp", "tanh", "erf", "floor", "ceil", "round", "sign", "relu", "sigmoid", "silu",
-               "sin", "cos", "softplus", "leaky_relu", "elu", "hardtanh", "gelu"]
-POSITIVE = ["log", "sqrt", "rsqrt", "reciprocal"]
+               "sin", "cos", "softplus", "leaky_relu", "elu", "hardtanh", "gelu", "expm1"]
+POSITIVE = ["log", "sqrt", "rsqrt", "reciprocal", "log2", "log1p"]
 BINARY = ["add", "sub", "mul", "maximum", "minimum", "eq", "ne", "lt", "le", "gt", "ge"]
 BOOL_BINARY = ["logical_and", "logical_or", "logical_xor"]
 BCAST = [((3, 5), (3, 5)), ((1,), (7,)), ((2, 1, 4), (3, 1)), ((), (2, 3)), ((1, 1), (1, 1))]
@@ -125,6 +125,7 @@ TORCH: dict[str, Any] = {
     "gelu": lambda t, x, approximate="none": t.nn.functional.gelu(x, approximate=approximate),
     "log": lambda t, x: t.log(x), "sqrt": lambda t, x: t.sqrt(x), "rsqrt": lambda t, x: t.rsqrt(x),
     "reciprocal": lambda t, x: t.reciprocal(x),
+    "expm1": lambda t, x: t.expm1(x), "log2": lambda t, x: t.log2(x), "log1p": lambda t, x: t.log1p(x),
     "add": lambda t, a, b: a + b, "sub": lambda t, a, b: a - b, "mul": lambda t, a, b: a * b,
     "div": lambda t, a, b: a / b, "pow": lambda t, a, b: t.pow(a, b), "remainder": lambda t, a, b: t.remainder(a, b),
     "maximum": lambda t, a, b: t.maximum(a, b), "minimum": lambda t, a, b: t.minimum(a, b),

@@ -139,7 +139,7 @@ class Backend:
     float_suffix: ClassVar[dict[str, str]] = {"float32": "f", "float64": ""}
     # libm functions the registry's scalar formulas spell in their float32 form
     math_functions: ClassVar[frozenset[str]] = frozenset(
-        "expf logf sqrtf sinf cosf tanhf erff floorf ceilf nearbyintf log1pf expm1f fabsf powf".split())
+        "expf logf log2f sqrtf sinf cosf tanhf erff floorf ceilf nearbyintf log1pf expm1f fabsf powf".split())
     # functions the formulas use that the backend provides itself (fmax/fmin propagate NaN like numpy)
     helper_functions: ClassVar[dict[str, str]] = {
         "fmaxf": "gcx_fmax", "fminf": "gcx_fmin", "gelu_none": "gcx_gelu_none", "gelu_tanh": "gcx_gelu_tanh",

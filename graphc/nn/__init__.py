@@ -12,3 +12,9 @@ from .module import (
 )
 from .modules import *  # noqa: F403
 from .parameter import Buffer, Parameter
+
+
+def __getattr__(name: str):
+    from .._missing import missing
+
+    raise missing("graphc.nn", name, globals())

@@ -25,7 +25,8 @@ from ..tensor import Tensor, apply, arange, where
 __all__ = [
     "linear", "bilinear", "conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d", "max_pool1d", "max_pool2d",
     "avg_pool1d", "avg_pool2d", "adaptive_avg_pool1d", "adaptive_avg_pool2d", "batch_norm", "layer_norm",
-    "group_norm", "rms_norm", "embedding", "one_hot", "dropout", "relu", "relu6", "leaky_relu", "gelu", "silu",
+    "group_norm", "rms_norm", "embedding", "one_hot", "cosine_similarity", "dropout", "relu", "relu6", "leaky_relu",
+    "gelu", "silu",
     "sigmoid", "tanh", "elu", "selu", "celu", "softplus", "hardtanh", "softmax", "log_softmax", "softmin", "mish",
     "hardswish", "hardsigmoid", "logsigmoid", "softsign", "tanhshrink", "glu", "normalize", "pad",
     "scaled_dot_product_attention", "cross_entropy", "nll_loss", "mse_loss", "l1_loss",
@@ -537,6 +538,18 @@ def normalize(input: Tensor, p: float = 2.0, dim: int = 1, eps: float = 1e-12) -
     else:
         n = input.abs().pow(float(p)).sum(dim, keepdim=True).pow(1.0 / p)
     return input / n.clamp(min=eps)
+
+
+def cosine_similarity(x1: Tensor, x2: Tensor, dim: int = 1, eps: float = 1e-8) -> Tensor:
+    """sum(x1 * x2) / (max(||x1||, eps) * max(||x2||, eps)) along dim, after broadcasting x1 and x2
+    (PyTorch's formula: each operand is divided by its clamped norm first)."""
+    a, b = _check_tensor("cosine_similarity", "x1", x1), _check_tensor("cosine_similarity", "x2", x2)
+    from ..functions import broadcast_tensors
+
+    a, b = broadcast_tensors(a, b)
+    na = (a * a).sum(dim, keepdim=True).sqrt().clamp(min=eps)
+    nb = (b * b).sum(dim, keepdim=True).sqrt().clamp(min=eps)
+    return ((a / na) * (b / nb)).sum(dim)
 
 
 # ---------------------------------------------------------------------------------------- embedding
@@ -1499,3 +1512,9 @@ def rrelu(input: Tensor, lower: float = 1.0 / 8, upper: float = 1.0 / 3, trainin
 
 __all__ += ["dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout", "channel_shuffle",
             "threshold", "hardshrink", "softshrink", "rrelu"]
+
+
+def __getattr__(name: str):
+    from .._missing import missing
+
+    raise missing("graphc.nn.functional", name, globals())
