@@ -31,7 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNTIME = ROOT / "runtime_c"
-SOURCES = ("gc_gemm.c", "gc_conv.c")
+SOURCES = ("gc_gemm.c", "gc_conv.c", "gc_threadpool.c")
 SHAPE_SETS = {
     "resnet": ("1,3,32,32,16,3,1,1", "1,16,32,32,16,3,1,1", "1,16,32,32,32,3,2,1", "1,32,16,16,32,3,1,1",
                "1,16,32,32,32,1,2,0", "1,32,16,16,64,3,2,1", "1,64,8,8,64,3,1,1", "1,32,16,16,64,1,2,0"),

@@ -54,7 +54,8 @@ def parse_shape(text: str) -> tuple[int, int, int, int, int]:
 def build(directory: Path) -> Path:
     lib = directory / "libgc_gemm.so"
     subprocess.run(["gcc", "-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-DGC_INTERNAL=",
-                    f"-I{RUNTIME}", str(RUNTIME / "gc_gemm.c"), "-o", str(lib)], check=True)
+                    f"-I{RUNTIME}", str(RUNTIME / "gc_gemm.c"), str(RUNTIME / "gc_threadpool.c"), "-o", str(lib)],
+                   check=True)
     return lib
 
 

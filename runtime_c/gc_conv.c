@@ -389,6 +389,20 @@ static void im2col_rows(const gc_conv2d_params *p, const float *xg, int64_t r0, 
 
 /* One task, output positions [q0, q1) of one (image, group) item, with `nt` threads inside: im2col
  * (unless the plan needs none), bias, gemm into the matching columns of y. */
+/* one im2col row per pool task */
+typedef struct im2col_job {
+    const gc_conv2d_params *p;
+    const float *xg;
+    int64_t q0, q1;
+    float *col;
+} im2col_job;
+
+static void im2col_row(void *vj, int64_t r)
+{
+    const im2col_job *j = vj;
+    im2col_rows(j->p, j->xg, r, r + 1, j->q0, j->q1, j->col);
+}
+
 static void conv2d_task(const gc_conv2d_params *p, const conv_plan *pl, int64_t task, const float *x,
                         const float *w, const float *bias, float *y, float *col, int nt)
 {
@@ -404,8 +418,8 @@ static void conv2d_task(const gc_conv2d_params *p, const conv_plan *pl, int64_t 
     int64_t ldb = ohw;
     if (pl->kind == CONV_COLUMNS) {
         if (nt > 1 && ckk > 1) {
-            GC_PRAGMA(omp parallel for num_threads(nt) schedule(static))
-            for (int64_t r = 0; r < ckk; r++) im2col_rows(p, xg, r, r + 1, q0, q1, col);
+            const im2col_job job = {p, xg, q0, q1, col};
+            gc_parallel_for(ckk, nt, im2col_row, (void *)&job);
         } else {
             im2col_rows(p, xg, 0, ckk, q0, q1, col);
         }
@@ -801,6 +815,24 @@ static void spatial_task(const gc_conv2d_params *p, const spatial_geom *g, int64
 }
 
 /* CONV_SPATIAL: (item, band) tasks; thread t runs tasks t, t + T, ... with its own planes in work. */
+/* pool task t: the spatial tasks t, t + T, ... with plane buffer t */
+typedef struct spatial_job {
+    const gc_conv2d_params *p;
+    const spatial_geom *g;
+    int64_t tasks;
+    int T;
+    const float *x, *w, *pack, *bias;
+    float *y, *planes;
+    size_t buf;
+} spatial_job;
+
+static void spatial_slot(void *vj, int64_t t)
+{
+    const spatial_job *j = vj;
+    for (int64_t task = t; task < j->tasks; task += j->T)
+        spatial_task(j->p, j->g, task, j->x, j->w, j->pack, j->bias, j->y, j->planes + (size_t)t * j->buf);
+}
+
 static void conv2d_spatial(const gc_conv2d_params *p, const float *x, const float *w, const float *bias, float *y,
                            float *work, int nthreads)
 {
@@ -820,11 +852,37 @@ static void conv2d_spatial(const gc_conv2d_params *p, const float *x, const floa
         for (int64_t t = 0; t < tasks; t++) spatial_task(p, &g, t, x, w, pack, bias, y, planes);
         return;
     }
-    const int T = g.threads;
-    GC_PRAGMA(omp parallel for num_threads(T) schedule(static))
-    for (int t = 0; t < T; t++)
-        for (int64_t task = t; task < tasks; task += T)
-            spatial_task(p, &g, task, x, w, pack, bias, y, planes + (size_t)t * buf);
+    const spatial_job job = {p, &g, tasks, g.threads, x, w, pack, bias, y, planes, buf};
+    gc_parallel_for(g.threads, g.threads, spatial_slot, (void *)&job);
+}
+
+typedef struct direct_job {
+    const gc_conv2d_params *p;
+    const float *x, *w, *bias;
+    float *y;
+} direct_job;
+
+static void direct_plane(void *vj, int64_t q)
+{
+    const direct_job *j = vj;
+    conv_plane_direct_q(j->p, q, j->x, j->w, j->bias, j->y);
+}
+
+typedef struct task_job {
+    const gc_conv2d_params *p;
+    const conv_plan *pl;
+    int64_t tasks;
+    int T;
+    const float *x, *w, *bias;
+    float *y, *work;
+} task_job;
+
+static void task_slot(void *vj, int64_t t)
+{
+    const task_job *j = vj;
+    float *col = j->pl->col_floats ? j->work + (size_t)t * j->pl->col_floats : NULL;
+    for (int64_t task = t; task < j->tasks; task += j->T)
+        conv2d_task(j->p, j->pl, task, j->x, j->w, j->bias, j->y, col, 1);
 }
 
 size_t gc_conv2d_work_floats(const gc_conv2d_params *p, int nthreads)
@@ -848,8 +906,8 @@ void gc_conv2d(const gc_conv2d_params *p, const float *x, const float *w, const 
             for (int64_t q = 0; q < planes; q++) conv_plane_direct_q(p, q, x, w, bias, y);
             return;
         }
-        GC_PRAGMA(omp parallel for num_threads(nt) schedule(static))
-        for (int64_t q = 0; q < planes; q++) conv_plane_direct_q(p, q, x, w, bias, y);
+        const direct_job job = {p, x, w, bias, y};
+        gc_parallel_for(planes, nt, direct_plane, (void *)&job);
         return;
     }
     if (pl.kind == CONV_SPATIAL) {
@@ -859,13 +917,9 @@ void gc_conv2d(const gc_conv2d_params *p, const float *x, const float *w, const 
 
     const int64_t tasks = pl.items * pl.chunks;
     if (pl.task_threads > 1) {
-        /* thread t runs tasks t, t + T, ... with column buffer t */
-        const int T = pl.task_threads;
-        GC_PRAGMA(omp parallel for num_threads(T) schedule(static))
-        for (int t = 0; t < T; t++)
-            for (int64_t task = t; task < tasks; task += T)
-                conv2d_task(p, &pl, task, x, w, bias, y, pl.col_floats ? work + (size_t)t * pl.col_floats : NULL,
-                            1);
+        /* pool task t runs tasks t, t + T, ... with column buffer t */
+        const task_job job = {p, &pl, tasks, pl.task_threads, x, w, bias, y, work};
+        gc_parallel_for(pl.task_threads, pl.task_threads, task_slot, (void *)&job);
     } else {
         for (int64_t task = 0; task < tasks; task++) conv2d_task(p, &pl, task, x, w, bias, y, work, nthreads);
     }

@@ -542,6 +542,11 @@ static void run_slice(const gemm_job *g, int t)
     }
 }
 
+static void slice_task(void *g, int64_t t)
+{
+    run_slice(g, (int)t);
+}
+
 void gc_sgemm(int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
               const float *B, int64_t ldb, float beta, float *C, int64_t ldc, const float *bias, int nthreads)
 {
@@ -581,8 +586,27 @@ void gc_sgemm(int transA, int transB, int64_t M, int64_t N, int64_t K, float alp
         run_slice(&g, 0);
         return;
     }
-    GC_PRAGMA(omp parallel for num_threads(T) schedule(static))
-    for (int t = 0; t < T; t++) run_slice(&g, t);
+    gc_parallel_for(T, T, slice_task, &g);
+}
+
+/* one product of a batch, single-threaded (gc_sgemm_batched's threads take whole products) */
+typedef struct batch_job {
+    int transA, transB;
+    int64_t M, N, K;
+    const float *A;
+    int64_t lda, strideA;
+    const float *B;
+    int64_t ldb, strideB;
+    float *C;
+    int64_t ldc, strideC;
+    const float *bias;
+} batch_job;
+
+static void batch_item(void *vj, int64_t i)
+{
+    const batch_job *j = vj;
+    gc_sgemm(j->transA, j->transB, j->M, j->N, j->K, 1.0f, j->A + i * j->strideA, j->lda, j->B + i * j->strideB,
+             j->ldb, 0.0f, j->C + i * j->strideC, j->ldc, j->bias, 1);
 }
 
 void gc_sgemm_batched(int transA, int transB, int64_t batch, int64_t M, int64_t N, int64_t K, const float *A,
@@ -594,10 +618,8 @@ void gc_sgemm_batched(int transA, int transB, int64_t batch, int64_t M, int64_t 
     const double work = (double)M * (double)N * (double)K;
     const int per_item = nthreads > 1 && batch >= nthreads && (work < 4.0e6 || batch % nthreads == 0);
     if (per_item) {
-        GC_PRAGMA(omp parallel for num_threads(nthreads) schedule(static))
-        for (int64_t i = 0; i < batch; i++)
-            gc_sgemm(transA, transB, M, N, K, 1.0f, A + i * strideA, lda, B + i * strideB, ldb, 0.0f,
-                     C + i * strideC, ldc, bias, 1);
+        const batch_job job = {transA, transB, M, N, K, A, lda, strideA, B, ldb, strideB, C, ldc, strideC, bias};
+        gc_parallel_for(batch, nthreads, batch_item, (void *)&job);
     } else {
         for (int64_t i = 0; i < batch; i++)
             gc_sgemm(transA, transB, M, N, K, 1.0f, A + i * strideA, lda, B + i * strideB, ldb, 0.0f,

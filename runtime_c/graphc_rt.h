@@ -90,6 +90,20 @@ GC_INTERNAL int gc_isa_check(char *err, size_t errlen);
 /* the level the kernels run at: "generic", "avx2", "avx512" (default target), else "fixed" */
 GC_INTERNAL const char *gc_isa_name(void);
 
+/* ------------------------------------------------------------------ threads (gc_threadpool.c) */
+/* A context's pool of worker threads (started on demand, at most GC_MAX_THREADS - 1). The caller takes
+ * part in every job and claims tasks from the same counter, so a worker that the OS has not scheduled
+ * yet delays nothing; idle workers spin briefly, then sleep. */
+typedef struct gc_pool gc_pool;
+GC_INTERNAL gc_pool *gc_pool_new(void);
+GC_INTERNAL void gc_pool_free(gc_pool *pool);
+/* binds pool (may be NULL) to the calling thread for gc_parallel_for; returns the previous one */
+GC_INTERNAL gc_pool *gc_pool_enter(gc_pool *pool);
+/* fn(arg, i) for i in [0, n) on up to nthreads threads: the calling thread's pool, else an OpenMP loop
+ * (no pool bound: the runtime's tests, GRAPHC_THREADING=openmp). Tasks must not depend on which thread
+ * runs them, and must not themselves run parallel loops. */
+GC_INTERNAL void gc_parallel_for(int64_t n, int nthreads, void (*fn)(void *arg, int64_t i), void *arg);
+
 /* ------------------------------------------------------------------ GEMM (gc_gemm.c) */
 /* C[M,N] = alpha * op(A)[M,K] @ op(B)[K,N] + beta * C + bias[N]
  * op(A) = A (lda = row stride) or A^T when transA; likewise B. bias may be NULL.

@@ -20,14 +20,14 @@ cffi = pytest.importorskip("cffi")
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNTIME = ROOT / "runtime_c"
-SOURCES = ("gc_gemm.c", "gc_conv.c", "gc_pool.c")
+SOURCES = ("gc_gemm.c", "gc_conv.c", "gc_pool.c", "gc_threadpool.c")
 NATIVE_FLAGS = ("-O3", "-march=native", "-fopenmp")
 PORTABLE_FLAGS = ("-O2", "-std=c11")  # no OpenMP, baseline ISA: SSE2 vectors, no FMA
 AVX2_FLAGS = ("-O2", "-std=c11", "-fopenmp", "-mavx2", "-mfma")  # the 6 x 16 micro-kernel
 STRUCTS = ("gc_conv2d_params", "gc_conv_transpose2d_params", "gc_pool2d_params")
 FUNCTIONS = ("gc_sgemm", "gc_sgemm_batched", "gc_conv2d_work_floats", "gc_conv2d",
              "gc_conv_transpose2d_work_floats", "gc_conv_transpose2d", "gc_max_pool2d", "gc_avg_pool2d",
-             "gc_adaptive_avg_pool2d")
+             "gc_adaptive_avg_pool2d", "gc_pool_new", "gc_pool_free", "gc_pool_enter")
 GUARD = 64  # sentinel floats after every output / work buffer
 SENTINEL = np.float32(-12345.5)
 
@@ -35,7 +35,7 @@ SENTINEL = np.float32(-12345.5)
 # ---------------------------------------------------------------------------------- build and bind
 def _cdef() -> str:
     header = (RUNTIME / "graphc_rt.h").read_text()
-    parts = []
+    parts = ["typedef struct gc_pool gc_pool;"]
     for name in STRUCTS:
         m = re.search(rf"typedef struct {name} \{{.*?\}} {name};", header, re.S)
         assert m, f"{name} not found in graphc_rt.h"
@@ -742,9 +742,58 @@ def test_conv2d_random_shapes(tmp_path, flags):
     driver, exe = tmp_path / "driver.c", tmp_path / "driver"
     driver.write_text(CONV_DRIVER)
     cmd = ["gcc", *flags, "-Wall", "-Wextra", "-DGC_INTERNAL=", f"-I{RUNTIME}", "-o", str(exe), str(driver),
-           str(RUNTIME / "gc_conv.c"), str(RUNTIME / "gc_gemm.c"), "-lm"]
+           str(RUNTIME / "gc_conv.c"), str(RUNTIME / "gc_gemm.c"), str(RUNTIME / "gc_threadpool.c"), "-pthread",
+           "-lm"]
     res = subprocess.run(cmd, capture_output=True, text=True)
     assert res.returncode == 0 and "warning" not in res.stderr, res.stderr
     res = subprocess.run([str(exe), "1000", str(len(flags))], capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
     assert "1000 convolutions, 0 mismatches" in res.stdout
+
+
+# ---------------------------------------------------------------------------------- the thread pool
+@pytest.fixture
+def pooled(rt):
+    """rt with a context's thread pool bound to this thread (as run_v binds it): gc_parallel_for runs on
+    the pool's workers instead of OpenMP."""
+    pool = rt.lib.gc_pool_new()
+    assert pool != rt.ffi.NULL
+    rt.lib.gc_pool_enter(pool)
+    yield rt
+    rt.lib.gc_pool_enter(rt.ffi.NULL)
+    rt.lib.gc_pool_free(pool)
+
+
+def test_pool_runs_gemm_and_conv_like_openmp(pooled, rt):
+    """On the pool, every product and convolution equals the OpenMP / single-thread result bit for bit
+    (tasks own fixed pieces of the output) and matches numpy; repeated jobs reuse the sleeping workers."""
+    rng = np.random.default_rng(11)
+    for m, n, k in [(70, 400, 300), (129, 65, 257), (2, 300, 40), (8, 32, 256), (300, 300, 300)]:
+        for ta, tb in [(0, 0), (0, 1), (1, 0)]:
+            a = _rand(rng, k, m) if ta else _rand(rng, m, k)
+            b = _rand(rng, n, k) if tb else _rand(rng, k, n)
+            bias = _rand(rng, n)
+            outs = []
+            for nt in (1, 2, 2):
+                c = np.empty((m, n), np.float32)
+                pooled.sgemm(ta, tb, m, n, k, 1.0, a, a.shape[1], b, b.shape[1], 0.0, c, n, bias, nt)
+                outs.append(c)
+            np.testing.assert_array_equal(outs[0], outs[1])
+            np.testing.assert_array_equal(outs[1], outs[2])
+            _close(outs[0], (a.T if ta else a).astype(np.float64) @ (b.T if tb else b) + bias)
+    a = _rand(rng, 6, 20, 30)
+    b = _rand(rng, 30, 24)
+    c = [np.empty((6, 20, 24), np.float32) for _ in range(2)]
+    for nt, ci in zip((1, 2), c):
+        pooled.lib.gc_sgemm_batched(0, 0, 6, 20, 24, 30, pooled.ptr(a), 30, 600, pooled.ptr(b), 24, 0,
+                                    pooled.ptr(ci), 24, 480, pooled.ffi.NULL, nt)
+    np.testing.assert_array_equal(c[0], c[1])
+    _close(c[0], a.astype(np.float64) @ b)
+    for case in CONV_CASES:
+        x, w, bias = _conv_data(case)
+        stride, pad, dil, groups = case[6:]
+        one = pooled.conv2d(x, w, bias, stride, pad, dil, groups, 1)
+        two = pooled.conv2d(x, w, bias, stride, pad, dil, groups, 2)
+        np.testing.assert_array_equal(one, two)
+        _close(two, conv2d_ref(x, w, bias, stride, pad, dil, groups))
+

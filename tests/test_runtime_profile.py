@@ -83,3 +83,24 @@ def test_c_host_prints_profile_at_destroy(mlp):
     lines = r.stderr.splitlines()
     assert lines[1].split() == ["us/run", "share", "GFLOP/s", "GB/s", "kernel", "op", "module"]
     assert len(lines) - 2 == len(mlp[0].profile())
+
+
+def test_pool_and_adaptive_threads_change_no_result(tmp_path, monkeypatch):
+    """A 2-thread context runs its GEMMs on the context's pool and, by measured run times, sometimes on
+    one thread (adaptive threads): every run equals the 1-thread context's bit for bit, and the OpenMP
+    fallback (GRAPHC_THREADING=openmp) does too."""
+    cache = os.environ.get("GRAPHC_TEST_CACHE_DIR") or str(tmp_path / "cache")
+    model = nn.Sequential(nn.Linear(256, 512), nn.ReLU(), nn.Linear(512, 128))
+    x = np.random.default_rng(1).standard_normal((64, 256)).astype(np.float32)
+    cm = graphc.compile(model, (x,), name="pool_mlp", cache_dir=cache)
+    one = cm.new_context(threads=1)
+    want = one(x)
+    np.testing.assert_allclose(want, model(graphc.tensor(x)).numpy(), rtol=1e-4, atol=1e-4)
+    two = cm.new_context(threads=2)
+    for _ in range(40):
+        np.testing.assert_array_equal(two(x), want)
+    monkeypatch.setenv("GRAPHC_THREADING", "openmp")
+    monkeypatch.setenv("GRAPHC_ADAPTIVE_THREADS", "0")
+    omp = cm.new_context(threads=2)
+    for _ in range(3):
+        np.testing.assert_array_equal(omp(x), want)

@@ -106,7 +106,7 @@ TARGETS = ("default", "x86-64-v2", "x86-64-v3", "x86-64-v4", "native", "portable
 ISA_LEVELS = {"generic": "x86-64-v2", "avx2": "x86-64-v3", "avx512": "x86-64-v4"}
 DISPATCH_FLAG = "-DGC_DISPATCH"
 # runtime files that are not kernels: compiled once, for the library's own flags
-_NOT_DISPATCHED = ("gc_dispatch.c", "gc_safetensors.c", "gc_status.c")
+_NOT_DISPATCHED = ("gc_dispatch.c", "gc_safetensors.c", "gc_status.c", "gc_threadpool.c")
 
 
 def is_x86() -> bool:
