@@ -116,6 +116,10 @@ def __getattr__(name: str):
         from .importers import from_torch
 
         return from_torch
+    if name == "from_onnx":
+        from .importers import from_onnx
+
+        return from_onnx
     if name in ("save", "load"):
         from . import serialization
 
@@ -130,5 +134,5 @@ def __getattr__(name: str):
         return getattr(export, name)
     from ._missing import missing
 
-    raise missing("graphc", name, [*globals(), *lazy, "from_torch", "save", "load", "compile", "load_compiled",
+    raise missing("graphc", name, [*globals(), *lazy, "from_torch", "from_onnx", "save", "load", "compile", "load_compiled",
                               "CompiledModel"])

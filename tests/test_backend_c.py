@@ -512,3 +512,16 @@ def test_portable_target_flags(monkeypatch):
     assert "-march=native" not in portable and "-fopenmp" in portable and "-fvisibility=hidden" in portable
     with pytest.raises(ValueError, match="target"):
         cflags("gpu")
+
+
+def test_an_unused_input_does_not_shift_the_inputs_after_it(tmp_path):
+    # the run function's input pointers are indexed over all inputs, not over the used ones only
+    g = Graph("unused_first")
+    g.add_input("unused", TensorType((2, 0, 4), graphc.float32))
+    b = g.add_input("b", TensorType((3, 4), graphc.float32))
+    n = g.add_node("relu", [b], {}, TensorType((3, 4), graphc.float32))
+    g.set_outputs([("y", n.out)])
+    lib = graphc.compile(g, cache_dir=tmp_path)
+    x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
+    y = lib.run(unused=np.zeros((2, 0, 4), np.float32), b=x)["y"]
+    np.testing.assert_array_equal(y, np.maximum(x, 0))

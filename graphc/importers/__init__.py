@@ -1,5 +1,7 @@
 """Importers: models written for other frameworks, turned into graphc IR (see docs/importers.md).
 
+* :func:`from_onnx` (``importers/onnx.py``): an ONNX file or ModelProto (opset 13+), interpreted node by
+  node the same way; returns a plain Graph.
 * :func:`from_torch` (``importers/torch.py``): a ``torch.nn.Module`` captured with ``torch.export``;
   the exported ATen graph is replayed node by node through graphc's own Tensor functions inside
   graphc's tracer, so each op keeps one definition and the IR keeps the user's module paths and lines.
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["from_torch", "as_imported", "is_torch_module"]
+__all__ = ["from_torch", "from_onnx", "as_imported", "is_torch_module"]
 
 
 def is_torch_module(obj: Any) -> bool:
@@ -30,6 +32,13 @@ def from_torch(module: Any, example_inputs: Any = (), dynamic: Any = None, **kwa
     from .torch import from_torch as _from_torch
 
     return _from_torch(module, example_inputs, dynamic, **kwargs)
+
+
+def from_onnx(model: Any, **kwargs: Any) -> Any:
+    """Import an ONNX model as a graphc Graph (see :func:`graphc.importers.onnx.from_onnx`)."""
+    from .onnx import from_onnx as _from_onnx
+
+    return _from_onnx(model, **kwargs)
 
 
 def as_imported(obj: Any, example_inputs: Any = None, dynamic: Any = None, *, name: str | None = None) -> Any:
