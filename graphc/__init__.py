@@ -134,5 +134,5 @@ def __getattr__(name: str):
         return getattr(export, name)
     from ._missing import missing
 
-    raise missing("graphc", name, [*globals(), *lazy, "from_torch", "from_onnx", "save", "load", "compile", "load_compiled",
-                              "CompiledModel"])
+    raise missing("graphc", name, [*globals(), *lazy, "from_torch", "from_onnx", "save", "load", "compile",
+                              "load_compiled", "CompiledModel"])
