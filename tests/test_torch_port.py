@@ -1,9 +1,9 @@
 """Porting real model code by the rename alone: each model below is PyTorch source text written in the
-style of a well-known model zoo (nanoGPT / minGPT, torchvision's MobileNetV2, milesial's Pytorch-UNet,
-the PyTorch tutorial's LSTM tagger). The text runs as-is on PyTorch, and on graphc after replacing the
-word ``torch`` with ``graphc`` and nothing else. The graphc twins load the PyTorch models' state_dicts
-and must match them eagerly, and compiled into one C library with a dynamic batch (and a dynamic
-sequence length for the GPT)."""
+style of a well-known model zoo (nanoGPT / minGPT, torchvision's MobileNetV2, the Swin Transformer's
+shifted windows with roll and meshgrid, milesial's Pytorch-UNet, the PyTorch tutorial's LSTM tagger).
+The text runs as-is on PyTorch, and on graphc after replacing the word ``torch`` with ``graphc`` and
+nothing else. The graphc twins load the PyTorch models' state_dicts and must match them eagerly, and
+compiled into one C library with a dynamic batch (and a dynamic sequence length for the GPT)."""
 
 from __future__ import annotations
 
@@ -291,6 +291,162 @@ class MobileNetV2(nn.Module):
         return self._forward_impl(x)
 '''
 
+SWIN = '''
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def window_partition(x, window_size):
+    B, H, W, C = x.shape
+    x = x.view(B, H // window_size, window_size, W // window_size, window_size, C)
+    windows = x.permute(0, 1, 3, 2, 4, 5).contiguous().view(-1, window_size, window_size, C)
+    return windows
+
+
+def window_reverse(windows, window_size, H, W, B):
+    x = windows.view(B, H // window_size, W // window_size, window_size, window_size, -1)
+    x = x.permute(0, 1, 3, 2, 4, 5).contiguous().view(B, H, W, -1)
+    return x
+
+
+class Mlp(nn.Module):
+    def __init__(self, in_features, hidden_features=None, out_features=None, act_layer=nn.GELU, drop=0.0):
+        super().__init__()
+        out_features = out_features or in_features
+        hidden_features = hidden_features or in_features
+        self.fc1 = nn.Linear(in_features, hidden_features)
+        self.act = act_layer()
+        self.fc2 = nn.Linear(hidden_features, out_features)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x):
+        x = self.drop(self.act(self.fc1(x)))
+        return self.drop(self.fc2(x))
+
+
+class WindowAttention(nn.Module):
+    def __init__(self, dim, window_size, num_heads, qkv_bias=True, attn_drop=0.0, proj_drop=0.0):
+        super().__init__()
+        self.dim = dim
+        self.window_size = window_size  # Wh, Ww
+        self.num_heads = num_heads
+        head_dim = dim // num_heads
+        self.scale = head_dim ** -0.5
+        self.relative_position_bias_table = nn.Parameter(
+            torch.zeros((2 * window_size[0] - 1) * (2 * window_size[1] - 1), num_heads))
+        coords_h = torch.arange(self.window_size[0])
+        coords_w = torch.arange(self.window_size[1])
+        coords = torch.stack(torch.meshgrid([coords_h, coords_w], indexing="ij"))  # 2, Wh, Ww
+        coords_flatten = torch.flatten(coords, 1)  # 2, Wh*Ww
+        relative_coords = coords_flatten[:, :, None] - coords_flatten[:, None, :]
+        relative_coords = relative_coords.permute(1, 2, 0).contiguous()
+        relative_coords[:, :, 0] += self.window_size[0] - 1
+        relative_coords[:, :, 1] += self.window_size[1] - 1
+        relative_coords[:, :, 0] *= 2 * self.window_size[1] - 1
+        relative_position_index = relative_coords.sum(-1)
+        self.register_buffer("relative_position_index", relative_position_index)
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+        self.softmax = nn.Softmax(dim=-1)
+
+    def forward(self, x, mask=None):
+        B_, N, C = x.shape
+        qkv = self.qkv(x).reshape(B_, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        q = q * self.scale
+        attn = q @ k.transpose(-2, -1)
+        relative_position_bias = self.relative_position_bias_table[self.relative_position_index.view(-1)].view(
+            self.window_size[0] * self.window_size[1], self.window_size[0] * self.window_size[1], -1)
+        relative_position_bias = relative_position_bias.permute(2, 0, 1).contiguous()
+        attn = attn + relative_position_bias.unsqueeze(0)
+        if mask is not None:
+            nW = mask.shape[0]
+            attn = attn.view(B_ // nW, nW, self.num_heads, N, N) + mask.unsqueeze(1).unsqueeze(0)
+            attn = attn.view(-1, self.num_heads, N, N)
+        attn = self.softmax(attn)
+        attn = self.attn_drop(attn)
+        x = (attn @ v).transpose(1, 2).reshape(B_, N, C)
+        x = self.proj(x)
+        return self.proj_drop(x)
+
+
+class SwinTransformerBlock(nn.Module):
+    def __init__(self, dim, input_resolution, num_heads, window_size=4, shift_size=2, mlp_ratio=2.0,
+                 norm_layer=nn.LayerNorm):
+        super().__init__()
+        self.dim = dim
+        self.input_resolution = input_resolution
+        self.num_heads = num_heads
+        self.window_size = window_size
+        self.shift_size = shift_size
+        self.norm1 = norm_layer(dim)
+        self.attn = WindowAttention(dim, window_size=(self.window_size, self.window_size), num_heads=num_heads)
+        self.norm2 = norm_layer(dim)
+        self.mlp = Mlp(in_features=dim, hidden_features=int(dim * mlp_ratio))
+        if self.shift_size > 0:
+            H, W = self.input_resolution
+            img_mask = torch.zeros((1, H, W, 1))
+            h_slices = (slice(0, -self.window_size), slice(-self.window_size, -self.shift_size),
+                        slice(-self.shift_size, None))
+            w_slices = (slice(0, -self.window_size), slice(-self.window_size, -self.shift_size),
+                        slice(-self.shift_size, None))
+            cnt = 0
+            for h in h_slices:
+                for w in w_slices:
+                    img_mask[:, h, w, :] = cnt
+                    cnt += 1
+            mask_windows = window_partition(img_mask, self.window_size)
+            mask_windows = mask_windows.view(-1, self.window_size * self.window_size)
+            attn_mask = mask_windows.unsqueeze(1) - mask_windows.unsqueeze(2)
+            attn_mask = attn_mask.masked_fill(attn_mask != 0, float(-100.0)).masked_fill(attn_mask == 0, float(0.0))
+        else:
+            attn_mask = None
+        self.register_buffer("attn_mask", attn_mask)
+
+    def forward(self, x):
+        H, W = self.input_resolution
+        B, L, C = x.shape
+        assert L == H * W, "input feature has wrong size"
+        shortcut = x
+        x = self.norm1(x)
+        x = x.view(B, H, W, C)
+        if self.shift_size > 0:
+            shifted_x = torch.roll(x, shifts=(-self.shift_size, -self.shift_size), dims=(1, 2))
+        else:
+            shifted_x = x
+        x_windows = window_partition(shifted_x, self.window_size)
+        x_windows = x_windows.view(-1, self.window_size * self.window_size, C)
+        attn_windows = self.attn(x_windows, mask=self.attn_mask)
+        attn_windows = attn_windows.view(-1, self.window_size, self.window_size, C)
+        shifted_x = window_reverse(attn_windows, self.window_size, H, W, B)
+        if self.shift_size > 0:
+            x = torch.roll(shifted_x, shifts=(self.shift_size, self.shift_size), dims=(1, 2))
+        else:
+            x = shifted_x
+        x = x.view(B, H * W, C)
+        x = shortcut + x
+        x = x + self.mlp(self.norm2(x))
+        return x
+
+
+class SwinStage(nn.Module):
+    def __init__(self, dim=16, input_resolution=(8, 8), num_heads=2, window_size=4):
+        super().__init__()
+        self.blocks = nn.ModuleList([
+            SwinTransformerBlock(dim, input_resolution, num_heads, window_size=window_size,
+                                 shift_size=0 if (i % 2 == 0) else window_size // 2)
+            for i in range(2)])
+
+    def forward(self, x):
+        for blk in self.blocks:
+            x = blk(x)
+        return x
+'''
+
 UNET = '''
 import torch
 import torch.nn as nn
@@ -419,7 +575,7 @@ class BiLSTMTagger(nn.Module):
         return F.log_softmax(self.fc(out), dim=-1), h
 '''
 
-SOURCES = {"gpt": GPT, "mobilenet": MOBILENET, "unet": UNET, "tagger": TAGGER}
+SOURCES = {"gpt": GPT, "mobilenet": MOBILENET, "swin": SWIN, "unet": UNET, "tagger": TAGGER}
 
 
 def load_source(src: str, name: str) -> types.ModuleType:
@@ -450,6 +606,8 @@ def _build(name: str) -> tuple:
         tm, gm, ins = t.GPT(t.GPTConfig()), g.GPT(g.GPTConfig()), [rng.integers(0, 50, size=(2, 12))]
     elif name == "mobilenet":
         tm, gm, ins = t.MobileNetV2(), g.MobileNetV2(), [rng.standard_normal((2, 3, 16, 16))]
+    elif name == "swin":
+        tm, gm, ins = t.SwinStage(), g.SwinStage(), [rng.standard_normal((2, 64, 16))]
     elif name == "unet":
         tm, gm, ins = t.UNet(), g.UNet(), [rng.standard_normal((2, 3, 12, 10))]
     elif name == "tagger":
@@ -485,7 +643,7 @@ def models():
     return _Ports()
 
 
-@pytest.mark.parametrize("name", ["gpt", "mobilenet", "unet", "tagger", "bitagger"])
+@pytest.mark.parametrize("name", ["gpt", "mobilenet", "swin", "unet", "tagger", "bitagger"])
 def test_eager_port_matches_torch(models, name):
     torch = pytest.importorskip("torch")
     tm, gm, ins = models[name]
@@ -511,36 +669,37 @@ class Zoo(graphc.nn.Module):
         for k, m in models.items():
             self.add_module(k, m)
 
-    def forward(self, idx, img, unet_x, sentence, tokens):
+    def forward(self, idx, img, swin_x, unet_x, sentence, tokens):
         logits, _ = self.gpt(idx)
         seg, small = self.unet(unet_x)
         scores, h = self.bitagger(tokens)
-        return {"gpt": logits, "mobilenet": self.mobilenet(img), "unet_seg": seg,
+        return {"gpt": logits, "mobilenet": self.mobilenet(img), "swin": self.swin(swin_x), "unet_seg": seg,
                 "unet_small": small, "tagger": self.tagger(sentence), "bitagger": scores, "bitagger_h": h}
 
 
 def test_compiled_ports_match_torch(models):
     torch = pytest.importorskip("torch")
-    order = ["gpt", "mobilenet", "unet", "tagger", "bitagger"]
+    order = ["gpt", "mobilenet", "swin", "unet", "tagger", "bitagger"]
     zoo = Zoo({k: models[k][1] for k in order}).eval()
-    names = ["idx", "img", "unet_x", "sentence", "tokens"]
+    names = ["idx", "img", "swin_x", "unet_x", "sentence", "tokens"]
     examples = [models[k][2][0] for k in order]
     # the GPT's sequence length is dynamic too: nanoGPT's `assert t <= block_size` holds over T's range
-    dynamic = {"idx": {0: "B", 1: graphc.Dim("T", 1, 16)}, "img": {0: "B"}, "unet_x": {0: "B"}, "tokens": {0: "B"}}
+    dynamic = {"idx": {0: "B", 1: graphc.Dim("T", 1, 16)}, "img": {0: "B"}, "swin_x": {0: "B"}, "unet_x": {0: "B"},
+               "tokens": {0: "B"}}
     cache = os.environ.get("GRAPHC_TEST_CACHE_DIR") or os.path.join(tempfile.gettempdir(),
                                                                      f"graphc-test-cache-{os.getuid()}")
     lib = graphc.compile(zoo, tuple(graphc.tensor(a) for a in examples), dynamic=dynamic, cache_dir=cache)
     rng = np.random.default_rng(5)
     for b, t in ((1, 5), (3, 16)):
         ins = {"idx": rng.integers(0, 50, size=(b, t)), "img": rng.standard_normal((b, 3, 16, 16)),
-               "unet_x": rng.standard_normal((b, 3, 12, 10)),
+               "swin_x": rng.standard_normal((b, 64, 16)), "unet_x": rng.standard_normal((b, 3, 12, 10)),
                "sentence": rng.integers(0, 20, size=(7,)), "tokens": rng.integers(0, 20, size=(b, 7))}
         ins = {k: v.astype(np.float32) if v.dtype == np.float64 else v for k, v in ins.items()}
         got = lib.run(**ins)
         tin = {k: torch.from_numpy(v) for k, v in ins.items()}
         with torch.no_grad():
             ref = {"gpt": models["gpt"][0](tin["idx"])[0], "mobilenet": models["mobilenet"][0](tin["img"]),
-                   "tagger": models["tagger"][0](tin["sentence"])}
+                   "swin": models["swin"][0](tin["swin_x"]), "tagger": models["tagger"][0](tin["sentence"])}
             ref["unet_seg"], ref["unet_small"] = models["unet"][0](tin["unet_x"])
             ref["bitagger"], ref["bitagger_h"] = models["bitagger"][0](tin["tokens"])
         assert set(got) == set(ref)
