@@ -217,6 +217,8 @@ def load_model_file(path: str | Path, *, model_name: str = "model", inputs: list
     ranges = dict((n, (lo, hi)) for n, lo, hi in (parse_dim_range(d) for d in (dims or [])))
     if p.suffix == ".gir":
         return _load_gir(p, weights_file, ranges, need_weights)
+    if p.suffix == ".onnx":
+        return _load_onnx(p, ranges)
     sys_path_added = str(p.parent.resolve())
     sys.path.insert(0, sys_path_added)
     try:
@@ -290,6 +292,18 @@ def load_model_file(path: str | Path, *, model_name: str = "model", inputs: list
     if not name or name[0].isdigit():
         name = "m_" + name
     return LoadedModel(p, module=module, example_inputs=examples, dynamic=dyn, name=name)
+
+
+def _load_onnx(p: Path, ranges: dict[str, tuple[int, int]]) -> LoadedModel:
+    """An ONNX file through graphc.from_onnx; --dim NAME=MIN..MAX gives the range of a symbolic dim."""
+    from .errors import GraphcError
+    from .importers.onnx import from_onnx
+
+    try:
+        g = from_onnx(p, dims=ranges)
+    except (GraphcError, ValueError) as e:
+        raise UserError(str(e)) from None
+    return LoadedModel(p, graph=g, name=g.name)
 
 
 def _load_gir(p: Path, weights_file: str | None, ranges: dict[str, tuple[int, int]],

@@ -84,3 +84,22 @@ def test_external_data_is_read_only_inside_the_model_folder(tmp_path):
     onnx.save(model, str(tmp_path / "m" / "short.onnx"))
     with pytest.raises(OnnxLoadError, match="offset 8"):
         graphc.from_onnx(tmp_path / "m" / "short.onnx")
+
+
+def test_cli_compiles_an_onnx_file_with_a_dim_range(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    torch = pytest.importorskip("torch")
+    m = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Tanh()).eval()
+    path = _export(tmp_path, m, (torch.randn(2, 4),), ["x"], {"x": {0: "batch"}})
+    env = {**os.environ, "GRAPHC_CACHE_DIR": str(tmp_path / "cache")}
+    r = subprocess.run([sys.executable, "-m", "graphc", "compile", str(path), "-o", str(tmp_path / "out"), "--dim",
+                        "batch=1..4"], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    lib = graphc.load_compiled(tmp_path / "out")
+    x = torch.randn(3, 4)
+    np.testing.assert_allclose(lib(x.numpy()), m(x).detach().numpy(), atol=1e-5)
+    with pytest.raises(ValueError, match=r"batch=5 is outside 1\.\.4"):
+        lib(np.zeros((5, 4), np.float32))  # outside the range given on the command line
