@@ -58,15 +58,14 @@ B = Sym.var("B")
 BATCHES = (1, 7)
 PREPEND, LEAD = "prepend", "lead"  # dyn: add a leading B dim / read the existing leading dim as B
 
-# family of each op (by its lowering); a family is one library
+# test family of each op (by its registry family, OpDef.family); a test family is one library
 FAMILIES = {
     "elementwise": "elementwise",
-    **dict.fromkeys(("view", "permute", "broadcast", "slice", "concat", "pad", "index_select", "gather",
-                     "constant", "full", "arange"), "shape"),
+    **dict.fromkeys(("view", "permute", "expand", "slice", "concat", "pad", "index_select", "gather",
+                     "fill", "arange"), "shape"),
     **dict.fromkeys(("reduce", "argreduce", "softmax"), "reduce"),
     **dict.fromkeys(("matmul", "linear", "bilinear"), "linalg"),
-    **dict.fromkeys(("conv", "conv_transpose", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "batch_norm",
-                     "layer_norm", "group_norm", "rms_norm", "sdpa", "embedding"), "nn"),
+    **dict.fromkeys(("conv", "pool", "adaptive_pool", "norm", "sdpa", "embedding"), "nn"),
 }
 # weights="file" for one library, baked for the others
 WEIGHTS_MODE = {"linalg": "file"}
@@ -222,7 +221,7 @@ class Case:
 
 
 def family_of(op: str) -> str:
-    return FAMILIES.get(OPS[op].lowering, "misc")
+    return FAMILIES.get(OPS[op].family, "misc")
 
 
 def _has_sym(x: Any) -> bool:

@@ -96,7 +96,7 @@ def test_op(monkeypatch):
     """A throw-away op (restored after the test) whose attributes hold any printable value."""
     op = OpDef(name="test_attrs", inputs=("x", "y?"),
                attrs={"nested": _AnyAttr("any"), "text": Attr("str", ""), "empty": _AnyAttr("any", ())},
-               infer=lambda x, y=None, **_: x, lowering="none")
+               infer=lambda x, y=None, **_: x, family="none")
     monkeypatch.setitem(OPS, "test_attrs", op)
     return op
 

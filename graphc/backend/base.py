@@ -3,11 +3,13 @@
 A backend is a folder of jinja2 templates (``templates/<name>/``) plus a small class of dialect knobs —
 type names, literal spelling, math-function spelling, how an elementwise op prints, file suffixes,
 thread pragmas — in the spirit of tinygrad's ``CStyleLanguage``. The lowering (``lowering.py``) is
-shared; the op rules live in a table (``lowerings``) that a new backend may inherit and override
-family by family. A CUDA backend would be ``templates/cuda/`` + a subclass changing the knobs, its
-``lowerings`` for the families it runs on the device, and ``render_sources`` (``graphc/backend/cuda.py`` is
-that backend). Templates are looked up in the backend's folder first, then in the templates root, so a
-backend may extend or include another backend's template by its path (``{% extends "c/model.h.j2" %}``).
+shared; the op rules live in a table keyed by op family (``lowerings``, the registry's
+``OpDef.family``) that a new backend may inherit and override family by family (``op_lowerings``: one op
+of a family lowered otherwise). A CUDA backend would be ``templates/cuda/`` + a subclass changing the
+knobs, its ``lowerings`` for the families it runs on the device, and ``render_sources``
+(``graphc/backend/cuda.py`` is that backend). Templates are looked up in the backend's folder first, then
+in the templates root, so a backend may extend or include another backend's template by its path
+(``{% extends "c/model.h.j2" %}``).
 """
 
 from __future__ import annotations
@@ -140,23 +142,13 @@ class Backend:
     # libm functions the registry's scalar formulas spell in their float32 form
     math_functions: ClassVar[frozenset[str]] = frozenset(
         "expf logf log2f sqrtf sinf cosf tanhf erff floorf ceilf nearbyintf log1pf expm1f fabsf powf".split())
-    # functions the formulas use that the backend provides itself (fmax/fmin propagate NaN like numpy)
-    helper_functions: ClassVar[dict[str, str]] = {
-        "fmaxf": "gcx_fmax", "fminf": "gcx_fmin", "gelu_none": "gcx_gelu_none", "gelu_tanh": "gcx_gelu_tanh",
-    }
-    # per-op spelling for integer element types where the float formula does not apply
-    integer_scalars: ClassVar[dict[str, str]] = {
-        "abs": "({0} < 0 ? -{0} : {0})",
-        "maximum": "({0} > {1} ? {0} : {1})",
-        "minimum": "({0} < {1} ? {0} : {1})",
-    }
-    # rough cost of one element of an op, in additions (parallelise smaller loops of costly math)
-    costly_ops: ClassVar[dict[str, int]] = {
-        "exp": 8, "log": 8, "sin": 8, "cos": 8, "tanh": 10, "erf": 10, "gelu": 12, "sigmoid": 9, "silu": 9,
-        "softplus": 12, "pow": 16, "elu": 8,
-    }
+    # libm functions every formula may use that the backend provides itself (fmax/fmin propagate NaN like
+    # numpy); an op's own helpers (OpDef.helpers: gelu_none, ...) print as gcx_<name>_<dtype> too
+    helper_functions: ClassVar[dict[str, str]] = {"fmaxf": "gcx_fmax", "fminf": "gcx_fmin"}
     parallel_min: ClassVar[int] = 32768  # elements of a plain loop worth a parallel region
+    # lowering rules by op family (OpDef.family), and the ops of a family this backend lowers otherwise
     lowerings: ClassVar[dict[str, Any]] = {}
+    op_lowerings: ClassVar[dict[str, Any]] = {}
     # the runtime_c/ files a library of this backend is built with (None: all of them)
     runtime_sources: ClassVar[tuple[str, ...] | None] = None
 
@@ -192,11 +184,21 @@ class Backend:
             return f"INT64_C({v})" if v >= 0 else f"(-INT64_C({-v}))"
         return str(v) if v >= 0 else f"({v})"
 
+    # --------------------------------------------------------------------------------- lowering
+    def lowering_for(self, op: Any) -> Any:
+        """The rule lowering an op (an OpDef): its own override, else its family's; None when neither."""
+        return self.op_lowerings.get(op.name) or self.lowerings.get(op.family)
+
     # --------------------------------------------------------------------------------- elementwise
-    def respell(self, fmt: str, dt: dtype) -> str:
-        """Adapt a float32 formula from the registry to element type dt (math names, literals, helpers)."""
+    def respell(self, fmt: str, dt: dtype, helpers: Iterable[str] = ()) -> str:
+        """Adapt a float32 formula from the registry to element type dt (math names, literals, the
+        backend's helper functions and the op's own ``helpers``)."""
+        own = frozenset(helpers)
+
         def fn(m: re.Match) -> str:
             name = m.group(1)
+            if name in own:
+                return f"gcx_{name}_{dt.short}("
             if name in self.helper_functions:
                 return f"{self.helper_functions[name]}_{dt.short}("
             if name in self.math_functions and dt.name != "float32":
@@ -222,19 +224,18 @@ class Backend:
             return special(node, args, dt)
         if self.ctype(dt) is None:
             raise UnsupportedError(f"no element type for {dt.name}")
-        if not dt.is_floating_point and node.op in self.integer_scalars:
-            fmt = self.integer_scalars[node.op]
+        if not dt.is_floating_point and op.integer_scalar is not None:
+            fmt = op.integer_scalar
         if not dt.is_floating_point and any(f in fmt for f in self.math_functions):
             raise UnsupportedError(f"no {dt.name} form of {node.op}")
         for k, v in node.attrs.items():  # text attributes name functions (gelu_{approximate})
             if isinstance(v, str):
                 fmt = fmt.replace("{" + k + "}", v)
-        fmt = self.respell(fmt, dt)
+        fmt = self.respell(fmt, dt, op.helpers)
         attrs = {k: self.literal(v, dt) for k, v in node.attrs.items()
                  if isinstance(v, (int, float)) and not isinstance(v, bool)}
         expr = fmt.format(*args, **attrs)
-        if node.out.type.dtype.name == "bool" and node.op in ("add", "mul", "maximum", "minimum", "abs", "neg",
-                                                               "relu", "clamp", "sign"):
+        if node.out.type.dtype.name == "bool" and op.bool_closed:
             expr = f"({expr} != 0)"
         return expr
 
@@ -269,7 +270,10 @@ class Backend:
         return f"gcx_remi({args[0]}, {args[1]})"
 
     def op_cost(self, op: str) -> int:
-        return self.costly_ops.get(op, 1)
+        """One element's cost in additions (the registry's OpDef.cost)."""
+        from ..ops import get_op
+
+        return get_op(op).cost
 
     # --------------------------------------------------------------------------------- templates
     @property

@@ -2,13 +2,16 @@
 
 How to lower a new op
 ---------------------
-1. If the op is elementwise (``lowering="elementwise"`` and a ``scalar`` formula in the registry) there is
-   nothing to do: fusion groups print it through :meth:`Backend.scalar_expr`. Add an entry to
-   ``Backend.integer_scalars`` or a ``scalar_<name>`` method only when the formula needs another spelling.
-2. Otherwise write a rule here::
+1. If the op is elementwise (``family="elementwise"`` and a ``scalar`` formula in the registry) there is
+   nothing to do: fusion groups print it through :meth:`Backend.scalar_expr`, which reads the formula's
+   properties off the op (``integer_scalar``, ``bool_closed``, ``helpers``, ``cost``). A ``scalar_<name>``
+   method of :class:`Backend` is needed only for a formula that is not one expression (cast, clamp).
+2. An op of an existing family (a new reduction, norm, pool, ...) is lowered by that family's rule:
+   extend the rule where the op differs (it sees ``n.op``).
+3. A new family gets a rule here, registered under the family's name::
 
-       @lowers("my_op")
-       def _my_op(kb: KernelBuilder, n: Node) -> None:
+       @lowers("my_family")
+       def _my_family(kb: KernelBuilder, n: Node) -> None:
            x = n.inputs[0]
            kb.require(x.type.dtype is float32, "float32 only")
            kb.emit("my_family.c.j2", x=kb.input(x), y=kb.output(n.out), n=kb.numel(x.type.shape),
@@ -19,9 +22,10 @@ How to lower a new op
    expression, ``kb.loops`` builds a loop nest, ``kb.scratch``/``kb.work`` hand out arena memory,
    ``kb.fails`` marks a kernel that returns a status. Raise through ``kb.require`` (an
    UnsupportedError naming op, dtype and module path) for what the rule cannot do.
-3. Print it in ``templates/c/<family>.c.j2`` (start from one that looks alike; ``_macros.j2`` has the
+   Print it in ``templates/c/<family>.c.j2`` (start from one that looks alike; ``_macros.j2`` has the
    signature, comment and loop helpers). Call the runtime (``runtime_c/graphc_rt.h``) for real work.
-4. Add the op to the backend tests' op table (``tests/test_backend_c.py``).
+4. Add sample cases to the op table (``tests/op_table.py``): ``tests/test_backend_ops.py`` compiles them
+   and compares with the reference. ``docs/adding-an-op.md`` lists every file each kind of op touches.
 """
 
 from __future__ import annotations
@@ -49,12 +53,12 @@ from .registry import register_backend
 LOWERINGS: dict[str, LowerFn] = {}
 
 
-def lowers(*ops: str):
-    """Register a C lowering rule for the named ops."""
+def lowers(*families: str):
+    """Register a C lowering rule for the named op families (OpDef.family)."""
 
     def deco(fn: LowerFn) -> LowerFn:
-        for op in ops:
-            LOWERINGS[op] = fn
+        for family in families:
+            LOWERINGS[family] = fn
         return fn
 
     return deco
@@ -146,7 +150,7 @@ def _pad(kb: KernelBuilder, n: Node) -> None:
 
 
 # ------------------------------------------------------------------------------------- creation
-@lowers("constant", "full")
+@lowers("fill")
 def _fill(kb: KernelBuilder, n: Node) -> None:
     out = n.out
     dt = out.type.dtype
@@ -270,7 +274,7 @@ def _empty_check(kb: KernelBuilder, n: Node, count: Dim) -> dict[str, str] | Non
     return {"count": kb.dim(count), "out": kb.dim(prod(n.out.type.shape))}
 
 
-@lowers("sum", "prod", "mean", "amax", "amin", "var")
+@lowers("reduce")
 def _reduce(kb: KernelBuilder, n: Node) -> None:
     x, out = n.inputs[0], n.out
     dims = list(n.attrs["dims"])
@@ -310,7 +314,7 @@ def _reduce(kb: KernelBuilder, n: Node) -> None:
             init="0" if n.op in ("sum", "mean", "var") else ("1" if n.op == "prod" else None))
 
 
-@lowers("argmax", "argmin")
+@lowers("argreduce")
 def _argreduce(kb: KernelBuilder, n: Node) -> None:
     x, out = n.inputs[0], n.out
     d = n.attrs["dim"]
@@ -329,7 +333,7 @@ def _argreduce(kb: KernelBuilder, n: Node) -> None:
             empty=empty)
 
 
-@lowers("softmax", "log_softmax")
+@lowers("softmax")
 def _softmax(kb: KernelBuilder, n: Node) -> None:
     x = n.inputs[0]
     kb.require(x.type.dtype is float32, "float32 only")
@@ -411,7 +415,7 @@ def _conv_params(kb: KernelBuilder, n: Node, transpose: bool) -> dict[str, str]:
             "dil_h": str(dil[0]), "dil_w": str(dil[1]), "groups": str(a.get("groups", 1))}
 
 
-@lowers("conv", "conv_transpose")
+@lowers("conv")
 def _conv(kb: KernelBuilder, n: Node) -> None:
     _f32(kb, n)
     x, w, bias = (list(n.inputs) + [None])[:3]
@@ -439,7 +443,7 @@ def pool_params(kb: KernelBuilder, n: Node) -> dict[str, str]:
             "divisor_override": str(int(a.get("divisor_override") or 0))}
 
 
-@lowers("max_pool2d", "avg_pool2d")
+@lowers("pool")
 def _pool(kb: KernelBuilder, n: Node) -> None:
     _f32(kb, n)
     p = pool_params(kb, n)
@@ -448,7 +452,7 @@ def _pool(kb: KernelBuilder, n: Node) -> None:
             nthreads=kb.threads())
 
 
-@lowers("adaptive_avg_pool2d")
+@lowers("adaptive_pool")
 def _adaptive_pool(kb: KernelBuilder, n: Node) -> None:
     _f32(kb, n)
     x = n.inputs[0]
@@ -458,7 +462,7 @@ def _adaptive_pool(kb: KernelBuilder, n: Node) -> None:
             ow=kb.dim(OW), x=kb.input(x), y=kb.output(n.out), nthreads=kb.threads())
 
 
-@lowers("batch_norm", "layer_norm", "group_norm", "rms_norm")
+@lowers("norm")
 def _norm(kb: KernelBuilder, n: Node) -> None:
     _f32(kb, n)
     ins = list(n.inputs) + [None] * 5

@@ -23,11 +23,13 @@ How it differs from the C backend (``graphc/backend/c.py``)
 Rules raise :class:`graphc.errors.UnsupportedError` ("not supported by the CUDA backend: op X, dtype Y,
 at module path Z") through ``kb.require`` for what they do not run.
 
-A new op: elementwise ones need nothing (fusion groups print the registry's formula). Otherwise write a
-rule here as in c.py (``kb.input`` / ``kb.output`` / ``kb.dim`` / ``kb.scratch`` / ``kb.fails``, never
-``kb.threads`` or ``kb.work``) and a ``templates/cuda/<family>.cu.j2`` with its ``__global__`` kernel(s)
-and launcher (``_macros.j2``: ``kernel``, ``launcher``, ``grid_loop``, ``launch_grid``). Without a GPU,
-tests/test_cuda_ops_emulated.py runs it from the op table on a CPU emulation of CUDA.
+A new op: elementwise ones need nothing (fusion groups print the registry's formula), nor does an op of
+a family whose rule covers it. A new family gets a rule here, ``@lowers("<family>")``, as in c.py
+(``@lowers_op("<op>")`` for one op that its family's rule does not cover), with ``kb.input`` /
+``kb.output`` / ``kb.dim`` / ``kb.scratch`` / ``kb.fails``, never ``kb.threads`` or ``kb.work``, and a
+``templates/cuda/<family>.cu.j2`` with its ``__global__`` kernel(s) and launcher (``_macros.j2``:
+``kernel``, ``launcher``, ``grid_loop``, ``launch_grid``). Without a GPU, tests/test_cuda_ops_emulated.py
+runs it from the op table on a CPU emulation of CUDA.
 """
 
 from __future__ import annotations
@@ -59,25 +61,37 @@ from .lowering import (
 )
 from .registry import register_backend
 
-CUDA_LOWERINGS: dict[str, LowerFn] = {}
+CUDA_LOWERINGS: dict[str, LowerFn] = {}  # by op family
+CUDA_OP_LOWERINGS: dict[str, LowerFn] = {}  # ops lowered apart from their family's rule
 
-# The C backend's rules that only move data: they print "<family>" + template_suffix, which resolves to
-# templates/cuda/<family>.cu.j2 here.
-INHERITED = ("slice", "permute", "expand", "concat", "pad", "constant", "full", "arange")
-for _op in INHERITED:
-    CUDA_LOWERINGS[_op] = _c.LOWERINGS[_op]
+# The C backend's rules that only move data: they print "<template>" + template_suffix, which resolves to
+# templates/cuda/<template>.cu.j2 here.
+INHERITED = ("slice", "permute", "expand", "concat", "pad", "fill", "arange")
+for _family in INHERITED:
+    CUDA_LOWERINGS[_family] = _c.LOWERINGS[_family]
 
 BLOCK = 256  # threads per block of every kernel (GCX_BLOCK in the templates)
 GEMM_BATCH_DIMS = 4  # batch dims a GEMM kernel can walk (GCX_GEMM_BATCH_DIMS)
 IM2COL_FLOATS = 8 << 20  # conv: column buffer of a chunk of images, at most (32 MiB) unless one image needs more
 
 
-def lowers(*ops: str) -> Callable[[LowerFn], LowerFn]:
-    """Register a CUDA lowering rule for the named ops."""
+def lowers(*families: str) -> Callable[[LowerFn], LowerFn]:
+    """Register a CUDA lowering rule for the named op families (OpDef.family)."""
+
+    def deco(fn: LowerFn) -> LowerFn:
+        for family in families:
+            CUDA_LOWERINGS[family] = fn
+        return fn
+
+    return deco
+
+
+def lowers_op(*ops: str) -> Callable[[LowerFn], LowerFn]:
+    """Register a CUDA rule for single ops that their family's rule does not cover."""
 
     def deco(fn: LowerFn) -> LowerFn:
         for op in ops:
-            CUDA_LOWERINGS[op] = fn
+            CUDA_OP_LOWERINGS[op] = fn
         return fn
 
     return deco
@@ -179,7 +193,7 @@ def _no_empty_reduction(kb: KernelBuilder, count: Any) -> None:
                "a reduced dim that can be empty (a dynamic dim whose range starts at 0)")
 
 
-@lowers("sum", "prod", "mean", "amax", "amin", "var")
+@lowers("reduce")
 def _reduce(kb: KernelBuilder, n: Node) -> None:
     x, out = n.inputs[0], n.out
     dims = list(n.attrs["dims"])
@@ -203,7 +217,7 @@ def _reduce(kb: KernelBuilder, n: Node) -> None:
             floating=dt.is_floating_point, block=_row_block(count, kb))
 
 
-@lowers("argmax", "argmin")
+@lowers("argreduce")
 def _argreduce(kb: KernelBuilder, n: Node) -> None:
     x, out = n.inputs[0], n.out
     d = n.attrs["dim"]
@@ -215,7 +229,7 @@ def _argreduce(kb: KernelBuilder, n: Node) -> None:
             floating=x.type.dtype.is_floating_point, block=_row_block(size, kb))
 
 
-@lowers("softmax", "log_softmax")
+@lowers("softmax")
 def _softmax(kb: KernelBuilder, n: Node) -> None:
     x = n.inputs[0]
     kb.require(x.type.dtype is float32, "float32 only")
@@ -300,7 +314,7 @@ def _conv(kb: KernelBuilder, n: Node) -> None:
             image_col=kb.dim(per_image))
 
 
-@lowers("conv_transpose")
+@lowers_op("conv_transpose")  # one thread per output element, not the GEMM of conv
 def _conv_transpose(kb: KernelBuilder, n: Node) -> None:
     _f32(kb, n)
     x, w, bias = (list(n.inputs) + [None])[:3]
@@ -309,7 +323,7 @@ def _conv_transpose(kb: KernelBuilder, n: Node) -> None:
             y=kb.output(n.out), total=kb.numel(n.out.type.shape))
 
 
-@lowers("max_pool2d", "avg_pool2d")
+@lowers("pool")
 def _pool(kb: KernelBuilder, n: Node) -> None:
     _f32(kb, n)
     p = pool_params(kb, n)
@@ -317,7 +331,7 @@ def _pool(kb: KernelBuilder, n: Node) -> None:
             total=kb.numel(n.out.type.shape))
 
 
-@lowers("adaptive_avg_pool2d")
+@lowers("adaptive_pool")
 def _adaptive_pool(kb: KernelBuilder, n: Node) -> None:
     _f32(kb, n)
     x = n.inputs[0]
@@ -328,7 +342,7 @@ def _adaptive_pool(kb: KernelBuilder, n: Node) -> None:
 
 
 # ------------------------------------------------------------------------------------- norms, attention
-@lowers("batch_norm", "layer_norm", "group_norm", "rms_norm")
+@lowers("norm")
 def _norm(kb: KernelBuilder, n: Node) -> None:
     _f32(kb, n)
     ins = list(n.inputs) + [None] * 5
@@ -468,6 +482,7 @@ class CudaBackend(Backend):
     source_suffix = ".cu"
     header_suffix = ".cuh"
     lowerings = CUDA_LOWERINGS
+    op_lowerings = CUDA_OP_LOWERINGS
     # a GPU kernel covers the whole loop nest: no loop is a host-parallel region, no kernel takes nthreads
     parallel_min = 1 << 62
     runtime_sources = ("gc_safetensors.c", "gc_status.c")

@@ -2,10 +2,11 @@
 
 The driver :func:`lower_program` is backend-neutral:
 
-1. fusion groups (:mod:`graphc.passes.fusion`), views (ops with ``lowering="view"``: reshape, identity,
+1. fusion groups (:mod:`graphc.passes.fusion`), views (ops of family ``"view"``: reshape, identity,
    dropout share their input's bytes) and inlined constants decide which nodes become kernels;
-2. every kernel is described by a :class:`KernelBuilder`: the op's lowering rule (looked up in
-   ``backend.lowerings`` by op name; elementwise groups use :func:`lower_elementwise`) asks the builder
+2. every kernel is described by a :class:`KernelBuilder`: the op's lowering rule (``Backend.lowering_for``:
+   ``backend.lowerings`` by the op's family, ``backend.op_lowerings`` for one op a backend lowers apart
+   from its family; elementwise groups use :func:`lower_elementwise`) asks the builder
    for operand pointers, dims as C expressions, scratch memory and a template, and the builder records
    the kernel's arguments and the schedule step (what it reads and writes);
 3. outputs: a value returned by the graph is computed straight into the caller's output buffer when it
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 
 def is_view(n: Node) -> bool:
     """Ops whose output is their input's bytes (reshape, identity, inference dropout)."""
-    return n.opdef.lowering == "view"
+    return n.opdef.family == "view"
 
 # Names the templates use for locals in the run function and inside kernels; values never take them.
 RUN_LOCALS = ("ctx", "dims", "inputs", "outputs", "arena", "work", "nt", "rc", "need", "i", "fail", "st", "mark",
@@ -574,7 +575,7 @@ class Lowering:
                 kb = KernelBuilder(self, [*grp.constants, *grp.nodes], n.out.name, self.kernel_name(grp.nodes))
                 lower_elementwise(kb, grp)
             else:
-                fn = be.lowerings.get(n.op)
+                fn = be.lowering_for(n.opdef)
                 if fn is None:
                     raise unsupported(n, None, "no lowering rule", backend=be.display_name)
                 kb = KernelBuilder(self, [n], n.out.name, self.kernel_name([n]))

@@ -23,9 +23,9 @@ def render() -> str:
         "",
         "Generated from the registry by `python -m graphc.ops.doc > docs/ops.md` (a test keeps it current).",
         "Each op is one record in `graphc/ops/*.py`: operands (`?` optional, `*` variadic), attributes with",
-        "their kinds and defaults, a type rule, a numpy reference, and the name of its lowering.",
+        "their kinds and defaults, a type rule, a numpy reference, and its family (how backends lower it).",
         "",
-        "| op | operands | attributes | lowering | meaning |",
+        "| op | operands | attributes | family | meaning |",
         "| --- | --- | --- | --- | --- |",
     ]
     for name in sorted(OPS):
@@ -35,7 +35,7 @@ def render() -> str:
         if not doc and op.scalar:
             doc = f"elementwise: `{op.scalar}`"
         doc = doc.replace("|", "\\|")
-        lines.append(f"| `{name}` | {', '.join(op.inputs) or '—'} | {attrs} | {op.lowering} | {doc} |")
+        lines.append(f"| `{name}` | {', '.join(op.inputs) or '—'} | {attrs} | {op.family} | {doc} |")
     return "\n".join(lines) + "\n"
 
 

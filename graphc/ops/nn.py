@@ -117,7 +117,7 @@ def _windows(xp: np.ndarray, out: Sequence[int], k: Sequence[int], s: Sequence[i
 
 
 # ----------------------------------------------------------------------------------------- linear
-@defop("linear", ("x", "weight", "bias?"), lowering="linear")
+@defop("linear", ("x", "weight", "bias?"), family="linear")
 def linear(x: TensorType, weight: TensorType, bias: TensorType | None = None) -> TensorType:
     """x[..., K] @ weight[N, K]^T + bias[N] -> [..., N]."""
     _floats("linear", x, weight, bias)
@@ -140,7 +140,7 @@ def _(x, weight, bias=None):
     return y.astype(x.dtype)
 
 
-@defop("bilinear", ("x1", "x2", "weight", "bias?"), lowering="bilinear")
+@defop("bilinear", ("x1", "x2", "weight", "bias?"), family="bilinear")
 def bilinear(x1: TensorType, x2: TensorType, weight: TensorType, bias: TensorType | None = None) -> TensorType:
     """y[..., o] = sum_ij x1[..., i] weight[o, i, j] x2[..., j] + bias[o]."""
     _floats("bilinear", x1, x2, weight, bias)
@@ -172,7 +172,7 @@ _CONV_ATTRS = {"stride": Attr("ints"), "padding": Attr("ints"), "dilation": Attr
                "groups": Attr("int", 1)}
 
 
-@defop("conv", ("x", "weight", "bias?"), _CONV_ATTRS, lowering="conv")
+@defop("conv", ("x", "weight", "bias?"), _CONV_ATTRS, family="conv")
 def conv(x: TensorType, weight: TensorType, bias: TensorType | None = None, *,
          stride: tuple[int, ...], padding: tuple[int, ...], dilation: tuple[int, ...], groups: int) -> TensorType:
     """1-d/2-d convolution (cross-correlation, PyTorch's conv1d/conv2d) with symmetric zero padding."""
@@ -236,7 +236,7 @@ def _(x, weight, bias=None, *, stride, padding, dilation, groups):
 
 @defop("conv_transpose", ("x", "weight", "bias?"),
        {"stride": Attr("ints"), "padding": Attr("ints"), "output_padding": Attr("ints"),
-        "dilation": Attr("ints"), "groups": Attr("int", 1)}, lowering="conv_transpose")
+        "dilation": Attr("ints"), "groups": Attr("int", 1)}, family="conv")
 def conv_transpose(x: TensorType, weight: TensorType, bias: TensorType | None = None, *,
                    stride: tuple[int, ...], padding: tuple[int, ...], output_padding: tuple[int, ...],
                    dilation: tuple[int, ...], groups: int) -> TensorType:
@@ -332,7 +332,7 @@ def _pool_rule(op: str, x: TensorType, kernel, stride, padding, dilation, ceil_m
 
 @defop("max_pool2d", ("x",), {"kernel": Attr("ints"), "stride": Attr("ints"), "padding": Attr("ints", (0, 0)),
                               "dilation": Attr("ints", (1, 1)), "ceil_mode": Attr("bool", False)},
-       lowering="max_pool2d")
+       family="pool")
 def max_pool2d(x: TensorType, kernel, stride, padding, dilation, ceil_mode) -> TensorType:
     """Max over windows; padding counts as -inf; the front end resolves stride=None to the kernel."""
     return _pool_rule("max_pool2d", x, kernel, stride, padding, dilation, ceil_mode)
@@ -359,7 +359,7 @@ def _(x, kernel, stride, padding, dilation, ceil_mode):
 
 @defop("avg_pool2d", ("x",), {"kernel": Attr("ints"), "stride": Attr("ints"), "padding": Attr("ints", (0, 0)),
                               "ceil_mode": Attr("bool", False), "count_include_pad": Attr("bool", True),
-                              "divisor_override": Attr("int?", None)}, lowering="avg_pool2d")
+                              "divisor_override": Attr("int?", None)}, family="pool")
 def avg_pool2d(x: TensorType, kernel, stride, padding, ceil_mode, count_include_pad,
                divisor_override) -> TensorType:
     """Mean over windows (PyTorch's count_include_pad / divisor_override rules)."""
@@ -394,7 +394,7 @@ def _(x, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override
     return (total / div).astype(x.dtype)
 
 
-@defop("adaptive_avg_pool2d", ("x",), {"output_size": Attr("ints")}, lowering="adaptive_avg_pool2d")
+@defop("adaptive_avg_pool2d", ("x",), {"output_size": Attr("ints")}, family="adaptive_pool")
 def adaptive_avg_pool2d(x: TensorType, output_size: tuple[int, ...]) -> TensorType:
     """Mean over bins [floor(i*H/OH), ceil((i+1)*H/OH)) per output index i (PyTorch)."""
     float_only("adaptive_avg_pool2d", x)
@@ -424,7 +424,7 @@ def _(x, output_size):
 
 # ---------------------------------------------------------------------------------- normalisation
 @defop("batch_norm", ("x", "mean", "var", "weight?", "bias?"), {"eps": Attr("float", 1e-5)},
-       lowering="batch_norm")
+       family="norm")
 def batch_norm(x: TensorType, mean: TensorType, var: TensorType, weight: TensorType | None = None,
                bias: TensorType | None = None, *, eps: float) -> TensorType:
     """Eval-mode batch norm: (x - mean[c]) / sqrt(var[c] + eps) * weight[c] + bias[c] over x[N, C, *]."""
@@ -455,7 +455,7 @@ def _(x, mean, var, weight=None, bias=None, *, eps):
 
 
 @defop("layer_norm", ("x", "weight?", "bias?"), {"ndim": Attr("int"), "eps": Attr("float", 1e-5)},
-       lowering="layer_norm")
+       family="norm")
 def layer_norm(x: TensorType, weight: TensorType | None = None, bias: TensorType | None = None, *,
                ndim: int, eps: float) -> TensorType:
     """Normalise over the last `ndim` dims (biased variance); weight/bias have those dims' shape."""
@@ -485,7 +485,7 @@ def _(x, weight=None, bias=None, *, ndim, eps):
 
 
 @defop("group_norm", ("x", "weight?", "bias?"), {"num_groups": Attr("int"), "eps": Attr("float", 1e-5)},
-       lowering="group_norm")
+       family="norm")
 def group_norm(x: TensorType, weight: TensorType | None = None, bias: TensorType | None = None, *,
                num_groups: int, eps: float) -> TensorType:
     """Normalise x[N, C, *] over each group of C/num_groups channels and all spatial positions."""
@@ -515,7 +515,7 @@ def _(x, weight=None, bias=None, *, num_groups, eps):
     return y.astype(x.dtype)
 
 
-@defop("rms_norm", ("x", "weight?"), {"ndim": Attr("int"), "eps": Attr("float")}, lowering="rms_norm")
+@defop("rms_norm", ("x", "weight?"), {"ndim": Attr("int"), "eps": Attr("float")}, family="norm")
 def rms_norm(x: TensorType, weight: TensorType | None = None, *, ndim: int, eps: float) -> TensorType:
     """x / sqrt(mean(x^2 over the last `ndim` dims) + eps) * weight."""
     _floats("rms_norm", x, weight)
@@ -540,7 +540,7 @@ def _(x, weight=None, *, ndim, eps):
 
 # -------------------------------------------------------------------------------------- attention
 @defop("sdpa", ("q", "k", "v", "mask?"), {"scale": Attr("float"), "is_causal": Attr("bool", False)},
-       lowering="sdpa")
+       family="sdpa")
 def sdpa(q: TensorType, k: TensorType, v: TensorType, mask: TensorType | None = None, *,
          scale: float, is_causal: bool) -> TensorType:
     """softmax(q @ k^T * scale + mask, causal: key j > query i masked) @ v; q/k/v share batch dims."""
@@ -589,7 +589,7 @@ def _(q, k, v, mask=None, *, scale, is_causal):
 
 
 # -------------------------------------------------------------------------------------- embedding
-@defop("embedding", ("indices", "weight"), lowering="embedding")
+@defop("embedding", ("indices", "weight"), family="embedding")
 def embedding(indices: TensorType, weight: TensorType) -> TensorType:
     """Rows of weight[V, D] picked by integer indices [...] -> [..., D]; indices outside 0..V-1 fail."""
     if indices.dtype not in (int64, int32):
@@ -611,7 +611,7 @@ def _(indices, weight):
 
 
 # ------------------------------------------------------------------------------------- identities
-@defop("dropout", ("x",), {"p": Attr("float", 0.5)}, lowering="view")
+@defop("dropout", ("x",), {"p": Attr("float", 0.5)}, family="view")
 def dropout(x: TensorType, p: float) -> TensorType:
     """Inference-mode dropout: the identity (passes remove it)."""
     if not 0.0 <= p <= 1.0:
@@ -624,7 +624,7 @@ def _(x, p):
     return x
 
 
-@defop("identity", ("x",), lowering="view")
+@defop("identity", ("x",), family="view")
 def identity(x: TensorType) -> TensorType:
     """The identity (importers produce it; passes remove it)."""
     return x

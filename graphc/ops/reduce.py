@@ -38,7 +38,7 @@ def _reduction(name: str, fn, *, kind: str):
         "amax": "Maximum over dims (NaN propagates); keepdim keeps them as size 1.",
         "amin": "Minimum over dims (NaN propagates); keepdim keeps them as size 1.",
     }[name]
-    op = defop(name, ("x",), {"dims": Attr("ints"), "keepdim": Attr("bool", False)}, lowering="reduce")(rule)
+    op = defop(name, ("x",), {"dims": Attr("ints"), "keepdim": Attr("bool", False)}, family="reduce")(rule)
 
     def ref(x, dims, keepdim):
         out = fn(x, axis=tuple(dims), keepdims=keepdim)
@@ -91,7 +91,7 @@ _reduction("amin", _amin, kind="minmax")
 
 
 @defop("var", ("x",), {"dims": Attr("ints"), "keepdim": Attr("bool", False), "correction": Attr("int", 1)},
-       lowering="reduce")
+       family="reduce")
 def var(x: TensorType, dims: tuple[int, ...], keepdim: bool, correction: int) -> TensorType:
     """Variance over dims with Bessel's correction `correction` (PyTorch's torch.var)."""
     float_only("var", x)
@@ -117,9 +117,9 @@ def _argrule(name: str):
     return rule
 
 
-argmax = defop("argmax", ("x",), {"dim": Attr("int"), "keepdim": Attr("bool", False)}, lowering="argreduce")(
+argmax = defop("argmax", ("x",), {"dim": Attr("int"), "keepdim": Attr("bool", False)}, family="argreduce")(
     _argrule("argmax"))
-argmin = defop("argmin", ("x",), {"dim": Attr("int"), "keepdim": Attr("bool", False)}, lowering="argreduce")(
+argmin = defop("argmin", ("x",), {"dim": Attr("int"), "keepdim": Attr("bool", False)}, family="argreduce")(
     _argrule("argmin"))
 
 
@@ -150,8 +150,8 @@ def _softmax_rule(name: str):
     return rule
 
 
-softmax = defop("softmax", ("x",), {"dim": Attr("int")}, lowering="softmax")(_softmax_rule("softmax"))
-log_softmax = defop("log_softmax", ("x",), {"dim": Attr("int")}, lowering="softmax")(
+softmax = defop("softmax", ("x",), {"dim": Attr("int")}, family="softmax")(_softmax_rule("softmax"))
+log_softmax = defop("log_softmax", ("x",), {"dim": Attr("int")}, family="softmax")(
     _softmax_rule("log_softmax"))
 
 
@@ -171,7 +171,7 @@ def _(x, dim):
         return (s - np.log(np.sum(np.exp(s), axis=dim, keepdims=True))).astype(x.dtype)
 
 
-@defop("matmul", ("a", "b"), lowering="matmul")
+@defop("matmul", ("a", "b"), family="matmul")
 def matmul(a: TensorType, b: TensorType) -> TensorType:
     """torch.matmul: 1-d operands are promoted and the added dim removed; batch dims broadcast."""
     dt = same_dtype("matmul", a, b)

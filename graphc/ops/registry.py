@@ -6,7 +6,7 @@ Write, in one of the ``graphc/ops/*.py`` files, a *type rule* decorated with :fu
 below it the op's *numpy reference* decorated with ``@<op>.reference``::
 
     @defop("leaky_relu", inputs=("x",), attrs={"negative_slope": Attr("float", 0.01)},
-           lowering="elementwise", scalar="({0} > 0 ? {0} : {0} * {negative_slope})")
+           family="elementwise", scalar="({0} > 0 ? {0} : {0} * {negative_slope})")
     def leaky_relu(x: TensorType, negative_slope: float) -> TensorType:
         return float_unary(x, "leaky_relu")
 
@@ -22,11 +22,24 @@ below it the op's *numpy reference* decorated with ``@<op>.reference``::
   ``int()``.
 * The reference gets numpy arrays and the same attributes and returns one array. It *is* the op's
   semantics: eager Tensor math, the IR interpreter and the backends' tests all use it.
-* ``lowering`` names the backend kernel family (``templates/<backend>/<lowering>.c.j2`` or a runtime
-  kernel); ``scalar`` is the C expression of one element for elementwise ops (``{0}``, ``{1}`` are the
-  operands, ``{attr}`` the attributes).
-Then add the op to the op table in ``tests/test_ops.py`` (shapes to try, tolerance) and, when a Tensor
-method or ``graphc.nn.functional`` function should reach it, call :func:`graphc.ops.apply` there.
+* ``family`` is the key the backends find the op's lowering rule by (``Backend.lowerings``, filled by
+  ``@lowers("<family>")`` in ``graphc/backend/c.py`` and ``cuda.py``; a backend may override one op of a
+  family with ``@lowers_op``). ``"elementwise"`` ops need no rule: fusion groups print their ``scalar``
+  formula, the C expression of one element in float32 spelling (``{0}``, ``{1}`` are the operands,
+  ``{attr}`` the attributes; ``expf``/``fmaxf``... are respelled per dtype). ``"view"`` ops are
+  reinterpretations of their operand (no kernel). The families and their rules are listed in
+  ``docs/adding-an-op.md``.
+* The properties the backends and passes ask of an elementwise op live here too: ``integer_scalar``
+  (the formula for integer dtypes when the float one does not apply), ``bool_closed`` (on bools the
+  result is normalised to 0/1), ``commutative`` (CSE may swap its two operands), ``cost`` (one element's
+  cost in additions: smaller loops of costly math get a parallel region) and ``helpers`` (functions
+  of the backends' internal headers the formula calls, spelled ``name(...)``, printed
+  ``gcx_<name>_<dtype>(...)``).
+
+Then add sample cases to the op table (``tests/op_table.py``: tests/test_ops.py checks the reference
+against the type rule and PyTorch, the backend tests compile the same cases), and, when a Tensor method
+or ``graphc.nn.functional`` function should reach it, call :func:`graphc.ops.apply` there. For an
+elementwise op that is all: no backend file changes.
 """
 
 from __future__ import annotations
@@ -147,16 +160,27 @@ _NORMALIZERS: dict[str, Callable[[Any], Any]] = {
 
 @dataclasses.dataclass(eq=False)
 class OpDef:
-    """One IR op: signature, attributes, type rule, numpy reference and lowering."""
+    """One IR op: signature, attributes, type rule, numpy reference, and what the backends and passes
+    need to know about it (its family and, for elementwise ops, the properties of its formula)."""
 
     name: str
     inputs: tuple[str, ...]
     attrs: dict[str, Attr]
     infer: Callable[..., TensorType]
-    lowering: str
+    family: str
     scalar: str | None = None
     doc: str = ""
     ref: Callable[..., np.ndarray] | None = None
+    integer_scalar: str | None = None
+    bool_closed: bool = False
+    commutative: bool = False
+    cost: int = 1
+    helpers: tuple[str, ...] = ()
+
+    @property
+    def lowering(self) -> str:
+        """The family (the older name of the field)."""
+        return self.family
 
     def reference(self, fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
         self.ref = fn
@@ -219,19 +243,26 @@ class OpDef:
 OPS: dict[str, OpDef] = {}
 
 
-def defop(name: str, inputs: Sequence[str], attrs: dict[str, Attr] | None = None, *, lowering: str,
-          scalar: str | None = None) -> Callable[[Callable[..., TensorType]], OpDef]:
-    """Register an op; decorates its type rule (see the module docstring)."""
+def defop(name: str, inputs: Sequence[str], attrs: dict[str, Attr] | None = None, *, family: str | None = None,
+          scalar: str | None = None, integer_scalar: str | None = None, bool_closed: bool = False,
+          commutative: bool = False, cost: int = 1, helpers: Sequence[str] = (),
+          lowering: str | None = None) -> Callable[[Callable[..., TensorType]], OpDef]:
+    """Register an op; decorates its type rule (see the module docstring). ``lowering`` is the older
+    name of ``family``."""
     if name in OPS:
         raise ValueError(f"op {name!r} is defined twice")
+    if (family is None) == (lowering is None):
+        raise ValueError(f"op {name!r}: give its family (family=...)")
+    family = family if family is not None else lowering
     ins = tuple(inputs)
     for i, n in enumerate(ins):
         if n.endswith("*") and i != len(ins) - 1:
             raise ValueError(f"op {name!r}: only the last operand may be variadic")
 
     def deco(infer: Callable[..., TensorType]) -> OpDef:
-        op = OpDef(name=name, inputs=ins, attrs=dict(attrs or {}), infer=infer, lowering=lowering,
-                   scalar=scalar, doc=(infer.__doc__ or "").strip())
+        op = OpDef(name=name, inputs=ins, attrs=dict(attrs or {}), infer=infer, family=family,  # type: ignore[arg-type]
+                   scalar=scalar, doc=(infer.__doc__ or "").strip(), integer_scalar=integer_scalar,
+                   bool_closed=bool_closed, commutative=commutative, cost=cost, helpers=tuple(helpers))
         OPS[name] = op
         return op
 

@@ -23,7 +23,7 @@ def _fmt(shape) -> str:
     return "[" + ",".join(map(str, shape)) + "]"
 
 
-@defop("reshape", ("x",), {"shape": Attr("dims")}, lowering="view")
+@defop("reshape", ("x",), {"shape": Attr("dims")}, family="view")
 def reshape(x: TensorType, shape: tuple[Dim, ...]) -> TensorType:
     """Same elements, new shape (row-major order; a view in every backend)."""
     if any(is_static(d) and d < 0 for d in shape):
@@ -39,7 +39,7 @@ def _(x, shape):
     return x.reshape(tuple(int(d) for d in shape))
 
 
-@defop("permute", ("x",), {"dims": Attr("ints")}, lowering="permute")
+@defop("permute", ("x",), {"dims": Attr("ints")}, family="permute")
 def permute(x: TensorType, dims: tuple[int, ...]) -> TensorType:
     """Reorder the axes: out.shape[i] = x.shape[dims[i]]."""
     if sorted(dims) != list(range(x.ndim)):
@@ -52,7 +52,7 @@ def _(x, dims):
     return np.ascontiguousarray(np.transpose(x, dims))
 
 
-@defop("expand", ("x",), {"shape": Attr("dims")}, lowering="broadcast")
+@defop("expand", ("x",), {"shape": Attr("dims")}, family="expand")
 def expand(x: TensorType, shape: tuple[Dim, ...]) -> TensorType:
     """Broadcast x to shape (PyTorch expand; new leading dims allowed)."""
     if len(shape) < x.ndim:
@@ -82,7 +82,7 @@ def slice_len(start: Dim, end: Dim, step: int) -> Dim:
 
 
 @defop("slice", ("x",), {"dim": Attr("int"), "start": Attr("dim"), "end": Attr("dim"), "step": Attr("int", 1)},
-       lowering="slice")
+       family="slice")
 def slice_(x: TensorType, dim: int, start: Dim, end: Dim, step: int) -> TensorType:
     """x[..., start:end:step, ...] along dim, with 0 <= start <= end <= size and step > 0."""
     _needs_dims("slice", x)
@@ -107,7 +107,7 @@ def _(x, dim, start, end, step):
     return np.ascontiguousarray(x[tuple(idx)])
 
 
-@defop("concat", ("xs*",), {"dim": Attr("int")}, lowering="concat")
+@defop("concat", ("xs*",), {"dim": Attr("int")}, family="concat")
 def concat(*xs: TensorType, dim: int) -> TensorType:
     """Join along dim (all other dims equal; one dtype)."""
     if not xs:
@@ -133,7 +133,7 @@ def _(*xs, dim):
     return np.concatenate(xs, axis=dim)
 
 
-@defop("pad", ("x",), {"pads": Attr("ints"), "value": Attr("scalar", 0.0)}, lowering="pad")
+@defop("pad", ("x",), {"pads": Attr("ints"), "value": Attr("scalar", 0.0)}, family="pad")
 def pad(x: TensorType, pads: tuple[int, ...], value) -> TensorType:
     """Constant padding, PyTorch F.pad order: (left, right) of the last dim, then the one before, ...;
     negative pads crop."""
@@ -173,7 +173,7 @@ def _index_error(op: str, idx: np.ndarray, size: int) -> None:
         raise IndexError(f"{op}: index {bad} is out of bounds for size {size}")
 
 
-@defop("index_select", ("x", "index"), {"dim": Attr("int")}, lowering="index_select")
+@defop("index_select", ("x", "index"), {"dim": Attr("int")}, family="index_select")
 def index_select(x: TensorType, index: TensorType, dim: int) -> TensorType:
     """Pick slices along dim by a 1-d index tensor (negative indices count from the end)."""
     _check_index("index_select", index)
@@ -192,7 +192,7 @@ def _(x, index, dim):
     return np.take(x, index, axis=dim)
 
 
-@defop("gather", ("x", "index"), {"dim": Attr("int")}, lowering="gather")
+@defop("gather", ("x", "index"), {"dim": Attr("int")}, family="gather")
 def gather(x: TensorType, index: TensorType, dim: int) -> TensorType:
     """torch.gather: out[i][j] = x[index[i][j]][j] for dim 0 (same rank; index dims <= x dims)."""
     _check_index("gather", index)
@@ -213,7 +213,7 @@ def _(x, index, dim):
 
 
 # ------------------------------------------------------------------------------------- creation
-@defop("constant", (), {"value": Attr("scalar"), "dtype": Attr("dtype")}, lowering="constant")
+@defop("constant", (), {"value": Attr("scalar"), "dtype": Attr("dtype")}, family="fill")
 def constant(value, dtype: dtype) -> TensorType:
     """A 0-d tensor holding one scalar (larger constants are parameters)."""
     return TensorType((), dtype)
@@ -224,7 +224,7 @@ def _(value, dtype):
     return np.asarray(value).astype(dtype.np)
 
 
-@defop("full", (), {"shape": Attr("dims"), "value": Attr("scalar"), "dtype": Attr("dtype")}, lowering="full")
+@defop("full", (), {"shape": Attr("dims"), "value": Attr("scalar"), "dtype": Attr("dtype")}, family="fill")
 def full(shape: tuple[Dim, ...], value, dtype: dtype) -> TensorType:
     """A tensor of the given (possibly dynamic) shape filled with value."""
     return TensorType(tuple(shape), dtype)
@@ -236,7 +236,7 @@ def _(shape, value, dtype):
 
 
 @defop("arange", (), {"start": Attr("scalar", 0), "end": Attr("dim"), "step": Attr("scalar", 1),
-                      "dtype": Attr("dtype", int64)}, lowering="arange")
+                      "dtype": Attr("dtype", int64)}, family="arange")
 def arange(start, end: Dim, step, dtype: dtype) -> TensorType:
     """start, start+step, ... < end. A dynamic end needs start 0 and step 1."""
     if dtype is bool_:

@@ -33,12 +33,6 @@ def dce(g: Graph) -> bool:
 
 
 # ----------------------------------------------------------------------------------------------- cse
-# Ops whose two operands can be swapped without changing a single bit of the result (IEEE addition
-# and multiplication are commutative; the comparisons and logical ops trivially so).
-COMMUTATIVE = frozenset({"add", "mul", "maximum", "minimum", "eq", "ne", "logical_and", "logical_or",
-                         "logical_xor"})
-
-
 def _attr_key(v: Any) -> Any:
     """A hashable key that is equal only for attribute values with the same meaning: floats by bit
     pattern (so 0.0 and -0.0 differ and NaN equals NaN), bool/int/float never conflated."""
@@ -67,7 +61,7 @@ def cse(g: Graph) -> bool:
 
     def visit(n: Node) -> Value | None:
         ids = [-1 if v is None else order[v] for v in n.inputs]
-        if n.op in COMMUTATIVE and len(ids) == 2:
+        if n.opdef.commutative and len(ids) == 2:  # swapping the operands changes no bit (OpDef.commutative)
             ids.sort()
         key = (n.op, tuple(ids), tuple((k, _attr_key(n.attrs[k])) for k in sorted(n.attrs)), n.out.type)
         prev = seen.get(key)

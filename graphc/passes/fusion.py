@@ -40,7 +40,7 @@ class FusionGroup:
 
 
 def is_elementwise(n: Node) -> bool:
-    return get_op(n.op).lowering == "elementwise"
+    return get_op(n.op).family == "elementwise"
 
 
 def inlined_constants(g: Graph) -> set[Node]:
