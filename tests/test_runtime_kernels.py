@@ -155,6 +155,11 @@ def test_kernel_files_share_the_pragma_macros():
             users.append(path.name)
     assert {"gc_gemm.c", "gc_conv.c", "gc_norm.c", "gc_reduce.c", "gc_attention.c", "gc_pool.c",
             "gc_index.c"} <= set(users)
+    # nor does a header or a template of the generated code: gc_simd.h is the one definition
+    others = [p for p in sorted(RT.glob("*.h")) if p.name != "gc_simd.h"]
+    others += sorted((RT.parent / "templates").rglob("*.j2"))
+    for path in others:
+        assert not re.search(r"#\s*define\s+\w*(PRAGMA|PARALLEL_FOR)\b", path.read_text()), path.name
 
 
 # ---------------------------------------------------------------------------------------------- status

@@ -570,8 +570,8 @@ class CBackend(Backend):
         for i, unit in enumerate(units):
             files[f"{name}_kernels{i}.c"] = self.render("kernels.c.j2", unit=i, texts=[texts[j] for j in unit], **ctx)
         if options.weights == "embed":
-            files[f"{name}_weights.S"] = self.render("weights.S.j2", **ctx)
-        files["main.c"] = self.render("main.c.j2", **ctx)
+            files[f"{name}_weights.S"] = self.render("common/weights.S.j2", **ctx)
+        files["main.c"] = self.render("common/main.c.j2", **ctx)
         files["Makefile"] = self.render("Makefile.j2", units=len(units), **ctx)
         files[f"{name}_cffi.h"] = self.render("cffi.h.j2", **ctx)
         return files
