@@ -32,6 +32,7 @@ __all__ = [
     "logsumexp", "addmm", "baddbmm", "bmm", "broadcast_to", "broadcast_tensors", "broadcast_shapes", "clamp_min",
     "clamp_max", "clone", "detach", "divide", "multiply", "subtract", "negative", "swapaxes", "swapdims",
     "true_divide", "finfo", "iinfo", "multinomial", "movedim", "moveaxis",
+    "cumsum",
 ]
 
 
@@ -169,7 +170,20 @@ def _as_float(x: Tensor) -> Tensor:
     return x if x.dtype.is_floating_point else x.to(D.get_default_dtype())
 
 
-# ------------------------------------------------------------------------------------------ order
+# ------------------------------------------------------------------------------------------ scans
+def _scan(op: str, input: Tensor, dim: int, dtype: Any) -> Tensor:  # noqa: A002
+    x = _t(input, op)
+    if dtype is not None:
+        x = x.to(dtype)  # PyTorch casts the input before the scan, and the result has that dtype
+    d = _wrap_dim(dim, x.ndim)
+    out = apply(op, x.reshape(1), dim=0).reshape(()) if x.ndim == 0 else apply(op, x, dim=d)
+    return out if dtype is None or out.dtype is x.dtype else out.to(x.dtype)
+
+
+def cumsum(input: Tensor, dim: int, *, dtype: Any = None) -> Tensor:  # noqa: A002
+    """The running sum along dim (the ``cumsum`` op); integer and bool inputs give int64, and ``dtype``
+    casts the input first, like PyTorch."""
+    return _scan("cumsum", input, dim, dtype)
 
 
 
@@ -636,6 +650,7 @@ METHODS: dict[str, Callable[..., Any]] = {
     "log2": _method_of(log2), "logsumexp": _method_of(logsumexp), "addmm": _method_of(addmm),
     "baddbmm": _method_of(baddbmm), "bmm": _method_of(bmm), "multinomial": _method_of(multinomial),
     "movedim": _method_of(movedim), "moveaxis": _method_of(movedim), "swapdims": Tensor.swapaxes,
+    "cumsum": _method_of(cumsum),
 }
 
 

@@ -141,6 +141,14 @@ CASES: list[Case] = [
     Case("meshgrid", lambda m, x, y: (*m.meshgrid(x, y, indexing="ij"), *m.meshgrid(x, y, indexing="xy"),
                                       *m.meshgrid([x, y, x], indexing="xy")), [((3,), F32), ((4,), F32)]),
     *_einsum_cases(),
+    Case("cumsum", lambda m, x: (m.cumsum(x, 1), x.cumsum(-1), m.cumsum(x, dim=0), x.cumsum(2, dtype=m.float64),
+                                 m.cumsum(x[0, 0, 0], 0)), [(("B", 3, 5), F32)]),
+    Case("cumsum_f64", lambda m, x: (m.cumsum(x, 0), x.cumsum(1)), [(("B", 7), F64)]),
+    Case("cumsum_int", lambda m, x, y, z: (m.cumsum(x, 1), y.cumsum(0), m.cumsum(z, 1), z.cumsum(0, dtype=m.float32),
+                                           m.cumsum(x, 1, dtype=m.int32)),
+         [(("B", 6), I64), (("B", 2, 3), I32), (("B", 4), BOOL)]),
+    Case("cumsum_special", lambda m, x: m.cumsum(x, 1), [(("B", 9), F32)], "special"),
+    Case("cumsum_inplace", lambda m, x: (x.clone().cumsum_(1), x), [(("B", 4), F32)]),
 ]
 
 

@@ -343,6 +343,31 @@ def _softmax(kb: KernelBuilder, n: Node) -> None:
             inner=kb.dim(inner), log=int(n.op == "log_softmax"), nthreads=kb.threads())
 
 
+def scan_fields(kb: KernelBuilder, n: Node) -> dict[str, Any]:
+    """A scan node (cumsum) as rows of [outer, n, inner], its combining operator and accumulator: double
+    for floats (PyTorch's CPU kernels accumulate float32 in double), uint64_t for integers and bools (wraps
+    like PyTorch's int64, without C's signed-overflow UB)."""
+    x, out = n.inputs[0], n.out
+    d = n.attrs["dim"]
+    outer, size, inner = axis_split(x.type.shape, d, d + 1)
+    floating = x.type.dtype.is_floating_point
+    return {"src": kb.input(x), "dst": kb.output(out), "n": kb.dim(size), "inner": kb.dim(inner),
+            "rows": kb.dim(outer * inner), "combine": _SCAN_COMBINE[n.op], "acc": "double" if floating else "uint64_t",
+            "ctype": kb.ctype(out.type.dtype), "what": n.op,
+            "split": (outer, size, inner)}
+
+
+_SCAN_COMBINE = {"cumsum": ("0", "+", "sum")}  # op -> (initial value, operator, what it computes)
+
+
+@lowers("scan")
+def _scan(kb: KernelBuilder, n: Node) -> None:
+    f = scan_fields(kb, n)
+    outer, size, inner = f.pop("split")
+    f["nest"] = kb.loops([outer, inner], [[size * inner, 1]], cost=8)
+    kb.emit("scan.c.j2", **f)
+
+
 # ------------------------------------------------------------------------------------- indexing
 @lowers("index_select")
 def _index_select(kb: KernelBuilder, n: Node) -> None:

@@ -50,7 +50,7 @@ from ..sym import Dim, evaluate, is_static, prod
 from . import c as _c
 from .base import Backend
 from .build import BuildOptions, cflags, compiler_version
-from .c import axis_split, pool_params, sdpa_fields
+from .c import axis_split, pool_params, scan_fields, sdpa_fields
 from .lowering import (
     KernelBuilder,
     LowerFn,
@@ -237,6 +237,13 @@ def _softmax(kb: KernelBuilder, n: Node) -> None:
     outer, size, inner = axis_split(x.type.shape, d, d + 1)
     kb.emit("softmax.cu.j2", src=kb.input(x), dst=kb.output(n.out), rows=kb.dim(outer * inner), n=kb.dim(size),
             inner=kb.dim(inner), log=int(n.op == "log_softmax"), block=_row_block(size, kb))
+
+
+@lowers("scan")
+def _scan(kb: KernelBuilder, n: Node) -> None:
+    f = scan_fields(kb, n)
+    f.pop("split")
+    kb.emit("scan.cu.j2", **f)
 
 
 # ------------------------------------------------------------------------------------- indexing

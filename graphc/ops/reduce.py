@@ -171,6 +171,35 @@ def _(x, dim):
         return (s - np.log(np.sum(np.exp(s), axis=dim, keepdims=True))).astype(x.dtype)
 
 
+def _scan_rule(name: str):
+    def rule(x: TensorType, dim: int) -> TensorType:
+        if norm_dim(name, dim, x.ndim) != dim:
+            raise ShapeError(f"{name}: dim must be non-negative, got {dim}")
+        # PyTorch: integer and bool inputs accumulate in int64
+        return x if x.dtype.is_floating_point else x.with_dtype(int64)
+
+    what = "sum" if name == "cumsum" else "product"
+    rule.__doc__ = (f"Running {what} along dim: out[..., i, ...] is the {what} of x[..., :i+1, ...] (integer and "
+                    "bool inputs accumulate in int64, float32 in double, as PyTorch's CPU kernels).")
+    return rule
+
+
+cumsum = defop("cumsum", ("x",), {"dim": Attr("int")}, family="scan")(_scan_rule("cumsum"))
+
+
+def _scan_ref(fn):
+    def ref(x, dim):
+        integer = x.dtype.kind in "biu"
+        with np.errstate(all="ignore"):
+            out = fn(x.astype(np.int64 if integer else np.float64), axis=dim)
+        return out if integer else out.astype(x.dtype)
+
+    return ref
+
+
+cumsum.reference(_scan_ref(np.cumsum))
+
+
 @defop("matmul", ("a", "b"), family="matmul")
 def matmul(a: TensorType, b: TensorType) -> TensorType:
     """torch.matmul: 1-d operands are promoted and the added dim removed; batch dims broadcast."""
