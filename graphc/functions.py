@@ -32,7 +32,7 @@ __all__ = [
     "logsumexp", "addmm", "baddbmm", "bmm", "broadcast_to", "broadcast_tensors", "broadcast_shapes", "clamp_min",
     "clamp_max", "clone", "detach", "divide", "multiply", "subtract", "negative", "swapaxes", "swapdims",
     "true_divide", "finfo", "iinfo", "multinomial", "movedim", "moveaxis",
-    "cumsum",
+    "cumsum", "cumprod",
 ]
 
 
@@ -184,6 +184,11 @@ def cumsum(input: Tensor, dim: int, *, dtype: Any = None) -> Tensor:  # noqa: A0
     """The running sum along dim (the ``cumsum`` op); integer and bool inputs give int64, and ``dtype``
     casts the input first, like PyTorch."""
     return _scan("cumsum", input, dim, dtype)
+
+
+def cumprod(input: Tensor, dim: int, *, dtype: Any = None) -> Tensor:  # noqa: A002
+    """The running product along dim (the ``cumprod`` op), with cumsum's dtype rules."""
+    return _scan("cumprod", input, dim, dtype)
 
 
 
@@ -650,7 +655,7 @@ METHODS: dict[str, Callable[..., Any]] = {
     "log2": _method_of(log2), "logsumexp": _method_of(logsumexp), "addmm": _method_of(addmm),
     "baddbmm": _method_of(baddbmm), "bmm": _method_of(bmm), "multinomial": _method_of(multinomial),
     "movedim": _method_of(movedim), "moveaxis": _method_of(movedim), "swapdims": Tensor.swapaxes,
-    "cumsum": _method_of(cumsum),
+    "cumsum": _method_of(cumsum), "cumprod": _method_of(cumprod),
 }
 
 

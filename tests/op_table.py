@@ -96,6 +96,7 @@ SAMPLES["softmax"] = [([_r((3, 5))], {"dim": 1}), ([_r((2, 3, 4))], {"dim": 1}),
 SAMPLES["log_softmax"] = [([_r((3, 5))], {"dim": 1}), ([_r((2, 3, 4))], {"dim": 0})]
 SAMPLES["cumsum"] = [([_r((3, 5))], {"dim": 1}), ([_r((4, 3, 2))], {"dim": 0}), ([_r((2, 7, 3))], {"dim": 1}),
                      ([_r((6,), I64)], {"dim": 0}), ([_r((1,))], {"dim": 0})]
+SAMPLES["cumprod"] = [([_r((3, 5))], {"dim": 1}), ([_r((4, 3, 2))], {"dim": 0}), ([_r((5,), I64)], {"dim": 0})]
 SAMPLES["matmul"] = [([_r((3, 4)), _r((4, 5))], {}), ([_r((4,)), _r((4, 2))], {}), ([_r((2, 3, 4)), _r((4,))], {}),
                      ([_r((2, 1, 3, 4)), _r((5, 4, 2))], {}), ([_r((1, 1)), _r((1, 1))], {})]
 
@@ -150,7 +151,7 @@ TORCH: dict[str, Any] = {
     "argmin": lambda t, x, dim, keepdim=False: t.argmin(x, dim, keepdim),
     "softmax": lambda t, x, dim: t.softmax(x, dim), "log_softmax": lambda t, x, dim: t.log_softmax(x, dim),
     "matmul": lambda t, a, b: t.matmul(a, b),
-    "cumsum": lambda t, x, dim: t.cumsum(x, dim),
+    "cumsum": lambda t, x, dim: t.cumsum(x, dim), "cumprod": lambda t, x, dim: t.cumprod(x, dim),
 }
 
 # ------------------------------------------------------------------------------------------ nn ops

@@ -163,8 +163,8 @@ def _arange_rule(arrays, attrs):
 
 
 @dynamic("sum", "prod", "mean", "amax", "amin", "var", "argmax", "argmin", "softmax", "log_softmax", "cumsum",
-         "conv", "conv_transpose", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "batch_norm", "layer_norm",
-         "group_norm", "rms_norm")
+         "cumprod", "conv", "conv_transpose", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "batch_norm",
+         "layer_norm", "group_norm", "rms_norm")
 def _leading_is_batch(arrays, attrs):
     """The first operand's leading dim becomes B (reductions over dim 0 then reduce over B)."""
     if arrays[0].ndim == 0:

@@ -148,7 +148,13 @@ CASES: list[Case] = [
                                            m.cumsum(x, 1, dtype=m.int32)),
          [(("B", 6), I64), (("B", 2, 3), I32), (("B", 4), BOOL)]),
     Case("cumsum_special", lambda m, x: m.cumsum(x, 1), [(("B", 9), F32)], "special"),
-    Case("cumsum_inplace", lambda m, x: (x.clone().cumsum_(1), x), [(("B", 4), F32)]),
+    Case("cumprod", lambda m, x: (m.cumprod(x, 1), x.cumprod(-1), m.cumprod(x, dim=0), x.cumprod(2, dtype=m.float64)),
+         [(("B", 3, 5), F32)], "pos"),
+    Case("cumprod_int", lambda m, x, y, z: (m.cumprod(x, 1), y.cumprod(0), m.cumprod(z, 1),
+                                            x.cumprod(1, dtype=m.int32)),
+         [(("B", 6), I64), (("B", 2, 3), I32), (("B", 4), BOOL)]),
+    Case("cumprod_special", lambda m, x: (m.cumprod(x, 1), x.cumprod(0)), [(("B", 9), F32)], "special"),
+    Case("cumsum_inplace", lambda m, x: (x.clone().cumsum_(1), x.clone().cumprod_(0), x), [(("B", 4), F32)]),
 ]
 
 

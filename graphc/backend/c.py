@@ -344,9 +344,9 @@ def _softmax(kb: KernelBuilder, n: Node) -> None:
 
 
 def scan_fields(kb: KernelBuilder, n: Node) -> dict[str, Any]:
-    """A scan node (cumsum) as rows of [outer, n, inner], its combining operator and accumulator: double
-    for floats (PyTorch's CPU kernels accumulate float32 in double), uint64_t for integers and bools (wraps
-    like PyTorch's int64, without C's signed-overflow UB)."""
+    """A scan node (cumsum, cumprod) as rows of [outer, n, inner], its combining operator and accumulator:
+    double for floats (PyTorch's CPU kernels accumulate float32 in double), uint64_t for integers and bools
+    (wraps like PyTorch's int64, without C's signed-overflow UB)."""
     x, out = n.inputs[0], n.out
     d = n.attrs["dim"]
     outer, size, inner = axis_split(x.type.shape, d, d + 1)
@@ -357,7 +357,8 @@ def scan_fields(kb: KernelBuilder, n: Node) -> dict[str, Any]:
             "split": (outer, size, inner)}
 
 
-_SCAN_COMBINE = {"cumsum": ("0", "+", "sum")}  # op -> (initial value, operator, what it computes)
+# op -> (initial value, operator, what it computes)
+_SCAN_COMBINE = {"cumsum": ("0", "+", "sum"), "cumprod": ("1", "*", "product")}
 
 
 @lowers("scan")

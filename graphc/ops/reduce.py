@@ -185,6 +185,7 @@ def _scan_rule(name: str):
 
 
 cumsum = defop("cumsum", ("x",), {"dim": Attr("int")}, family="scan")(_scan_rule("cumsum"))
+cumprod = defop("cumprod", ("x",), {"dim": Attr("int")}, family="scan")(_scan_rule("cumprod"))
 
 
 def _scan_ref(fn):
@@ -198,6 +199,7 @@ def _scan_ref(fn):
 
 
 cumsum.reference(_scan_ref(np.cumsum))
+cumprod.reference(_scan_ref(np.cumprod))
 
 
 @defop("matmul", ("a", "b"), family="matmul")
