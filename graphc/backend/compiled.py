@@ -2,8 +2,9 @@
 
 A model holds one context (weights mapped, arena allocated) guarded by a lock, so calls from several
 Python threads are serialised; :meth:`CompiledModel.new_context` gives another independent context of
-the same library for parallel use. Inputs are checked against the manifest (count, dtype, ndim, static
-dims, dynamic dims and their ranges) and copied only when not C-contiguous.
+the same library for parallel use. Inputs are given positionally or by input name (``model(x=...)``),
+checked against the manifest (count, dtype, ndim, static dims, dynamic dims and their ranges) and copied
+only when not C-contiguous.
 
 A CUDA library (``manifest["options"]["backend"]`` names the backend) is called the same way, with numpy
 arrays in host memory (its ``run_v`` copies them to the device and back). Its context is created at the
@@ -22,6 +23,7 @@ makes ASan abort the whole process, so there the model raises a :class:`GraphcEr
 
 from __future__ import annotations
 
+import difflib
 import os
 import threading
 from collections.abc import Callable, Mapping
@@ -368,6 +370,27 @@ class CompiledModel:
                     raise self._bad(spec, a)
         return arrays, env
 
+    def _bind(self, args: tuple, kwargs: Mapping[str, Any]) -> tuple:
+        """Positional and keyword inputs -> the inputs in order (keywords by input name)."""
+        names = self.input_names
+        if len(args) > len(names):
+            raise TypeError(f"{self.name} takes {len(names)} input(s) ({', '.join(names)}), got {len(args)} "
+                            "positional")
+        bound: dict[str, Any] = dict(zip(names, args))
+        for key, value in kwargs.items():
+            if key not in names:
+                near = difflib.get_close_matches(key, names, n=1)
+                raise TypeError(f"{self.name} got an unexpected keyword argument {key!r}"
+                                + (f" (did you mean {near[0]!r}?)" if near else "") + f"; its inputs are {names}")
+            if key in bound:
+                raise TypeError(f"{self.name} got multiple values for input {key!r} (positional "
+                                f"{names.index(key) + 1} and keyword)")
+            bound[key] = value
+        missing = [n for n in names if n not in bound]
+        if missing:
+            raise TypeError(f"{self.name} is missing input(s) {missing}; its inputs are {names}")
+        return tuple(bound[n] for n in names)
+
     @staticmethod
     def _as_array(spec: _Spec, a: Any) -> np.ndarray:
         if isinstance(a, np.ndarray):
@@ -401,8 +424,12 @@ class CompiledModel:
                 raise RuntimeErrorC(f"{self.name}: {ctx.error(rc)}", rc)
         return outs
 
-    def __call__(self, *args: Any) -> np.ndarray | tuple[np.ndarray, ...]:
-        """Run on positional inputs (numpy arrays or graphc Tensors); one output -> array, else a tuple."""
+    def __call__(self, *args: Any, **kwargs: Any) -> np.ndarray | tuple[np.ndarray, ...]:
+        """Run on inputs given positionally and/or by input name (``model(x, scale=s)``; numpy arrays,
+        graphc Tensors or torch CPU tensors); one output -> array, else a tuple. An unknown, missing or
+        twice-given input name is a TypeError naming it and the inputs."""
+        if kwargs:
+            args = self._bind(args, kwargs)
         arrays, env = self._check(args)
         outs = self._run(arrays, env)
         return outs[0] if len(outs) == 1 else tuple(outs)

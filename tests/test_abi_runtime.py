@@ -1,0 +1,90 @@
+"""The compiled library's runtime behaviour and the Python loader (issue 9): libraries are closed with
+their last user, misaligned inputs reach C as aligned copies, inputs by keyword, the weights-file
+contract, internal calls bound inside the library, the arena sized for the run, the ABI version.
+
+The libraries are built once per module into the shared test cache (content-addressed, so never stale).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import graphc
+from graphc import nn
+
+
+def _cache_dir() -> str:
+    return os.environ.get("GRAPHC_TEST_CACHE_DIR") or os.path.join(tempfile.gettempdir(),
+                                                                    f"graphc-test-cache-{os.getuid()}")
+
+
+class Two(nn.Module):
+    """Two named inputs, a GEMM (the kernel UBSan saw misaligned loads in) and a dynamic batch."""
+
+    def __init__(self, d: int = 32, h: int = 64) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(d, h)
+        self.fc2 = nn.Linear(h, 8)
+
+    def forward(self, x: graphc.Tensor, scale: graphc.Tensor) -> graphc.Tensor:
+        return self.fc2(graphc.relu(self.fc1(x))) * scale
+
+
+def _model(seed: int = 0, d: int = 32, h: int = 64) -> Two:
+    graphc.manual_seed(seed)
+    return Two(d, h).eval()
+
+
+def _numpy(model: Two, x: np.ndarray, s: np.ndarray) -> np.ndarray:
+    sd = {k: np.asarray(v.numpy(), np.float64) for k, v in model.state_dict().items()}
+    h = np.maximum(x.astype(np.float64) @ sd["fc1.weight"].T + sd["fc1.bias"], 0)
+    return (h @ sd["fc2.weight"].T + sd["fc2.bias"]) * s
+
+
+def _compile(model: Two, out: Path, name: str = "two", weights: str = "embed", d: int = 32):
+    return graphc.compile(model, (graphc.randn(2, d), graphc.randn(1, 8)), {"x": {0: graphc.Dim("B", 1, 64)}},
+                          name=name, weights=weights, out_dir=out, cache_dir=_cache_dir())
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    base = tmp_path_factory.mktemp("abi_runtime")
+    model = _model()
+    return {"model": model, "base": base, "embed": _compile(model, base / "embed"),
+            "file": _compile(model, base / "file", weights="file")}
+
+
+def _inputs(b: int = 5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((b, 32)).astype(np.float32), rng.standard_normal((1, 8)).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------ keyword inputs
+def test_keyword_inputs(built):
+    """lib(x=..., scale=...) binds by input name, mixed with positionals; equal to the positional call."""
+    m = built["embed"]
+    x, s = _inputs()
+    want = m(x, s)
+    np.testing.assert_allclose(want, _numpy(built["model"], x, s), rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(m(x=x, scale=s), want)
+    np.testing.assert_array_equal(m(scale=s, x=x), want)
+    np.testing.assert_array_equal(m(x, scale=s), want)
+
+
+def test_keyword_input_errors(built):
+    m = built["embed"]
+    x, s = _inputs()
+    with pytest.raises(TypeError, match=r"unexpected keyword argument 'scal' \(did you mean 'scale'\?\).*"
+                                        r"\['x', 'scale'\]"):
+        m(x=x, scal=s)
+    with pytest.raises(TypeError, match=r"missing input\(s\) \['scale'\]"):
+        m(x=x)
+    with pytest.raises(TypeError, match=r"multiple values for input 'x' \(positional 1 and keyword\)"):
+        m(x, x=x, scale=s)
+    with pytest.raises(TypeError, match=r"takes 2 input\(s\) \(x, scale\), got 3 positional"):
+        m(x, s, s, scale=s)
