@@ -4,7 +4,8 @@ A model holds one context (weights mapped, arena allocated) guarded by a lock, s
 Python threads are serialised; :meth:`CompiledModel.new_context` gives another independent context of
 the same library for parallel use. Inputs are given positionally or by input name (``model(x=...)``),
 checked against the manifest (count, dtype, ndim, static dims, dynamic dims and their ranges) and copied
-only when not C-contiguous.
+only when not C-contiguous or not aligned to their element size (a view at an odd byte offset): the
+copy is 64-byte aligned, so the library's kernels never see a misaligned pointer.
 
 A CUDA library (``manifest["options"]["backend"]`` names the backend) is called the same way, with numpy
 arrays in host memory (its ``run_v`` copies them to the device and back). Its context is created at the
@@ -40,6 +41,7 @@ from .registry import DEFAULT_BACKEND, backend_class
 _LIBS: dict[tuple[int, int, int, int], _Library] = {}
 _OPENED: set[tuple[str, tuple[int, int, int, int]]] = set()
 _LIBS_LOCK = threading.Lock()
+ALIGN = 64  # the alignment of the copies made of inputs that are not C-contiguous or not aligned
 
 
 class RuntimeErrorC(GraphcError, RuntimeError):
@@ -357,8 +359,8 @@ class CompiledModel:
                         raise ValueError(f"input '{spec.name}': dim {i} is {shape[i]}, {sym}={shape[i] // coef} "
                                          f"is outside {lo}..{hi}; expected {spec.expected}")
                     env[sym] = shape[i] // coef
-            if not a.flags.c_contiguous:
-                a = np.ascontiguousarray(a)
+            if not (a.flags.c_contiguous and a.flags.aligned):
+                a = aligned_copy(a)
             arrays[k] = a
         if len(env) != len(dims):
             missing = [n for n in dims if n not in env]
@@ -487,6 +489,16 @@ class CompiledModel:
 
         cache = Path(self.manifest.get("cache_dir") or default_cache_dir())
         return cache / CACHE_LAYOUT / "weights" / f"{self.name}-{uuid.uuid4().hex}.safetensors"
+
+
+def aligned_copy(a: np.ndarray, align: int = ALIGN) -> np.ndarray:
+    """A C-contiguous copy of a whose data starts at a multiple of align bytes."""
+    nbytes = a.size * a.itemsize
+    raw = np.empty(nbytes + align, dtype=np.uint8)
+    start = -raw.ctypes.data % align
+    out = raw[start:start + nbytes].view(a.dtype).reshape(a.shape)
+    np.copyto(out, a)
+    return out
 
 
 def profile_table(rows: list[dict[str, Any]], top: int | None = None, markdown: bool = False) -> str:
