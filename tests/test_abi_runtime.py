@@ -7,7 +7,9 @@ The libraries are built once per module into the shared test cache (content-addr
 
 from __future__ import annotations
 
+import gc
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import pytest
 import graphc
 from graphc import nn
 from graphc.backend import compiled as compiled_mod
+from graphc.backend import load_compiled
 
 
 def _cache_dir() -> str:
@@ -130,3 +133,65 @@ def test_misaligned_inputs_give_exact_results(built, offset):
     if offset % 4:
         assert all(p % compiled_mod.ALIGN == 0 for p in seen)  # the copies are 64-byte aligned
     np.testing.assert_array_equal(xm, x)
+
+
+# ------------------------------------------------------------------------------ libraries are closed
+def _mapped(pattern: str) -> set[str]:
+    """Paths of the files mapped into this process whose name contains pattern."""
+    with open("/proc/self/maps") as f:
+        return {line.split(None, 5)[5].strip() for line in f
+                if len(line.split(None, 5)) == 6 and pattern in line.split(None, 5)[5]}
+
+
+def _rss_kib() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
+def test_dropped_models_close_their_libraries(built, tmp_path):
+    """60 load/run/drop cycles of distinct library files (copies of one export, ~0.5 MB of baked weights
+    each): once the last model and context of a library are gone it is unmapped, so the process keeps
+    no more than the libraries in use (before: every one stayed mapped, its weights resident)."""
+    graphc.manual_seed(1)
+    big = Two(256, 512).eval()  # 128 K + 4 K parameters: ~0.5 MB in the library
+    src = _compile(big, tmp_path / "src", name="bigtwo", d=256)
+    x = np.random.default_rng(0).standard_normal((3, 256)).astype(np.float32)
+    s = np.ones((1, 8), np.float32)
+    want = src(x, s)
+    del src
+    gc.collect()
+    base_libs = compiled_mod.open_libraries()
+    rss0 = None
+    for i in range(60):
+        d = tmp_path / f"copy{i}"
+        shutil.copytree(tmp_path / "src", d)
+        m = load_compiled(d)
+        np.testing.assert_array_equal(m(x, s), want)
+        if i % 3 == 0:  # a context outliving its model keeps the library open
+            other = m.new_context()
+            del m
+            gc.collect()
+            np.testing.assert_array_equal(other(x, s), want)
+            m = other
+            del other
+        del m
+        gc.collect()
+        shutil.rmtree(d)
+        if i == 9:
+            rss0 = _rss_kib()
+        assert not _mapped(str(d)), f"cycle {i}: the dropped model's library is still mapped"
+    assert compiled_mod.open_libraries() == base_libs
+    # 50 more cycles of 0.5 MB each would be 25 MB resident if libraries were kept
+    assert _rss_kib() - rss0 < 12 * 1024
+
+
+def test_a_recompiled_model_after_a_drop(built, tmp_path):
+    """The cache hit of a model whose library was closed opens it again (and gives the same result)."""
+    model = _model(3)
+    x, s = _inputs(4, 3)
+    a = _compile(model, tmp_path / "a")(x, s)
+    gc.collect()
+    b = _compile(model, tmp_path / "a")(x=x, scale=s)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(a, _numpy(model, x, s), rtol=1e-4, atol=1e-5)
+
