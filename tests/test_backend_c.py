@@ -175,7 +175,7 @@ def test_elementwise(cache_dir):
 
 
 def test_fusion_groups_shape():
-    from graphc.passes.fusion import fusion_groups
+    from graphc.backend.fusion import fusion_groups
 
     g = elementwise_graph()
     groups = fusion_groups(g)

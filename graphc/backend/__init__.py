@@ -1,8 +1,11 @@
 """The backends: code generators that print a lowered program and the knobs of their toolchains.
 
-``base.py`` (the :class:`Backend` class: dialect knobs, templates, toolchain), ``registry.py`` (the
-backends by name), ``c.py`` and ``cuda.py`` (the two backends), ``lowering.py`` / ``memplan.py`` (the
-backend-neutral lowering and memory plan), ``build.py`` (compiling with a content-addressed cache),
+``base.py`` (the :class:`Backend` class: dialect knobs, templates, toolchain, the sources' layout),
+``registry.py`` (the backends by name), ``c.py`` and ``cuda.py`` (the two backends: their rules and
+knobs, importing nothing from each other), ``lowering.py`` / ``fusion.py`` / ``memplan.py`` (the
+backend-neutral lowering, elementwise fusion groups and memory plan), ``analysis.py`` (each op family's
+analysis, computed once for whichever backend prints it), ``common.py`` (the rules every backend shares),
+``build.py`` (compiling with a content-addressed cache),
 ``compiled.py`` (loading a library through cffi), ``weights.py`` (safetensors).
 
 The pipeline that drives them lives above this package: ``graphc/compiler.py`` (graphc.compile) and

@@ -296,9 +296,52 @@ class Backend:
     def render(self, template: str, **context: Any) -> str:
         return self.environment.get_template(template).render(**context)
 
+    # kernels of one translation unit, at most (by rendered characters): keeps each file quick to compile
+    unit_chars: ClassVar[int] = 60_000
+
+    def render_kernels(self, program: Any) -> list[str]:
+        """Every kernel of the program printed by its template (``k``: the kernel, ``d``: its fields)."""
+        return [self.render(k.template, k=k, d=k.data) for k in program.kernels]
+
+    def split_units(self, texts: list[str]) -> list[list[int]]:
+        """Kernels per translation unit: consecutive, each unit up to unit_chars (deterministic)."""
+        units: list[list[int]] = [[]]
+        size = 0
+        for i, t in enumerate(texts):
+            if units[-1] and size + len(t) > self.unit_chars:
+                units.append([])
+                size = 0
+            units[-1].append(i)
+            size += len(t)
+        return units
+
+    def render_context(self, program: Any, options: Any) -> dict[str, Any]:
+        """What every template of a program sees: ``p`` the program, ``o`` the build options, ``M`` the
+        upper-case model name, ``B`` the backend (a backend may add fields)."""
+        return {"p": program, "o": options, "M": program.upper, "B": self}
+
     def render_sources(self, program: Any, options: Any) -> dict[str, str]:
-        """All generated files of a program: {file name: text}."""
-        raise NotImplementedError(f"backend {self.name!r} must define render_sources()")
+        """All generated files of a program: {file name: text}. From the backend's folder: ``model.h.j2``
+        (the ABI header), ``internal<header_suffix>.j2``, ``model<template_suffix>``,
+        ``kernels<template_suffix>`` (one translation unit per :meth:`split_units` chunk), ``Makefile.j2``
+        and ``cffi.h.j2``; from ``templates/common/``: ``weights.S.j2`` (weights="embed") and ``main.c.j2``."""
+        name = program.name
+        texts = self.render_kernels(program)
+        units = self.split_units(texts)
+        ctx = self.render_context(program, options)
+        src, files = self.source_suffix, {}
+        files[f"{name}.h"] = self.render("model.h.j2", **ctx)
+        files[f"{name}_internal{self.header_suffix}"] = self.render(f"internal{self.header_suffix}.j2", **ctx)
+        files[f"{name}_model{src}"] = self.render(f"model{self.template_suffix}", **ctx)
+        for i, unit in enumerate(units):
+            files[f"{name}_kernels{i}{src}"] = self.render(f"kernels{self.template_suffix}", unit=i,
+                                                          texts=[texts[j] for j in unit], **ctx)
+        if options.weights == "embed":
+            files[f"{name}_weights{self.asm_suffix}"] = self.render("common/weights.S.j2", **ctx)
+        files["main.c"] = self.render("common/main.c.j2", **ctx)
+        files["Makefile"] = self.render("Makefile.j2", units=len(units), **ctx)
+        files[f"{name}_cffi.h"] = self.render("cffi.h.j2", **ctx)
+        return files
 
     # --------------------------------------------------------------------------------- toolchain
     # The defaults build with the C compiler (``build.compiler()``) like the C backend; a backend with
@@ -308,8 +351,6 @@ class Backend:
     option_names: ClassVar[frozenset[str]] = frozenset()
     sanitizer_builds: ClassVar[bool] = False  # compile(..., sanitize=True) builds an ASan/UBSan library
     context_at_open: ClassVar[bool] = True  # a context is created when the library is opened (else at the first call)
-    # the Python loader closes (dlcloses) a library when its last model and context are gone
-    unload_on_release: ClassVar[bool] = True
 
     def check_options(self, options: dict[str, Any]) -> None:
         """Refuse a backend option (arch=...) given to a backend that does not take it."""

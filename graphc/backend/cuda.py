@@ -8,8 +8,9 @@ How it differs from the C backend (``graphc/backend/c.py``)
   returns ``cudaGetLastError()``. The run function calls the launchers in schedule order.
 * Elementwise groups and the data-movement ops are grid-stride kernels over the C backend's loop nests
   (one thread per element; the nest's extents decompose the flat index). The rules of slice, permute,
-  expand, concat, pad, constant, full and arange are the C backend's own (they print through
-  ``template_suffix``); every other family has a rule here.
+  expand, concat, pad, constant, full and arange are shared (``common.py``: they print through
+  ``template_suffix``); every other family has a rule here, printing the shared per-family analysis
+  (``analysis.py``).
 * Reductions, arg-reductions, softmax and layer / RMS / group norms run one block per output row with a
   shared-memory tree reduction; matmul, linear, bilinear and conv share one tiled shared-memory GEMM
   (``gcx_gemm_tile`` in ``internal.cuh.j2``; conv goes through im2col into arena scratch, a chunk of
@@ -40,67 +41,46 @@ import re
 import shlex
 import shutil
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from .._dtype import float32, float64, int32, int64
 from ..ir.graph import Node
-from ..ops.registry import broadcast_shapes
 from ..sym import Dim, evaluate, is_static, prod
-from . import c as _c
+from .analysis import (
+    adaptive_pool_params,
+    axis_split,
+    bilinear_shape,
+    conv_is_pointwise,
+    conv_params,
+    gather_strides,
+    linear_shape,
+    matmul_shape,
+    may_be_empty,
+    norm_shape,
+    pool_params,
+    reduce_layout,
+    require_float32,
+    scan_fields,
+    sdpa_fields,
+)
 from .base import Backend
 from .build import BuildOptions, cflags, compiler_version
-from .c import axis_split, pool_params, scan_fields, sdpa_fields
-from .lowering import (
-    KernelBuilder,
-    LowerFn,
-    Program,
-    broadcast_strides,
-    contiguous_strides,
-    merge_dims,
-)
+from .common import COMMON_LOWERINGS, rule_registrar
+from .lowering import KernelBuilder, LowerFn, Program, contiguous_strides, merge_dims
 from .registry import register_backend
 
-CUDA_LOWERINGS: dict[str, LowerFn] = {}  # by op family
+# by op family: the shared data-movement and creation rules (common.py: slice, permute, expand, concat,
+# pad, fill, arange print "<template>" + template_suffix, i.e. templates/cuda/<template>.cu.j2), then
+# the CUDA rules
+CUDA_LOWERINGS: dict[str, LowerFn] = dict(COMMON_LOWERINGS)
 CUDA_OP_LOWERINGS: dict[str, LowerFn] = {}  # ops lowered apart from their family's rule
-
-# The C backend's rules that only move data: they print "<template>" + template_suffix, which resolves to
-# templates/cuda/<template>.cu.j2 here.
-INHERITED = ("slice", "permute", "expand", "concat", "pad", "fill", "arange")
-for _family in INHERITED:
-    CUDA_LOWERINGS[_family] = _c.LOWERINGS[_family]
+lowers = rule_registrar(CUDA_LOWERINGS)  # @lowers("<family>"): register a CUDA lowering rule
+lowers_op = rule_registrar(CUDA_OP_LOWERINGS)  # @lowers_op("<op>"): one op its family's rule does not cover
 
 BLOCK = 256  # threads per block of every kernel (GCX_BLOCK in the templates)
 GEMM_BATCH_DIMS = 4  # batch dims a GEMM kernel can walk (GCX_GEMM_BATCH_DIMS)
 IM2COL_FLOATS = 8 << 20  # conv: column buffer of a chunk of images, at most (32 MiB) unless one image needs more
-
-
-def lowers(*families: str) -> Callable[[LowerFn], LowerFn]:
-    """Register a CUDA lowering rule for the named op families (OpDef.family)."""
-
-    def deco(fn: LowerFn) -> LowerFn:
-        for family in families:
-            CUDA_LOWERINGS[family] = fn
-        return fn
-
-    return deco
-
-
-def lowers_op(*ops: str) -> Callable[[LowerFn], LowerFn]:
-    """Register a CUDA rule for single ops that their family's rule does not cover."""
-
-    def deco(fn: LowerFn) -> LowerFn:
-        for op in ops:
-            CUDA_OP_LOWERINGS[op] = fn
-        return fn
-
-    return deco
-
-
-def _f32(kb: KernelBuilder, n: Node) -> None:
-    for v in [*n.inputs, n.out]:
-        if v is not None:
-            kb.require(v.type.dtype is float32, "float32 only")
 
 
 def _max(kb: KernelBuilder, d: Dim) -> int:
@@ -132,39 +112,29 @@ def _matmul(kb: KernelBuilder, n: Node) -> None:
     a, b = n.inputs
     dt = n.out.type.dtype
     kb.require(dt in (float32, float64, int64), "matmul runs on float32, float64 and int64")
-    ash = list(a.type.shape) if a.type.ndim > 1 else [1, a.type.shape[0]]
-    bsh = list(b.type.shape) if b.type.ndim > 1 else [b.type.shape[0], 1]
-    M, K, N = ash[-2], ash[-1], bsh[-1]
+    sh = matmul_shape(n)
+    M, N, K = sh.m, sh.n, sh.k
     pa, pb, pc = kb.input(a), kb.input(b), kb.output(n.out)
-    if len(bsh) == 2:  # fold a's batch dims into M
-        g = _gemm(kb, pa, pb, pc, "NULL", m=prod(ash[:-1]), n=N, k=K, sa=(K, 1), sb=(N, 1), scm=N)
-    else:
-        batch = broadcast_shapes("matmul", ash[:-2], bsh[:-2])
-        sa = [s * (M * K) for s in broadcast_strides(ash[:-2], batch)]
-        sb = [s * (K * N) for s in broadcast_strides(bsh[:-2], batch)]
-        sc = [s * (M * N) for s in contiguous_strides(batch)]
-        g = _gemm(kb, pa, pb, pc, "NULL", m=M, n=N, k=K, sa=(K, 1), sb=(N, 1), scm=N, batch=batch,
-                  strides=[sa, sb, sc, [0] * len(batch)])
+    g = _gemm(kb, pa, pb, pc, "NULL", m=M, n=N, k=K, sa=(K, 1), sb=(N, 1), scm=N, batch=sh.batch,
+              strides=[*sh.strides, [0] * len(sh.batch)])
     kb.emit("gemm.cu.j2", g=g, ctype=kb.ctype(dt), acc=kb.ctype(dt))
 
 
 @lowers("linear")
 def _linear(kb: KernelBuilder, n: Node) -> None:
     x, w, bias = (list(n.inputs) + [None])[:3]
-    _f32(kb, n)
-    K, N = w.type.shape[1], w.type.shape[0]
+    require_float32(kb, n)
+    M, N, K = linear_shape(n)
     px, pw, pb = kb.input(x), kb.input(w), kb.input(bias)
-    g = _gemm(kb, px, pw, kb.output(n.out), pb, m=prod(x.type.shape[:-1]), n=N, k=K, sa=(K, 1), sb=(1, K), scm=N,
-              sbias=(0, 1))
+    g = _gemm(kb, px, pw, kb.output(n.out), pb, m=M, n=N, k=K, sa=(K, 1), sb=(1, K), scm=N, sbias=(0, 1))
     kb.emit("gemm.cu.j2", g=g, ctype="float", acc="float")
 
 
 @lowers("bilinear")
 def _bilinear(kb: KernelBuilder, n: Node) -> None:
     x1, x2, w, bias = (list(n.inputs) + [None])[:4]
-    _f32(kb, n)
-    O, I1, I2 = w.type.shape
-    M = prod(x1.type.shape[:-1])
+    require_float32(kb, n)
+    M, O, I1, I2 = bilinear_shape(n)
     p1, p2, pw, pb = kb.input(x1), kb.input(x2), kb.input(w), kb.input(bias)
     y = kb.output(n.out)
     tmp = kb.scratch(M * O * I2 * 4, float32)
@@ -189,29 +159,23 @@ def _no_empty_reduction(kb: KernelBuilder, count: Any) -> None:
     """max/min/argmax/argmin have no value over an empty dim. The C backend checks at run time; the CUDA
     kernels would read the first element, so a graph whose reduced size can be 0 for dims in range is
     refused at compile time instead."""
-    kb.require(evaluate(count, {d.name: d.min for d in kb.lower.dims}) != 0,
-               "a reduced dim that can be empty (a dynamic dim whose range starts at 0)")
+    kb.require(not may_be_empty(kb, count), "a reduced dim that can be empty (a dynamic dim whose range starts at 0)")
 
 
 @lowers("reduce")
 def _reduce(kb: KernelBuilder, n: Node) -> None:
     x, out = n.inputs[0], n.out
-    dims = list(n.attrs["dims"])
-    shape = list(x.type.shape)
+    lay = reduce_layout(n)
     dt = x.type.dtype
     kb.ctype(dt)
     kb.require(dt.name != "bool" or n.op in ("sum", "prod"), "bool")
     src, dst = kb.input(x), kb.output(out)
-    st = contiguous_strides(shape)
-    kept = [i for i in range(len(shape)) if i not in dims]
-    kept_shape = [shape[i] for i in kept]
-    outer = kb.loops(kept_shape, [[st[i] for i in kept], contiguous_strides(kept_shape)], parallel=False)
-    red_shape = [shape[i] for i in dims]
+    outer = kb.loops(lay.kept_shape, [lay.kept_strides, contiguous_strides(lay.kept_shape)], parallel=False)
     if n.op in ("amax", "amin"):
-        _no_empty_reduction(kb, prod(red_shape))
-    inner = kb.loops(red_shape, [[st[i] for i in dims]], parallel=False)
+        _no_empty_reduction(kb, lay.count)
+    inner = kb.loops(lay.red_shape, [lay.red_strides], parallel=False)
     acc = kb.ctype(dt) if dt.is_floating_point else ("int64_t" if n.op in ("sum", "prod") else kb.ctype(dt))
-    count = prod(red_shape)
+    count = lay.count
     kb.emit("reduce.cu.j2", op=n.op, src=src, dst=dst, outer=outer, inner=inner, acc=acc, ctype=kb.ctype(dt),
             out_ctype=kb.ctype(out.type.dtype), count=kb.dim(count), correction=n.attrs.get("correction", 0),
             floating=dt.is_floating_point, block=_row_block(count, kb))
@@ -265,10 +229,8 @@ def _gather(kb: KernelBuilder, n: Node) -> None:
     x, index = n.inputs
     d = n.attrs["dim"]
     kb.require(index.type.dtype in (int64, int32), "indices must be int64 or int32")
-    xst = contiguous_strides(x.type.shape)
+    xst, xs = gather_strides(n)
     ish = index.type.shape
-    xs = list(xst)
-    xs[d] = 0
     kb.fails("an index is out of range for the gathered dim")
     nest = kb.loops(ish, [xs, contiguous_strides(ish)], parallel=False)
     kb.emit("index.cu.j2", kind="gather", src=kb.input(x), idx=kb.input(index), dst=kb.output(n.out),
@@ -291,18 +253,16 @@ def _embedding(kb: KernelBuilder, n: Node) -> None:
 # ------------------------------------------------------------------------------------- convolution, pools
 @lowers("conv")
 def _conv(kb: KernelBuilder, n: Node) -> None:
-    _f32(kb, n)
+    require_float32(kb, n)
     x, w, bias = (list(n.inputs) + [None])[:3]
-    p = _c._conv_params(kb, n, False)
+    p = conv_params(kb, n)
     xs, ys, ws = list(x.type.shape), list(n.out.type.shape), list(w.type.shape)
     N, C, OC, G = xs[0], xs[1], ys[1], int(n.attrs.get("groups", 1))
     taps = prod(ws[2:])
     positions = prod(ys[2:])
     Cg, OCg = C // G, OC // G
     K = Cg * taps
-    a = n.attrs
-    pointwise = (is_static(taps) and taps == 1 and all(s == 1 for s in _c._pair(a["stride"], len(ws) - 2))
-                 and all(q == 0 for q in _c._pair(a["padding"], len(ws) - 2)))
+    pointwise = conv_is_pointwise(n)
     px, pw, pb, py = kb.input(x), kb.input(w), kb.input(bias), kb.output(n.out)
     per_image = C * taps * positions
     chunk, col = 1, px
@@ -323,16 +283,16 @@ def _conv(kb: KernelBuilder, n: Node) -> None:
 
 @lowers_op("conv_transpose")  # one thread per output element, not the GEMM of conv
 def _conv_transpose(kb: KernelBuilder, n: Node) -> None:
-    _f32(kb, n)
+    require_float32(kb, n)
     x, w, bias = (list(n.inputs) + [None])[:3]
-    p = _c._conv_params(kb, n, True)
+    p = conv_params(kb, n)
     kb.emit("conv.cu.j2", kind="transpose", p=p, x=kb.input(x), w=kb.input(w), bias=kb.input(bias),
             y=kb.output(n.out), total=kb.numel(n.out.type.shape))
 
 
 @lowers("pool")
 def _pool(kb: KernelBuilder, n: Node) -> None:
-    _f32(kb, n)
+    require_float32(kb, n)
     p = pool_params(kb, n)
     kb.emit("pool.cu.j2", kind=n.op, p=p, x=kb.input(n.inputs[0]), y=kb.output(n.out),
             total=kb.numel(n.out.type.shape))
@@ -340,45 +300,38 @@ def _pool(kb: KernelBuilder, n: Node) -> None:
 
 @lowers("adaptive_pool")
 def _adaptive_pool(kb: KernelBuilder, n: Node) -> None:
-    _f32(kb, n)
-    x = n.inputs[0]
-    N, C, H, W = x.type.shape
-    OH, OW = n.out.type.shape[2:]
-    kb.emit("pool.cu.j2", kind="adaptive", p={"h": kb.dim(H), "w": kb.dim(W), "oh": kb.dim(OH), "ow": kb.dim(OW)},
-            x=kb.input(x), y=kb.output(n.out), total=kb.numel(n.out.type.shape))
+    require_float32(kb, n)
+    a = adaptive_pool_params(kb, n)
+    kb.emit("pool.cu.j2", kind="adaptive", p={k: a[k] for k in ("h", "w", "oh", "ow")}, x=kb.input(n.inputs[0]),
+            y=kb.output(n.out), total=kb.numel(n.out.type.shape))
 
 
 # ------------------------------------------------------------------------------------- norms, attention
 @lowers("norm")
 def _norm(kb: KernelBuilder, n: Node) -> None:
-    _f32(kb, n)
-    ins = list(n.inputs) + [None] * 5
-    x = ins[0]
-    shape = list(x.type.shape)
-    f: dict[str, Any] = {"kind": n.op, "eps": kb.literal(n.attrs["eps"], float32), "x": kb.input(x)}
-    if n.op == "batch_norm":
-        outer, c, inner = axis_split(shape, 1, 2)
-        f.update(mean=kb.input(ins[1]), var=kb.input(ins[2]), w=kb.input(ins[3]), b=kb.input(ins[4]), c=kb.dim(c),
-                 inner=kb.dim(inner), total=kb.numel(shape))
-    elif n.op == "group_norm":
-        outer, c, inner = axis_split(shape, 1, 2)
+    require_float32(kb, n)
+    s = norm_shape(n)
+    f: dict[str, Any] = {"kind": n.op, "eps": kb.literal(n.attrs["eps"], float32), "x": kb.input(s.x)}
+    if s.kind == "batch_norm":
+        f.update(mean=kb.input(s.mean), var=kb.input(s.var), w=kb.input(s.weight), b=kb.input(s.bias),
+                 c=kb.dim(s.size), inner=kb.dim(s.inner), total=kb.numel(s.x.type.shape))
+    elif s.kind == "group_norm":
+        c = s.size
         kb.require(is_static(c), "a dynamic channel count")
         groups = int(n.attrs["num_groups"])
-        f.update(w=kb.input(ins[1]), b=kb.input(ins[2]), rows=kb.dim(outer * groups), groups=str(groups),
-                 size=kb.dim(c // groups * inner), inner=kb.dim(inner), per_group=kb.dim(c // groups),
-                 block=_row_block(c // groups * inner, kb))
+        f.update(w=kb.input(s.weight), b=kb.input(s.bias), rows=kb.dim(s.outer * groups), groups=str(groups),
+                 size=kb.dim(c // groups * s.inner), inner=kb.dim(s.inner), per_group=kb.dim(c // groups),
+                 block=_row_block(c // groups * s.inner, kb))
     else:
-        nd = n.attrs["ndim"]
-        outer, size, _ = axis_split(shape, len(shape) - nd, len(shape))
-        f.update(w=kb.input(ins[1]), b=kb.input(ins[2]) if n.op == "layer_norm" else "NULL", rows=kb.dim(outer),
-                 size=kb.dim(size), block=_row_block(size, kb))
+        f.update(w=kb.input(s.weight), b=kb.input(s.bias) if s.bias is not None else "NULL", rows=kb.dim(s.outer),
+                 size=kb.dim(s.size), block=_row_block(s.size, kb))
     f["y"] = kb.output(n.out)
     kb.emit("norm.cu.j2", **f)
 
 
 @lowers("sdpa")
 def _sdpa(kb: KernelBuilder, n: Node) -> None:
-    _f32(kb, n)
+    require_float32(kb, n)
     f = sdpa_fields(kb, n)
     dv = n.inputs[2].type.shape[-1]
     # each thread owns output columns tid, tid + BLOCK, ...: that many accumulators in registers
@@ -484,9 +437,6 @@ class CudaBackend(Backend):
                    "docs/cuda-backend.md)")
     option_names = frozenset({"arch"})
     context_at_open = False  # a CUDA context needs a GPU: created at the first call, so a library loads without one
-    # a library with the CUDA runtime linked in registers exit handlers and driver state: it stays loaded
-    # for the process (one per distinct library file; a model dropped and compiled again reuses it)
-    unload_on_release = False
     template_folder = "cuda"
     template_suffix = ".cu.j2"
     source_suffix = ".cu"
@@ -501,9 +451,6 @@ class CudaBackend(Backend):
     unit_chars = 240_000
     block = BLOCK
 
-    def render_kernels(self, program: Program) -> list[str]:
-        return [self.render(k.template, k=k, d=k.data) for k in program.kernels]
-
     @staticmethod
     def status_index(program: Program) -> dict[str, int]:
         """The flag slot of each kernel that checks indices, in schedule order."""
@@ -513,7 +460,9 @@ class CudaBackend(Backend):
                 out[k.name] = len(out)
         return out
 
-    split_units = _c.CBackend.split_units  # consecutive kernels, up to unit_chars per translation unit
+    def render_context(self, program: Program, options: Any) -> dict[str, Any]:
+        """The templates' fields, and ``flags``: the flag slot of each kernel that checks indices."""
+        return {**super().render_context(program, options), "flags": self.status_index(program)}
 
     # --------------------------------------------------------------------------------- toolchain
     def build_options(self, *, name: str, weights: str, opt_level: int, target: str, threads: int | None,
@@ -546,22 +495,3 @@ class CudaBackend(Backend):
         """nvcc links (the CUDA runtime statically)."""
         return [*nvcc(), *options.nvcc_flags, "-o", lib, *objs, *options.ldflags, "-Xlinker", f"-soname,{lib}"], \
             "CUDA compiler"
-
-    def render_sources(self, program: Program, options: Any) -> dict[str, str]:
-        name = program.name
-        texts = self.render_kernels(program)
-        units = self.split_units(texts)
-        ctx = {"p": program, "o": options, "M": program.upper, "B": self, "flags": self.status_index(program)}
-        files: dict[str, str] = {}
-        files[f"{name}.h"] = self.render("model.h.j2", **ctx)
-        files[f"{name}_internal.cuh"] = self.render("internal.cuh.j2", **ctx)
-        files[f"{name}_model.cu"] = self.render("model.cu.j2", **ctx)
-        for i, unit in enumerate(units):
-            files[f"{name}_kernels{i}.cu"] = self.render("kernels.cu.j2", unit=i, texts=[texts[j] for j in unit],
-                                                         **ctx)
-        if options.weights == "embed":
-            files[f"{name}_weights.S"] = self.render("common/weights.S.j2", **ctx)
-        files["main.c"] = self.render("common/main.c.j2", **ctx)
-        files["Makefile"] = self.render("Makefile.j2", units=len(units), **ctx)
-        files[f"{name}_cffi.h"] = self.render("cffi.h.j2", **ctx)
-        return files

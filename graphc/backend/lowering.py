@@ -2,7 +2,7 @@
 
 The driver :func:`lower_program` is backend-neutral:
 
-1. fusion groups (:mod:`graphc.passes.fusion`), views (ops of family ``"view"``: reshape, identity,
+1. fusion groups (:mod:`graphc.backend.fusion`), views (ops of family ``"view"``: reshape, identity,
    dropout share their input's bytes) and inlined constants decide which nodes become kernels;
 2. every kernel is described by a :class:`KernelBuilder`: the op's lowering rule (``Backend.lowering_for``:
    ``backend.lowerings`` by the op's family, ``backend.op_lowerings`` for one op a backend lowers apart
@@ -28,8 +28,8 @@ from .._dtype import dtype
 from ..errors import UnsupportedError
 from ..ir.graph import Graph, Node, Value
 from ..ir.printer import print_graph, print_node
-from ..passes.fusion import FusionGroup, fusion_groups, inlined_constants
 from ..sym import Dim, Sym, evaluate, is_static, prod
+from .fusion import FusionGroup, fusion_groups, inlined_constants
 from .memplan import MemoryPlan, Step, plan_memory, poly_max
 
 if TYPE_CHECKING:

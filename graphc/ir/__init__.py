@@ -1,11 +1,12 @@
-"""The IR: Graph/Node/Value, the text form, the verifier and the reference interpreter."""
+"""The IR: its type (TensorType), Graph/Node/Value, the text form, the verifier and the reference interpreter."""
 
 from .graph import Graph, Node, Value
 from .interpreter import interpret
 from .printer import print_graph
+from .types import TensorType
 from .verify import verify
 
-__all__ = ["Graph", "Node", "Value", "interpret", "print_graph", "verify", "parse", "parse_file"]
+__all__ = ["TensorType", "Graph", "Node", "Value", "interpret", "print_graph", "verify", "parse", "parse_file"]
 
 
 def parse(text: str, *, source: str = "<string>") -> Graph:

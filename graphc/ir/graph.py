@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..ops.registry import OpDef, TensorType, get_op
+from ..ops import registry as _registry  # a module: the registry imports this package's types.py
 from ..sym import Sym
+from .types import TensorType
+
+if TYPE_CHECKING:
+    from ..ops.registry import OpDef
 
 _NAME_RE = re.compile(r"[^A-Za-z0-9_.]")
 
@@ -58,7 +62,7 @@ class Node:
 
     @property
     def opdef(self) -> OpDef:
-        return get_op(self.op)
+        return _registry.get_op(self.op)
 
     def __repr__(self) -> str:
         ins = ", ".join("none" if v is None else v.ref for v in self.inputs)

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import GraphcError
-from ..ops.registry import get_op
+from ..ops import registry as _registry  # a module: the registry imports this package
 from ..sym import Sym
 
 
@@ -79,7 +79,7 @@ def interpret(g, inputs: Mapping[str, Any] | None = None, params: Mapping[str, n
             raise ValueError(f"parameter @{name} has no data")
         vals[v] = np.asarray(data)
     for n in g.nodes:
-        op = get_op(n.op)
+        op = _registry.get_op(n.op)
         args = [None if v is None else vals[v] for v in n.inputs]
         while args and args[-1] is None:
             args.pop()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..errors import ShapeError, VerifyError
-from ..ops.registry import OPS
+from ..ops import registry as _registry  # a module: the registry imports this package
 from ..sym import Sym
 
 
@@ -46,7 +46,7 @@ def verify(g) -> None:
                 raise VerifyError(f"parameter @{name} is declared {v.type} but holds "
                                   f"{data.dtype}{list(data.shape)}")
     for n in g.nodes:
-        op = OPS.get(n.op)
+        op = _registry.OPS.get(n.op)
         if op is None:
             raise VerifyError(f"{_where(n)}: unknown op '{n.op}'")
         if n.out.name in names:

@@ -46,39 +46,16 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
 from .._dtype import as_dtype, dtype
 from ..errors import ShapeError
-from ..sym import Dim, Sym, is_static
+from ..ir.types import TensorType  # the IR's type; graphc.ops.registry.TensorType stays an alias
+from ..sym import Dim, Sym
 
 REQUIRED = object()
-
-
-class TensorType(NamedTuple):
-    """The static type of a value: a shape of (possibly symbolic) dims and a dtype."""
-
-    shape: tuple[Dim, ...]
-    dtype: dtype
-
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    @property
-    def is_static(self) -> bool:
-        return all(is_static(d) for d in self.shape)
-
-    def __str__(self) -> str:
-        return f"{self.dtype.short}[{','.join(str(d) for d in self.shape)}]"
-
-    def with_shape(self, shape: Sequence[Dim]) -> TensorType:
-        return TensorType(tuple(shape), self.dtype)
-
-    def with_dtype(self, dt: dtype) -> TensorType:
-        return TensorType(self.shape, dt)
 
 
 @dataclasses.dataclass(frozen=True)
