@@ -351,6 +351,8 @@ class Backend:
     option_names: ClassVar[frozenset[str]] = frozenset()
     sanitizer_builds: ClassVar[bool] = False  # compile(..., sanitize=True) builds an ASan/UBSan library
     context_at_open: ClassVar[bool] = True  # a context is created when the library is opened (else at the first call)
+    # the Python loader closes (dlcloses) a library when its last model and context are gone
+    unload_on_release: ClassVar[bool] = True
 
     def check_options(self, options: dict[str, Any]) -> None:
         """Refuse a backend option (arch=...) given to a backend that does not take it."""

@@ -1,9 +1,16 @@
 """CompiledModel: a compiled library called from Python through cffi (ABI mode, no Python in the .so).
 
-A model holds one context (weights mapped, arena allocated) guarded by a lock, so calls from several
+A model holds one context (weights loaded, arena allocated) guarded by a lock, so calls from several
 Python threads are serialised; :meth:`CompiledModel.new_context` gives another independent context of
-the same library for parallel use. Inputs are checked against the manifest (count, dtype, ndim, static
-dims, dynamic dims and their ranges) and copied only when not C-contiguous.
+the same library for parallel use. Inputs are given positionally or by input name (``model(x=...)``),
+checked against the manifest (count, dtype, ndim, static dims, dynamic dims and their ranges) and copied
+only when not C-contiguous or not aligned to their element size (a view at an odd byte offset): the
+copy is 64-byte aligned, so the library's kernels never see a misaligned pointer.
+
+A library is opened once per file and closed (dlclose) when the last model and context using it are
+gone: each :class:`CompiledModel` and each context holds a reference, a context's finalizer destroys it
+before giving its reference back, and nothing hands out pointers into the library. A process that
+compiles and drops models keeps only the libraries it still uses mapped.
 
 A CUDA library (``manifest["options"]["backend"]`` names the backend) is called the same way, with numpy
 arrays in host memory (its ``run_v`` copies them to the device and back). Its context is created at the
@@ -22,8 +29,11 @@ makes ASan abort the whole process, so there the model raises a :class:`GraphcEr
 
 from __future__ import annotations
 
+import difflib
 import os
+import shutil
 import threading
+import weakref
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -35,9 +45,11 @@ from ..errors import GraphcError
 from ..sym import Sym, evaluate, parse_dim
 from .registry import DEFAULT_BACKEND, backend_class
 
+# the open libraries by file identity (dev, inode, size, mtime); an entry leaves when its last user goes
 _LIBS: dict[tuple[int, int, int, int], _Library] = {}
 _OPENED: set[tuple[str, tuple[int, int, int, int]]] = set()
-_LIBS_LOCK = threading.Lock()
+_LIBS_LOCK = threading.RLock()
+ALIGN = 64  # the alignment of the copies made of inputs that are not C-contiguous or not aligned
 
 
 class RuntimeErrorC(GraphcError, RuntimeError):
@@ -49,15 +61,22 @@ class RuntimeErrorC(GraphcError, RuntimeError):
 
 
 class _Library:
-    """One dlopen'ed libNAME.so and its cffi declarations."""
+    """One dlopen'ed libNAME.so and its cffi declarations, with a count of its users (models and
+    contexts): :meth:`release` of the last one closes it."""
 
-    def __init__(self, path: Path, name: str, cdef: str):
+    def __init__(self, path: Path, name: str, cdef: str, unload: bool = True):
         import cffi
 
         self.ffi = cffi.FFI()
         self.ffi.cdef(cdef)
         self.lib = self.ffi.dlopen(str(path))
+        if unload:
+            _pin_openmp()
         self.name = name
+        self.unload = unload
+        self.users = 0
+        self.ident: tuple[int, int, int, int] | None = None
+        self.link_dir: Path | None = None  # the folder of the link it was opened through, removed at close
         p = name + "_"
         self.create = getattr(self.lib, p + "create")
         self.destroy = getattr(self.lib, p + "destroy")
@@ -73,26 +92,70 @@ class _Library:
         self.profile = getattr(self.lib, p + "profile")
 
     @classmethod
-    def open(cls, path: Path, name: str, cdef: str) -> _Library:
-        """dlopen a library once per file. A file replaced at the same path (a re-export) is a new
-        library: it is opened through a link of its own name, since the dynamic loader would otherwise
-        hand back the library it already loaded under that path."""
+    def open(cls, path: Path, name: str, cdef: str, unload: bool = True) -> _Library:
+        """dlopen a library once per file (the caller holds one use of it: :meth:`release` it). A file
+        replaced at the same path (a re-export) is a new library: it is opened through a link of its own
+        name, since the dynamic loader would otherwise hand back the library it already loaded under
+        that path."""
         path = path.resolve()
         st = path.stat()
         ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
         with _LIBS_LOCK:
             lib = _LIBS.get(ident)
             if lib is None:
-                target = path
-                if any(key[0] == str(path) for key in _OPENED):
+                target, link_dir = path, None
+                if any(key[0] == str(path) and key[1] != ident for key in _OPENED):
                     import tempfile
 
-                    d = Path(tempfile.mkdtemp(prefix="graphc-lib-"))
-                    target = d / f"{path.stem}-{st.st_ino}{path.suffix}"
+                    link_dir = Path(tempfile.mkdtemp(prefix="graphc-lib-"))
+                    target = link_dir / f"{path.stem}-{st.st_ino}{path.suffix}"
                     os.symlink(path, target)
-                lib = _LIBS[ident] = cls(target, name, cdef)
+                lib = _LIBS[ident] = cls(target, name, cdef, unload)
+                lib.ident, lib.link_dir = ident, link_dir
                 _OPENED.add((str(path), ident))
+            lib.users += 1
             return lib
+
+    def acquire(self) -> None:
+        with _LIBS_LOCK:
+            self.users += 1
+
+    def release(self) -> None:
+        """Give back one use; the last one closes the library (no context of it is left by then)."""
+        with _LIBS_LOCK:
+            self.users -= 1
+            if self.users > 0 or not self.unload:
+                return
+            if _LIBS.get(self.ident) is self:  # type: ignore[arg-type]
+                del _LIBS[self.ident]  # type: ignore[arg-type]
+            lib, self.lib = self.lib, None
+            if lib is not None:
+                self.ffi.dlclose(lib)
+            if self.link_dir is not None:
+                shutil.rmtree(self.link_dir, ignore_errors=True)
+
+
+_PINNED: list[Any] = []
+
+
+def _pin_openmp() -> None:
+    """Keep the OpenMP runtime a library brought in loaded for good: its idle worker threads run its
+    code, so closing the last library that needed it must not unload it under them."""
+    if _PINNED:
+        return
+    import ctypes
+
+    for soname in ("libgomp.so.1", "libomp.so", "libomp.so.5", "libiomp5.so"):
+        try:  # RTLD_NOLOAD: only a runtime that is loaded already (one more reference, never closed)
+            _PINNED.append(ctypes.CDLL(soname, mode=os.RTLD_NOLOAD | os.RTLD_NOW))
+        except OSError:
+            continue
+
+
+def open_libraries() -> int:
+    """How many compiled libraries this process has open (each closes with its last model/context)."""
+    with _LIBS_LOCK:
+        return len(_LIBS)
 
 
 def asan_loaded() -> bool:
@@ -151,12 +214,24 @@ class _Context:
         rc = lib.create(out, path, err, 1024)
         if rc != 0:
             raise RuntimeErrorC(f"{lib.name}_create failed: {ffi.string(err).decode(errors='replace')}", rc)
-        self.ptr = ffi.gc(out[0], lib.destroy)
+        self.ptr = out[0]
+        lib.acquire()
+        # destroy, then give the library back: the finalizer holds the library, so it cannot close first;
+        # not at interpreter exit (another thread may still be running the context; the OS frees it all)
+        fin = weakref.finalize(self, _Context._destroy, lib, self.ptr)
+        fin.atexit = False
         self.lock = threading.Lock()
         self.run_v = lib.run_v
         if threads is not None:
             self.set_threads(threads)
         self._args: tuple[Any, Any, Any] | None = None
+
+    @staticmethod
+    def _destroy(lib: _Library, ptr: Any) -> None:
+        try:
+            lib.destroy(ptr)
+        finally:
+            lib.release()
 
     def args(self, ndims: int, nin: int, nout: int) -> tuple[Any, Any, Any]:
         """Argument arrays reused by every call on this context (filled while holding the lock)."""
@@ -202,10 +277,11 @@ class CompiledModel:
         self._cdef = (self.directory / f"{self.name}_cffi.h").read_text()
         self.sanitized = bool(self.manifest.get("options", {}).get("sanitize"))
         self._lib_value: _Library | None = None
-        if not self.sanitized or asan_loaded():
-            self._lib_value = _Library.open(self.lib_path, self.name, self._cdef)
         self._threads = threads
         self.backend: str = self.manifest.get("options", {}).get("backend", DEFAULT_BACKEND)
+        self._unload = backend_class(self.backend).unload_on_release
+        if not self.sanitized or asan_loaded():
+            self._hold(_Library.open(self.lib_path, self.name, self._cdef, self._unload))
         self._ctx_value: _Context | None = None
         self._ctx_lock = threading.Lock()
         if backend_class(self.backend).context_at_open and self._lib_value is not None:
@@ -221,7 +297,17 @@ class CompiledModel:
                     "runtime comes first, so it is not opened in this process. Run the exported folder's main "
                     f"(cd {self.directory} && make && ./main), or Python with LD_PRELOAD=$(gcc "
                     "-print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0")
-            lib = self._lib_value = _Library.open(self.lib_path, self.name, self._cdef)
+            with _LIBS_LOCK:
+                lib = self._lib_value
+                if lib is None:
+                    lib = self._hold(_Library.open(self.lib_path, self.name, self._cdef, self._unload))
+        return lib
+
+    def _hold(self, lib: _Library) -> _Library:
+        """Keep one use of lib (opened or acquired for this object) until this object is gone."""
+        self._lib_value = lib
+        fin = weakref.finalize(self, lib.release)
+        fin.atexit = False
         return lib
 
     def _new_context(self, threads: int | None) -> _Context:
@@ -309,6 +395,9 @@ class CompiledModel:
         """The same library with its own context (own arena and lock): for running in parallel."""
         other = object.__new__(CompiledModel)
         other.__dict__.update(self.__dict__)
+        if self._lib_value is not None:
+            self._lib_value.acquire()
+            other._hold(self._lib_value)
         other._ctx_lock = threading.Lock()
         other._ctx = self._new_context(threads if threads is not None else self._threads)
         return other
@@ -355,8 +444,8 @@ class CompiledModel:
                         raise ValueError(f"input '{spec.name}': dim {i} is {shape[i]}, {sym}={shape[i] // coef} "
                                          f"is outside {lo}..{hi}; expected {spec.expected}")
                     env[sym] = shape[i] // coef
-            if not a.flags.c_contiguous:
-                a = np.ascontiguousarray(a)
+            if not (a.flags.c_contiguous and a.flags.aligned):
+                a = aligned_copy(a)
             arrays[k] = a
         if len(env) != len(dims):
             missing = [n for n in dims if n not in env]
@@ -367,6 +456,27 @@ class CompiledModel:
                 if a.shape[i] != evaluate(poly, env):
                     raise self._bad(spec, a)
         return arrays, env
+
+    def _bind(self, args: tuple, kwargs: Mapping[str, Any]) -> tuple:
+        """Positional and keyword inputs -> the inputs in order (keywords by input name)."""
+        names = self.input_names
+        if len(args) > len(names):
+            raise TypeError(f"{self.name} takes {len(names)} input(s) ({', '.join(names)}), got {len(args)} "
+                            "positional")
+        bound: dict[str, Any] = dict(zip(names, args))
+        for key, value in kwargs.items():
+            if key not in names:
+                near = difflib.get_close_matches(key, names, n=1)
+                raise TypeError(f"{self.name} got an unexpected keyword argument {key!r}"
+                                + (f" (did you mean {near[0]!r}?)" if near else "") + f"; its inputs are {names}")
+            if key in bound:
+                raise TypeError(f"{self.name} got multiple values for input {key!r} (positional "
+                                f"{names.index(key) + 1} and keyword)")
+            bound[key] = value
+        missing = [n for n in names if n not in bound]
+        if missing:
+            raise TypeError(f"{self.name} is missing input(s) {missing}; its inputs are {names}")
+        return tuple(bound[n] for n in names)
 
     @staticmethod
     def _as_array(spec: _Spec, a: Any) -> np.ndarray:
@@ -401,8 +511,12 @@ class CompiledModel:
                 raise RuntimeErrorC(f"{self.name}: {ctx.error(rc)}", rc)
         return outs
 
-    def __call__(self, *args: Any) -> np.ndarray | tuple[np.ndarray, ...]:
-        """Run on positional inputs (numpy arrays or graphc Tensors); one output -> array, else a tuple."""
+    def __call__(self, *args: Any, **kwargs: Any) -> np.ndarray | tuple[np.ndarray, ...]:
+        """Run on inputs given positionally and/or by input name (``model(x, scale=s)``; numpy arrays,
+        graphc Tensors or torch CPU tensors); one output -> array, else a tuple. An unknown, missing or
+        twice-given input name is a TypeError naming it and the inputs."""
+        if kwargs:
+            args = self._bind(args, kwargs)
         arrays, env = self._check(args)
         outs = self._run(arrays, env)
         return outs[0] if len(outs) == 1 else tuple(outs)
@@ -460,6 +574,16 @@ class CompiledModel:
 
         cache = Path(self.manifest.get("cache_dir") or default_cache_dir())
         return cache / CACHE_LAYOUT / "weights" / f"{self.name}-{uuid.uuid4().hex}.safetensors"
+
+
+def aligned_copy(a: np.ndarray, align: int = ALIGN) -> np.ndarray:
+    """A C-contiguous copy of a whose data starts at a multiple of align bytes."""
+    nbytes = a.size * a.itemsize
+    raw = np.empty(nbytes + align, dtype=np.uint8)
+    start = -raw.ctypes.data % align
+    out = raw[start:start + nbytes].view(a.dtype).reshape(a.shape)
+    np.copyto(out, a)
+    return out
 
 
 def profile_table(rows: list[dict[str, Any]], top: int | None = None, markdown: bool = False) -> str:

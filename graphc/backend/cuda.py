@@ -437,6 +437,9 @@ class CudaBackend(Backend):
                    "docs/cuda-backend.md)")
     option_names = frozenset({"arch"})
     context_at_open = False  # a CUDA context needs a GPU: created at the first call, so a library loads without one
+    # a library with the CUDA runtime linked in registers exit handlers and driver state: it stays loaded
+    # for the process (one per distinct library file; a model dropped and compiled again reuses it)
+    unload_on_release = False
     template_folder = "cuda"
     template_suffix = ".cu.j2"
     source_suffix = ".cu"

@@ -1,0 +1,197 @@
+"""The compiled library's runtime behaviour and the Python loader (issue 9): libraries are closed with
+their last user, misaligned inputs reach C as aligned copies, inputs by keyword, the weights-file
+contract, internal calls bound inside the library, the arena sized for the run, the ABI version.
+
+The libraries are built once per module into the shared test cache (content-addressed, so never stale).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import graphc
+from graphc import nn
+from graphc.backend import compiled as compiled_mod
+from graphc.backend import load_compiled
+
+
+def _cache_dir() -> str:
+    return os.environ.get("GRAPHC_TEST_CACHE_DIR") or os.path.join(tempfile.gettempdir(),
+                                                                    f"graphc-test-cache-{os.getuid()}")
+
+
+class Two(nn.Module):
+    """Two named inputs, a GEMM (the kernel UBSan saw misaligned loads in) and a dynamic batch."""
+
+    def __init__(self, d: int = 32, h: int = 64) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(d, h)
+        self.fc2 = nn.Linear(h, 8)
+
+    def forward(self, x: graphc.Tensor, scale: graphc.Tensor) -> graphc.Tensor:
+        return self.fc2(graphc.relu(self.fc1(x))) * scale
+
+
+def _model(seed: int = 0, d: int = 32, h: int = 64) -> Two:
+    graphc.manual_seed(seed)
+    return Two(d, h).eval()
+
+
+def _numpy(model: Two, x: np.ndarray, s: np.ndarray) -> np.ndarray:
+    sd = {k: np.asarray(v.numpy(), np.float64) for k, v in model.state_dict().items()}
+    h = np.maximum(x.astype(np.float64) @ sd["fc1.weight"].T + sd["fc1.bias"], 0)
+    return (h @ sd["fc2.weight"].T + sd["fc2.bias"]) * s
+
+
+def _compile(model: Two, out: Path, name: str = "two", weights: str = "embed", d: int = 32):
+    return graphc.compile(model, (graphc.randn(2, d), graphc.randn(1, 8)), {"x": {0: graphc.Dim("B", 1, 64)}},
+                          name=name, weights=weights, out_dir=out, cache_dir=_cache_dir())
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    base = tmp_path_factory.mktemp("abi_runtime")
+    model = _model()
+    return {"model": model, "base": base, "embed": _compile(model, base / "embed"),
+            "file": _compile(model, base / "file", weights="file")}
+
+
+def _inputs(b: int = 5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((b, 32)).astype(np.float32), rng.standard_normal((1, 8)).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------ keyword inputs
+def test_keyword_inputs(built):
+    """lib(x=..., scale=...) binds by input name, mixed with positionals; equal to the positional call."""
+    m = built["embed"]
+    x, s = _inputs()
+    want = m(x, s)
+    np.testing.assert_allclose(want, _numpy(built["model"], x, s), rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(m(x=x, scale=s), want)
+    np.testing.assert_array_equal(m(scale=s, x=x), want)
+    np.testing.assert_array_equal(m(x, scale=s), want)
+
+
+def test_keyword_input_errors(built):
+    m = built["embed"]
+    x, s = _inputs()
+    with pytest.raises(TypeError, match=r"unexpected keyword argument 'scal' \(did you mean 'scale'\?\).*"
+                                        r"\['x', 'scale'\]"):
+        m(x=x, scal=s)
+    with pytest.raises(TypeError, match=r"missing input\(s\) \['scale'\]"):
+        m(x=x)
+    with pytest.raises(TypeError, match=r"multiple values for input 'x' \(positional 1 and keyword\)"):
+        m(x, x=x, scale=s)
+    with pytest.raises(TypeError, match=r"takes 2 input\(s\) \(x, scale\), got 3 positional"):
+        m(x, s, s, scale=s)
+
+
+# ------------------------------------------------------------------------------ alignment
+def _misaligned(a: np.ndarray, offset: int) -> np.ndarray:
+    """a's values in a buffer whose data starts `offset` bytes past a 64-byte boundary."""
+    raw = np.empty(a.nbytes + 128, np.uint8)
+    start = -raw.ctypes.data % 64 + offset
+    view = raw[start:start + a.nbytes].view(a.dtype) if offset % a.itemsize == 0 else \
+        np.frombuffer(raw.data, dtype=a.dtype, count=a.size, offset=start)
+    view = view.reshape(a.shape)
+    view[...] = a
+    assert view.ctypes.data % 64 == offset
+    return view
+
+
+@pytest.mark.parametrize("offset", [1, 2, 4, 36])
+def test_misaligned_inputs_give_exact_results(built, offset):
+    """An input at an odd byte offset (not aligned to its element size: a misaligned load in C) is copied
+    to an aligned buffer; 4-byte aligned but not 64 goes as it is. Either way the result is the aligned
+    call's, bit for bit, and the caller's array is untouched."""
+    m = built["embed"]
+    x, s = _inputs(7)
+    want = m(x, s)
+    xm, sm = _misaligned(x, offset), _misaligned(s, offset)
+    assert xm.flags.aligned == (offset % 4 == 0)
+    seen = []
+    real = m._lib.run_v
+
+    class Spy:  # the pointers that reach the library
+        def __call__(self, ctx, dims, ins, outs):
+            seen.extend(int(m._lib.ffi.cast("uintptr_t", ins[k])) for k in range(2))
+            return real(ctx, dims, ins, outs)
+
+    other = m.new_context()
+    other._ctx.run_v = Spy()
+    np.testing.assert_array_equal(other(xm, sm), want)
+    np.testing.assert_array_equal(other(x=xm, scale=sm), want)
+    assert seen and all(p % 4 == 0 for p in seen)
+    if offset % 4:
+        assert all(p % compiled_mod.ALIGN == 0 for p in seen)  # the copies are 64-byte aligned
+    np.testing.assert_array_equal(xm, x)
+
+
+# ------------------------------------------------------------------------------ libraries are closed
+def _mapped(pattern: str) -> set[str]:
+    """Paths of the files mapped into this process whose name contains pattern."""
+    with open("/proc/self/maps") as f:
+        return {line.split(None, 5)[5].strip() for line in f
+                if len(line.split(None, 5)) == 6 and pattern in line.split(None, 5)[5]}
+
+
+def _rss_kib() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
+def test_dropped_models_close_their_libraries(built, tmp_path):
+    """60 load/run/drop cycles of distinct library files (copies of one export, ~0.5 MB of baked weights
+    each): once the last model and context of a library are gone it is unmapped, so the process keeps
+    no more than the libraries in use (before: every one stayed mapped, its weights resident)."""
+    graphc.manual_seed(1)
+    big = Two(256, 512).eval()  # 128 K + 4 K parameters: ~0.5 MB in the library
+    src = _compile(big, tmp_path / "src", name="bigtwo", d=256)
+    x = np.random.default_rng(0).standard_normal((3, 256)).astype(np.float32)
+    s = np.ones((1, 8), np.float32)
+    want = src(x, s)
+    del src
+    gc.collect()
+    base_libs = compiled_mod.open_libraries()
+    rss0 = None
+    for i in range(60):
+        d = tmp_path / f"copy{i}"
+        shutil.copytree(tmp_path / "src", d)
+        m = load_compiled(d)
+        np.testing.assert_array_equal(m(x, s), want)
+        if i % 3 == 0:  # a context outliving its model keeps the library open
+            other = m.new_context()
+            del m
+            gc.collect()
+            np.testing.assert_array_equal(other(x, s), want)
+            m = other
+            del other
+        del m
+        gc.collect()
+        shutil.rmtree(d)
+        if i == 9:
+            rss0 = _rss_kib()
+        assert not _mapped(str(d)), f"cycle {i}: the dropped model's library is still mapped"
+    assert compiled_mod.open_libraries() == base_libs
+    # 50 more cycles of 0.5 MB each would be 25 MB resident if libraries were kept
+    assert _rss_kib() - rss0 < 12 * 1024
+
+
+def test_a_recompiled_model_after_a_drop(built, tmp_path):
+    """The cache hit of a model whose library was closed opens it again (and gives the same result)."""
+    model = _model(3)
+    x, s = _inputs(4, 3)
+    a = _compile(model, tmp_path / "a")(x, s)
+    gc.collect()
+    b = _compile(model, tmp_path / "a")(x=x, scale=s)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(a, _numpy(model, x, s), rtol=1e-4, atol=1e-5)
+
