@@ -123,7 +123,7 @@ class Backend:
 
     name: ClassVar[str] = "base"
     display_name: ClassVar[str] = "base"  # in messages: "not supported by the C backend: ..."
-    template_folder: ClassVar[str] = ""
+    template_folder: ClassVar[str] = ""  # templates/<folder>/, or an absolute path (a backend kept outside graphc)
     template_suffix: ClassVar[str] = ".c.j2"
     source_suffix: ClassVar[str] = ".c"
     header_suffix: ClassVar[str] = ".h"
