@@ -21,7 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from .backend.base import Namespace, sanitize
-from .backend.build import CACHE_LAYOUT, BuildOptions, build_library, default_cache_dir, sanitized
+from .backend.build import (
+    CACHE_LAYOUT,
+    BuildOptions,
+    atomic_write,
+    build_library,
+    default_cache_dir,
+    sanitized,
+    verified_file,
+)
 from .backend.compiled import CompiledModel
 from .backend.lowering import Program, lower_program
 from .backend.registry import get_backend
@@ -171,7 +179,7 @@ def compile(module_or_graph: Any, example_inputs: Any = None, dynamic: Mapping[s
     meta = weights_metadata(model_name, prog.fingerprint)
     sha = _phase(timings, "weights", lambda: safetensors_digest(params, meta))
     final_w = cache / CACHE_LAYOUT / "weights" / f"{model_name}-{sha[:32]}.safetensors"
-    if weights == "file" and not final_w.exists():
+    if weights == "file" and not verified_file(final_w, sha):  # kept by content: an overwritten file is rewritten
         write_safetensors(final_w, params, meta)
     def blob(path: Path) -> None:
         write_safetensors(path, params, meta)
@@ -185,7 +193,7 @@ def compile(module_or_graph: Any, example_inputs: Any = None, dynamic: Mapping[s
         if weights == "file":
             final_w = folder / f"{model_name}.safetensors"
     elif not (folder / "manifest.json").exists():
-        (folder / "manifest.json").write_text(json.dumps(man, indent=1) + "\n")
+        atomic_write(folder / "manifest.json", (json.dumps(man, indent=1) + "\n").encode())
     wpath = final_w if weights == "file" else None
     return _phase(timings, "open", lambda: CompiledModel(folder, man, folder / f"lib{model_name}.so", wpath,
                                                          source_graph=source, threads=threads, cache_hit=hit,

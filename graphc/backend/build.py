@@ -6,8 +6,15 @@
   create; ``x86-64-v2/v3/v4`` and ``native`` compile everything for that level, which create checks the
   CPU for (``portable`` = ``x86-64-v2``); off x86-64 no -march. ``$GRAPHC_CFLAGS`` adds flags (the tests
   use ``-Wall -Werror``).
-* Every translation unit is compiled on its own, in parallel; the runtime's objects are cached once per
-  (runtime sources, flags, compiler) and linked into every library.
+* Every translation unit is compiled on its own, in parallel (the runtime's missing objects and the
+  library's units in one pool, the biggest first); each runtime object is cached on its own
+  (``runtime/<key>/``, key: its source, the headers, its command and the compiler) and linked into every
+  library.
+* Trust: every cache folder is built under a unique ``tmp-<pid>-<uuid>`` name, gets ``graphc-entry.json``
+  (size and sha256 of each file) and is renamed into place whole; a hit is used only when every file
+  matches its record (checked on each hit; in one process again only when a file's stat changed). A
+  damaged entry (truncated, overwritten, emptied) is logged (logger ``graphc.cache``), moved aside and
+  rebuilt, so damage never reaches a process or an export folder. A failed build stays as ``failed-<key>``.
 * Cache key: sha256 over the generated sources, the runtime sources, the flags, the compiler's
   ``--version`` text, graphc's version and (baked weights) the weights file's hash. A hit returns the
   cached folder without running the compiler.
@@ -28,12 +35,15 @@ from __future__ import annotations
 
 import concurrent.futures
 import hashlib
+import json
+import logging
 import os
 import platform
 import re
 import shlex
 import shutil
 import subprocess
+import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -246,31 +256,209 @@ def _runtime_jobs(files: Mapping[str, bytes], cc: list[str], flags: list[str], t
     return jobs
 
 
-def _runtime_objects(cache: Path, cc: list[str], flags: list[str],
-                     names: Sequence[str] | None = None) -> tuple[Path, list[Path]]:
-    """Compile (once) and return the runtime's object files (all, or the named ones)."""
+def _runtime_plan(cache: Path, cc: list[str], flags: list[str], names: Sequence[str] | None = None
+                  ) -> tuple[list[Path], list[tuple], Callable[[], None], Callable[[], None]]:
+    """The runtime's object files (all, or the named ones), each cached on its own under
+    ``runtime/<key>/`` (key: its source, every header, its compile command and the compiler's version), so
+    a kernel edited or a model of other runtime files rebuilds only what changed.
+
+    Returns (object paths, the compile jobs of the objects missing or damaged, publish, discard): run the
+    jobs (alongside the library's own units), then ``publish()`` installs their objects; ``discard()``
+    removes the build folder after a failure."""
     files = _runtime_files(names)
-    key = _digest([b"runtime", *(k.encode() + b"\0" + v for k, v in files.items()), " ".join(cc + flags).encode(),
-                   compiler_version(tuple(cc)).encode()])
-    final = cache / CACHE_LAYOUT / f"runtime-{key[:32]}"
-    tmp = cache / CACHE_LAYOUT / f"tmp-{uuid.uuid4().hex}"
-    jobs = _runtime_jobs(files, cc, flags, tmp)
-    objs = [final / job[0][-1] for job in jobs]
-    if final.is_dir() and all(o.exists() for o in objs):
-        return final, objs
-    tmp.mkdir(parents=True)
-    for n, data in files.items():
-        (tmp / n).write_bytes(data)
-    _parallel(jobs)
-    _publish(tmp, final)
-    return final, objs
+    headers = [k.encode() + b"\0" + v for k, v in files.items() if k.endswith(".h")]
+    tmp = _tmp_dir(cache)
+    version = compiler_version(tuple(cc)).encode()
+    objs, missing = [], []
+    for cmd, _, what in _runtime_jobs(files, cc, flags, tmp):
+        src = cmd[cmd.index("-c") + 1]
+        key = _digest([b"runtime-object", src.encode() + b"\0" + files[src], *headers, "\0".join(cmd).encode(),
+                       version])
+        final = cache / CACHE_LAYOUT / "runtime" / key[:32]
+        objs.append(final / cmd[-1])
+        if not _entry_ok(final, (cmd[-1],)):
+            missing.append(((cmd, tmp, what), final))
+    jobs = [job for job, _ in missing]
 
-
-def _publish(tmp: Path, final: Path) -> None:
-    try:
-        os.rename(tmp, final)
-    except OSError:  # another process finished first
+    def publish() -> None:
+        for (cmd, _, _), final in missing:
+            if not (tmp / cmd[-1]).exists():
+                continue  # its compile failed
+            folder = _tmp_dir(cache)
+            folder.mkdir(parents=True)
+            os.replace(tmp / cmd[-1], folder / cmd[-1])
+            _install(folder, final)
         shutil.rmtree(tmp, ignore_errors=True)
+
+    def discard() -> None:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    if missing:
+        tmp.mkdir(parents=True)
+        for n, data in files.items():
+            (tmp / n).write_bytes(data)
+    return objs, jobs, publish, discard
+
+
+# ------------------------------------------------------------------------------------------ entries
+# Every cache folder (a library's entry, each runtime object) is built under a unique tmp-<pid>-<uuid>
+# name and renamed into place whole; ENTRY_RECORD inside it lists the size and sha256 of each of its
+# files, and a hit is trusted only when every file still matches (a truncated or overwritten library
+# would crash the process that loads it). A damaged entry is moved aside and rebuilt.
+ENTRY_RECORD = "graphc-entry.json"
+log = logging.getLogger("graphc.cache")
+# folder -> the stat of its files when they last matched their record (hashing again only when one changed)
+_VERIFIED: dict[str, tuple] = {}
+_VERIFIED_LOCK = threading.Lock()
+# cache folders this process built or used: never evicted by this process (cache_limit)
+IN_USE: set[str] = set()
+
+
+def _tmp_dir(cache: Path) -> Path:
+    return cache / CACHE_LAYOUT / f"tmp-{os.getpid()}-{uuid.uuid4().hex}"
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write a file under a unique temporary name beside it and rename it into place (readers see the old
+    file or the new one, never a part; the mode follows the umask like any new file's)."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _stats(folder: Path, names: Sequence[str]) -> tuple | None:
+    try:
+        return tuple((n, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+                     for n in names for st in [os.stat(folder / n)])
+    except OSError:
+        return None
+
+
+def _record(folder: Path) -> None:
+    """Write ENTRY_RECORD: the size and sha256 of every file under folder."""
+    files = {p.relative_to(folder).as_posix(): {"size": p.stat().st_size, "sha256": file_sha256(p)}
+             for p in sorted(folder.rglob("*")) if p.is_file() and p.name != ENTRY_RECORD}
+    atomic_write(folder / ENTRY_RECORD, (json.dumps({"files": files}, indent=1, sort_keys=True) + "\n").encode())
+
+
+def entry_problem(folder: Path, required: Sequence[str] = ()) -> str | None:
+    """Why a cache folder cannot be trusted (None: every file matches its record, the required ones
+    included)."""
+    try:
+        record = json.loads((folder / ENTRY_RECORD).read_text())
+        files = record["files"]
+        assert isinstance(files, dict) and all(isinstance(v["size"], int) and isinstance(v["sha256"], str)
+                                               for v in files.values())
+    except FileNotFoundError:
+        return f"no {ENTRY_RECORD}"
+    except (OSError, ValueError, KeyError, TypeError, AssertionError) as e:
+        return f"unreadable {ENTRY_RECORD} ({e.__class__.__name__})"
+    absent = [n for n in required if n not in files]
+    if absent:
+        return f"{absent[0]} is not in its record"
+    names = sorted(files)
+    now = _stats(folder, names)
+    if now is None:
+        return "a recorded file is missing"
+    with _VERIFIED_LOCK:
+        if _VERIFIED.get(str(folder)) == now:
+            return None
+    for (n, _, _, size, _, _) in now:
+        if size != files[n]["size"]:
+            return f"{n} is {size} bytes, {files[n]['size']} recorded"
+        if file_sha256(folder / n) != files[n]["sha256"]:
+            return f"{n} does not match its recorded sha256"
+    with _VERIFIED_LOCK:
+        _VERIFIED[str(folder)] = now
+    return None
+
+
+def _entry_ok(folder: Path, required: Sequence[str]) -> bool:
+    """True when the folder is a trustworthy entry; a damaged one is moved aside (and said so)."""
+    if not folder.exists():
+        return False
+    why = entry_problem(folder, required)
+    if why is None:
+        IN_USE.add(str(folder))
+        _touch(folder)
+        return True
+    (log.debug if why == f"no {ENTRY_RECORD}" else log.warning)(
+        "graphc compile cache: %s cannot be trusted (%s): rebuilding it", folder, why)
+    _discard(folder)
+    return False
+
+
+def _touch(folder: Path) -> None:
+    """Mark a folder used now (the size cap evicts the least recently used)."""
+    try:
+        os.utime(folder)
+    except OSError:
+        pass
+
+
+def _discard(folder: Path) -> None:
+    """Move a folder out of its name (another process may be reading it) and remove it."""
+    with _VERIFIED_LOCK:
+        _VERIFIED.pop(str(folder), None)
+    layout = folder.parent.parent if folder.parent.name == "runtime" else folder.parent
+    aside = layout / f"tmp-{os.getpid()}-{uuid.uuid4().hex}"
+    try:
+        os.rename(folder, aside)
+    except OSError:
+        return  # already gone (another process discarded it)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _install(tmp: Path, final: Path) -> None:
+    """Record tmp's files and rename it to final. When another process installed final first, its entry
+    is used if it verifies (else replaced)."""
+    _record(tmp)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(3):
+        try:
+            os.rename(tmp, final)
+            IN_USE.add(str(final))
+            return
+        except OSError:
+            if entry_problem(final) is None:
+                shutil.rmtree(tmp, ignore_errors=True)
+                IN_USE.add(str(final))
+                return
+            _discard(final)
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise CompileError(f"cannot install {final} in the compile cache (another process keeps replacing it)")
+
+
+def verified_file(path: Path, sha256: str) -> bool:
+    """True when the file exists and its sha256 is the one given (a file the cache keeps by content, like
+    the weights files: overwritten ones are rewritten, never reused)."""
+    now = _stats(path.parent, (path.name,))
+    if now is None:
+        return False
+    with _VERIFIED_LOCK:
+        if _VERIFIED.get(str(path)) == (now, sha256):
+            return True
+    if file_sha256(path) != sha256:
+        log.warning("graphc compile cache: %s does not match its sha256: writing it again", path)
+        return False
+    with _VERIFIED_LOCK:
+        _VERIFIED[str(path)] = (now, sha256)
+    IN_USE.add(str(path))
+    return True
 
 
 def cache_key(sources: Mapping[str, str], flags: Sequence[str], cc: Sequence[str], version: str,
@@ -291,8 +479,18 @@ def _entry(sources: Mapping[str, str], options: BuildOptions, cache: Path, weigh
 
 def is_built(sources: Mapping[str, str], options: BuildOptions, cache_dir: str | os.PathLike,
              weights_sha: str | None = None) -> bool:
-    """True when the cache already holds this library (no compiler run needed)."""
-    return (_entry(sources, options, Path(cache_dir), weights_sha) / f"lib{options.name}.so").exists()
+    """True when the cache already holds this library, intact (no compiler run needed)."""
+    final = _entry(sources, options, Path(cache_dir), weights_sha)
+    return final.exists() and entry_problem(final, (f"lib{options.name}.so",)) is None
+
+
+def _job_cost(job: tuple) -> int:
+    """The size of a job's source (the biggest units first keep every core busy to the end)."""
+    cmd, cwd = job[0], job[1]
+    try:
+        return (Path(cwd) / cmd[cmd.index("-c") + 1]).stat().st_size
+    except (ValueError, OSError):
+        return 0
 
 
 def build_library(sources: Mapping[str, str], options: BuildOptions, *, cache_dir: str | os.PathLike | None = None,
@@ -302,7 +500,8 @@ def build_library(sources: Mapping[str, str], options: BuildOptions, *, cache_di
 
     Baked weights: ``weights_sha`` (part of the key) and ``write_blob(path)``, called only when the
     library must be built, writes the safetensors blob that the assembler includes.
-    Returns (folder, cache_hit). The folder holds the sources, ``runtime/`` and the library.
+    Returns (folder, cache_hit). The folder holds the sources, ``runtime/`` and the library. A hit is an
+    entry whose files all match their recorded size and sha256 (ENTRY_RECORD); a damaged one is rebuilt.
     """
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cc = compiler()
@@ -310,12 +509,12 @@ def build_library(sources: Mapping[str, str], options: BuildOptions, *, cache_di
     name = options.name
     final = _entry(sources, options, cache, weights_sha)
     lib = final / f"lib{name}.so"
-    if lib.exists():
+    if _entry_ok(final, (lib.name,)):
         return final, True
     be = get_backend(options.backend)
     rt_names = options.runtime_sources
-    rt_dir, rt_objs = _runtime_objects(cache, cc, runtime_flags(flags), rt_names)
-    tmp = cache / CACHE_LAYOUT / f"tmp-{uuid.uuid4().hex}"
+    rt_objs, rt_jobs, rt_publish, rt_discard = _runtime_plan(cache, cc, runtime_flags(flags), rt_names)
+    tmp = _tmp_dir(cache)
     (tmp / "runtime").mkdir(parents=True)
     for n, text in sources.items():
         (tmp / n).write_text(text)
@@ -334,18 +533,32 @@ def build_library(sources: Mapping[str, str], options: BuildOptions, *, cache_di
     objs = [n + ".o" for n in units] + [str(o) for o in rt_objs]
     link, link_tool = be.link_command(lib.name, objs, cc, flags, options)
     try:
-        _parallel(jobs)
+        try:
+            # the runtime's missing objects and the library's units in one pool, the biggest first
+            _parallel(sorted(rt_jobs + jobs, key=_job_cost, reverse=True))
+        except CompileError:
+            rt_publish()  # the runtime objects that did build are kept
+            raise
+        except BaseException:
+            rt_discard()
+            raise
+        rt_publish()
         _run(link, tmp, f"lib{name}.so (link)", link_tool)
     except CompileError as e:
         # keep the sources for inspection under a stable name (a retry replaces them)
         failed = final.with_name("failed-" + final.name)
         shutil.rmtree(failed, ignore_errors=True)
-        _publish(tmp, failed)
+        try:
+            os.rename(tmp, failed)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise CompileError(str(e).replace(str(tmp), str(failed))) from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     for n in units:
         (tmp / (n + ".o")).unlink()
     if blob.exists():
         blob.unlink()
-    del rt_dir
-    _publish(tmp, final)
+    _install(tmp, final)
     return final, False

@@ -1,0 +1,176 @@
+"""The compile cache: damaged entries are rebuilt (never loaded, linked or exported), its files follow the
+umask, `graphc cache info|clean`, the size cap and the cleanup of tmp-/failed- leftovers.
+
+A damaged library crashes the process that loads it (SIGBUS, SIGSEGV), so every load after damage runs in
+a subprocess: a signal there is the failure, not the end of the test run. Each test compiles a model of
+its own seed (its own cache entry) into one cache shared by the module, so the runtime is built once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from graphc.backend.build import ENTRY_RECORD, is_x86
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGET = "x86-64-v2" if is_x86() else "default"  # the runtime's kernels once, not once per ISA level
+
+MODEL = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import graphc
+    from graphc import nn
+
+    def model(seed):
+        m = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+        rng = np.random.default_rng(seed)
+        m.load_state_dict({k: rng.standard_normal(v.shape).astype(np.float32) for k, v in m.state_dict().items()})
+        return m
+
+    def main(seed, cache, weights, out_dir, target):
+        m = model(seed)
+        x = np.random.default_rng(100 + seed).standard_normal((3, 8)).astype(np.float32)
+        cm = graphc.compile(m, [x], name=f"m{seed}", cache_dir=cache, weights=weights, target=target,
+                            out_dir=out_dir or None)
+        if out_dir:
+            cm = graphc.load_compiled(out_dir)
+        want = m(graphc.from_numpy(x)).numpy()
+        got = cm(x)
+        print(json.dumps({"hit": cm.cache_hit, "err": float(np.max(np.abs(got - want))), "dir": str(cm.directory),
+                          "weights": None if cm.weights_path is None else str(cm.weights_path)}))
+
+    if __name__ == "__main__":
+        main(int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5])
+""")
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def script(tmp_path_factory) -> Path:
+    p = tmp_path_factory.mktemp("script") / "compile_model.py"
+    p.write_text(MODEL)
+    return p
+
+
+def compile_in_subprocess(script: Path, seed: int, cache: Path, weights: str = "embed", out_dir: Path | None = None,
+                          *, env: dict | None = None) -> tuple[dict, str]:
+    """Compile and run the seed's model in a fresh process: (its report, its stderr). A crash fails."""
+    e = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), **(env or {}))
+    r = subprocess.run([sys.executable, str(script), str(seed), str(cache), weights, str(out_dir or ""), TARGET],
+                       capture_output=True, text=True, timeout=900, env=e)
+    assert r.returncode == 0, f"the compile/run process failed with {r.returncode}:\n{r.stdout}\n{r.stderr[-3000:]}"
+    return json.loads(r.stdout.strip().splitlines()[-1]), r.stderr
+
+
+def entry_of(script: Path, seed: int, cache: Path, weights: str = "embed") -> dict:
+    info, _ = compile_in_subprocess(script, seed, cache, weights)
+    assert info["err"] < 1e-4
+    return info
+
+
+def record(folder: Path) -> dict:
+    return json.loads((folder / ENTRY_RECORD).read_text())["files"]
+
+
+# ------------------------------------------------------------------------------------- damaged entries
+def _truncate(p: Path) -> None:
+    p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+
+
+def _flip(p: Path) -> None:
+    data = bytearray(p.read_bytes())
+    for i in range(len(data) // 4, 3 * len(data) // 4):  # code and data alike
+        data[i] ^= 0xFF
+    p.write_bytes(bytes(data))
+
+
+def _empty(p: Path) -> None:
+    p.write_bytes(b"")
+
+
+@pytest.mark.parametrize("seed,damage", [(1, _truncate), (2, _flip), (3, _empty)],
+                         ids=["truncated", "flipped", "empty"])
+def test_damaged_library_is_rebuilt(script, cache, seed, damage, tmp_path):
+    info = entry_of(script, seed, cache)
+    folder = Path(info["dir"])
+    lib = folder / f"libm{seed}.so"
+    rec = record(folder)
+    assert rec[lib.name]["size"] == lib.stat().st_size
+    damage(lib)  # in place: the same path, other bytes
+    again, err = compile_in_subprocess(script, seed, cache)  # SIGBUS / SIGSEGV / OSError before
+    assert not again["hit"] and again["err"] < 1e-4
+    assert "cannot be trusted" in err and lib.name in err
+    assert record(folder)[lib.name] == rec[lib.name]  # the same library again (the build is deterministic)
+    hit, _ = compile_in_subprocess(script, seed, cache)
+    assert hit["hit"] and hit["err"] < 1e-4
+
+
+def test_damage_is_never_copied_into_the_export(script, cache, tmp_path):
+    info = entry_of(script, 4, cache)
+    lib = Path(info["dir"]) / "libm4.so"
+    good = record(Path(info["dir"]))[lib.name]
+    _truncate(lib)
+    out = tmp_path / "export"
+    again, _ = compile_in_subprocess(script, 4, cache, out_dir=out)
+    assert again["err"] < 1e-4
+    assert (out / lib.name).stat().st_size == good["size"]
+
+
+def test_damaged_runtime_objects_are_rebuilt(script, cache):
+    info = entry_of(script, 5, cache)
+    rt = Path(info["dir"]).parent / "runtime"
+    objs = sorted(rt.glob("*/*.o"))
+    assert objs and all(record(o.parent)[o.name]["size"] == o.stat().st_size for o in objs)
+    for o in objs:
+        _truncate(o)
+    # another model (a new entry) links the runtime again: a link error for every later compile before
+    again, err = compile_in_subprocess(script, 6, cache)
+    assert not again["hit"] and again["err"] < 1e-4
+    assert "cannot be trusted" in err
+    for o in sorted(rt.glob("*/*.o")):
+        assert record(o.parent)[o.name]["size"] == o.stat().st_size
+
+
+def test_overwritten_weights_file_is_rewritten(script, cache):
+    info = entry_of(script, 7, cache, "file")
+    w = Path(info["weights"])
+    good = w.read_bytes()
+    head = 8 + int.from_bytes(good[:8], "little")
+    w.write_bytes(good[:head] + b"\xff" * (len(good) - head))  # the same header, NaN data
+    again, err = compile_in_subprocess(script, 7, cache, "file")  # NaN outputs before
+    assert again["err"] < 1e-4 and "sha256" in err
+    assert w.read_bytes() == good
+
+
+def test_two_processes_compile_one_model_at_once(script, cache):
+    e = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    procs = [subprocess.Popen([sys.executable, str(script), "8", str(cache), "embed", "", TARGET],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=e) for _ in range(2)]
+    outs = [p.communicate(timeout=900) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+        assert json.loads(out.strip().splitlines()[-1])["err"] < 1e-4
+    folder = Path(json.loads(outs[0][0].strip().splitlines()[-1])["dir"])
+    from graphc.backend.build import entry_problem
+
+    assert entry_problem(folder, ("libm8.so",)) is None
+    assert not [p for p in folder.parent.iterdir() if p.name.startswith("tmp-")]
+
+
+def test_entry_without_a_record_is_rebuilt(script, cache):
+    info = entry_of(script, 9, cache)
+    folder = Path(info["dir"])
+    (folder / ENTRY_RECORD).unlink()  # an entry of an older graphc, or a half-deleted one
+    again, _ = compile_in_subprocess(script, 9, cache)
+    assert not again["hit"] and again["err"] < 1e-4 and (folder / ENTRY_RECORD).exists()
