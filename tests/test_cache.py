@@ -15,8 +15,11 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+import graphc
+import graphc.export
 from graphc.backend.build import ENTRY_RECORD, is_x86
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -174,3 +177,38 @@ def test_entry_without_a_record_is_rebuilt(script, cache):
     (folder / ENTRY_RECORD).unlink()  # an entry of an older graphc, or a half-deleted one
     again, _ = compile_in_subprocess(script, 9, cache)
     assert not again["hit"] and again["err"] < 1e-4 and (folder / ENTRY_RECORD).exists()
+
+
+# ------------------------------------------------------------------------------------- file modes
+def _model(seed: int):
+    from graphc import nn
+
+    m = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    rng = np.random.default_rng(seed)
+    m.load_state_dict({k: rng.standard_normal(v.shape).astype(np.float32) for k, v in m.state_dict().items()})
+    return m, rng.standard_normal((3, 8)).astype(np.float32)
+
+
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o077, 0o600)])
+def test_written_weights_follow_the_umask(cache, tmp_path, umask, mode):
+    old = os.umask(umask)
+    try:
+        m, x = _model(20 + umask)
+        cm = graphc.compile(m, [x], name=f"u{umask}", cache_dir=cache, weights="file", target=TARGET)
+        assert cm.weights_path.stat().st_mode & 0o777 == mode  # the cache's copy
+        assert (cm.directory / "manifest.json").stat().st_mode & 0o777 == mode
+        m2, _ = _model(40 + umask)
+        cm.load_state_dict(m2.state_dict())  # a new weights file in the cache
+        assert cm.weights_path.stat().st_mode & 0o777 == mode
+        np.testing.assert_allclose(cm(x), m2(graphc.from_numpy(x)).numpy(), rtol=1e-5, atol=1e-5)
+        out = tmp_path / "export"
+        em = graphc.compile(m, [x], name=f"u{umask}", cache_dir=cache, weights="file", target=TARGET, out_dir=out)
+        assert (out / f"u{umask}.safetensors").stat().st_mode & 0o777 == mode
+        em.load_state_dict(m2.state_dict())  # rewrites the export's file
+        assert (out / f"u{umask}.safetensors").stat().st_mode & 0o777 == mode
+        target = graphc.export.write_weights(out, m.state_dict())
+        assert target.stat().st_mode & 0o777 == mode
+        np.testing.assert_allclose(graphc.load_compiled(out)(x), m(graphc.from_numpy(x)).numpy(), rtol=1e-5,
+                                   atol=1e-5)
+    finally:
+        os.umask(old)

@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 import struct
-import tempfile
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -65,14 +65,16 @@ def safetensors_digest(tensors: Mapping[str, Any], metadata: Mapping[str, str]) 
 
 
 def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, Any], metadata: Mapping[str, str]) -> str:
-    """Write a safetensors file atomically (a new inode: mappings of the old file stay valid).
-    Returns the file's sha256."""
+    """Write a safetensors file atomically (a new inode: mappings of the old file stay valid), with the
+    mode of a new file under the umask. Returns the file's sha256."""
     arrays = {k: np.ascontiguousarray(_as_array(v)) for k, v in tensors.items()}
     head, order = safetensors_header(arrays, metadata)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     h = hashlib.sha256()
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=path.parent)
+    # a unique temporary name, created like any new file (0666 less the umask; mkstemp would give 0600)
+    tmp = str(path.parent / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(head)
