@@ -1,4 +1,4 @@
-"""The `graphc` command line: compile, run, bench, trace, show.
+"""The `graphc` command line: compile, run, bench, trace, show, cache.
 
 Exit codes: 0 success, 1 a user error (one clear line on stderr; --debug shows the traceback),
 2 a usage error (argparse).
@@ -43,6 +43,10 @@ EXAMPLES = {
   graphc trace examples/mlp/model.py                  # print the IR
   graphc trace graph.gir                              # parse and print back in canonical form
   graphc trace model.py -O2                           # the optimised graph""",
+    "cache": """examples:
+  graphc cache info                                   # location, entries, total size, leftovers
+  graphc cache clean --older-than 30d                 # entries unused for 30 days
+  graphc cache clean                                  # everything (GRAPHC_CACHE_MAX_BYTES caps the size)""",
     "show": """examples:
   graphc show examples/mlp/model.py -o graph.svg      # needs Graphviz 'dot' for SVG/PNG
   graphc show examples/mlp/model.py -o graph.dot
@@ -310,6 +314,21 @@ def cmd_show(args) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------ cache
+def cmd_cache(args) -> int:
+    from .backend import cache
+    from .backend.build import default_cache_dir
+
+    root = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    if args.action == "info":
+        print(cache.describe(root))
+        return 0
+    age = cache.parse_age(args.older_than) if args.older_than else None
+    removed = cache.clean(root, older_than=age, leftovers_only=args.leftovers)
+    print(f"removed {len(removed)} item(s), {cache.human(sum(it.size for it in removed))} from {root}")
+    return 0
+
+
 # ------------------------------------------------------------------------------------------ parser
 def _model_args(p: argparse.ArgumentParser, file_arg: bool = True) -> None:
     if file_arg:
@@ -391,6 +410,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory", action="store_true", help="draw the memory plan of an exported folder")
     p.add_argument("--params", action="store_true", help="draw parameters as nodes of their own")
     p.set_defaults(func=cmd_show)
+
+    p = add("cache", "show what the compile cache holds (info) or remove entries and leftovers (clean)")
+    p.add_argument("action", choices=["info", "clean"])
+    p.add_argument("--older-than", metavar="AGE", help="clean: only entries unused for AGE (90s, 30m, 12h, 7d)")
+    p.add_argument("--leftovers", action="store_true", help="clean: only failed builds and interrupted tmp- folders")
+    p.add_argument("--cache-dir", help="compile cache folder (default: $GRAPHC_CACHE_DIR or ~/.cache/graphc)")
+    p.set_defaults(func=cmd_cache)
     return ap
 
 

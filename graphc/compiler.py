@@ -23,6 +23,7 @@ from typing import Any
 from .backend.base import Namespace, sanitize
 from .backend.build import (
     CACHE_LAYOUT,
+    IN_USE,
     BuildOptions,
     atomic_write,
     build_library,
@@ -181,6 +182,7 @@ def compile(module_or_graph: Any, example_inputs: Any = None, dynamic: Mapping[s
     final_w = cache / CACHE_LAYOUT / "weights" / f"{model_name}-{sha[:32]}.safetensors"
     if weights == "file" and not verified_file(final_w, sha):  # kept by content: an overwritten file is rewritten
         write_safetensors(final_w, params, meta)
+        IN_USE.add(str(final_w))
     def blob(path: Path) -> None:
         write_safetensors(path, params, meta)
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -212,3 +214,114 @@ def test_written_weights_follow_the_umask(cache, tmp_path, umask, mode):
                                    atol=1e-5)
     finally:
         os.umask(old)
+
+
+# ------------------------------------------------------------------------------------- housekeeping
+def _seeded(script: Path, cache: Path, tmp_path: Path) -> Path:
+    """A fresh cache holding the module cache's runtime objects (no runtime build)."""
+    new = tmp_path / "cache"
+    import shutil
+
+    if not (cache / "v1" / "runtime").is_dir():
+        entry_of(script, 0, cache)
+    shutil.copytree(cache / "v1" / "runtime", new / "v1" / "runtime")
+    return new
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    e = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    e.pop("GRAPHC_DEBUG", None)
+    return subprocess.run([sys.executable, "-m", "graphc", *args], capture_output=True, text=True, env=e, timeout=600)
+
+
+def _dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def _leftovers(v1: Path) -> dict[str, Path]:
+    """tmp-/failed- folders of each kind: a dead process's, a live young one, an old one."""
+    old = time.time() - 2 * 3600
+    made = {"tmp_dead": v1 / f"tmp-{_dead_pid()}-{'a' * 32}", "tmp_live": v1 / f"tmp-{os.getpid()}-{'b' * 32}",
+            "tmp_old": v1 / f"tmp-{os.getpid()}-{'c' * 32}", "failed_old": v1 / ("failed-" + "d" * 40),
+            "failed_new": v1 / ("failed-" + "e" * 40),
+            "weights_tmp": v1 / "weights" / f".x.tmp-{_dead_pid()}-{'f' * 32}"}
+    for k, p in made.items():
+        if k == "weights_tmp":
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(b"partial")
+        else:
+            p.mkdir(parents=True)
+            (p / "model.c").write_text("int x;\n")
+    for k in ("tmp_old", "failed_old"):
+        os.utime(made[k], (old, old))
+    return made
+
+
+def test_cache_info_and_clean(script, cache, tmp_path):
+    new = _seeded(script, cache, tmp_path)
+    infos = [entry_of(script, s, new) for s in (30, 31)]
+    weights = entry_of(script, 32, new, "file")
+    made = _leftovers(new / "v1")
+    r = _cli("cache", "info", "--cache-dir", str(new))
+    assert r.returncode == 0, r.stderr
+    text = r.stdout
+    assert str(new) in text and re.search(r"libraries\s+3 entries", text), text
+    assert re.search(r"weights\s+1 files", text) and re.search(r"failed\s+2 folders", text), text
+    assert re.search(r"tmp\s+4 folders/files", text) and "total" in text, text
+    # --older-than: only the entry unused for long, and the stale leftovers
+    old = time.time() - 10 * 86400
+    os.utime(infos[0]["dir"], (old, old))
+    r = _cli("cache", "clean", "--older-than", "7d", "--cache-dir", str(new))
+    assert r.returncode == 0, r.stderr
+    assert not Path(infos[0]["dir"]).exists() and Path(infos[1]["dir"]).exists() and Path(weights["weights"]).exists()
+    assert {k for k, p in made.items() if p.exists()} == {"tmp_live", "failed_new"}
+    again, _ = compile_in_subprocess(script, 31, new)
+    assert again["hit"] and again["err"] < 1e-4
+    r = _cli("cache", "clean", "--cache-dir", str(new))
+    assert r.returncode == 0 and "removed" in r.stdout, r.stderr
+    assert {p.name for p in (new / "v1").iterdir()} <= {"runtime", "weights", made["tmp_live"].name}
+    assert not list((new / "v1" / "runtime").iterdir()) and not list((new / "v1" / "weights").iterdir())
+    r = _cli("cache", "clean", "--older-than", "soon", "--cache-dir", str(new))
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "--older-than" in r.stderr
+
+
+def test_stale_leftovers_are_removed_after_a_build(script, cache, tmp_path):
+    new = _seeded(script, cache, tmp_path)
+    made = _leftovers(new / "v1")
+    entry_of(script, 33, new)
+    assert {k for k, p in made.items() if p.exists()} == {"tmp_live", "failed_new"}
+
+
+def test_size_cap_evicts_least_recently_used_never_in_use(script, cache, tmp_path, monkeypatch):
+    new = _seeded(script, cache, tmp_path)
+    others = [Path(entry_of(script, s, new)["dir"]) for s in (34, 35)]  # built by other processes
+    for i, d in enumerate(others):
+        t = time.time() - 86400 * (2 - i)  # 34 used two days ago, 35 one day ago
+        os.utime(d, (t, t))
+    size = sum(f.stat().st_size for f in others[0].rglob("*") if f.is_file())
+    mine = []
+    for s in (36, 37):
+        m, x = _model(s)
+        mine.append(graphc.compile(m, [x], name=f"m{s}", cache_dir=new, target=TARGET))
+        old = time.time() - 3 * 86400
+        os.utime(mine[-1].directory, (old, old))  # the oldest of all, but in use by this process
+    total = sum(f.stat().st_size for f in new.rglob("*") if f.is_file())
+    # the next entry (of about the same size) makes the cache half an entry too big
+    monkeypatch.setenv("GRAPHC_CACHE_MAX_BYTES", str(total + size // 2))
+    m, x = _model(38)
+    cm = graphc.compile(m, [x], name="m38", cache_dir=new, target=TARGET)
+    assert not others[0].exists() and others[1].exists()  # the least recently used of the others
+    assert all(c.directory.exists() for c in [*mine, cm])
+    np.testing.assert_allclose(cm(x), m(graphc.from_numpy(x)).numpy(), rtol=1e-5, atol=1e-5)
+    monkeypatch.setenv("GRAPHC_CACHE_MAX_BYTES", "1")  # nothing fits: all but what this process uses goes
+    m, x = _model(39)
+    graphc.compile(m, [x], name="m39", cache_dir=new, target=TARGET)
+    assert not others[1].exists() and all(c.directory.exists() for c in [*mine, cm])
+    assert list((new / "v1" / "runtime").iterdir())  # the runtime objects this process linked stay
+    monkeypatch.setenv("GRAPHC_CACHE_MAX_BYTES", "lots")
+    with pytest.raises(ValueError, match="GRAPHC_CACHE_MAX_BYTES"):
+        from graphc.backend.cache import max_bytes
+
+        max_bytes()

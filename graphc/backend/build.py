@@ -455,6 +455,8 @@ def verified_file(path: Path, sha256: str) -> bool:
     if file_sha256(path) != sha256:
         log.warning("graphc compile cache: %s does not match its sha256: writing it again", path)
         return False
+    _touch(path)
+    now = _stats(path.parent, (path.name,))
     with _VERIFIED_LOCK:
         _VERIFIED[str(path)] = (now, sha256)
     IN_USE.add(str(path))
@@ -561,4 +563,10 @@ def build_library(sources: Mapping[str, str], options: BuildOptions, *, cache_di
     if blob.exists():
         blob.unlink()
     _install(tmp, final)
+    try:
+        from .cache import enforce_limit
+
+        enforce_limit(cache)  # the size cap and stale leftovers, never a reason for a compile to fail
+    except (OSError, ValueError) as e:
+        log.warning("graphc compile cache: cannot apply the size cap in %s: %s", cache, e)
     return final, False

@@ -570,10 +570,12 @@ class CompiledModel:
             return self.directory / f"{self.name}.safetensors"
         import uuid
 
-        from .build import CACHE_LAYOUT, default_cache_dir
+        from .build import CACHE_LAYOUT, IN_USE, default_cache_dir
 
         cache = Path(self.manifest.get("cache_dir") or default_cache_dir())
-        return cache / CACHE_LAYOUT / "weights" / f"{self.name}-{uuid.uuid4().hex}.safetensors"
+        path = cache / CACHE_LAYOUT / "weights" / f"{self.name}-{uuid.uuid4().hex}.safetensors"
+        IN_USE.add(str(path))  # the size cap never removes it from under this process
+        return path
 
 
 def aligned_copy(a: np.ndarray, align: int = ALIGN) -> np.ndarray:
