@@ -132,3 +132,19 @@ def test_the_c_and_cuda_backends_import_nothing_from_each_other():
     assert not {m for m in c_imports if m == "graphc.backend.cuda" or m.startswith("graphc.backend.cuda.")}
     # and both take the shared analysis instead
     assert "graphc.backend.analysis" in c_imports and "graphc.backend.analysis" in cuda_imports
+
+
+def test_backend_knobs_are_the_backends_own_options():
+    """The neutral BuildOptions carry no CUDA field; CUDA's arch/nvcc_flags are its subclass's, checked by
+    its build_options, and another backend refuses them naming the backend that takes them."""
+    import dataclasses
+
+    from graphc.backend.build import BuildOptions
+    from graphc.compiler import build_options
+
+    assert not {"arch", "nvcc_flags"} & {f.name for f in dataclasses.fields(BuildOptions)}
+    o = build_options("cuda", name="m", arch="sm_80")
+    assert isinstance(o, BuildOptions) and o.arch == "sm_80" and "-arch=sm_80" in o.nvcc_flags
+    with pytest.raises(ValueError, match="arch is an option of the CUDA backend, not of backend 'c'"):
+        build_options("c", name="m", arch="sm_80")
+    assert not hasattr(build_options("c", name="m"), "arch")

@@ -72,9 +72,9 @@ class BuildOptions:
     ldflags: list[str] = field(default_factory=list)
     backend: str = DEFAULT_BACKEND
     runtime_sources: list[str] | None = None  # the runtime_c/*.c files linked (None: all)
-    arch: str = ""  # CUDA: the -arch of nvcc
-    nvcc_flags: list[str] = field(default_factory=list)  # CUDA: flags of the .cu units
     sanitize: bool = False  # ASan/UBSan build (SANITIZE_FLAGS), a debugging aid
+    # A backend's own knobs (CUDA's arch and nvcc flags) are fields of its subclass of BuildOptions,
+    # which its Backend.build_options returns (graphc/backend/cuda.py: CudaBuildOptions).
 
     def runtime_commands(self) -> list[tuple[str, str]]:
         """(object, the shell-quoted compiler arguments after $CC) of each runtime object, sources under runtime/: the

@@ -42,6 +42,7 @@ import shlex
 import shutil
 import subprocess
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from .._dtype import float32, float64, int32, int64
@@ -427,6 +428,15 @@ def check_arch(arch: str) -> str:
 
 
 # ------------------------------------------------------------------------------------- the backend
+@dataclass
+class CudaBuildOptions(BuildOptions):
+    """The build options of a CUDA library: the neutral ones plus nvcc's -arch and the .cu units' flags
+    (checked and filled by :meth:`CudaBackend.build_options`; printed by templates/cuda/Makefile.j2)."""
+
+    arch: str = ""  # the -arch of nvcc
+    nvcc_flags: list[str] = field(default_factory=list)  # flags of the .cu units
+
+
 @register_backend
 class CudaBackend(Backend):
     """CUDA C++ for NVIDIA GPUs (nvcc), with the C backend's ABI: see the module docstring."""
@@ -469,11 +479,11 @@ class CudaBackend(Backend):
 
     # --------------------------------------------------------------------------------- toolchain
     def build_options(self, *, name: str, weights: str, opt_level: int, target: str, threads: int | None,
-                      version: str, arch: str | None = None, **options: Any) -> BuildOptions:
+                      version: str, arch: str | None = None, **options: Any) -> CudaBuildOptions:
         """nvcc's -arch (``arch``, default :func:`default_arch`), host code without OpenMP."""
         self.check_options(options)
         arch = check_arch(arch) if arch is not None else default_arch()
-        return BuildOptions(name=name, weights=weights, opt_level=opt_level, target=target, threads=threads,
+        return CudaBuildOptions(name=name, weights=weights, opt_level=opt_level, target=target, threads=threads,
                             version=version, cflags=cflags(target, opt_level, openmp=False), ldflags=cuda_ldflags(),
                             backend=self.name, runtime_sources=self._runtime_list(), arch=arch,
                             nvcc_flags=nvcc_flags(arch, opt_level))
