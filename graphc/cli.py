@@ -113,7 +113,7 @@ def cmd_compile(args) -> int:
         extra["sanitize"] = True
     cm = gc_compile(graph, name=graph.name, weights=args.weights, opt_level=args.opt_level, target=args.target,
                     threads=args.threads, cache_dir=args.cache_dir, out_dir=str(out_dir), backend=args.backend,
-                    emit_only=args.emit_c, optimized=optimized, timings=ph, **extra)
+                    emit_only=args.emit_c, optimized=optimized, timings=ph, force=args.force, **extra)
     if args.verify and not args.emit_c:
         _verify(cm, graph)
     print(f"wrote {out_dir}/")
@@ -360,6 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("compile", "trace, optimise and compile a model into a C library")
     _model_args(p)
     p.add_argument("-o", "--output", metavar="DIR", help="output folder (default: out/NAME)")
+    p.add_argument("--force", action="store_true",
+                   help="write into a non-empty folder that is not a graphc export (overwrites the files in the way)")
     p.add_argument("--backend", choices=backend_names(), default=DEFAULT_BACKEND,
                    help="; ".join(f"{n}: {BACKENDS[n].description}" for n in backend_names()))
     p.add_argument("--arch", metavar="SM", help="with --backend cuda: nvcc's -arch, e.g. sm_80 or native (default: "

@@ -111,7 +111,7 @@ def compile(module_or_graph: Any, example_inputs: Any = None, dynamic: Mapping[s
             threads: int | None = None, cache_dir: str | os.PathLike | None = None,
             out_dir: str | os.PathLike | None = None, backend: str = "c", optimized: Graph | None = None,
             emit_only: bool = False, timings: Any = None, arch: str | None = None,
-            sanitize: bool = False) -> CompiledModel:
+            sanitize: bool = False, force: bool = False) -> CompiledModel:
     """Compile a module (traced with example_inputs and dynamic, like graphc.trace) or a Graph into a
     shared library and return it as a callable :class:`CompiledModel`.
 
@@ -120,7 +120,9 @@ def compile(module_or_graph: Any, example_inputs: Any = None, dynamic: Mapping[s
     every x86-64 CPU: the kernels compiled per ISA level, the CPU's best picked at create; GRAPHC_ISA lowers
     it), "x86-64-v2"/"x86-64-v3"/"x86-64-v4"/"native" (that level only; create refuses a CPU without it)
     or "portable" (= x86-64-v2). threads: default thread count of each context (None: omp_get_max_threads()).
-    cache_dir: build cache (default $GRAPHC_CACHE_DIR or ~/.cache/graphc). out_dir: export folder.
+    cache_dir: build cache (default $GRAPHC_CACHE_DIR or ~/.cache/graphc). out_dir: export folder: new,
+    empty or a previous graphc export (whose files are replaced); force=True writes into any other folder,
+    overwriting the files in the way (``graphc/export.py``).
     optimized: the graph already optimised by the caller (skips the passes). emit_only: write the
     sources, manifest and graphs into out_dir without building (returns None). timings: an object whose
     ``run(phase, fn, *args)`` calls fn and records its time (the CLI's Phases).
@@ -140,7 +142,7 @@ def compile(module_or_graph: Any, example_inputs: Any = None, dynamic: Mapping[s
     if imported is not None:
         compiled = compile(imported.graph, name=name, weights=weights, opt_level=opt_level, target=target,
                            threads=threads, cache_dir=cache_dir, out_dir=out_dir, backend=backend, optimized=optimized,
-                           emit_only=emit_only, timings=timings, arch=arch, sanitize=sanitize)
+                           emit_only=emit_only, timings=timings, arch=arch, sanitize=sanitize, force=force)
         return compiled if compiled is None else imported.wrap(compiled)
     if weights not in ("embed", "file"):
         raise ValueError(f"weights must be 'embed' or 'file', got {weights!r}")
@@ -174,7 +176,7 @@ def compile(module_or_graph: Any, example_inputs: Any = None, dynamic: Mapping[s
     exported = out_dir is not None
     man = manifest(prog, options, sources, exported, cache)
     if emit_only:
-        write_sources(Path(out_dir), prog, sources, man, source, g)  # type: ignore[arg-type]
+        write_sources(Path(out_dir), prog, sources, man, source, g, force=force)  # type: ignore[arg-type]
         return None  # type: ignore[return-value]
     params = {k: g.param_data[k] for k in g.params}
     meta = weights_metadata(model_name, prog.fingerprint)
@@ -191,7 +193,7 @@ def compile(module_or_graph: Any, example_inputs: Any = None, dynamic: Mapping[s
                                                              weights_sha=sha, write_blob=blob))
     if exported:
         folder = export_folder(Path(out_dir), folder, prog, sources, man, source, g,  # type: ignore[arg-type]
-                               final_w if weights == "file" else None)
+                               final_w if weights == "file" else None, force=force)
         if weights == "file":
             final_w = folder / f"{model_name}.safetensors"
     elif not (folder / "manifest.json").exists():

@@ -37,3 +37,7 @@ class UnsupportedError(GraphcError, NotImplementedError):
 
 class CompileError(GraphcError):
     """The C compiler failed on generated code (carries the compiler's output)."""
+
+
+class ExportError(GraphcError):
+    """An export folder cannot be written without losing what is in it (names the folder and the files)."""

@@ -5,15 +5,27 @@ An exported folder holds ``NAME.h``, ``libNAME.so``, ``NAME.safetensors`` (weigh
 sources and the runtime's (``runtime/``), ``manifest.json``, ``NAME.gir`` (the optimised graph),
 ``NAME.source.gir`` (the traced graph, for new weights), ``main.c`` and a ``Makefile``. The manifest
 records what a loader needs (inputs, outputs, dims, parameters, the build's options with what the
-backend adds, ``Backend.manifest_options``) and the memory plan.
+backend adds, ``Backend.manifest_options``), the memory plan and every file the export wrote
+(``files["all"]``).
+
+Writing into ``out_dir`` never loses what the user owns: a folder that is not empty and holds no graphc
+manifest is refused (:class:`~graphc.errors.ExportError`, naming the folder and the files in the way) unless
+``force=True`` (``--force``), which overwrites the files in the way and keeps the others. Re-exporting into a
+graphc folder first removes the files the previous manifest lists (``files["all"]``; only those) so no stale
+library of another model stays beside the new one. Every file is written to a unique temporary name in its
+folder and renamed over the old one (a reader sees the old file or the new one, never a half-copied
+library), and exports into one folder are serialised by a lock on the folder itself (``flock``), so two
+processes exporting at once each leave a complete, consistent folder.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
-import shutil
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +36,7 @@ from .backend.compiled import CompiledModel
 from .backend.lowering import Program, fingerprint
 from .backend.registry import get_backend
 from .backend.weights import read_safetensors, weights_metadata, write_safetensors
-from .errors import GraphcError
+from .errors import ExportError, GraphcError
 from .ir.graph import Graph
 from .ir.printer import print_graph
 
@@ -130,41 +142,168 @@ def manifest(prog: Program, options: BuildOptions, sources: Mapping[str, str], e
     }
 
 
-def write_extras(out: Path, prog: Program, manifest: Mapping[str, Any], source: Graph, g: Graph) -> None:
-    """The optimised and the source graph and the manifest, into an export (or emit-only) folder."""
-    (out / f"{prog.name}.gir").write_text(print_graph(g))
-    (out / f"{prog.name}.source.gir").write_text(print_graph(source))
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+def _umask() -> int:
+    """The process's umask, read without changing it (os.umask would race with other threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
 
 
-def write_sources(out: Path, prog: Program, sources: Mapping[str, str], manifest: Mapping[str, Any], source: Graph,
-                  g: Graph) -> None:
-    """An emit-only export: the generated sources, the graphs and the manifest, nothing built."""
+def atomic_write(dst: Path, data: bytes | None = None, *, src: Path | None = None, executable: bool = False) -> None:
+    """Write dst (data, or a copy of the file src) through a unique temporary file in dst's folder renamed
+    over it: readers see the old file or the new one, never a part, and two writers never share a temporary
+    name. The mode is 0666 (0777 when executable) less the umask, like a file the user creates."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if src is not None:
+                with open(src, "rb") as s:
+                    while chunk := s.read(1 << 20):
+                        f.write(chunk)
+            else:
+                f.write(data or b"")
+        os.chmod(tmp, (0o777 if executable else 0o666) & ~_umask())
+        os.replace(tmp, dst)  # a new inode: processes that mapped the old file keep it
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def graphc_manifest(out: Path) -> dict[str, Any] | None:
+    """The manifest of a graphc export in out, or None (no manifest.json, or one graphc did not write)."""
+    try:
+        m = json.loads((out / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if (isinstance(m, dict) and isinstance(m.get("name"), str) and isinstance(m.get("files"), dict)
+            and "fingerprint" in m and "graphc_version" in m):
+        return m
+    return None
+
+
+def listed_files(m: Mapping[str, Any]) -> list[str]:
+    """The files an export's manifest says it wrote (folder-relative). Manifests from before
+    ``files["all"]`` list the sources, the library and the header only."""
+    files = m.get("files") or {}
+    names = files.get("all")
+    if not isinstance(names, list):
+        names = [*(files.get("sources") or []), files.get("library"), files.get("header")]
+    return [n for n in names if isinstance(n, str) and n]
+
+
+def _inside(out: Path, rel: str) -> Path | None:
+    """out/rel when rel is a plain relative path inside out (a manifest is not trusted to name others)."""
+    p = Path(rel)
+    if p.is_absolute() or not p.parts or any(part in ("", ".", "..") for part in p.parts):
+        return None
+    return out / p
+
+
+@contextlib.contextmanager
+def _folder_lock(out: Path) -> Iterator[None]:
+    """An exclusive flock on the folder itself (nothing is left behind in it): one export at a time."""
+    try:
+        fd = os.open(out, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        yield
+        return
+    try:
+        with contextlib.suppress(OSError):  # a file system without flock: atomic renames still hold
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+@contextlib.contextmanager
+def export_transaction(out: Path, files: list[str], force: bool) -> Iterator[None]:
+    """Prepare out for an export that writes ``files`` (folder-relative): create it, refuse a non-empty
+    folder that is not a graphc export (unless force), remove the previous export's files that this one
+    does not rewrite, all under the folder's lock, which the export's writes stay inside."""
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"out_dir {out} is a file, not a folder: give a folder to export into")
     out.mkdir(parents=True, exist_ok=True)
-    for n, text in sources.items():
-        (out / n).write_text(text)
-    write_extras(out, prog, manifest, source, g)
+    with _folder_lock(out):
+        previous = graphc_manifest(out)
+        if previous is None:
+            present = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir())
+            if present and not force:
+                clash = sorted({f.split("/")[0] for f in files} & {p.rstrip("/") for p in present})
+                shown = clash or present
+                more = f" and {len(shown) - 12} more" if len(shown) > 12 else ""
+                what = "would overwrite" if clash else "holds"
+                raise ExportError(
+                    f"out_dir {out} is not empty and is not a graphc export (no graphc manifest.json); graphc "
+                    f"{what} {', '.join(shown[:12])}{more}: export into an empty or new folder, or pass --force "
+                    "(Python: force=True) to write into it anyway (the files in the way are overwritten, the others "
+                    "kept)")
+        else:
+            keep = set(files)
+            emptied: set[Path] = set()
+            for rel in listed_files(previous):
+                p = _inside(out, rel)
+                if p is None or rel in keep or p.is_dir() or not (p.is_file() or p.is_symlink()):
+                    continue
+                p.unlink()
+                emptied.add(p.parent)
+            for d in sorted(emptied, key=lambda q: -len(q.parts)):
+                if d != out:
+                    with contextlib.suppress(OSError):
+                        d.rmdir()  # only when the removal left it empty
+        yield
 
 
-def export_folder(out: Path, built: Path, prog: Program, sources: Mapping[str, str], manifest: Mapping[str, Any],
-                  source: Graph, g: Graph, weights_file: Path | None) -> Path:
-    """Copy a built library (its cache folder ``built``) into the self-contained folder ``out``."""
-    out.mkdir(parents=True, exist_ok=True)
+def _export_names(prog: Program, sources: Mapping[str, str], runtime: list[str], weights: bool) -> list[str]:
     name = prog.name
-    for n in sources:
-        shutil.copyfile(built / n, out / n)
-    rt = out / "runtime"
-    rt.mkdir(exist_ok=True)
-    for f in sorted((built / "runtime").iterdir()):
-        shutil.copyfile(f, rt / f.name)
-    lib = out / f"lib{name}.so"
-    tmp = out / f".lib{name}.so.tmp"
-    shutil.copyfile(built / f"lib{name}.so", tmp)
-    os.replace(tmp, lib)  # a new inode: processes that mapped the old library keep it
-    if weights_file is not None:
-        shutil.copyfile(weights_file, out / f".{name}.safetensors.tmp")
-        os.replace(out / f".{name}.safetensors.tmp", out / f"{name}.safetensors")
-    write_extras(out, prog, manifest, source, g)
+    names = [*sources, *(f"runtime/{r}" for r in runtime), f"lib{name}.so", f"{name}.gir", f"{name}.source.gir",
+             "manifest.json"]
+    if weights:
+        names.append(f"{name}.safetensors")
+    return sorted(set(names))
+
+
+def write_extras(out: Path, prog: Program, manifest: dict[str, Any], source: Graph, g: Graph,
+                 files: list[str]) -> None:
+    """The optimised and the source graph and, last, the manifest (listing ``files``) of an export."""
+    atomic_write(out / f"{prog.name}.gir", print_graph(g).encode())
+    atomic_write(out / f"{prog.name}.source.gir", print_graph(source).encode())
+    manifest.setdefault("files", {})["all"] = files
+    atomic_write(out / "manifest.json", (json.dumps(manifest, indent=1) + "\n").encode())
+
+
+def write_sources(out: Path, prog: Program, sources: Mapping[str, str], manifest: dict[str, Any], source: Graph,
+                  g: Graph, *, force: bool = False) -> None:
+    """An emit-only export: the generated sources, the graphs and the manifest, nothing built."""
+    files = sorted({*sources, f"{prog.name}.gir", f"{prog.name}.source.gir", "manifest.json"})
+    with export_transaction(out, files, force):
+        for n, text in sources.items():
+            atomic_write(out / n, text.encode())
+        write_extras(out, prog, manifest, source, g, files)
+
+
+def export_folder(out: Path, built: Path, prog: Program, sources: Mapping[str, str], manifest: dict[str, Any],
+                  source: Graph, g: Graph, weights_file: Path | None, *, force: bool = False) -> Path:
+    """Copy a built library (its cache folder ``built``) into the self-contained folder ``out``
+    (``manifest["files"]["all"]`` is set to the files written)."""
+    name = prog.name
+    runtime = sorted(f.name for f in (built / "runtime").iterdir())
+    files = _export_names(prog, sources, runtime, weights_file is not None)
+    with export_transaction(out, files, force):
+        for n in sources:
+            atomic_write(out / n, src=built / n)
+        rt = out / "runtime"
+        rt.mkdir(exist_ok=True)
+        for f in runtime:
+            atomic_write(rt / f, src=built / "runtime" / f)
+        if weights_file is not None:
+            atomic_write(out / f"{name}.safetensors", src=weights_file)
+        atomic_write(out / f"lib{name}.so", src=built / f"lib{name}.so", executable=True)
+        write_extras(out, prog, manifest, source, g, files)
     return out
 
 
