@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from . import _dtype as D
+from . import return_types
 from ._dtype import as_dtype
 from .ops.registry import broadcast_shapes as _broadcast_shapes
 from .sym import Dim, is_static, prod
@@ -32,7 +33,7 @@ __all__ = [
     "logsumexp", "addmm", "baddbmm", "bmm", "broadcast_to", "broadcast_tensors", "broadcast_shapes", "clamp_min",
     "clamp_max", "clone", "detach", "divide", "multiply", "subtract", "negative", "swapaxes", "swapdims",
     "true_divide", "finfo", "iinfo", "multinomial", "movedim", "moveaxis",
-    "cumsum", "cumprod",
+    "cumsum", "cumprod", "sort", "argsort", "msort", "topk",
 ]
 
 
@@ -189,6 +190,54 @@ def cumsum(input: Tensor, dim: int, *, dtype: Any = None) -> Tensor:  # noqa: A0
 def cumprod(input: Tensor, dim: int, *, dtype: Any = None) -> Tensor:  # noqa: A002
     """The running product along dim (the ``cumprod`` op), with cumsum's dtype rules."""
     return _scan("cumprod", input, dim, dtype)
+
+
+# ------------------------------------------------------------------------------------------ order
+def _argsort(x: Tensor, dim: int, descending: builtins.bool, k: int | None = None) -> Tensor:
+    """The ``argsort`` op along dim (a 0-d tensor as one element); the values are gathered by the caller."""
+    d = _wrap_dim(dim, x.ndim)
+    if x.ndim == 0:
+        return apply("argsort", x.reshape(1), dim=0, descending=builtins.bool(descending), k=k).reshape(())
+    return apply("argsort", x, dim=d, descending=builtins.bool(descending), k=k)
+
+
+def _take(x: Tensor, dim: int, idx: Tensor) -> Tensor:
+    return gather(x, dim, idx) if x.ndim else x
+
+
+def sort(input: Tensor, dim: int = -1, descending: builtins.bool = False, *,  # noqa: A002
+         stable: builtins.bool = False) -> return_types.sort:
+    """(values, indices) of input sorted along dim (the ``argsort`` op, then ``gather``). graphc's sort is
+    always stable (``stable=True``'s order: equal values keep their order); NaN sorts above every number."""
+    x = _t(input, "sort")
+    idx = _argsort(x, dim, descending)
+    return return_types.sort(_take(x, dim, idx), idx)
+
+
+def argsort(input: Tensor, dim: int = -1, descending: builtins.bool = False, *,  # noqa: A002
+            stable: builtins.bool = False) -> Tensor:
+    """The int64 indices that sort input along dim (stable, like ``sort``)."""
+    return _argsort(_t(input, "argsort"), dim, descending)
+
+
+def msort(input: Tensor) -> Tensor:  # noqa: A002
+    """input sorted along its first dim."""
+    return sort(input, 0).values
+
+
+def topk(input: Tensor, k: int, dim: int = -1, largest: builtins.bool = True,  # noqa: A002
+         sorted: builtins.bool = True) -> return_types.topk:  # noqa: A002
+    """(values, indices) of the k largest (or smallest) elements along dim, in sorted order (``sorted=False``
+    returns them sorted too, which PyTorch allows). Among equal values the lower index comes first."""
+    x = _t(input, "topk")
+    d = _wrap_dim(dim, x.ndim)
+    n = x.shape[d] if x.ndim else 1
+    if isinstance(k, builtins.bool) or not isinstance(k, (int, np.integer)):
+        raise TypeError(f"topk(): argument 'k' must be int, not {type(k).__name__}")
+    if k < 0 or (is_static(n) and k > n):
+        raise RuntimeError(f"topk: selected index k out of range (k={k}, dim {d} has size {n})")
+    idx = _argsort(x, dim, largest, int(k))
+    return return_types.topk(_take(x, dim, idx), idx)
 
 
 
@@ -655,7 +704,8 @@ METHODS: dict[str, Callable[..., Any]] = {
     "log2": _method_of(log2), "logsumexp": _method_of(logsumexp), "addmm": _method_of(addmm),
     "baddbmm": _method_of(baddbmm), "bmm": _method_of(bmm), "multinomial": _method_of(multinomial),
     "movedim": _method_of(movedim), "moveaxis": _method_of(movedim), "swapdims": Tensor.swapaxes,
-    "cumsum": _method_of(cumsum), "cumprod": _method_of(cumprod),
+    "cumsum": _method_of(cumsum), "cumprod": _method_of(cumprod), "sort": _method_of(sort),
+    "argsort": _method_of(argsort), "msort": _method_of(msort), "topk": _method_of(topk),
 }
 
 

@@ -97,11 +97,21 @@ SAMPLES["log_softmax"] = [([_r((3, 5))], {"dim": 1}), ([_r((2, 3, 4))], {"dim": 
 SAMPLES["cumsum"] = [([_r((3, 5))], {"dim": 1}), ([_r((4, 3, 2))], {"dim": 0}), ([_r((2, 7, 3))], {"dim": 1}),
                      ([_r((6,), I64)], {"dim": 0}), ([_r((1,))], {"dim": 0})]
 SAMPLES["cumprod"] = [([_r((3, 5))], {"dim": 1}), ([_r((4, 3, 2))], {"dim": 0}), ([_r((5,), I64)], {"dim": 0})]
+SAMPLES["argsort"] = [([_r((3, 5))], {"dim": 1}), ([_r((4, 3, 2))], {"dim": 0, "descending": True}),
+                      ([_r((2, 7, 3))], {"dim": 1, "k": 3, "descending": True}), ([_r((6, 9))], {"dim": 1, "k": 2}),
+                      ([_r((3, 17), I64)], {"dim": 1}), ([_r((2, 12), I64)], {"dim": 1, "descending": True}),
+                      ([_r((1,))], {"dim": 0})]
 SAMPLES["matmul"] = [([_r((3, 4)), _r((4, 5))], {}), ([_r((4,)), _r((4, 2))], {}), ([_r((2, 3, 4)), _r((4,))], {}),
                      ([_r((2, 1, 3, 4)), _r((5, 4, 2))], {}), ([_r((1, 1)), _r((1, 1))], {})]
 
 
 # PyTorch twins: op -> function(torch, *tensors, **attrs) computing the same thing independently.
+def _t_argsort(t, x, dim, descending=False, k=None):
+    if k is not None:  # the table's topk cases have no ties, whose order torch.topk leaves open
+        return t.topk(x, k, dim, largest=descending).indices
+    return t.sort(x, dim=dim, descending=descending, stable=True).indices
+
+
 def _t_reduce(name):
     def f(torch, x, dims, keepdim=False, **_):
         fn = {"sum": torch.sum, "mean": torch.mean, "amax": torch.amax, "amin": torch.amin}.get(name)
@@ -151,6 +161,7 @@ TORCH: dict[str, Any] = {
     "argmin": lambda t, x, dim, keepdim=False: t.argmin(x, dim, keepdim),
     "softmax": lambda t, x, dim: t.softmax(x, dim), "log_softmax": lambda t, x, dim: t.log_softmax(x, dim),
     "matmul": lambda t, a, b: t.matmul(a, b),
+    "argsort": _t_argsort,
     "cumsum": lambda t, x, dim: t.cumsum(x, dim), "cumprod": lambda t, x, dim: t.cumprod(x, dim),
 }
 

@@ -63,7 +63,7 @@ FAMILIES = {
     "elementwise": "elementwise",
     **dict.fromkeys(("view", "permute", "expand", "slice", "concat", "pad", "index_select", "gather",
                      "fill", "arange"), "shape"),
-    **dict.fromkeys(("reduce", "argreduce", "softmax", "scan"), "reduce"),
+    **dict.fromkeys(("reduce", "argreduce", "softmax", "scan", "sort"), "reduce"),
     **dict.fromkeys(("matmul", "linear", "bilinear"), "linalg"),
     **dict.fromkeys(("conv", "pool", "adaptive_pool", "norm", "sdpa", "embedding"), "nn"),
 }
@@ -163,8 +163,8 @@ def _arange_rule(arrays, attrs):
 
 
 @dynamic("sum", "prod", "mean", "amax", "amin", "var", "argmax", "argmin", "softmax", "log_softmax", "cumsum",
-         "cumprod", "conv", "conv_transpose", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "batch_norm",
-         "layer_norm", "group_norm", "rms_norm")
+         "cumprod", "argsort", "conv", "conv_transpose", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d",
+         "batch_norm", "layer_norm", "group_norm", "rms_norm")
 def _leading_is_batch(arrays, attrs):
     """The first operand's leading dim becomes B (reductions over dim 0 then reduce over B)."""
     if arrays[0].ndim == 0:

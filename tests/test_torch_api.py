@@ -93,6 +93,14 @@ def _einsum_cases() -> list[Case]:
             for i, (eq, shapes) in enumerate(eqs)]
 
 
+def _topk_gathered(m, x, *args, **kw):
+    """topk's values and the values its indices pick: PyTorch leaves the order of ties open, so with ties
+    the indices are checked by what they gather."""
+    r = m.topk(x, *args, **kw)
+    d = kw.get("dim", args[1] if len(args) > 1 else -1)
+    return r.values, m.gather(x, d, r.indices)
+
+
 def _mm(m, x, a, b):
     return m.addmm(x, a, b, beta=0.5, alpha=2.0), m.addmm(x, a, b), x.addmm(a, b, beta=0)
 
@@ -154,6 +162,28 @@ CASES: list[Case] = [
                                             x.cumprod(1, dtype=m.int32)),
          [(("B", 6), I64), (("B", 2, 3), I32), (("B", 4), BOOL)]),
     Case("cumprod_special", lambda m, x: (m.cumprod(x, 1), x.cumprod(0)), [(("B", 9), F32)], "special"),
+    Case("sort", lambda m, x: (*m.sort(x), *x.sort(1, True), *m.sort(x, dim=0, descending=True),
+                               m.argsort(x, 0), x.argsort(dim=-1, descending=True), m.msort(x),
+                               m.sort(x, stable=True, dim=2).indices, m.sort(x[0, 0, 0]).indices),
+         [(("B", 3, 5), F32)], "perm"),
+    Case("sort_ties", lambda m, x: (*m.sort(x, stable=True), *m.sort(x, dim=0, descending=True, stable=True),
+                                    m.argsort(x, dim=1, descending=True, stable=True),
+                                    m.sort(x, dim=1, stable=True).values),
+         [(("B", 7), I64)]),
+    Case("sort_dtypes", lambda m, x, y, z: (*m.sort(x, stable=True), *m.sort(y, dim=0, stable=True),
+                                            *m.sort(z, dim=1, descending=True, stable=True)),
+         [(("B", 6), F64), (("B", 4), I32), (("B", 5), BOOL)]),
+    Case("sort_special", lambda m, x: (*m.sort(x, stable=True), *m.sort(x, dim=1, descending=True, stable=True)),
+         [(("B", 11), F32)], "special"),
+    Case("topk", lambda m, x: (*m.topk(x, 3), *x.topk(2, 1, largest=False), *m.topk(x, 1, dim=0),
+                               *m.topk(x, 2, -1, True, False), m.topk(x, k=4, dim=2).values),
+         [(("B", 3, 5), F32)], "perm"),
+    Case("topk_ties", lambda m, x: (*_topk_gathered(m, x, 3), *_topk_gathered(m, x, 2, 1, False),
+                                    *_topk_gathered(m, x, 1, dim=0)), [(("B", 8), I64)]),
+    Case("topk_special", lambda m, x: (*_topk_gathered(m, x, 4), *_topk_gathered(m, x, 3, largest=False)),
+         [(("B", 10), F32)], "special"),
+    Case("sort_inplace_values", lambda m, x: (x.clone().sort(1).values.cumsum_(1), x.clone().neg_().argsort(1)),
+         [(("B", 6), F32)], "perm"),
     Case("cumsum_inplace", lambda m, x: (x.clone().cumsum_(1), x.clone().cumprod_(0), x), [(("B", 4), F32)]),
 ]
 
@@ -277,6 +307,28 @@ def test_multinomial_eager_and_refused_in_a_trace():
         graphc.multinomial(graphc.tensor([1.0, -1.0]), 1)
     with pytest.raises(TraceError, match=r"multinomial draws random samples.*sample outside"):
         graphc.trace(Fn(lambda x: graphc.multinomial(x.softmax(-1), 1)), (graphc.rand(2, 3),))
+
+
+def test_sort_and_topk_return_named_tuples_and_refuse_a_bad_k():
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(0).standard_normal((2, 5)).astype(F32)
+    for m in (torch, graphc):
+        r, s = m.topk(m.tensor(x), 2), m.tensor(x).sort(descending=True)
+        assert type(r).__name__ == "topk" and type(s).__name__ == "sort" and isinstance(r, tuple)
+        assert r.indices.dtype == m.int64 and s.indices.dtype == m.int64
+        values, indices = r
+        np.testing.assert_array_equal(values.numpy(), s.values.numpy()[:, :2])
+        np.testing.assert_array_equal(indices.numpy(), s.indices.numpy()[:, :2])
+        with pytest.raises(RuntimeError, match="selected index k out of range"):
+            m.topk(m.tensor(x), 6)
+    assert graphc.return_types.topk is type(graphc.topk(graphc.tensor(x), 1))
+    # along a dynamic dim, k above its size is reported by the compiled library at run time
+    lib = graphc.compile(Fn(lambda x: x.topk(3, dim=0).indices), (graphc.tensor(np.ones((4, 2), F32)),),
+                         {"xs0": {0: graphc.Dim("B", min=1, max=8)}}, name="topk_k")
+    np.testing.assert_array_equal(lib.run(xs0=np.arange(10, dtype=F32).reshape(5, 2))["output"],
+                                  [[4, 4], [3, 3], [2, 2]])
+    with pytest.raises(graphc.GraphcError, match=r"k=3 is larger than the sorted dim"):
+        lib.run(xs0=np.ones((2, 2), F32))
 
 
 def test_dynamic_dims_in_roll_flip_and_einsum_stay_symbolic():

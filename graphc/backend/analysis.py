@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._dtype import float32
+from .._dtype import float32, float64, int64
 from ..ir.graph import Node, Value
 from ..ops.registry import broadcast_shapes
 from ..sym import Dim, evaluate, is_static, prod
@@ -31,6 +31,7 @@ from .lowering import KernelBuilder, broadcast_strides, contiguous_strides
 
 __all__ = ["axis_split", "pair", "require_float32", "may_be_empty", "MatmulShape", "matmul_shape",
            "linear_shape", "bilinear_shape", "ReduceLayout", "reduce_layout", "gather_strides", "scan_fields",
+           "sort_fields",
            "NormShape", "norm_shape", "conv_params", "conv_is_pointwise", "pool_params", "adaptive_pool_params",
            "sdpa_fields"]
 
@@ -153,6 +154,27 @@ def scan_fields(kb: KernelBuilder, n: Node) -> dict[str, Any]:
             "rows": kb.dim(outer * inner), "combine": _SCAN_COMBINE[n.op], "acc": "double" if floating else "uint64_t",
             "ctype": kb.ctype(out.type.dtype), "what": n.op,
             "split": (outer, size, inner)}
+
+
+def sort_fields(kb: KernelBuilder, n: Node) -> dict[str, Any]:
+    """An argsort node as rows of [outer, n, inner], each sorted by a stable merge sort of its elements'
+    order keys (templates/common/_sort.j2) in 4 * n int64 of scratch per row; with k (topk) only the
+    first k positions are written, and a dynamic n below k fails at run time."""
+    x, out = n.inputs[0], n.out
+    d, k = n.attrs["dim"], n.attrs["k"]
+    outer, size, inner = axis_split(x.type.shape, d, d + 1)
+    dt = x.type.dtype
+    kind = "float" if dt in (float32, float64) else (
+        "unsigned" if dt.name in ("bool", "uint8") else "signed" if not dt.is_floating_point else None)
+    kb.require(kind is not None, "argsort runs on float32, float64, integers and bools")
+    check = k is not None and not is_static(size)
+    if check:
+        kb.fails(f"k={k} is larger than the sorted dim (selected index k out of range)")
+    rows = outer * inner
+    return {"src": kb.input(x), "dst": kb.output(out), "n": kb.dim(size), "inner": kb.dim(inner),
+            "k": kb.dim(size if k is None else k), "rows": kb.dim(rows), "ctype": kb.ctype(dt), "kind": kind,
+            "descending": n.attrs["descending"], "topk": k is not None, "check": check,
+            "scratch": kb.scratch(rows * size * 32, int64), "row_count": rows}
 
 
 # ------------------------------------------------------------------------------------- norms

@@ -51,6 +51,7 @@ from .analysis import (
     require_float32,
     scan_fields,
     sdpa_fields,
+    sort_fields,
 )
 from .base import Backend
 from .common import COMMON_LOWERINGS, rule_registrar
@@ -222,6 +223,13 @@ def _scan(kb: KernelBuilder, n: Node) -> None:
     outer, size, inner = f.pop("split")
     f["nest"] = kb.loops([outer, inner], [[size * inner, 1]], cost=8)
     kb.emit("scan.c.j2", **f)
+
+
+@lowers("sort")
+def _sort(kb: KernelBuilder, n: Node) -> None:
+    f = sort_fields(kb, n)
+    f["nest"] = kb.loops([f.pop("row_count")], [[1]], merge=False, cost=64)
+    kb.emit("sort.c.j2", **f)
 
 
 # ------------------------------------------------------------------------------------- indexing

@@ -64,6 +64,7 @@ from .analysis import (
     require_float32,
     scan_fields,
     sdpa_fields,
+    sort_fields,
 )
 from .base import Backend
 from .build import BuildOptions, cflags, compiler_version
@@ -209,6 +210,13 @@ def _scan(kb: KernelBuilder, n: Node) -> None:
     f = scan_fields(kb, n)
     f.pop("split")
     kb.emit("scan.cu.j2", **f)
+
+
+@lowers("sort")
+def _sort(kb: KernelBuilder, n: Node) -> None:
+    f = sort_fields(kb, n)
+    f.pop("row_count")
+    kb.emit("sort.cu.j2", **f)
 
 
 # ------------------------------------------------------------------------------------- indexing

@@ -202,6 +202,43 @@ cumsum.reference(_scan_ref(np.cumsum))
 cumprod.reference(_scan_ref(np.cumprod))
 
 
+@defop("argsort", ("x",), {"dim": Attr("int"), "descending": Attr("bool", False), "k": Attr("int?", None)},
+       family="sort")
+def argsort(x: TensorType, dim: int, descending: bool, k: int | None) -> TensorType:
+    """Indices (int64) that sort x along dim, ascending or descending, or with k the first k of them
+    (topk: the k largest when descending, else the k smallest). Stable: equal values keep their order;
+    NaN sorts above every number (last ascending, first descending) and -0.0 equals 0.0, as PyTorch."""
+    if norm_dim("argsort", dim, x.ndim) != dim:
+        raise ShapeError(f"argsort: dim must be non-negative, got {dim}")
+    shape = list(x.shape)
+    if k is not None:
+        n = shape[dim]
+        if k < 0 or (isinstance(n, int) and k > n):
+            raise ShapeError(f"argsort: k={k} is out of range for a dim of size {n} (selected index k out of range)")
+        shape[dim] = k
+    return TensorType(tuple(shape), int64)
+
+
+def _sort_order(x: np.ndarray, dim: int, descending: bool) -> np.ndarray:
+    x = np.moveaxis(x, dim, -1)
+    if x.dtype.kind == "f":
+        x = np.where(x == 0, np.zeros((), x.dtype), x)  # -0.0 sorts as 0.0
+    if not descending:
+        return np.moveaxis(np.argsort(x, axis=-1, kind="stable"), -1, dim)
+    # stable descending: sort the reversed rows ascending and reverse back (NaN first, ties in index order)
+    n = x.shape[-1]
+    rev = np.argsort(x[..., ::-1], axis=-1, kind="stable")[..., ::-1]
+    return np.moveaxis(n - 1 - rev, -1, dim)
+
+
+@argsort.reference
+def _(x, dim, descending, k):
+    idx = _sort_order(x.astype(np.int64) if x.dtype == np.bool_ else x, dim, descending).astype(np.int64)
+    if k is not None:
+        idx = np.take(idx, np.arange(k), axis=dim)
+    return np.ascontiguousarray(idx)
+
+
 @defop("matmul", ("a", "b"), family="matmul")
 def matmul(a: TensorType, b: TensorType) -> TensorType:
     """torch.matmul: 1-d operands are promoted and the added dim removed; batch dims broadcast."""
