@@ -20,7 +20,7 @@ from . import __version__
 from .backend.build import TARGETS
 from .drawing import graph_to_dot, memory_plan_svg
 from .drawing import human_bytes as _human
-from .errors import GraphcError
+from .errors import CompileError, GraphcError
 from .modelfile import UserError, load_model_file, run_user_code, trace_model
 
 EXAMPLES = {
@@ -436,7 +436,11 @@ def main(argv: list[str] | None = None) -> int:
     except (UserError, GraphcError, ValueError, FileNotFoundError) as e:
         if debug:
             raise
-        msg = " ".join(str(e).split()) if isinstance(e, UserError) else str(e).splitlines()[0]
+        msg = " ".join(str(e).split()) if isinstance(e, UserError) else (str(e).splitlines() or [""])[0]
+        if isinstance(e, CompileError) and e.first_errors():
+            # the compiler's own first error lines: the summary alone does not say what went wrong
+            msg += "".join(f"\n  {line}" for line in e.first_errors())
+            msg += "\n  (the whole output and the command: graphc --debug ...)"
         print(f"graphc: error: {msg}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 class GraphcError(Exception):
     """Base class of graphc's own errors."""
@@ -36,7 +38,17 @@ class UnsupportedError(GraphcError, NotImplementedError):
 
 
 class CompileError(GraphcError):
-    """The C compiler failed on generated code (carries the compiler's output)."""
+    """The C compiler failed on generated code (carries the compiler's output: ``output``)."""
+
+    def __init__(self, message: str, output: str = ""):
+        super().__init__(message)
+        self.output = output
+
+    def first_errors(self, n: int = 8) -> list[str]:
+        """Up to n lines of the compiler's output from its first error on (the lines a user reads first)."""
+        lines = [line.rstrip() for line in self.output.splitlines() if line.strip()]
+        start = next((i for i, line in enumerate(lines) if re.search(r"\berror\b", line, re.IGNORECASE)), 0)
+        return lines[start:start + n]
 
 
 class ExportError(GraphcError):

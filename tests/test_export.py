@@ -218,3 +218,24 @@ def test_concurrent_exports_and_a_reader_see_only_whole_files(tmp_path):
     m = graphc.load_compiled(out)
     assert m(xs(2)).shape == (2, 4)
 
+
+
+# ------------------------------------------------------------------------ 6. compiler errors
+def test_cli_shows_the_compilers_first_error_lines(tmp_path):
+    bad = tmp_path / "broken_toolchain.h"
+    bad.write_text("this_is_not_c graphc_test_marker;\n")
+    env_cflags = os.environ.get("GRAPHC_CFLAGS", "")
+    os.environ["GRAPHC_CFLAGS"] = f"{env_cflags} -include {bad}".strip()
+    try:
+        r = cli("compile", ROOT / "examples" / "mlp" / "model.py", "-o", tmp_path / "out")
+    finally:
+        if env_cflags:
+            os.environ["GRAPHC_CFLAGS"] = env_cflags
+        else:
+            del os.environ["GRAPHC_CFLAGS"]
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert lines[0].startswith("graphc: error: the C compiler failed on")
+    shown = "\n".join(lines[1:])
+    assert "error:" in shown and "graphc_test_marker" in shown and str(bad) in shown
+    assert len(lines) <= 12  # the first error lines, not the whole output

@@ -192,21 +192,21 @@ def _run(cmd: list[str], cwd: Path, what: str, tool: str = "C compiler") -> None
     res = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
     if res.returncode != 0:
         out = res.stderr.strip() or res.stdout.strip()
-        raise CompileError(f"the {tool} failed on {what} (in {cwd}):\n$ {shlex.join(cmd)}\n{out}")
+        raise CompileError(f"the {tool} failed on {what} (in {cwd}):\n$ {shlex.join(cmd)}\n{out}", out)
 
 
 def _parallel(jobs: list[tuple]) -> None:
     workers = max(1, min(len(jobs), os.cpu_count() or 1))
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
         futures = [pool.submit(_run, *job) for job in jobs]
-        errors = []
+        errors: list[CompileError] = []
         for f in futures:
             try:
                 f.result()
             except CompileError as e:
-                errors.append(str(e))
+                errors.append(e)
     if errors:
-        raise CompileError("\n\n".join(errors))
+        raise CompileError("\n\n".join(map(str, errors)), errors[0].output)
 
 
 # compiler macro -> the feature name gc_dispatch.c checks (__builtin_cpu_supports spelling)
@@ -554,7 +554,7 @@ def build_library(sources: Mapping[str, str], options: BuildOptions, *, cache_di
             os.rename(tmp, failed)
         except OSError:
             shutil.rmtree(tmp, ignore_errors=True)
-        raise CompileError(str(e).replace(str(tmp), str(failed))) from None
+        raise CompileError(str(e).replace(str(tmp), str(failed)), e.output.replace(str(tmp), str(failed))) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
