@@ -1,10 +1,20 @@
 """The op table: sample operands and attributes for every registry op.
 
 How to add an op: after defining it in graphc/ops/*.py, add an entry to SAMPLES below — a list of
-cases, each (operand shapes/dtypes or arrays, attributes) — covering odd sizes, size 1 and
-broadcasting. tests/test_ops.py checks every op's numpy reference against its type rule (and
-against PyTorch where a twin is listed in TORCH), and the backend tests compile the same cases.
-A test fails when an op of the registry has no entry here.
+cases, each (operand arrays, attributes) — covering odd sizes, size 1 and broadcasting, and its PyTorch
+twin to TORCH when one exists. Who reads the table:
+
+* tests/test_ops.py: every op's numpy reference against its type rule, and against PyTorch (TORCH);
+* tests/test_backend_ops.py: every case compiled by the C backend (static, dynamic batch, parameters,
+  other dtypes, NaN/inf) against the reference interpreter. A non-elementwise op needs a dynamic-batch
+  rule there (DYNAMIC: which operands get a leading B dim; or NO_DYNAMIC with a reason), weight-like
+  operands go in WEIGHTS, and a new family may get its own test library in FAMILIES (else "misc");
+* tests/test_cuda_ops_emulated.py: the same cases through the CUDA backend, run on a CPU emulation of
+  CUDA (the CUDA backend must accept every case the C backend accepts);
+* tests/test_backend_null.py: one case of every family through the compile-only null backend.
+
+tests/test_ops.py and tests/test_backend_ops.py fail when an op of the registry has no entry here or
+no dynamic-batch rule.
 """
 
 from __future__ import annotations

@@ -2,14 +2,15 @@
 
 A backend is a folder of jinja2 templates (``templates/<name>/``) plus a small class of dialect knobs —
 type names, literal spelling, math-function spelling, how an elementwise op prints, file suffixes,
-thread pragmas — in the spirit of tinygrad's ``CStyleLanguage``. The lowering (``lowering.py``) is
-shared; the op rules live in a table keyed by op family (``lowerings``, the registry's
-``OpDef.family``) that a new backend may inherit and override family by family (``op_lowerings``: one op
-of a family lowered otherwise). A CUDA backend would be ``templates/cuda/`` + a subclass changing the
-knobs, its ``lowerings`` for the families it runs on the device, and ``render_sources``
-(``graphc/backend/cuda.py`` is that backend). Templates are looked up in the backend's folder first, then
-in the templates root, so a backend may extend or include another backend's template by its path
-(``{% extends "c/model.h.j2" %}``).
+thread pragmas — in the spirit of tinygrad's ``CStyleLanguage``. The lowering (``lowering.py``), the
+per-family analysis (``analysis.py``) and the data-movement rules (``common.py``) are shared; the op
+rules live in a table keyed by op family (``lowerings``, the registry's ``OpDef.family``) that starts
+from ``common.COMMON_LOWERINGS`` and adds a rule per family (``op_lowerings``: one op of a family
+lowered otherwise). The layout of the generated files is :meth:`Backend.render_sources`, driven by the
+suffix knobs. ``graphc/backend/cuda.py`` (``templates/cuda/`` + knobs, rules and toolchain) and the
+compile-only ``tests/null_backend/`` are such backends. Templates are looked up in the backend's folder
+first, then in the templates root, so a backend may include the shared pieces of ``templates/common/``
+or extend another backend's template by its path (``{% extends "c/model.h.j2" %}``).
 """
 
 from __future__ import annotations

@@ -8,7 +8,9 @@ How to lower a new op
    method of :class:`Backend` is needed only for a formula that is not one expression (cast, clamp).
 2. An op of an existing family (a new reduction, norm, pool, ...) is lowered by that family's rule:
    extend the rule where the op differs (it sees ``n.op``).
-3. A new family gets a rule here, registered under the family's name::
+3. A new family gets a rule here, registered under the family's name. What its kernel needs to know
+   about the node that is not C (row splits, strides, window parameters) goes in
+   ``graphc/backend/analysis.py``, once for every backend; the rule only prints it::
 
        @lowers("my_family")
        def _my_family(kb: KernelBuilder, n: Node) -> None:

@@ -25,7 +25,8 @@ Rules raise :class:`graphc.errors.UnsupportedError` ("not supported by the CUDA 
 at module path Z") through ``kb.require`` for what they do not run.
 
 A new op: elementwise ones need nothing (fusion groups print the registry's formula), nor does an op of
-a family whose rule covers it. A new family gets a rule here, ``@lowers("<family>")``, as in c.py
+a family whose rule covers it. A new family gets a rule here, ``@lowers("<family>")``, as in c.py and
+printing the same analysis (``graphc/backend/analysis.py``)
 (``@lowers_op("<op>")`` for one op that its family's rule does not cover), with ``kb.input`` /
 ``kb.output`` / ``kb.dim`` / ``kb.scratch`` / ``kb.fails``, never ``kb.threads`` or ``kb.work``, and a
 ``templates/cuda/<family>.cu.j2`` with its ``__global__`` kernel(s) and launcher (``_macros.j2``:

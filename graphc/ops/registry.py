@@ -24,22 +24,26 @@ below it the op's *numpy reference* decorated with ``@<op>.reference``::
   semantics: eager Tensor math, the IR interpreter and the backends' tests all use it.
 * ``family`` is the key the backends find the op's lowering rule by (``Backend.lowerings``, filled by
   ``@lowers("<family>")`` in ``graphc/backend/c.py`` and ``cuda.py``; a backend may override one op of a
-  family with ``@lowers_op``). ``"elementwise"`` ops need no rule: fusion groups print their ``scalar``
-  formula, the C expression of one element in float32 spelling (``{0}``, ``{1}`` are the operands,
-  ``{attr}`` the attributes; ``expf``/``fmaxf``... are respelled per dtype). ``"view"`` ops are
-  reinterpretations of their operand (no kernel). The families and their rules are listed in
-  ``docs/adding-an-op.md``.
+  family with ``@lowers_op``). The rules print the family's backend-neutral analysis
+  (``graphc/backend/analysis.py``: shapes, axis splits, parameters); the data-movement and creation
+  families have one shared rule (``graphc/backend/common.py``). ``"elementwise"`` ops need no rule:
+  fusion groups print their ``scalar`` formula, the C expression of one element in float32 spelling
+  (``{0}``, ``{1}`` are the operands, ``{attr}`` the attributes; ``expf``/``fmaxf``... are respelled per
+  dtype). ``"view"`` ops are reinterpretations of their operand (no kernel). The families and their
+  rules are listed in ``docs/adding-an-op.md``, with the files each kind of op touches.
 * The properties the backends and passes ask of an elementwise op live here too: ``integer_scalar``
   (the formula for integer dtypes when the float one does not apply), ``bool_closed`` (on bools the
   result is normalised to 0/1), ``commutative`` (CSE may swap its two operands), ``cost`` (one element's
   cost in additions: smaller loops of costly math get a parallel region) and ``helpers`` (functions
-  of the backends' internal headers the formula calls, spelled ``name(...)``, printed
-  ``gcx_<name>_<dtype>(...)``).
+  the formula calls, spelled ``name(...)`` and printed ``gcx_<name>_<dtype>(...)``; they are defined
+  once, for every backend, in ``templates/common/_scalar.j2``).
+* The operand and result types are :class:`~graphc.ir.types.TensorType` (the IR's type, in
+  ``graphc/ir/types.py``; ``graphc.ops.registry.TensorType`` is the same class).
 
-Then add sample cases to the op table (``tests/op_table.py``: tests/test_ops.py checks the reference
-against the type rule and PyTorch, the backend tests compile the same cases), and, when a Tensor method
-or ``graphc.nn.functional`` function should reach it, call :func:`graphc.ops.apply` there. For an
-elementwise op that is all: no backend file changes.
+Then add sample cases to the op table (``tests/op_table.py``, whose docstring lists what else a test
+needs), and, when a Tensor method or ``graphc.nn.functional`` function should reach it, call
+:func:`graphc.ops.apply` there. For an elementwise op that is all: no backend file changes. An op of a
+new family adds its rules (and, if no existing one fits, its analysis): ``docs/adding-an-op.md``.
 """
 
 from __future__ import annotations
