@@ -201,6 +201,7 @@ GC_VARIANTS(gc_argreduce)
 GC_VARIANTS(gc_sdpa_work_floats)
 GC_VARIANTS(gc_sdpa)
 GC_VARIANTS(gc_embedding)
+GC_VARIANTS(gc_act)
 
 /* PICK(f): the chosen level's variant of f */
 #define PICK(f) (isa()->level == LEVEL_AVX512 ? f##_avx512 : isa()->level == LEVEL_AVX2 ? f##_avx2 : f##_generic)
@@ -311,6 +312,11 @@ void gc_sdpa(int64_t b, int64_t h, int64_t tq, int64_t tk, int64_t d, int64_t dv
 int gc_embedding(int64_t n, const int64_t *idx, int64_t v, int64_t d, const float *table, float *out, int nthreads)
 {
     return PICK(gc_embedding)(n, idx, v, d, table, out, nthreads);
+}
+
+void gc_act(int kind, int64_t n, const float *x, float *y, int nthreads)
+{
+    PICK(gc_act)(kind, n, x, y, nthreads);
 }
 
 #endif /* GC_DISPATCH */

@@ -56,6 +56,7 @@ extern "C" {
 #define gc_sdpa_work_floats GC_ISA_NAME(gc_sdpa_work_floats)
 #define gc_sdpa GC_ISA_NAME(gc_sdpa)
 #define gc_embedding GC_ISA_NAME(gc_embedding)
+#define gc_act GC_ISA_NAME(gc_act)
 #endif
 
 /* Status codes shared by the runtime and every generated library (NAME_status mirrors them).
@@ -103,6 +104,11 @@ GC_INTERNAL gc_pool *gc_pool_enter(gc_pool *pool);
  * (no pool bound: the runtime's tests, GRAPHC_THREADING=openmp). Tasks must not depend on which thread
  * runs them, and must not themselves run parallel loops. */
 GC_INTERNAL void gc_parallel_for(int64_t n, int nthreads, void (*fn)(void *arg, int64_t i), void *arg);
+
+/* ------------------------------------------------------------------ activations (gc_act.c) */
+/* y[i] = f(x[i]) for i in [0, n), vectorised (errors bounded in gc_vmath.h); y may be x. */
+enum { GC_ACT_EXP = 1, GC_ACT_SIGMOID = 2, GC_ACT_SILU = 3, GC_ACT_TANH = 4, GC_ACT_GELU = 5, GC_ACT_GELU_TANH = 6 };
+GC_INTERNAL void gc_act(int kind, int64_t n, const float *x, float *y, int nthreads);
 
 /* ------------------------------------------------------------------ GEMM (gc_gemm.c) */
 /* C[M,N] = alpha * op(A)[M,K] @ op(B)[K,N] + beta * C + bias[N]

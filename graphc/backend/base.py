@@ -191,6 +191,11 @@ class Backend:
         return self.op_lowerings.get(op.name) or self.lowerings.get(op.family)
 
     # --------------------------------------------------------------------------------- elementwise
+    def lower_group(self, kb: Any, group: Any) -> bool:
+        """Lower an elementwise fusion group some other way than the generic loop (a runtime kernel, say);
+        False leaves it to the loop (lowering.lower_elementwise)."""
+        return False
+
     def respell(self, fmt: str, dt: dtype, helpers: Iterable[str] = ()) -> str:
         """Adapt a float32 formula from the registry to element type dt (math names, literals, the
         backend's helper functions and the op's own ``helpers``)."""

@@ -329,6 +329,25 @@ def _sdpa(kb: KernelBuilder, n: Node) -> None:
     kb.emit("sdpa.c.j2", work=kb.work(), **fields)
 
 
+# ------------------------------------------------------------------------------------- activations
+# elementwise ops the runtime evaluates on whole vectors (runtime_c/gc_act.c), by kind constant
+_RUNTIME_ACT = {"exp": "GC_ACT_EXP", "sigmoid": "GC_ACT_SIGMOID", "silu": "GC_ACT_SILU", "tanh": "GC_ACT_TANH",
+                ("gelu", "none"): "GC_ACT_GELU", ("gelu", "tanh"): "GC_ACT_GELU_TANH"}
+
+
+def runtime_activation(group: Any) -> str | None:
+    """The gc_act kind of a fusion group that is one such op on a float32 tensor of its own shape, else
+    None (a chain or a broadcast stays a generated loop)."""
+    if len(group.nodes) != 1 or group.constants or len(group.inputs) != 1:
+        return None
+    n = group.root
+    x = group.inputs[0]
+    if x.type.dtype is not float32 or n.out.type.dtype is not float32 or x.type.shape != n.out.type.shape:
+        return None
+    key = (n.op, n.attrs["approximate"]) if n.op == "gelu" else n.op
+    return _RUNTIME_ACT.get(key)
+
+
 # ------------------------------------------------------------------------------------- the backend
 @register_backend
 class CBackend(Backend):
@@ -340,3 +359,13 @@ class CBackend(Backend):
     sanitizer_builds = True
     template_folder = "c"
     lowerings = LOWERINGS
+
+    def lower_group(self, kb: KernelBuilder, group: Any) -> bool:
+        kind = runtime_activation(group)
+        if kind is None:
+            return False
+        x = group.inputs[0]
+        kb.step.inplace = [x]
+        kb.emit("act.c.j2", kind=kind, x=kb.input(x), y=kb.output(group.root.out), n=kb.numel(x.type.shape),
+                nthreads=kb.threads())
+        return True

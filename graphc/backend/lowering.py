@@ -573,7 +573,8 @@ class Lowering:
                 if grp is None:
                     continue
                 kb = KernelBuilder(self, [*grp.constants, *grp.nodes], n.out.name, self.kernel_name(grp.nodes))
-                lower_elementwise(kb, grp)
+                if not be.lower_group(kb, grp):
+                    lower_elementwise(kb, grp)
             else:
                 fn = be.lowering_for(n.opdef)
                 if fn is None:
