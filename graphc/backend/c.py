@@ -57,6 +57,7 @@ from .analysis import (
 )
 from .base import Backend
 from .common import COMMON_LOWERINGS, rule_registrar
+from .fusion import FusionGroup
 from .lowering import KernelBuilder, LowerFn, contiguous_strides, merge_dims
 from .registry import register_backend
 
@@ -335,7 +336,7 @@ _RUNTIME_ACT = {"exp": "GC_ACT_EXP", "sigmoid": "GC_ACT_SIGMOID", "silu": "GC_AC
                 ("gelu", "none"): "GC_ACT_GELU", ("gelu", "tanh"): "GC_ACT_GELU_TANH"}
 
 
-def runtime_activation(group: Any) -> str | None:
+def runtime_activation(group: FusionGroup) -> str | None:
     """The gc_act kind of a fusion group that is one such op on a float32 tensor of its own shape, else
     None (a chain or a broadcast stays a generated loop)."""
     if len(group.nodes) != 1 or group.constants or len(group.inputs) != 1:
@@ -360,7 +361,7 @@ class CBackend(Backend):
     template_folder = "c"
     lowerings = LOWERINGS
 
-    def lower_group(self, kb: KernelBuilder, group: Any) -> bool:
+    def lower_group(self, kb: KernelBuilder, group: FusionGroup) -> bool:
         kind = runtime_activation(group)
         if kind is None:
             return False
