@@ -87,7 +87,7 @@ def optimized_weights(source: Graph, state_dict: Mapping[str, Any], opt_level: i
         if tuple(arr.shape) != want or arr.dtype != v.type.dtype.np:
             raise ValueError(f"state_dict['{pname}']: expected {v.type}, got {arr.dtype} array of shape "
                              f"{tuple(arr.shape)}")
-        g.param_data[pname] = np.ascontiguousarray(arr)
+        g.param_data[pname] = np.asarray(arr, order="C")
     opt = optimize_graph(g, opt_level, bake_weights=bake_weights)
     opt.name = name
     if fingerprint(opt) != fp:

@@ -280,7 +280,7 @@ def load_model_file(path: str | Path, *, model_name: str = "model", inputs: list
         if is_torch_module(module):
             import torch
 
-            sd = {k: torch.from_numpy(np.ascontiguousarray(v.numpy() if hasattr(v, "numpy") else v))
+            sd = {k: torch.from_numpy(np.asarray(v.numpy() if hasattr(v, "numpy") else v, order="C"))
                   for k, v in sd.items()}
         try:
             module.load_state_dict(sd)

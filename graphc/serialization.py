@@ -60,7 +60,7 @@ def _as_array(value: Any, key: str, what: str) -> np.ndarray:
 
 
 def _little_endian(arr: np.ndarray) -> np.ndarray:
-    arr = np.ascontiguousarray(arr)
+    arr = np.asarray(arr, order="C")
     if arr.dtype.byteorder == ">" or (arr.dtype.byteorder == "=" and sys.byteorder == "big"
                                        and arr.dtype.itemsize > 1):
         arr = arr.byteswap()

@@ -1361,7 +1361,7 @@ def _getitem(x: Tensor, idx: Any) -> Tensor:
         if x._tracer is not None:
             raise x._tracer.error("boolean-mask indexing gives a data-dependent shape; use torch.where-style "
                                   "graphc.where(mask, x, fill) instead", x)
-        return Tensor._wrap(np.ascontiguousarray(x._data[_np_index(idx)]), x._device)
+        return Tensor._wrap(np.asarray(x._data[_np_index(idx)], order="C"), x._device)
     n_real = sum(1 for i in idx if i is not None and i is not Ellipsis)
     if n_real > x.ndim:
         raise IndexError(f"too many indices for tensor of dimension {x.ndim}")

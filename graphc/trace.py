@@ -163,7 +163,7 @@ class Tracer:
         v = self._lifted.get(key)
         if v is not None:
             return v
-        data = np.ascontiguousarray(t._data)
+        data = np.asarray(t._data, order="C")
         ttype = TensorType(tuple(data.shape), D.from_numpy_dtype(data.dtype))
         name = self.param_names.get(key)
         if name is not None:

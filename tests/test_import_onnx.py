@@ -103,3 +103,124 @@ def test_cli_compiles_an_onnx_file_with_a_dim_range(tmp_path):
     np.testing.assert_allclose(lib(x.numpy()), m(x).detach().numpy(), atol=1e-5)
     with pytest.raises(ValueError, match=r"batch=5 is outside 1\.\.4"):
         lib(np.zeros((5, 4), np.float32))  # outside the range given on the command line
+
+
+def _model(nodes, inputs, outputs, inits=()):
+    from onnx import helper
+
+    graph = helper.make_graph(nodes, "g", inputs, outputs, list(inits))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # onnxruntime's range
+    return model
+
+
+def _ort(model, feeds):
+    ort = pytest.importorskip("onnxruntime")
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, feeds)
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_gather_of_shape_at_a_0d_index_unsqueeze_concat_reshape(tmp_path, dynamic):
+    """torch.onnx's x.view(x.size(0), -1, 2): Gather(Shape(x), 0-d index) is a 0-d value, Unsqueeze makes
+    it [1], Concat joins it with constants into Reshape's shape; a 0-d constant must stay 0-d."""
+    pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("Gather", ["s", "i0"], ["b"], axis=0),
+             helper.make_node("Gather", ["s", "i1"], ["t"], axis=0),
+             helper.make_node("Unsqueeze", ["b", "ax"], ["b1"]),
+             helper.make_node("Concat", ["b1", "m1", "two"], ["shape"], axis=0),
+             helper.make_node("Reshape", ["x", "shape"], ["y"]),
+             helper.make_node("Cast", ["t"], ["tf"], to=TensorProto.FLOAT),
+             helper.make_node("Mul", ["y", "tf"], ["z"])]  # a 0-d factor broadcast into z
+    inits = [numpy_helper.from_array(np.array(0, np.int64), "i0"), numpy_helper.from_array(np.array(1, np.int64), "i1"),
+             numpy_helper.from_array(np.array([0], np.int64), "ax"),
+             numpy_helper.from_array(np.array([-1], np.int64), "m1"),
+             numpy_helper.from_array(np.array([2], np.int64), "two")]
+    shape = ["B", 6, 4] if dynamic else [3, 6, 4]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                   [helper.make_tensor_value_info("z", TensorProto.FLOAT, None)], inits)
+    g = graphc.from_onnx(model, dims={"B": (1, 8)} if dynamic else None)
+    lib = graphc.compile(g, cache_dir=tmp_path / "cache")
+    for b in ((2, 5) if dynamic else (3,)):
+        x = np.random.default_rng(b).standard_normal((b, 6, 4)).astype(np.float32)
+        want = _ort(model, {"x": x})[0]
+        assert want.shape == (b, 12, 2)
+        np.testing.assert_allclose(lib(x), want, rtol=1e-6)
+        np.testing.assert_allclose(graphc.ir.interpret(g, x=x)["z"], want, rtol=1e-6)
+
+
+def test_a_0d_constant_and_initializer_stay_0d():
+    pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("Constant", [], ["c"], value=numpy_helper.from_array(np.array(2.5, np.float32))),
+             helper.make_node("Add", ["c", "k"], ["y"])]
+    model = _model(nodes, [], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])],
+                   [numpy_helper.from_array(np.array(1.0, np.float32), "k")])
+    g = graphc.from_onnx(model)
+    y = graphc.ir.interpret(g)["y"]
+    want = _ort(model, {})[0]
+    assert np.asarray(y).shape == want.shape == ()
+    np.testing.assert_allclose(y, want)
+
+
+@pytest.mark.parametrize("dtype,fmod", [(np.int64, 0), (np.int32, 0), (np.int8, 0), (np.int64, 1), (np.int32, 1),
+                                        (np.float32, 1), (np.float64, 1), (np.float32, 0)])
+def test_mod_matches_onnxruntime(tmp_path, dtype, fmod):
+    pytest.importorskip("onnx")
+    from onnx import helper
+
+    from graphc.importers.onnx import ONNX_DTYPES
+
+    code = next(k for k, v in ONNX_DTYPES.items() if v.np == np.dtype(dtype))
+    rng = np.random.default_rng(fmod)
+    if np.issubdtype(dtype, np.integer):
+        a = rng.integers(-40, 40, (3, 8)).astype(dtype)
+        b = rng.integers(1, 9, (8,)).astype(dtype) * np.where(np.arange(8) % 2, 1, -1).astype(dtype)
+    else:
+        a = (rng.standard_normal((3, 8)) * 10).astype(dtype)
+        b = (rng.standard_normal((8,)) * 3).astype(dtype)
+    model = _model([helper.make_node("Mod", ["a", "b"], ["y"], fmod=fmod)],
+                   [helper.make_tensor_value_info("a", code, ["N", 8]), helper.make_tensor_value_info("b", code, [8])],
+                   [helper.make_tensor_value_info("y", code, None)])
+    try:
+        want = _ort(model, {"a": a, "b": b})[0]
+    except Exception as e:  # onnxruntime builds without float fmod=0 (older releases refuse it)
+        if "fmod" not in str(e) and "NOT_IMPLEMENTED" not in str(e):
+            raise
+        want = np.mod(a, b)
+    lib = graphc.compile(graphc.from_onnx(model, dims={"N": (1, 4)}), cache_dir=tmp_path / "cache")
+    got = lib(a, b)
+    assert got.dtype == want.dtype
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    ref = np.fmod(a, b) if fmod else np.mod(a, b)  # the two sign rules really differ on these inputs
+    np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-6)
+    assert (np.sign(np.fmod(a, b)) != np.sign(np.mod(a, b))).any()
+
+
+def test_mod_of_shape_values_with_dynamic_dims():
+    """(2*B + 1) % 2 is 1 and 6 % 4 is 2 for every B; (2*B + 1) % 4 depends on B and is refused."""
+    pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    def build(div):
+        nodes = [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Mul", ["s", "two_one"], ["s2"]),
+                 helper.make_node("Add", ["s2", "one_zero"], ["s3"]), helper.make_node("Mod", ["s3", "div"], ["r"]),
+                 helper.make_node("ConstantOfShape", ["r"], ["y"],
+                                  value=numpy_helper.from_array(np.array([7.0], np.float32)))]
+        inits = [numpy_helper.from_array(np.array(v, np.int64), n)
+                 for n, v in (("two_one", [2, 1]), ("one_zero", [1, 0]), ("div", div))]
+        return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", 6])],
+                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+
+    model = build([2, 4])
+    g = graphc.from_onnx(model)
+    x = np.zeros((5, 6), np.float32)
+    want = _ort(model, {"x": x})[0]
+    assert want.shape == (1, 2)
+    np.testing.assert_array_equal(graphc.ir.interpret(g, x=x)["y"], want)
+    with pytest.raises(graphc.UnsupportedError, match=r"Mod.*depends on the value of a dynamic dim"):
+        graphc.from_onnx(build([4, 4]))

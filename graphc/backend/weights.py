@@ -55,7 +55,7 @@ def safetensors_header(tensors: Mapping[str, np.ndarray], metadata: Mapping[str,
 
 def safetensors_digest(tensors: Mapping[str, Any], metadata: Mapping[str, str]) -> str:
     """sha256 of the file write_safetensors would write, without writing it."""
-    arrays = {k: np.ascontiguousarray(_as_array(v)) for k, v in tensors.items()}
+    arrays = {k: np.asarray(_as_array(v), order="C") for k, v in tensors.items()}
     head, order = safetensors_header(arrays, metadata)
     h = hashlib.sha256(head)
     for k in order:
@@ -67,7 +67,7 @@ def safetensors_digest(tensors: Mapping[str, Any], metadata: Mapping[str, str]) 
 def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, Any], metadata: Mapping[str, str]) -> str:
     """Write a safetensors file atomically (a new inode: mappings of the old file stay valid), with the
     mode of a new file under the umask. Returns the file's sha256."""
-    arrays = {k: np.ascontiguousarray(_as_array(v)) for k, v in tensors.items()}
+    arrays = {k: np.asarray(_as_array(v), order="C") for k, v in tensors.items()}
     head, order = safetensors_header(arrays, metadata)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

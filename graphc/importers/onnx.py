@@ -29,7 +29,7 @@ from .. import _dtype as D
 from ..errors import GraphcError, ShapeError, TraceError, UnsupportedError
 from ..ir.graph import Graph
 from ..ops.registry import TensorType
-from ..sym import Sym, exact_div, is_static
+from ..sym import Sym, exact_div, floor_div, is_static
 from ..tensor import _ACTIVE, Tensor, apply
 from ..trace import DEFAULT_MAX, Dim, Tracer
 from .onnx_load import OnnxLoadError, load
@@ -105,7 +105,7 @@ def _wrap_static(arr: np.ndarray, dt: D.dtype) -> Tensor | SymArray:
         if _has_sym(arr):
             return SymArray(arr, dt)
         arr = np.array(arr.tolist(), dtype=dt.np).reshape(arr.shape)
-    return Tensor._wrap(np.ascontiguousarray(arr.astype(dt.np, copy=False)))
+    return Tensor._wrap(np.asarray(arr.astype(dt.np, copy=False), order="C"))
 
 
 Value = Any  # Tensor | SymArray | None
@@ -232,7 +232,7 @@ def _tensor_array(t: Any, where: str) -> np.ndarray:
     from onnx import numpy_helper
 
     graphc_dtype(t.data_type, where)
-    return np.ascontiguousarray(numpy_helper.to_array(t))
+    return np.asarray(numpy_helper.to_array(t), order="C")
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -376,9 +376,53 @@ def _div(node: Node) -> list[Value]:
     if a.dtype.is_floating_point:
         return [apply("div", a, b)]
     # integer division truncates toward zero (C); computed in float64, exact for |values| < 2**53
-    q = apply("div", _cast(a, D.float64), _cast(b, D.float64))
-    q = apply("where", apply("lt", q, _scalar(0, q)), apply("ceil", q), apply("floor", q))
+    q = _trunc(apply("div", _cast(a, D.float64), _cast(b, D.float64)))
     return [_cast(q, a.dtype)]
+
+
+def _trunc(q: Tensor) -> Tensor:
+    """q rounded toward zero (C's trunc), a floating tensor."""
+    return apply("where", apply("lt", q, _scalar(0, q)), apply("ceil", q), apply("floor", q))
+
+
+@handler("Mod")
+def _mod(node: Node) -> list[Value]:
+    fmod = int(node.attr("fmod", 0))
+    if fmod not in (0, 1):
+        raise node.error(f"fmod must be 0 or 1, got {fmod}")
+    if _sym_inputs(node):
+        if fmod:
+            raise node.unsupported("Mod with fmod=1 on shape values (dynamic dims)")
+        a, b = node.static(0, "a shape value"), node.static(1, "a shape value")
+        return [_wrap_static(_sym_elementwise(lambda x, y: _sym_mod(node, x, y))(a, b),
+                             next(v.dtype for v in node.inputs if isinstance(v, SymArray)))]
+    a, b = node.tensor(0), node.tensor(1)
+    if a.dtype is not b.dtype:
+        raise node.error(f"inputs have different element types {a.dtype} and {b.dtype}")
+    if not fmod:
+        return [apply("remainder", a, b)]  # the sign of the divisor, like Python and numpy
+    # C's fmod: the sign of the dividend, a - b * trunc(a / b), in float64 (exact for float32 and for
+    # integers below 2**53), then back to the inputs' type
+    a64, b64 = _cast(a, D.float64), _cast(b, D.float64)
+    r = apply("sub", a64, apply("mul", b64, _trunc(apply("div", a64, b64))))
+    return [_cast(r, a.dtype)]
+
+
+def _sym_mod(node: Node, a: Any, b: Any) -> Any:
+    """a % b with Python's sign rule when a or b is a dynamic dim: the remainder is the same for every
+    value of the dims (the dim terms of a divide by b), else the node is unsupported."""
+    if not isinstance(a, Sym) and not isinstance(b, Sym):
+        return int(a) % int(b)
+    if isinstance(b, Sym):
+        if not isinstance(a, Sym) and a == 0:
+            return 0
+        if isinstance(a, Sym) and exact_div(a, b) is not None:
+            return 0
+    elif b > 0:
+        q = floor_div(a, int(b))
+        if q is not None:
+            return a - int(b) * q
+    raise node.unsupported(f"'{a} % {b}' depends on the value of a dynamic dim")
 
 
 @handler("Pow")
@@ -536,7 +580,7 @@ def _constant(node: Node) -> list[Value]:
         arr = np.asarray(v, dtype=np.int64)
     else:
         raise node.unsupported(f"a Constant given by '{name}' (graphc takes value, value_float(s), value_int(s))")
-    return [Tensor._wrap(np.ascontiguousarray(arr))]
+    return [Tensor._wrap(np.asarray(arr, order="C"))]
 
 
 @handler("Shape")
@@ -885,7 +929,7 @@ def _expand(node: Node) -> list[Value]:
     if list(x.shape) == out:
         return [_identity_value(x)]
     if x._tracer is None and all(is_static(d) for d in out):
-        return [Tensor._wrap(np.ascontiguousarray(np.broadcast_to(x._data, tuple(out))))]
+        return [Tensor._wrap(np.asarray(np.broadcast_to(x._data, tuple(out)), order="C"))]
     return [apply("expand", x, shape=tuple(out))]
 
 
@@ -1212,7 +1256,7 @@ def _layer_norm(node: Node) -> list[Value]:
             return t
         if t._tracer is None and all(is_static(dd) for dd in normalized):
             b = np.broadcast_to(t._data, tuple(normalized))
-            return Tensor._wrap(np.ascontiguousarray(b))
+            return Tensor._wrap(np.asarray(b, order="C"))
         return apply("expand", _reshape(t, [1] * (k - t.ndim) + list(t.shape)), shape=tuple(normalized))
 
     outs: list[Value] = [apply("layer_norm", x, full_shape(scale), full_shape(bias), ndim=k, eps=eps)]
@@ -1356,7 +1400,7 @@ class Importer:
                 continue
             where = f"{label}: input '{vi.name}'"
             if vi.name in constants:
-                arr = np.ascontiguousarray(np.asarray(constants[vi.name]))
+                arr = np.asarray(constants[vi.name], order="C")
                 D.from_numpy_dtype(arr.dtype)
                 env[vi.name] = Tensor._wrap(arr)
                 continue

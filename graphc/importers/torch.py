@@ -96,7 +96,7 @@ def _to_numpy(t: Any) -> np.ndarray:
     arr = _torch_to_numpy(t)
     if arr is None:
         arr = np.asarray(t)
-    return np.ascontiguousarray(arr)
+    return np.asarray(arr, order="C")
 
 
 # ---------------------------------------------------------------------------------- the op table
@@ -1243,9 +1243,9 @@ def _example(x: Any, what: str) -> Any:
     if isinstance(x, torch.Tensor):
         return x
     if isinstance(x, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(x))
+        return torch.from_numpy(np.asarray(x, order="C"))
     if isinstance(x, Tensor):
-        return torch.from_numpy(np.ascontiguousarray(x._concrete(what)))
+        return torch.from_numpy(np.asarray(x._concrete(what), order="C"))
     if isinstance(x, (list, tuple)):
         return type(x)(_example(y, what) for y in x)
     if isinstance(x, Mapping):

@@ -306,7 +306,7 @@ def _(x, weight, bias=None, *, stride, padding, output_padding, dilation, groups
         y = y + bias.astype(np.float64)[:, None, None]
     if nsp == 1:
         y = y[:, :, 0, :]
-    return np.ascontiguousarray(y).astype(x.dtype)
+    return np.asarray(y, order="C").astype(x.dtype)
 
 
 # ---------------------------------------------------------------------------------------- pooling

@@ -49,7 +49,7 @@ def permute(x: TensorType, dims: tuple[int, ...]) -> TensorType:
 
 @permute.reference
 def _(x, dims):
-    return np.ascontiguousarray(np.transpose(x, dims))
+    return np.asarray(np.transpose(x, dims), order="C")
 
 
 @defop("expand", ("x",), {"shape": Attr("dims")}, family="expand")
@@ -66,7 +66,7 @@ def expand(x: TensorType, shape: tuple[Dim, ...]) -> TensorType:
 
 @expand.reference
 def _(x, shape):
-    return np.ascontiguousarray(np.broadcast_to(x, tuple(int(d) for d in shape)))
+    return np.asarray(np.broadcast_to(x, tuple(int(d) for d in shape)), order="C")
 
 
 def slice_len(start: Dim, end: Dim, step: int) -> Dim:
@@ -104,7 +104,7 @@ def slice_(x: TensorType, dim: int, start: Dim, end: Dim, step: int) -> TensorTy
 def _(x, dim, start, end, step):
     idx = [slice(None)] * x.ndim
     idx[dim] = slice(int(start), int(end), step)
-    return np.ascontiguousarray(x[tuple(idx)])
+    return np.asarray(x[tuple(idx)], order="C")
 
 
 @defop("concat", ("xs*",), {"dim": Attr("int")}, family="concat")
