@@ -236,7 +236,7 @@ def _(x, dim, descending, k):
     idx = _sort_order(x.astype(np.int64) if x.dtype == np.bool_ else x, dim, descending).astype(np.int64)
     if k is not None:
         idx = np.take(idx, np.arange(k), axis=dim)
-    return np.ascontiguousarray(idx)
+    return np.asarray(idx, order="C")
 
 
 @defop("matmul", ("a", "b"), family="matmul")
