@@ -1,0 +1,94 @@
+"""Compile time of a bench model (default ResNet-18) from Python, each run in a fresh process:
+
+* cold: an empty cache (the runtime's objects are built too),
+* cold model: the runtime's objects cached, the model's library not (a new model on a used machine),
+* cached: the library cached (trace, passes, codegen, the cache check, open),
+* warm process: the same compile a second time in one process.
+
+    python bench/compile_time.py                      # ResNet-18, 3 runs each, medians
+    python bench/compile_time.py --model lenet --runs 5
+
+The graphc imported is the one on PYTHONPATH (compare two checkouts by running this file with each).
+Nothing asserts on times; the machine's CPU model is printed with the medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+WORKER = """
+import json, sys, time
+sys.path.insert(0, {bench!r})
+import numpy as np
+import graphc
+from models import MODELS
+spec = MODELS[{model!r}]
+gm = spec.build(graphc.nn, graphc.nn.functional)
+x = spec.inputs(np.random.default_rng(0))
+times = []
+for _ in range({repeat}):
+    t0 = time.perf_counter()
+    cm = graphc.compile(gm, x, cache_dir={cache!r})
+    times.append(time.perf_counter() - t0)
+print(json.dumps({{"times": times, "hit": cm.cache_hit}}))
+"""
+
+
+def cpu_model() -> str:
+    try:
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def run(model: str, cache: Path, repeat: int = 1) -> list[float]:
+    code = WORKER.format(bench=str(HERE), model=model, cache=str(cache), repeat=repeat)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if r.returncode:
+        raise SystemExit(f"the compile failed:\n{r.stderr[-2000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])["times"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", default="resnet18", help="a name from bench/models.py (default resnet18)")
+    p.add_argument("--runs", type=int, default=3, help="runs of each measurement (default 3)")
+    args = p.parse_args(argv)
+    rows: dict[str, list[float]] = {"cold": [], "cold model": [], "cached": [], "warm process": []}
+    base = Path(tempfile.mkdtemp(prefix="graphc-compile-time-"))
+    try:
+        for i in range(args.runs):
+            cache = base / f"c{i}"
+            rows["cold"] += run(args.model, cache)
+            for entry in (cache / "v1").iterdir():  # keep the runtime's objects only
+                if entry.name != "runtime" and not entry.name.startswith("runtime-"):
+                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+            rows["cold model"] += run(args.model, cache)
+            rows["cached"] += run(args.model, cache)
+            rows["warm process"] += run(args.model, cache, repeat=2)[1:]
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    print(f"{args.model}, {args.runs} runs, CPU {cpu_model()} ({os.cpu_count()} logical CPUs), "
+          f"{time.strftime('%Y-%m-%d %H:%M')}")
+    for k, v in rows.items():
+        print(f"  {k:<13} median {statistics.median(v):7.2f} s   (runs: {', '.join(f'{t:.2f}' for t in v)})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
