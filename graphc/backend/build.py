@@ -486,6 +486,20 @@ def is_built(sources: Mapping[str, str], options: BuildOptions, cache_dir: str |
     return final.exists() and entry_problem(final, (f"lib{options.name}.so",)) is None
 
 
+def _runtime_lock(cache: Path) -> Any:
+    """An exclusive lock on ``runtime/.lock`` (released when the returned file is closed)."""
+    folder = cache / CACHE_LAYOUT / "runtime"
+    folder.mkdir(parents=True, exist_ok=True)
+    f = open(folder / ".lock", "a+b")  # noqa: SIM115 (held until the runtime objects are installed)
+    try:
+        import fcntl
+
+        fcntl.flock(f, fcntl.LOCK_EX)
+    except (ImportError, OSError):
+        pass  # no flock (another OS, some network file systems): concurrent builders only waste time
+    return f
+
+
 def _job_cost(job: tuple) -> int:
     """The size of a job's source (the biggest units first keep every core busy to the end)."""
     cmd, cwd = job[0], job[1]
@@ -516,6 +530,11 @@ def build_library(sources: Mapping[str, str], options: BuildOptions, *, cache_di
     be = get_backend(options.backend)
     rt_names = options.runtime_sources
     rt_objs, rt_jobs, rt_publish, rt_discard = _runtime_plan(cache, cc, runtime_flags(flags), rt_names)
+    rt_lock = None
+    if rt_jobs:  # one builder of runtime objects at a time (threads, processes): the others wait, then reuse
+        rt_discard()
+        rt_lock = _runtime_lock(cache)
+        rt_objs, rt_jobs, rt_publish, rt_discard = _runtime_plan(cache, cc, runtime_flags(flags), rt_names)
     tmp = _tmp_dir(cache)
     (tmp / "runtime").mkdir(parents=True)
     for n, text in sources.items():
@@ -544,7 +563,11 @@ def build_library(sources: Mapping[str, str], options: BuildOptions, *, cache_di
         except BaseException:
             rt_discard()
             raise
-        rt_publish()
+        else:
+            rt_publish()
+        finally:
+            if rt_lock is not None:
+                rt_lock.close()
         _run(link, tmp, f"lib{name}.so (link)", link_tool)
     except CompileError as e:
         # keep the sources for inspection under a stable name (a retry replaces them)

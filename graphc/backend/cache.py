@@ -121,7 +121,8 @@ def items(cache: Path) -> Iterator[Item]:
             n = p.name
             if n == "runtime" and p.is_dir():
                 for q in sorted(p.iterdir()):
-                    yield _item(q, "tmp" if _TMP.fullmatch(q.name) else "runtime")
+                    if q.name != ".lock":  # build.py's lock of the runtime builders
+                        yield _item(q, "tmp" if _TMP.fullmatch(q.name) else "runtime")
             elif n == "weights" and p.is_dir():
                 for q in sorted(p.iterdir()):
                     yield _item(q, "tmp" if _TMP_FILE.fullmatch(q.name) else "weights")
