@@ -195,3 +195,106 @@ def test_a_recompiled_model_after_a_drop(built, tmp_path):
     np.testing.assert_array_equal(a, b)
     np.testing.assert_allclose(a, _numpy(model, x, s), rtol=1e-4, atol=1e-5)
 
+
+
+# ------------------------------------------------------------------------------ internal calls stay inside
+HOST_TWO = r"""
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include "twin.h" /* model A's header: the host is linked with libtwin.so of A */
+
+typedef int (*create_fn)(twin_ctx **, const char *, char *, size_t);
+typedef int (*run_fn)(twin_ctx *, int64_t, const float *, const float *, float *);
+typedef void (*destroy_fn)(twin_ctx *);
+
+static void fill(float *x, int n, int k) { for (int i = 0; i < n; i++) x[i] = (float)((i * 7 + k) % 13) / 6.5f - 1.0f; }
+static void show(const char *tag, const float *y, int n) {
+    printf("%s", tag);
+    for (int i = 0; i < n; i++) printf(" %.9g", y[i]);
+    printf("\n");
+}
+
+int main(int argc, char **argv) {
+    (void)argc;
+    float x[3 * 32], s[8], ya[3 * 8], yb[3 * 8];
+    fill(x, 3 * 32, 1);
+    fill(s, 8, 2);
+    char err[256];
+    /* A through the link */
+    twin_ctx *a;
+    if (twin_create(&a, NULL, err, sizeof err) != TWIN_OK) { fprintf(stderr, "A: %s\n", err); return 2; }
+    /* B: another library of the same model name, opened at run time (RTLD_LOCAL) */
+    void *h = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
+    if (!h) { fprintf(stderr, "%s\n", dlerror()); return 3; }
+    create_fn create_b = (create_fn)dlsym(h, "twin_create");
+    run_fn run_b = (run_fn)dlsym(h, "twin_run");
+    destroy_fn destroy_b = (destroy_fn)dlsym(h, "twin_destroy");
+    if (!create_b || !run_b || !destroy_b) { fprintf(stderr, "dlsym failed\n"); return 4; }
+    twin_ctx *b;
+    if (create_b(&b, NULL, err, sizeof err) != TWIN_OK) { fprintf(stderr, "B: %s\n", err); return 5; }
+    for (int round = 0; round < 2; round++) {
+        if (run_b(b, 3, x, s, yb) != TWIN_OK) { fprintf(stderr, "run B failed\n"); return 6; }
+        if (twin_run(a, 3, x, s, ya) != TWIN_OK) { fprintf(stderr, "run A: %s\n", twin_last_error(a)); return 7; }
+    }
+    show("A", ya, 3 * 8);
+    show("B", yb, 3 * 8);
+    destroy_b(b);
+    twin_destroy(a);
+    dlclose(h);
+    return 0;
+}
+"""
+
+
+def _fill(n: int, k: int) -> np.ndarray:
+    i = np.arange(n)
+    return (((i * 7 + k) % 13).astype(np.float32) / np.float32(6.5) - np.float32(1.0)).astype(np.float32)
+
+
+def test_two_same_named_models_in_one_host(tmp_path):
+    """A C host linked with one library of model 'twin' dlopens another 'twin' (other weights and another
+    hidden size): each library's twin_run must run its own twin_run_v on its own context. Before, B's
+    twin_run called twin_run_v through the PLT, which the dynamic loader bound to A's: A's code on B's
+    context (wrong shapes over B's weights: garbage or SIGSEGV)."""
+    cc = shutil.which(os.environ.get("CC") or "cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("needs a C compiler")
+    ma, mb = _model(0, 32, 64), _model(1, 32, 48)
+    a = _compile(ma, tmp_path / "a", name="twin")
+    b = _compile(mb, tmp_path / "b", name="twin")
+    (tmp_path / "host.c").write_text(HOST_TWO)
+    import subprocess
+
+    subprocess.run([cc, "-O1", "-o", "host", "host.c", f"-I{a.directory}", f"-L{a.directory}", "-ltwin",
+                    f"-Wl,-rpath,{a.directory}", "-ldl"], cwd=tmp_path, check=True, capture_output=True)
+    res = subprocess.run([str(tmp_path / "host"), str(b.lib_path)], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, f"host exited with {res.returncode}: {res.stderr}"
+    got = {line.split()[0]: np.array([float(v) for v in line.split()[1:]], np.float32).reshape(3, 8)
+           for line in res.stdout.splitlines()}
+    x, s = _fill(96, 1).reshape(3, 32), _fill(8, 2).reshape(1, 8)
+    np.testing.assert_allclose(got["A"], _numpy(ma, x, s), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got["B"], _numpy(mb, x, s), rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(got["A"], a(x, s))
+    np.testing.assert_array_equal(got["B"], b(x, s))
+
+
+def _dynamic_relocations(lib: Path) -> list[str]:
+    import subprocess
+
+    readelf = shutil.which("readelf")
+    if readelf is None:
+        pytest.skip("needs readelf")
+    out = subprocess.run([readelf, "-rW", str(lib)], capture_output=True, text=True, check=True).stdout
+    return [line for line in out.splitlines() if "R_X86_64" in line or "R_AARCH64" in line]
+
+
+def test_no_call_inside_the_library_goes_through_the_plt(built):
+    """No dynamic relocation of a library refers to one of its own NAME_ symbols: every internal call
+    and address is bound at link time (a host's or another library's same-named symbol cannot win)."""
+    for mode in ("embed", "file"):
+        m = built[mode]
+        own = [r for r in _dynamic_relocations(m.lib_path) if f" {m.name}_" in r]
+        assert own == [], f"{mode}: {own}"
+

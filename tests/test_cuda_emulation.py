@@ -240,3 +240,18 @@ def test_weights_of_another_model_are_refused(built: dict[str, Any]) -> None:
     with pytest.raises(RuntimeErrorC, match="holds the weights of model 'lora', not 'mlp'") as e:
         m(np.zeros((1, 784), np.float32))
     assert e.value.status == -4
+
+
+def test_no_call_inside_the_library_goes_through_the_plt(built: dict[str, Any]) -> None:
+    """NAME_run / NAME_run_device reach the run bodies without a dynamic relocation to one of the library's
+    own symbols (issue 9: a host holding another library of the same model name must not divert them)."""
+    import shutil
+    import subprocess
+
+    readelf = shutil.which("readelf")
+    if readelf is None:
+        pytest.skip("needs readelf")
+    m = model(built, "matmuls")
+    out = subprocess.run([readelf, "-rW", str(m.lib_path)], capture_output=True, text=True, check=True).stdout
+    own = [line for line in out.splitlines() if f" {m.name}_" in line]
+    assert own == []
