@@ -298,3 +298,40 @@ def test_no_call_inside_the_library_goes_through_the_plt(built):
         own = [r for r in _dynamic_relocations(m.lib_path) if f" {m.name}_" in r]
         assert own == [], f"{mode}: {own}"
 
+
+# ------------------------------------------------------------------------------ ABI version
+HOST_VERSION = r"""
+#include <stdio.h>
+#include "two.h"
+#if !defined(TWO_ABI_VERSION) || !defined(TWO_VERSION)
+#error "the header has no version macros"
+#endif
+int main(void) {
+    printf("%d %d %s %s\n", TWO_ABI_VERSION, two_abi_version(), TWO_VERSION, two_version());
+    return two_abi_version() == TWO_ABI_VERSION ? 0 : 1;
+}
+"""
+
+
+def test_abi_version_macro_and_query(built, tmp_path):
+    """The header's TWO_ABI_VERSION / TWO_VERSION equal what the library's two_abi_version() /
+    two_version() return, from C and from Python: graphc's ABI revision and release."""
+    import subprocess
+
+    from graphc.backend.base import ABI_VERSION
+
+    cc = shutil.which(os.environ.get("CC") or "cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("needs a C compiler")
+    m = built["embed"]
+    header = (m.directory / "two.h").read_text()
+    assert f"#define TWO_ABI_VERSION {ABI_VERSION}\n" in header
+    assert f'#define TWO_VERSION "{graphc.__version__}"\n' in header
+    (tmp_path / "host.c").write_text(HOST_VERSION)
+    subprocess.run([cc, "-o", "host", "host.c", f"-I{m.directory}", f"-L{m.directory}", "-ltwo",
+                    f"-Wl,-rpath,{m.directory}"], cwd=tmp_path, check=True, capture_output=True)
+    res = subprocess.run([str(tmp_path / "host")], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == [str(ABI_VERSION), str(ABI_VERSION), graphc.__version__, graphc.__version__]
+    assert m.abi_version == ABI_VERSION >= 2
+    assert m.version == graphc.__version__

@@ -116,6 +116,10 @@ def c_comment(s: str) -> str:
 
 
 # ------------------------------------------------------------------------------------- backend
+# The revision of the C ABI every backend's libraries share (NAME_ABI_VERSION in the header, returned by
+# NAME_abi_version()): it increases with every change of the ABI, a function added included. 1: the ABI
+# before it had a number; 2: NAME_abi_version, NAME_version and the version macros.
+ABI_VERSION = 2
 _ENVIRONMENTS: dict[tuple[str, str], jinja2.Environment] = {}
 
 
@@ -297,6 +301,7 @@ class Backend:
             autoescape=False)
         env.filters["cstr"] = c_string
         env.filters["ccomment"] = c_comment
+        env.globals["abi_version"] = ABI_VERSION
         return env
 
     def render(self, template: str, **context: Any) -> str:

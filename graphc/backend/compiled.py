@@ -90,6 +90,11 @@ class _Library:
         self.isa = self.ffi.string(getattr(self.lib, p + "isa")()).decode()
         self.profile_enable = getattr(self.lib, p + "profile_enable")
         self.profile = getattr(self.lib, p + "profile")
+        try:  # a library exported before the ABI had a revision number has neither function: revision 1
+            self.abi_version = int(getattr(self.lib, p + "abi_version")())
+            self.version = self.ffi.string(getattr(self.lib, p + "version")()).decode()
+        except AttributeError:
+            self.abi_version, self.version = 1, ""
 
     @classmethod
     def open(cls, path: Path, name: str, cdef: str, unload: bool = True) -> _Library:
@@ -331,6 +336,16 @@ class CompiledModel:
     @property
     def fingerprint(self) -> str:
         return self.manifest["fingerprint"]
+
+    @property
+    def abi_version(self) -> int:
+        """The revision of graphc's C ABI the library implements (its NAME_abi_version())."""
+        return self._lib.abi_version
+
+    @property
+    def version(self) -> str:
+        """The graphc release that generated the library (its NAME_version())."""
+        return self._lib.version
 
     @property
     def isa(self) -> str:
