@@ -308,8 +308,9 @@ def export_folder(out: Path, built: Path, prog: Program, sources: Mapping[str, s
 
 
 def load_compiled(directory: str | Path, *, threads: int | None = None,
-                  weights: str | Path | None = None) -> CompiledModel:
-    """Open a folder exported by ``graphc.compile(..., out_dir=...)`` from Python."""
+                  weights: str | Path | None = None, map_weights: bool = False) -> CompiledModel:
+    """Open a folder exported by ``graphc.compile(..., out_dir=...)`` from Python. Each context reads the
+    weights file into memory of its own; map_weights=True maps it instead (see CompiledModel)."""
     directory = Path(directory)
     mpath = directory / "manifest.json"
     if not mpath.exists():
@@ -320,4 +321,4 @@ def load_compiled(directory: str | Path, *, threads: int | None = None,
     if weights is None and manifest["options"]["weights"] == "file":
         weights = directory / f"{name}.safetensors"
     return CompiledModel(directory, manifest, lib, None if weights is None else Path(weights), threads=threads,
-                         rebind_weights=optimized_weights)
+                         rebind_weights=optimized_weights, map_weights=map_weights)

@@ -812,12 +812,41 @@ int gc_st_open_memory(gc_st *st, const void *blob, size_t size, char *err, size_
     return rc;
 }
 
+/* read up to size bytes at offset 0 of fd into buf; returns the count read (short: end of file), -1 on error */
+static ssize_t read_all(int fd, unsigned char *buf, size_t size)
+{
+    size_t got = 0;
+    while (got < size) {
+        const size_t chunk = size - got < ((size_t)1 << 30) ? size - got : ((size_t)1 << 30);
+        const ssize_t r = pread(fd, buf + got, chunk, (off_t)got);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        if (r == 0)
+            break;
+        got += (size_t)r;
+    }
+    return (ssize_t)got;
+}
+
 int gc_st_open_file(gc_st *st, const char *path, char *err, size_t errlen)
+{
+    return gc_st_load_file(st, path, 1, err, errlen);
+}
+
+int gc_st_read_file(gc_st *st, const char *path, char *err, size_t errlen)
+{
+    return gc_st_load_file(st, path, 0, err, errlen);
+}
+
+int gc_st_load_file(gc_st *st, const char *path, int map_file, char *err, size_t errlen)
 {
     if (err && errlen)
         err[0] = '\0';
     if (!st || !path) {
-        set_error(err, errlen, "gc_st_open_file: null argument");
+        set_error(err, errlen, "gc_st_load_file: null argument");
         return GC_ERR_INVALID_ARGUMENT;
     }
     memset(st, 0, sizeof *st);
@@ -855,6 +884,34 @@ int gc_st_open_file(gc_st *st, const char *path, char *err, size_t errlen)
         return GC_ERR_IO;
     }
     const size_t size = (size_t)sb.st_size;
+    if (!map_file) {
+        /* a private copy, 64-byte aligned like the mapping's page: nothing done to the file later reaches it */
+        unsigned char *copy = size > SIZE_MAX - 64 ? NULL : aligned_alloc(64, (size + 63) / 64 * 64);
+        if (!copy) {
+            set_error(err, errlen, "out of memory for a copy of weights file '%s' (%zu bytes)", path, size);
+            close(fd);
+            return GC_ERR_OUT_OF_MEMORY;
+        }
+        const ssize_t got = read_all(fd, copy, size);
+        const int read_errno = errno;
+        close(fd);
+        if (got < 0 || (size_t)got != size) {
+            if (got < 0)
+                set_error(err, errlen, "cannot read weights file '%s': %s", path, strerror(read_errno));
+            else
+                set_error(err, errlen, "weights file '%s' shrank while it was read (%zu of %zu bytes)", path,
+                          (size_t)got, size);
+            free(copy);
+            return got < 0 ? GC_ERR_IO : GC_ERR_FORMAT;
+        }
+        const int rc = gc_st_open_memory(st, copy, size, err, errlen);
+        if (rc != GC_OK) {
+            free(copy);
+            return rc;
+        }
+        st->owned = 1;
+        return GC_OK;
+    }
     void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
     const int map_errno = errno;
     close(fd); /* the mapping stays valid */
@@ -877,6 +934,8 @@ void gc_st_close(gc_st *st)
         return;
     if (st->mapped && st->blob)
         munmap((void *)st->blob, st->size);
+    if (st->owned)
+        free((void *)st->blob);
     free(st->tensors);
     free(st->meta_keys);
     free(st->meta_values);

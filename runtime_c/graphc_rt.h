@@ -235,6 +235,7 @@ typedef struct gc_st {
     const unsigned char *blob; /* whole file */
     size_t size;
     int mapped;                /* 1 when blob is an mmap the gc_st owns */
+    int owned;                 /* 1 when blob is a malloc'ed copy of the file the gc_st owns */
     int ntensors;
     gc_st_tensor *tensors;
     int nmeta;
@@ -245,8 +246,14 @@ typedef struct gc_st {
 
 /* parse bytes that stay valid for the lifetime of st (baked weights) */
 GC_INTERNAL int gc_st_open_memory(gc_st *st, const void *blob, size_t size, char *err, size_t errlen);
-/* open + mmap a file (read-only) and parse it */
+/* open a file and parse it: map_file 0 reads it into a private (64-byte aligned) copy, so later changes
+ * to the file never reach st; 1 maps it (read-only, MAP_PRIVATE: no copy, the pages are the page cache's,
+ * but truncating the file then makes a read SIGBUS and writing it in place changes what st sees) */
+GC_INTERNAL int gc_st_load_file(gc_st *st, const char *path, int map_file, char *err, size_t errlen);
+/* gc_st_load_file(st, path, 1, ...): the mapping */
 GC_INTERNAL int gc_st_open_file(gc_st *st, const char *path, char *err, size_t errlen);
+/* gc_st_load_file(st, path, 0, ...): the copy */
+GC_INTERNAL int gc_st_read_file(gc_st *st, const char *path, char *err, size_t errlen);
 GC_INTERNAL void gc_st_close(gc_st *st);
 GC_INTERNAL const gc_st_tensor *gc_st_find(const gc_st *st, const char *name);
 GC_INTERNAL const char *gc_st_meta(const gc_st *st, const char *key); /* NULL when absent */

@@ -10,6 +10,8 @@ from __future__ import annotations
 import gc
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -264,8 +266,6 @@ def test_two_same_named_models_in_one_host(tmp_path):
     a = _compile(ma, tmp_path / "a", name="twin")
     b = _compile(mb, tmp_path / "b", name="twin")
     (tmp_path / "host.c").write_text(HOST_TWO)
-    import subprocess
-
     subprocess.run([cc, "-O1", "-o", "host", "host.c", f"-I{a.directory}", f"-L{a.directory}", "-ltwin",
                     f"-Wl,-rpath,{a.directory}", "-ldl"], cwd=tmp_path, check=True, capture_output=True)
     res = subprocess.run([str(tmp_path / "host"), str(b.lib_path)], cwd=tmp_path, capture_output=True, text=True,
@@ -281,8 +281,6 @@ def test_two_same_named_models_in_one_host(tmp_path):
 
 
 def _dynamic_relocations(lib: Path) -> list[str]:
-    import subprocess
-
     readelf = shutil.which("readelf")
     if readelf is None:
         pytest.skip("needs readelf")
@@ -316,8 +314,6 @@ int main(void) {
 def test_abi_version_macro_and_query(built, tmp_path):
     """The header's TWO_ABI_VERSION / TWO_VERSION equal what the library's two_abi_version() /
     two_version() return, from C and from Python: graphc's ABI revision and release."""
-    import subprocess
-
     from graphc.backend.base import ABI_VERSION
 
     cc = shutil.which(os.environ.get("CC") or "cc") or shutil.which("gcc")
@@ -335,3 +331,92 @@ def test_abi_version_macro_and_query(built, tmp_path):
     assert res.stdout.split() == [str(ABI_VERSION), str(ABI_VERSION), graphc.__version__, graphc.__version__]
     assert m.abi_version == ABI_VERSION >= 2
     assert m.version == graphc.__version__
+
+
+# ------------------------------------------------------------------------------ the weights file contract
+DISTURB = r"""
+import os, sys
+import numpy as np
+from graphc.backend import load_compiled
+folder, how, mode = sys.argv[1], sys.argv[2], sys.argv[3]
+m = load_compiled(folder, map_weights=mode == "map")
+x = np.linspace(-1, 1, 5 * 32, dtype=np.float32).reshape(5, 32)
+s = np.linspace(0.5, 2, 8, dtype=np.float32).reshape(1, 8)
+before = m(x, s)
+path = os.path.join(folder, "two.safetensors")
+if how == "truncate":
+    os.truncate(path, 64)
+else:  # overwrite in place with another model's weights file of the same size
+    other = open(sys.argv[4], "rb").read()
+    with open(path, "r+b") as f:
+        f.write(other)
+after = m(x, s)
+print("same" if np.array_equal(before, after) else "changed")
+"""
+
+
+def _disturb(tmp_path, built, how: str, mode: str) -> subprocess.CompletedProcess:
+    folder = tmp_path / f"{how}-{mode}"
+    shutil.copytree(built["file"].directory, folder)
+    other = tmp_path / "other.safetensors"
+    if not other.exists():
+        from graphc.backend import write_weights
+
+        write_weights(folder, _model(7).state_dict(), path=other)
+    assert other.stat().st_size == (folder / "two.safetensors").stat().st_size
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(graphc.__file__).parent.parent),
+                                                       os.environ.get("PYTHONPATH", "")]))
+    return subprocess.run([sys.executable, "-c", DISTURB, str(folder), how, mode, str(other)], env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("how", ["truncate", "overwrite"])
+def test_weights_file_changed_after_create_does_not_reach_the_context(built, tmp_path, how):
+    """Default contract: create reads the file, so truncating it (before: SIGBUS in the next run) or
+    overwriting it in place with other weights (before: the outputs changed silently) does nothing to a
+    context that is already open."""
+    res = _disturb(tmp_path, built, how, "copy")
+    assert res.returncode == 0, f"exit {res.returncode}: {res.stderr[-2000:]}"
+    assert res.stdout.split() == ["same"]
+
+
+def test_mapped_weights_are_the_file(built, tmp_path):
+    """NAME_CREATE_MAP_WEIGHTS really maps: an in-place overwrite changes what the context computes (the
+    documented price of the option; graphc's own writers never do it)."""
+    res = _disturb(tmp_path, built, "overwrite", "map")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.split() == ["changed"]
+
+
+@pytest.mark.parametrize("map_weights", [False, True])
+def test_graphc_weight_updates_never_disturb_a_running_context(built, tmp_path, map_weights):
+    """write_weights and load_state_dict replace the file atomically (new file, rename): a context opened
+    on the old file, mapped or not, keeps computing with the old weights; a new context sees the new."""
+    from graphc.backend import write_weights
+
+    folder = tmp_path / "f"
+    shutil.copytree(built["file"].directory, folder)
+    m = load_compiled(folder, map_weights=map_weights)
+    keep = m.new_context()
+    x, s = _inputs(6, 4)
+    old = m(x, s)
+    np.testing.assert_allclose(old, _numpy(built["model"], x, s), rtol=1e-4, atol=1e-5)
+    new1, new2 = _model(11), _model(12)
+    write_weights(folder, new1.state_dict())
+    np.testing.assert_array_equal(keep(x, s), old)
+    np.testing.assert_array_equal(m(x, s), old)  # m's context was opened before the write too
+    np.testing.assert_allclose(load_compiled(folder, map_weights=map_weights)(x, s), _numpy(new1, x, s),
+                               rtol=1e-4, atol=1e-5)
+    m.load_state_dict(new2.state_dict())
+    np.testing.assert_allclose(m(x, s), _numpy(new2, x, s), rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(keep(x, s), old)
+
+
+def test_create_ex_refuses_unknown_flags(built):
+    m = built["file"]
+    lib = m._lib
+    out = lib.ffi.new("two_ctx **")
+    err = lib.ffi.new("char[]", 256)
+    rc = lib.create_ex(out, str(m.weights_path).encode(), 6, err, 256)
+    assert rc == -1 and out[0] == lib.ffi.NULL
+    assert lib.ffi.string(err).decode() == "two_create_ex: unknown flags"

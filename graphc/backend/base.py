@@ -118,8 +118,9 @@ def c_comment(s: str) -> str:
 # ------------------------------------------------------------------------------------- backend
 # The revision of the C ABI every backend's libraries share (NAME_ABI_VERSION in the header, returned by
 # NAME_abi_version()): it increases with every change of the ABI, a function added included. 1: the ABI
-# before it had a number; 2: NAME_abi_version, NAME_version and the version macros.
-ABI_VERSION = 2
+# before it had a number; 2: NAME_abi_version, NAME_version and the version macros; 3: NAME_create reads
+# the weights file into memory, NAME_create_ex(..., NAME_CREATE_MAP_WEIGHTS, ...) maps it.
+ABI_VERSION = 3
 _ENVIRONMENTS: dict[tuple[str, str], jinja2.Environment] = {}
 
 

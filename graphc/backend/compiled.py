@@ -49,6 +49,7 @@ from .registry import DEFAULT_BACKEND, backend_class
 _LIBS: dict[tuple[int, int, int, int], _Library] = {}
 _OPENED: set[tuple[str, tuple[int, int, int, int]]] = set()
 _LIBS_LOCK = threading.RLock()
+MAP_WEIGHTS = 1  # NAME_CREATE_MAP_WEIGHTS
 ALIGN = 64  # the alignment of the copies made of inputs that are not C-contiguous or not aligned
 
 
@@ -79,6 +80,7 @@ class _Library:
         self.link_dir: Path | None = None  # the folder of the link it was opened through, removed at close
         p = name + "_"
         self.create = getattr(self.lib, p + "create")
+        self.create_ex = getattr(self.lib, p + "create_ex", None)  # None: a library older than ABI 3
         self.destroy = getattr(self.lib, p + "destroy")
         self.run_v = getattr(self.lib, p + "run_v")
         self.last_error = getattr(self.lib, p + "last_error")
@@ -210,13 +212,16 @@ class _Spec:
 class _Context:
     """One NAME_ctx with its lock and reusable argument arrays."""
 
-    def __init__(self, lib: _Library, weights_path: str | None, threads: int | None):
+    def __init__(self, lib: _Library, weights_path: str | None, threads: int | None, map_weights: bool = False):
         ffi = lib.ffi
         self.lib = lib
         out = ffi.new(f"{lib.name}_ctx **")
         err = ffi.new("char[]", 1024)
         path = ffi.NULL if weights_path is None else str(weights_path).encode()
-        rc = lib.create(out, path, err, 1024)
+        if map_weights and lib.create_ex is None:
+            raise GraphcError(f"lib{lib.name}.so predates NAME_create_ex: it cannot map its weights file "
+                              "(compile it again, or open it with map_weights=False)")
+        rc = lib.create_ex(out, path, MAP_WEIGHTS, err, 1024) if map_weights else lib.create(out, path, err, 1024)
         if rc != 0:
             raise RuntimeErrorC(f"{lib.name}_create failed: {ffi.string(err).decode(errors='replace')}", rc)
         self.ptr = out[0]
@@ -261,16 +266,20 @@ class CompiledModel:
 
     def __init__(self, directory: str | Path, manifest: Mapping[str, Any], lib_path: Path,
                  weights_path: Path | None, *, source_graph: Any = None, threads: int | None = None,
-                 cache_hit: bool = False, rebind_weights: Callable[..., dict[str, np.ndarray]] | None = None):
+                 cache_hit: bool = False, rebind_weights: Callable[..., dict[str, np.ndarray]] | None = None,
+                 map_weights: bool = False):
         """rebind_weights(source graph, state_dict, opt_level, name, fingerprint, *, strict, fallback,
         bake_weights): the optimised graph's parameters for new weights (``export.optimized_weights``),
-        which :meth:`load_state_dict` needs."""
+        which :meth:`load_state_dict` needs. map_weights: the contexts map the weights file instead of
+        reading it into memory of their own (NAME_CREATE_MAP_WEIGHTS: no copy, but the file must then not
+        be truncated or written in place while they live; graphc's writers replace it atomically)."""
         self.directory = Path(directory)
         self.manifest = dict(manifest)
         self.name: str = manifest["name"]
         self.lib_path = Path(lib_path)
         self.weights_path = weights_path
         self.cache_hit = cache_hit
+        self.map_weights = bool(map_weights)
         self._source_graph = source_graph
         self._rebind_weights = rebind_weights
         self.dims: dict[str, tuple[int, int]] = {d["name"]: (d["min"], d["max"]) for d in manifest["dims"]}
@@ -316,7 +325,8 @@ class CompiledModel:
         return lib
 
     def _new_context(self, threads: int | None) -> _Context:
-        return _Context(self._lib, None if self.weights_path is None else str(self.weights_path), threads)
+        return _Context(self._lib, None if self.weights_path is None else str(self.weights_path), threads,
+                        self.map_weights)
 
     @property
     def _ctx(self) -> _Context:
@@ -571,7 +581,7 @@ class CompiledModel:
         from .weights import weights_metadata, write_safetensors
 
         write_safetensors(target, params, weights_metadata(self.name, self.fingerprint))
-        ctx = _Context(self._lib, str(target), self._threads)
+        ctx = _Context(self._lib, str(target), self._threads, self.map_weights)
         old = self._ctx_value
         if old is None:
             self._ctx, self.weights_path = ctx, target
