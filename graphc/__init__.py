@@ -109,6 +109,7 @@ def __getattr__(name: str):
     lazy = {
         "nn": ".nn", "ir": ".ir", "ops": ".ops", "passes": ".passes", "backend": ".backend", "compiler": ".compiler",
         "export": ".export", "importers": ".importers", "jit": ".jit", "fx": ".fx", "utils": ".utils",
+        "library": ".library",
     }
     if name in lazy:
         return importlib.import_module(lazy[name], __name__)

@@ -184,6 +184,8 @@ CASES: list[Case] = [
          [(("B", 10), F32)], "special"),
     Case("sort_inplace_values", lambda m, x: (x.clone().sort(1).values.cumsum_(1), x.clone().neg_().argsort(1)),
          [(("B", 6), F32)], "perm"),
+    Case("scan_inplace_through_views",
+         lambda m, x: (lambda y: (y[:, 1:].cumsum_(1), y[1:].cumprod_(0), y))(x.clone()), [((3, 5), F32)]),
     Case("cumsum_inplace", lambda m, x: (x.clone().cumsum_(1), x.clone().cumprod_(0), x), [(("B", 4), F32)]),
 ]
 

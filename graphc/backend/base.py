@@ -348,12 +348,21 @@ class Backend:
         for i, unit in enumerate(units):
             files[f"{name}_kernels{i}{src}"] = self.render(f"kernels{self.template_suffix}", unit=i,
                                                           texts=[texts[j] for j in unit], **ctx)
+        custom = self.custom_units(program)
+        files.update(custom)
         if options.weights == "embed":
             files[f"{name}_weights{self.asm_suffix}"] = self.render("common/weights.S.j2", **ctx)
         files["main.c"] = self.render("common/main.c.j2", **ctx)
-        files["Makefile"] = self.render("Makefile.j2", units=len(units), **ctx)
+        files["Makefile"] = self.render("Makefile.j2", units=len(units), custom_units=sorted(custom), **ctx)
         files[f"{name}_cffi.h"] = self.render("cffi.h.j2", **ctx)
         return files
+
+    def custom_units(self, program: Any) -> dict[str, str]:
+        """The translation units of the custom ops the program calls (graphc.library), from
+        ``custom_unit<template_suffix>``: {file name: text}."""
+        from ..library import render_units
+
+        return render_units(self, program)
 
     # --------------------------------------------------------------------------------- toolchain
     # The defaults build with the C compiler (``build.compiler()``) like the C backend; a backend with

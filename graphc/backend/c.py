@@ -228,6 +228,13 @@ def _scan(kb: KernelBuilder, n: Node) -> None:
     kb.emit("scan.c.j2", **f)
 
 
+@lowers("custom")
+def _custom(kb: KernelBuilder, n: Node) -> None:
+    from ..library import call_fields
+
+    kb.emit("custom.c.j2", **call_fields(kb, n))
+
+
 @lowers("sort")
 def _sort(kb: KernelBuilder, n: Node) -> None:
     f = sort_fields(kb, n)

@@ -213,6 +213,13 @@ def _scan(kb: KernelBuilder, n: Node) -> None:
     kb.emit("scan.cu.j2", **f)
 
 
+@lowers("custom")
+def _custom(kb: KernelBuilder, n: Node) -> None:
+    from ..library import call_fields
+
+    kb.emit("custom.cu.j2", **call_fields(kb, n, cuda=True))
+
+
 @lowers("sort")
 def _sort(kb: KernelBuilder, n: Node) -> None:
     f = sort_fields(kb, n)

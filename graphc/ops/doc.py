@@ -30,6 +30,8 @@ def render() -> str:
     ]
     for name in sorted(OPS):
         op = OPS[name]
+        if op.family == "custom":  # registered by user code (graphc.library), not graphc's own
+            continue
         attrs = ", ".join(_attr(k, v) for k, v in op.attrs.items()) or "—"
         doc = " ".join(op.doc.split()) if op.doc else ""
         if not doc and op.scalar:
