@@ -198,10 +198,19 @@ def as_tensor(v: Value, node: Node | None = None, i: int = 0) -> Tensor:
     if isinstance(v, SymArray):
         if not _has_sym(v.arr):
             return _wrap_static(v.arr, v.dtype)  # type: ignore[return-value]
-        where = node.where if node is not None else "ONNX import"
-        raise UnsupportedError(f"{where}: input {i} holds the dynamic dims {v.arr.tolist()} and is used as tensor "
-                               f"data; graphc uses dynamic dims only as sizes (shapes, slice bounds); see {DOCS}")
+        return _sym_tensor(v)
     raise OnnxImportError(f"{node.where if node else 'ONNX import'}: input {i} is missing")
+
+
+def _sym_tensor(v: SymArray) -> Tensor:
+    """A shape value holding dynamic dims used as tensor data (arange(T) * T): each dim's run-time value
+    (graphc.tensor of a dim), the elements joined in the array's shape and type."""
+    from ..tensor import tensor
+
+    parts = [apply("reshape", _cast(tensor(e) if isinstance(e, Sym) else Tensor._wrap(np.asarray(int(e), np.int64)),
+                                    D.int64), shape=(1,)) for e in v.arr.reshape(-1).tolist()]
+    flat = parts[0] if len(parts) == 1 else apply("concat", *parts, dim=0)
+    return _cast(_reshape(flat, v.arr.shape), v.dtype)
 
 
 def _attr_value(a: Any) -> Any:
@@ -302,8 +311,8 @@ def _sym_inputs(node: Node) -> bool:
 
 def _sym_op(node: Node) -> list[Value] | None:
     """Run a shape-arithmetic node on SymArray inputs (None: the node has none, use the Tensor path)."""
-    if not _sym_inputs(node):
-        return None
+    if not _sym_inputs(node) or any(isinstance(v, Tensor) and v._tracer is not None for v in node.inputs):
+        return None  # no shape value, or one meets run-time data: the Tensor path (dims as run-time values)
     op = node.op_type
     ins = [None if v is None else node.static(i, "a shape value") for i, v in enumerate(node.inputs)]
     dt0 = next((v.dtype for v in node.inputs if isinstance(v, SymArray)), D.int64)
@@ -460,6 +469,21 @@ _UNARY = {"Abs": "abs", "Neg": "neg", "Exp": "exp", "Log": "log", "Sqrt": "sqrt"
 @handler(*_UNARY)
 def _unary(node: Node) -> list[Value]:
     return [apply(_UNARY[node.op_type], node.tensor(0))]
+
+
+@handler("IsNaN", "IsInf")
+def _is_nan_inf(node: Node) -> list[Value]:
+    x = node.tensor(0)
+    if not x.dtype.is_floating_point:
+        raise node.error(f"needs a floating-point input, got {x.dtype}")
+    if node.op_type == "IsNaN":
+        return [apply("ne", x, x)]
+    pos, neg = node.attr("detect_positive", 1), node.attr("detect_negative", 1)
+    if pos and neg:
+        return [apply("eq", apply("abs", x), _scalar(math.inf, x))]
+    if pos or neg:
+        return [apply("eq", x, _scalar(math.inf if pos else -math.inf, x))]
+    return [apply("lt", apply("abs", x), _scalar(-1, x))]  # detects neither: all false (NaN too)
 
 
 @handler("LeakyRelu")
@@ -674,7 +698,26 @@ def _reshape_node(node: Node) -> list[Value]:
     target = _reshape_target(node, _shape(v), shape, bool(node.attr("allowzero", 0)))
     if isinstance(v, SymArray):
         return [SymArray(v.arr.reshape([int(d) for d in target]), v.dtype)]
+    _check_pinned(node, _shape(v), target)
     return [_reshape(node.tensor(0), target)]
+
+
+def _check_pinned(node: Node, in_shape: Sequence[Any], target: Sequence[Any]) -> None:
+    """A reshape whose element counts agree only at one value of a dynamic dim: an exporter folded that
+    size to the example input's value (torch.onnx's TorchScript tracer does so in multi-head attention),
+    so the model holds for that value alone. The error says which, and how to import it."""
+    total, want = _prod(in_shape), _prod(target)
+    if total == want or is_static(total):
+        return
+    for name in total.symbols:
+        rest = exact_div(total, Sym.var(name))
+        value = None if rest is None else exact_div(want, rest)
+        if value is not None and is_static(value):
+            raise node.unsupported(
+                f"it reshapes {[str(d) for d in in_shape]} to {[str(d) for d in target]}, which holds only for "
+                f"{name} = {value}: the model was exported with that size folded to a constant, so it runs at "
+                f"{name} = {value} alone (as in onnxruntime); import it with dims={{'{name}': {value}}}, or export "
+                "it again at the size you need")
 
 
 @handler("Flatten")
@@ -819,7 +862,8 @@ def _slice(node: Node) -> list[Value]:
         axes = list(range(len(starts)))
     if steps is None:
         steps = [1] * len(starts)
-    if isinstance(v, SymArray) or (isinstance(v, Tensor) and v._tracer is None):
+    bounds_static = all(is_static(b) for b in starts + ends)
+    if bounds_static and (isinstance(v, SymArray) or (isinstance(v, Tensor) and v._tracer is None)):
         arr = node.static(0, "data")
         idx = [slice(None)] * arr.ndim
         for s, e, a, st in zip(starts, ends, axes, steps):
@@ -893,6 +937,25 @@ def _gather(node: Node) -> list[Value]:
     y = apply("index_select", x, flat, dim=axis)
     out_shape = list(x.shape[:axis]) + ishape + list(x.shape[axis + 1:])
     return [_reshape(y, out_shape)]
+
+
+@handler("GatherElements")
+def _gather_elements(node: Node) -> list[Value]:
+    x, idx = node.tensor(0), node.tensor(1)
+    axis = _norm_axis(node, node.attr("axis", 0), x.ndim)
+    if idx.dtype not in (D.int64, D.int32):
+        raise node.error(f"indices must be int32 or int64, got {idx.dtype}")
+    idx = _cast(idx, D.int64)
+    size = x.shape[axis]
+    if idx._tracer is None:
+        raw = idx._data
+        if (raw < 0).any():
+            if not is_static(size):
+                raise node.unsupported("negative constant indices into a dynamic dim")
+            idx = Tensor._wrap(np.where(raw < 0, raw + int(size), raw))
+    elif is_static(size):
+        idx = apply("where", apply("lt", idx, _scalar(0, idx)), apply("add", idx, _scalar(int(size), idx)), idx)
+    return [apply("gather", x, idx, dim=axis)]
 
 
 def _prod(dims: Sequence[Any]) -> Any:
@@ -1365,6 +1428,7 @@ class Importer:
         else:
             raise ValueError(f"dims[{raw!r}] must be (min, max), a graphc.Dim or an int, got {spec!r}")
         if lo == hi:
+            self._dims_used.add(raw)
             return lo  # type: ignore[return-value]
         Dim(name, lo, hi)  # validates the range
         prev = self.graph.dims.get(name)
