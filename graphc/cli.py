@@ -7,7 +7,6 @@ Exit codes: 0 success, 1 a user error (one clear line on stderr; --debug shows t
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -89,6 +88,16 @@ def cmd_compile(args) -> int:
     from .compiler import compile as gc_compile
     from .passes import optimize
 
+    if args.name is not None:
+        from .backend.base import model_name_problem
+
+        problem = model_name_problem(args.name)
+        if problem:
+            raise UserError(f"--name {args.name}: {problem}")
+    if args.output and Path(args.output).exists() and not Path(args.output).is_dir():
+        raise UserError(f"-o {args.output}: is a file; compile writes a folder (give a new or an exported folder)")
+    if args.threads is not None:
+        _check_threads(args.threads)
     print(f"graphc {__version__}: compiling {args.model_file}")
     ph = Phases()
     lm = ph.run("load", _load, args)
@@ -96,6 +105,7 @@ def cmd_compile(args) -> int:
         graph = lm.graph
     else:
         graph = ph.run("trace", lambda: run_user_code(lambda: trace_model(lm, args.name), lm.path, "forward()"))
+    _check_dim_ranges(args.dim, graph)
     if args.name:
         graph.name = args.name
     be = get_backend(args.backend)
@@ -107,11 +117,15 @@ def cmd_compile(args) -> int:
                         + ("--verify, which loads the library into this process" if be.sanitizer_builds
                            else f"--backend {args.backend}"))
     optimized = ph.run("passes", optimize, graph, args.opt_level, bake_weights=args.weights == "embed")
+    if not args.name:
+        from .compiler import _model_name
+
+        graph.name = _model_name(None, graph)
     out_dir = Path(args.output or f"out/{graph.name}")
     extra = {"arch": args.arch} if args.arch else {}
     if args.sanitize:
         extra["sanitize"] = True
-    cm = gc_compile(graph, name=graph.name, weights=args.weights, opt_level=args.opt_level, target=args.target,
+    cm = gc_compile(graph, name=args.name, weights=args.weights, opt_level=args.opt_level, target=args.target,
                     threads=args.threads, cache_dir=args.cache_dir, out_dir=str(out_dir), backend=args.backend,
                     emit_only=args.emit_c, optimized=optimized, timings=ph, force=args.force, **extra)
     if args.verify and not args.emit_c:
@@ -121,6 +135,49 @@ def cmd_compile(args) -> int:
         if f.is_file():
             print(f"  {f.name:<32} {_human(f.stat().st_size):>10}")
     return 0
+
+
+def _check_dim_ranges(items: list[str] | None, graph) -> None:
+    """Every --dim NAME=MIN..MAX names a dynamic dim of the traced graph (not silently ignored)."""
+    from .modelfile import parse_dim_range
+
+    for it in items or []:
+        name = parse_dim_range(it)[0]
+        if name not in graph.dims:
+            have = ", ".join(graph.dims) or "none: every dim is static"
+            raise UserError(f"--dim {it}: the model has no dynamic dim '{name}' (its dynamic dims: {have})")
+
+
+def _check_threads(n: int) -> None:
+    from .compiler import MAX_THREADS
+
+    if not 1 <= n <= MAX_THREADS:
+        raise UserError(f"--threads {n}: the thread count must be 1..{MAX_THREADS}")
+
+
+def _writable_file(path: str, flag: str, what: str) -> Path:
+    """The file an option names: refused when it is a folder or its folder does not exist."""
+    p = Path(path)
+    if p.is_dir():
+        raise UserError(f"{flag} {path}: is a folder; {what}")
+    if not p.parent.is_dir():
+        raise UserError(f"{flag} {path}: folder {p.parent} does not exist")
+    return p
+
+
+def _write_atomic(path: Path, write, flag: str) -> None:
+    """write(f) into memory, then the bytes under a temporary name beside path renamed over it
+    (``build.atomic_write``: readers see the old file or the new one, never a part)."""
+    import io
+
+    from .backend.build import atomic_write
+
+    buf = io.BytesIO()
+    write(buf)
+    try:
+        atomic_write(path, buf.getvalue())
+    except OSError as e:
+        raise UserError(f"{flag} {path}: cannot write: {e.strerror or e}") from None
 
 
 def _backends_with(option: str) -> list[str]:
@@ -159,7 +216,13 @@ def _read_inputs(cm, items: list[str] | None, dims: dict[str, int]) -> dict[str,
         name, path = item.split("=", 1)
         if not Path(path).exists():
             raise UserError(f"--input {name}: {path}: no such file")
-        data = np.load(path, allow_pickle=False)
+        if Path(path).is_dir():
+            raise UserError(f"--input {name}: {path} is a folder, expected a .npy file (or an .npz file)")
+        try:
+            data = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as e:
+            why = " ".join(str(e).split())
+            raise UserError(f"--input {name}: {path}: not a readable .npy or .npz file ({why})") from None
         if isinstance(data, np.lib.npyio.NpzFile):
             if name == "*":
                 feeds.update({k: data[k] for k in data.files})
@@ -187,14 +250,42 @@ def _read_inputs(cm, items: list[str] | None, dims: dict[str, int]) -> dict[str,
     return feeds
 
 
-def _dims_arg(items: list[str] | None) -> dict[str, int]:
+def _dims_arg(items: list[str] | None, cm) -> dict[str, int]:
+    """--dim NAME=VALUE for run/bench: NAME a dynamic dim of the library, VALUE in its range."""
     out = {}
     for it in items or []:
         if "=" not in it or not it.split("=", 1)[1].isdigit():
             raise UserError(f"--dim '{it}': expected NAME=VALUE, e.g. B=32")
         k, v = it.split("=", 1)
+        if k not in cm.dims:
+            have = ", ".join(f"{d}={lo}..{hi}" for d, (lo, hi) in cm.dims.items()) or "none: every dim is static"
+            raise UserError(f"--dim {it}: {cm.name} has no dynamic dim '{k}' (its dynamic dims: {have})")
+        lo, hi = cm.dims[k]
+        if not lo <= int(v) <= hi:
+            raise UserError(f"--dim {it}: {k} must be {lo}..{hi} for {cm.name}")
         out[k] = int(v)
     return out
+
+
+def _check_save(path: str, outputs: list[str]) -> Path:
+    """--save FILE, checked before the run: .npy for one output, .npz (every output by name) for any number."""
+    p = _writable_file(path, "--save", "give a .npy or .npz file name")
+    suffix = p.suffix.lower()
+    if suffix == ".npy" and len(outputs) != 1:
+        raise UserError(f"--save {path}: the model has {len(outputs)} outputs ({', '.join(outputs)}); a .npy file "
+                        f"holds one array: save them to {p.with_suffix('.npz').name}")
+    if suffix not in (".npy", ".npz"):
+        raise UserError(f"--save {path}: give a .npy file (one output) or an .npz file (every output by name)")
+    return p
+
+
+def _save_outputs(p: Path, outs: dict[str, np.ndarray]) -> None:
+    """Exactly the file named (numpy would append .npy/.npz to other names), replaced atomically."""
+    if p.suffix.lower() == ".npy":
+        (arr,) = outs.values()
+        _write_atomic(p, lambda f: np.save(f, arr, allow_pickle=False), "--save")
+    else:
+        _write_atomic(p, lambda f: np.savez(f, **outs), "--save")
 
 
 def _open(path: str):
@@ -203,17 +294,25 @@ def _open(path: str):
     p = Path(path)
     if not p.is_dir() or not (p / "manifest.json").exists():
         raise UserError(f"{path}: not an exported graphc folder (no manifest.json); run 'graphc compile' first")
-    return load_compiled(str(p))
+    try:
+        return load_compiled(str(p))
+    except FileNotFoundError:
+        raise
+    except OSError as e:  # a library that does not load (dlopen's message names it)
+        raise UserError(f"{path}: cannot open the library: {' '.join(str(e).split())}") from None
 
 
 def cmd_run(args) -> int:
+    if args.threads is not None:
+        _check_threads(args.threads)
     cm = _open(args.folder)
-    if args.threads:
+    save = _check_save(args.save, cm.output_names) if args.save else None
+    if args.threads is not None:
         cm.set_num_threads(args.threads)
-    feeds = _read_inputs(cm, args.input, _dims_arg(args.dim))
+    feeds = _read_inputs(cm, args.input, _dims_arg(args.dim, cm))
     outs = cm.run(**feeds)
-    if args.save:
-        np.savez(args.save, **outs)
+    if save is not None:
+        _save_outputs(save, outs)
         print(f"saved {', '.join(outs)} to {args.save}")
     np.set_printoptions(precision=5, suppress=True, threshold=64, edgeitems=4)
     for k, v in outs.items():
@@ -223,10 +322,16 @@ def cmd_run(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    if args.threads is not None:
+        _check_threads(args.threads)
+    if args.runs < 1:
+        raise UserError(f"--runs {args.runs}: bench times at least 1 run")
+    if args.warmup < 0:
+        raise UserError(f"--warmup {args.warmup}: the warm-up run count must be 0 or more")
     cm = _open(args.folder)
-    if args.threads:
+    if args.threads is not None:
         cm.set_num_threads(args.threads)
-    feeds = _read_inputs(cm, None, _dims_arg(args.dim))
+    feeds = _read_inputs(cm, None, _dims_arg(args.dim, cm))
     for _ in range(args.warmup):
         cm.run(**feeds)
     if args.profile:
@@ -253,11 +358,14 @@ def cmd_bench(args) -> int:
 
 # ------------------------------------------------------------------------------------------ trace / show
 def cmd_trace(args) -> int:
+    out = _writable_file(args.output, "-o", "trace writes the IR text to a file (e.g. -o graph.gir)") \
+        if args.output else None
     lm = _load(args, need_weights=args.opt_level > 0)
     g = _trace_graph(lm, args.opt_level)
+    _check_dim_ranges(args.dim, g)
     text = str(g)
-    if args.output:
-        Path(args.output).write_text(text)
+    if out is not None:
+        _write_atomic(out, lambda f: f.write(text.encode()), "-o")
         print(f"wrote {args.output}")
     else:
         sys.stdout.write(text)
@@ -290,11 +398,14 @@ def cmd_show(args) -> int:
     if args.memory:
         if not (target / "manifest.json").exists():
             raise UserError(f"{target}: --memory needs an exported folder with manifest.json (run graphc compile)")
-        manifest = json.loads((target / "manifest.json").read_text())
-        out = Path(args.output or "plan.svg")
+        out = _writable_file(args.output or "plan.svg", "-o", "give an .svg file name")
         if out.suffix.lower() != ".svg":
             raise UserError(f"-o {out}: the memory plan is drawn as .svg")
-        out.write_text(memory_plan_svg(manifest))
+        from .export import read_manifest
+
+        manifest = read_manifest(target)
+        svg = memory_plan_svg(manifest)
+        _write_atomic(out, lambda f: f.write(svg.encode()), "-o")
         print(f"wrote {out}")
         return 0
     if target.is_dir():
@@ -306,9 +417,12 @@ def cmd_show(args) -> int:
 
         g = parse(gir[0].read_text(), source=str(gir[0]))
     else:
+        if args.output:
+            _writable_file(args.output, "-o", "give a .dot, .svg, .png or .pdf file name")
         args.model_file = args.target
         g = _trace_graph(_load(args, need_weights=args.opt_level > 0), args.opt_level)
-    out = Path(args.output or f"{g.name}.svg")
+        _check_dim_ranges(args.dim, g)
+    out = _writable_file(args.output or f"{g.name}.svg", "-o", "give a .dot, .svg, .png or .pdf file name")
     _render(graph_to_dot(g, params=args.params), out)
     print(f"wrote {out}")
     return 0
@@ -386,7 +500,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("folder")
     p.add_argument("--input", action="append", metavar="NAME=FILE", help="an input from .npy (or NAME in .npz)")
     p.add_argument("--dim", action="append", metavar="NAME=VALUE", help="value of a dynamic dim for random inputs")
-    p.add_argument("--save", metavar="FILE.npz", help="save the outputs")
+    p.add_argument("--save", metavar="FILE", help="save the outputs: FILE.npy (one output) or FILE.npz (each by "
+                   "name); exactly that file")
     p.add_argument("--threads", type=int)
     p.set_defaults(func=cmd_run)
 
@@ -445,6 +560,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `graphc run ... | head`: the reader left; no traceback
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

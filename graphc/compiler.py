@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .backend.base import Namespace, sanitize
+from .backend.base import default_model_name, model_name_problem
 from .backend.build import (
     CACHE_LAYOUT,
     IN_USE,
@@ -64,17 +64,16 @@ def optimize_graph(g: Graph, opt_level: int, *, bake_weights: bool = True) -> Gr
 # a context's most threads (GC_MAX_THREADS in runtime_c/graphc_rt.h)
 MAX_THREADS = 1024
 
-# the runtime's prefixes: a model named like them would redefine GC_OK & co. in its header
-_RESERVED_MODEL_NAMES = ("gc", "gcx", "graphc_rt")
-
-
 def _model_name(name: str | None, g: Graph) -> str:
+    """The library's name: `name` when given (refused when it cannot name a model, see
+    ``backend.base.model_name_problem``), else the graph's name made a valid one."""
     if name is not None:
-        if sanitize(name) != name or Namespace(_RESERVED_MODEL_NAMES).name(name) != name:
-            raise ValueError(f"name must be a C identifier that is not a C keyword or a runtime prefix (gc, gc_*), "
-                             f"got {name!r}")
+        problem = model_name_problem(name)
+        if problem:
+            raise ValueError(f"model name {name!r}: {problem}; choose another (name=... or --name)")
         return name
-    return Namespace(_RESERVED_MODEL_NAMES).name(sanitize(g.name or "model"))
+    gname = g.name or "model"
+    return gname if model_name_problem(gname) is None else default_model_name(gname)
 
 
 def build_options(backend: str, *, name: str, weights: str = "embed", opt_level: int = 2, target: str = "default",
@@ -152,6 +151,10 @@ def compile(module_or_graph: Any, example_inputs: Any = None, dynamic: Mapping[s
         raise ValueError(f"threads must be 1..{MAX_THREADS}, got {threads!r}")
     if emit_only and out_dir is None:
         raise ValueError("emit_only writes the sources into out_dir: give out_dir")
+    if out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise ValueError(f"out_dir {os.fspath(out_dir)}: is a file; an export is a folder")
+    if name is not None and model_name_problem(name):
+        raise ValueError(f"model name {name!r}: {model_name_problem(name)}; choose another (name=... or --name)")
     if isinstance(module_or_graph, Graph):
         source = module_or_graph.copy()
         if dynamic:

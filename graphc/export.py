@@ -40,7 +40,7 @@ from .errors import ExportError, GraphcError
 from .ir.graph import Graph
 from .ir.printer import print_graph
 
-__all__ = ["write_weights", "load_compiled", "manifest", "export_folder", "optimized_weights"]
+__all__ = ["write_weights", "load_compiled", "read_manifest", "manifest", "export_folder", "optimized_weights"]
 
 
 def _as_param(value: Any) -> np.ndarray:
@@ -307,17 +307,78 @@ def export_folder(out: Path, built: Path, prog: Program, sources: Mapping[str, s
     return out
 
 
+_KIND = {str: "a string", int: "an integer", list: "a list", dict: "an object"}
+_IO_KEYS = {"name": str, "dtype": str, "shape": list}
+_DIM_KEYS = {"name": str, "min": int, "max": int}
+# what load_compiled reads: key -> the type of its value (a dict: the keys of each list item)
+_MANIFEST_KEYS: dict[str, Any] = {"name": str, "fingerprint": str, "inputs": _IO_KEYS, "outputs": _IO_KEYS,
+                                  "dims": _DIM_KEYS, "options": dict}
+
+
+def read_manifest(directory: str | Path) -> dict[str, Any]:
+    """The manifest.json of an exported folder, checked for what loading it reads: a damaged or
+    hand-edited one is one ValueError naming the file and the key (never a KeyError later)."""
+    from .backend.base import model_name_problem
+
+    mpath = Path(directory) / "manifest.json"
+    if not mpath.exists():
+        raise FileNotFoundError(f"{directory} has no manifest.json: not a folder exported by graphc.compile")
+    try:
+        m = json.loads(mpath.read_bytes())
+    except (ValueError, OSError) as e:
+        raise ValueError(f"{mpath}: damaged manifest, not readable JSON ({e}); export the model again") from None
+
+    def bad(where: str, why: str) -> ValueError:
+        return ValueError(f"{mpath}: damaged manifest: {where} {why}; export the model again")
+
+    if not isinstance(m, dict):
+        raise bad("the top level", "is not an object")
+    for key, kind in _MANIFEST_KEYS.items():
+        if key not in m:
+            raise bad(f"key '{key}'", "is missing")
+        if isinstance(kind, dict):
+            if not isinstance(m[key], list):
+                raise bad(f"'{key}'", "is not a list")
+            for i, item in enumerate(m[key]):
+                if not isinstance(item, dict):
+                    raise bad(f"'{key}[{i}]'", "is not an object")
+                for k, t in kind.items():
+                    if k not in item:
+                        raise bad(f"key '{key}[{i}].{k}'", "is missing")
+                    if not isinstance(item[k], t) or isinstance(item[k], bool):
+                        raise bad(f"'{key}[{i}].{k}'", f"is not {_KIND[t]}")
+        elif not isinstance(m[key], kind):
+            raise bad(f"'{key}'", f"is not {_KIND[kind]}")
+    if model_name_problem(m["name"]) is not None:
+        raise bad("'name'", f"is {m['name']!r}, not a model name")
+    if m["options"].get("weights") not in ("embed", "file"):
+        raise bad("'options.weights'", "is not 'embed' or 'file'")
+    return m
+
+
 def load_compiled(directory: str | Path, *, threads: int | None = None,
                   weights: str | Path | None = None, map_weights: bool = False) -> CompiledModel:
     """Open a folder exported by ``graphc.compile(..., out_dir=...)`` from Python. Each context reads the
     weights file into memory of its own; map_weights=True maps it instead (see CompiledModel)."""
     directory = Path(directory)
-    mpath = directory / "manifest.json"
-    if not mpath.exists():
-        raise FileNotFoundError(f"{directory} has no manifest.json: not a folder exported by graphc.compile")
-    manifest = json.loads(mpath.read_text())
+    manifest = read_manifest(directory)
     name = manifest["name"]
     lib = directory / f"lib{name}.so"
+    for need in (lib, directory / f"{name}_cffi.h"):
+        if not need.is_file():
+            raise FileNotFoundError(f"{directory}: {need.name} is missing (the manifest names model {name!r}); "
+                                    "export the model again")
+    from ._dtype import as_dtype
+    from .sym import parse_dim
+
+    try:
+        for spec in manifest["inputs"] + manifest["outputs"]:
+            as_dtype(spec["dtype"])
+            for d in spec["shape"]:
+                parse_dim(str(d))
+    except (ValueError, TypeError, KeyError) as e:
+        raise ValueError(f"{directory / 'manifest.json'}: damaged manifest: input/output "
+                         f"'{spec['name']}': {e}; export the model again") from None
     if weights is None and manifest["options"]["weights"] == "file":
         weights = directory / f"{name}.safetensors"
     return CompiledModel(directory, manifest, lib, None if weights is None else Path(weights), threads=threads,

@@ -286,11 +286,10 @@ def load_model_file(path: str | Path, *, model_name: str = "model", inputs: list
             module.load_state_dict(sd)
         except RuntimeError as e:
             raise UserError(f"{wpath.name}: does not fit the model: {' '.join(str(e).split())}") from None
-    name = re.sub(r"[^A-Za-z0-9_]", "_", p.stem)
-    if name == "model":
-        name = re.sub(r"[^A-Za-z0-9_]", "_", p.resolve().parent.name) or "model"
-    if not name or name[0].isdigit():
-        name = "m_" + name
+    from .backend.base import default_model_name
+
+    # named after the file (model.py: after its folder), by the rule graphc.trace names a class by
+    name = default_model_name(p.resolve().parent.name if p.stem == "model" else p.stem)
     return LoadedModel(p, module=module, example_inputs=examples, dynamic=dyn, name=name)
 
 

@@ -469,7 +469,7 @@ def trace(module: Any, example_inputs: Any, dynamic: Mapping[str, Any] | None = 
 
 
 def _default_name(module: Any) -> str:
-    import re
+    """The class name as the user wrote it, lower-cased (GPT -> gpt, ResNet -> resnet, my_net -> my_net)."""
+    from .backend.base import default_model_name
 
-    n = re.sub(r"(?<!^)(?=[A-Z])", "_", type(module).__name__).lower()
-    return re.sub(r"[^a-z0-9_]", "_", n) or "model"
+    return default_model_name(type(module).__name__)

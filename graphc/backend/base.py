@@ -62,6 +62,53 @@ def sanitize(candidate: str) -> str:
     return s[:80]
 
 
+# Model names become file names (NAME.h beside the host's sources, found through -I), the C prefix of every
+# exported symbol (NAME_run) and, upper-cased, of every macro (NAME_OK, NAME_API). So a model name must
+# not be, in any letter case (case-insensitive file systems; NAME_OK for "gc" is the runtime's GC_OK):
+# a name of the runtime (gc, gcx, graphc, graphc_rt) or under its prefixes or OpenMP's (gc_*, gcx_*,
+# graphc_*, omp_*), the name of a C/POSIX/OpenMP/CUDA header that the generated code, the runtime or the
+# system headers they pull in include (a NAME.h named stdint.h would shadow <stdint.h>), a compiler
+# intrinsics header (*intrin), a C/C++ keyword or a libc name.
+_C_HEADERS = """
+assert complex ctype errno fenv float inttypes iso646 limits locale math setjmp signal stdalign stdarg
+stdatomic stdbit stdbool stdckdint stddef stdint stdio stdlib stdnoreturn string tgmath threads time uchar
+wchar wctype alloca dlfcn endian fcntl features malloc memory pthread sched semaphore strings syscall
+unistd omp cuda cuda_runtime cuda_runtime_api cuda_fp16 cuda_bf16 cublas cudnn nvrtc
+"""
+C_HEADER_NAMES = frozenset(_C_HEADERS.split())
+_RUNTIME_NAMES = frozenset({"gc", "gcx", "graphc", "graphc_rt", "omp"})
+_RESERVED_PREFIXES = ("gc_", "gcx_", "graphc_", "omp_")
+_RESERVED_FOLDED = frozenset(n.lower() for n in C_RESERVED) | C_HEADER_NAMES | _RUNTIME_NAMES
+
+
+def model_name_problem(name: str) -> str | None:
+    """Why `name` cannot name a model (None: it can): not a C identifier, or reserved in any letter case."""
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,79}", name):
+        return "it must be a C identifier: a letter, then letters, digits or '_' (at most 80 characters)"
+    low = name.lower()
+    if low in _RUNTIME_NAMES or low.startswith(_RESERVED_PREFIXES):
+        return "it is the graphc runtime's or OpenMP's name or prefix (gc, gcx, graphc, graphc_rt, omp and gc_*, " \
+               "gcx_*, graphc_*, omp_*, in any letter case)"
+    if low in C_HEADER_NAMES or low.endswith("intrin"):
+        return f"{low}.h is a C library header that NAME.h would shadow"
+    if low in _RESERVED_FOLDED:
+        return "it is a C/C++ keyword or a C library name (in some letter case)"
+    return None
+
+
+def default_model_name(text: str) -> str:
+    """A model name read as the user wrote `text` (a class or file name): lower case, other characters
+    '_' (so "GPT" -> "gpt", "ResNet" -> "resnet", "My-Net 2" -> "my_net_2"); "m_" in front of a leading
+    digit or a reserved prefix, "_model" after a reserved name ("math" -> "math_model"; "gc" -> "m_gc")."""
+    name = re.sub(r"_+", "_", _BAD.sub("_", str(text))).strip("_").lower()[:72] or "model"
+    if name[0].isdigit() or name.startswith(_RESERVED_PREFIXES):
+        name = "m_" + name
+    for candidate in (name, name + "_model", "m_" + name):
+        if model_name_problem(candidate) is None:
+            return candidate
+    return "m_" + name + "_model"
+
+
 class Namespace:
     """Hands out C identifiers (like torch.fx's ``_Namespace``): sanitised, never a C/C++ keyword, a libc
     name or a reserved prefix (``gc_``, ``gcx_``, ``omp_``), and unique (``name``, ``name_1``, ...).

@@ -1562,10 +1562,10 @@ def _default_opset(model: Any, label: str) -> int:
 
 
 def _graph_name(model: Any, label: str) -> str:
-    from ..backend.base import sanitize
+    from ..backend.base import default_model_name
 
     base = os.path.splitext(label)[0] if label.endswith(".onnx") else (model.graph.name or label)
-    return sanitize(base).lower() or "model"
+    return default_model_name(base)
 
 
 def from_onnx(model: Any, *, dims: Mapping[str, Any] | None = None, name: str | None = None,
