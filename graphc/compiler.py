@@ -35,6 +35,7 @@ from .backend.compiled import CompiledModel
 from .backend.lowering import Program, lower_program
 from .backend.registry import get_backend
 from .backend.weights import safetensors_digest, weights_metadata, write_safetensors
+from .errors import ExportError
 from .export import export_folder, manifest, optimized_weights, write_sources
 from .ir.graph import Graph
 
@@ -152,7 +153,7 @@ def compile(module_or_graph: Any, example_inputs: Any = None, dynamic: Mapping[s
     if emit_only and out_dir is None:
         raise ValueError("emit_only writes the sources into out_dir: give out_dir")
     if out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
-        raise ValueError(f"out_dir {os.fspath(out_dir)}: is a file; an export is a folder")
+        raise ExportError(f"out_dir {os.fspath(out_dir)}: is a file; an export is a folder")
     if name is not None and model_name_problem(name):
         raise ValueError(f"model name {name!r}: {model_name_problem(name)}; choose another (name=... or --name)")
     if isinstance(module_or_graph, Graph):

@@ -19,6 +19,7 @@ import pytest
 import graphc
 import graphc.nn as nn
 from graphc.cli import main
+from graphc.errors import ExportError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -103,7 +104,7 @@ def test_compile_output_that_is_a_file_is_refused_before_any_work(tmp_path, caps
         assert err == (f"graphc: error: -o {target}: is a file; compile writes a folder (give a new or an exported "
                        "folder)")
     assert target.read_text() == "mine\n"
-    with pytest.raises(ValueError, match=r"out_dir .*notes.txt: is a file; an export is a folder"):
+    with pytest.raises(ExportError, match=r"out_dir .*notes.txt: is a file; an export is a folder"):
         graphc.compile(Tiny(), (X,), out_dir=target)
     assert target.read_text() == "mine\n"
 
