@@ -221,6 +221,51 @@ def test_run_device_takes_device_pointers(built: dict[str, Any]) -> None:
     assert "dim B=99 is outside 1..16" in ffi.string(lib.last_error(ctx.ptr)).decode()
 
 
+
+def test_misaligned_pointers_are_refused(built: dict[str, Any]) -> None:
+    """A host or device pointer not aligned to its element size is one INVALID_ARGUMENT naming the tensor
+    and its address's alignment (on a GPU, a kernel's load through it is a misaligned-address fault that
+    spoils the context); the context runs afterwards."""
+    import re
+
+    g = matmul_graph()
+    m = model(built, "matmuls")
+    f = feeds(g, 3)
+    lib, ctx = m._lib, m._ctx
+    ffi = lib.ffi
+    arrays = [np.ascontiguousarray(f[n]) for n in m.input_names]
+    outs = [np.empty(s.resolve({"B": 3}), s.np) for s in m.outputs]
+    keep = [ffi.from_buffer(a) for a in arrays + outs]
+    spare = np.zeros(max(a.nbytes for a in arrays + outs) + 16, np.uint8)
+    dims = ffi.new("int64_t[]", [3])
+    run_v = getattr(lib.lib, f"{m.name}_run_v")
+    run_device_v = getattr(lib.lib, f"{m.name}_run_device_v")
+    checked = 0
+    for k, spec in enumerate([*m.inputs, *m.outputs]):
+        size = spec.dtype.itemsize
+        for off in (1, 2, 4):
+            if off >= size:
+                continue
+            ptrs = list(keep)
+            ptrs[k] = ffi.cast("char *", ffi.from_buffer(spare)) + off
+            ins = ffi.new("void *[]", ptrs[:len(arrays)])
+            ous = ffi.new("void *[]", ptrs[len(arrays):])
+            kind = "input" if k < len(arrays) else "output"
+            want = (rf"{kind} '{spec.name}' \({spec.dtype.short}\) at 0x[0-9a-f]+ is "
+                    rf"aligned to {off} bytes?, its element size needs {size}$")
+            for fn in (run_v, run_device_v):
+                assert fn(ctx.ptr, dims, ins, ous) == -1
+                assert re.match(want, ffi.string(lib.last_error(ctx.ptr)).decode()), \
+                    ffi.string(lib.last_error(ctx.ptr)).decode()
+            checked += 1
+    assert checked >= 3
+    want = m.run(**f)
+    ins = ffi.new("void *[]", keep[:len(arrays)])
+    ous = ffi.new("void *[]", keep[len(arrays):])
+    assert run_v(ctx.ptr, dims, ins, ous) == 0
+    for k, o in zip(m.output_names, outs):
+        np.testing.assert_array_equal(o, want[k], err_msg=k)
+
 def test_no_device_is_a_clear_error(built: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     from graphc.backend import load_compiled
 

@@ -20,10 +20,11 @@ and the arena plan, all through the real generated code.
   is valid for this model, and then the library computes with exactly the file's (possibly mutated)
   weights; otherwise it returns FORMAT/MISMATCH with a message. The same corpus then runs through a C
   driver linked with the sanitized library: same status per file, no report.
-* The C input checks: NULL context/dims/inputs/outputs and each single input or output pointer, every
-  dim below its minimum, above its maximum, negative, INT64_MIN/MAX, bad thread counts, out-of-range
-  introspection indices, through ``NAME_run_v`` from a C driver (plain and sanitized): a nonzero status
-  and a message naming the problem, and the context still works afterwards.
+* The C input checks: NULL context/dims/inputs/outputs and each single input or output pointer, each
+  pointer misaligned for its dtype (UBSan would report the kernels' loads), every dim below its minimum,
+  above its maximum, negative, INT64_MIN/MAX, bad thread counts, out-of-range introspection indices,
+  through ``NAME_run_v`` from a C driver (plain and sanitized): a nonzero status and a message naming the
+  problem, and the context still works afterwards.
 * The arena plan of every example and the two-dim graph, for many sampled dims: blocks live at the same
   step never overlap, every block lies inside ``NAME_arena_bytes(dims)`` and inside what create
   allocates (the plan at the dims' maxima), and every block holds its values' bytes (numbers from the
@@ -818,6 +819,26 @@ int main(int argc, char **argv)
         snprintf(want, sizeof want, "output '%s' is NULL", NAME_output_name(k));
         EXPECT(NAME_run_v(ctx, dims, cin, out) == -1 && strcmp(NAME_last_error(ctx), want) == 0, "%s", want);
         out[k] = keep;
+    }
+    /* a pointer not aligned to its element size (a float at an odd address) is refused before any kernel
+     * loads through it: UBSan would report the misaligned loads of the GEMM and the vector kernels */
+    for (int k = 0; k < ni + no; k++) {
+        const int isin = k < ni, j = isin ? k : k - ni;
+        const size_t es = esize(isin ? NAME_input_dtype(j) : NAME_output_dtype(j));
+        void **slot = isin ? &in[j] : &out[j];
+        void *keep = *slot;
+        for (size_t off = 1; off < es; off *= 2) {
+            *slot = (char *)keep + off;
+            char head[160], tail[96];
+            snprintf(head, sizeof head, "%s '%s' (", isin ? "input" : "output",
+                     isin ? NAME_input_name(j) : NAME_output_name(j));
+            snprintf(tail, sizeof tail, ") at %p is aligned to %zu byte%s, its element size needs %zu", *slot, off,
+                     off == 1 ? "" : "s", es);
+            const int rc = NAME_run_v(ctx, dims, cin, out);
+            const char *e = NAME_last_error(ctx);
+            EXPECT(rc == -1 && strncmp(e, head, strlen(head)) == 0 && strstr(e, tail), "%s+%zu: %s", head, off, e);
+        }
+        *slot = keep;
     }
     EXPECT(NAME_set_num_threads(ctx, 0) == -1 && !strcmp(NAME_last_error(ctx), "the thread count must be 1..1024"),
            "threads 0: %s", NAME_last_error(ctx));
