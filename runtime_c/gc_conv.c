@@ -443,8 +443,8 @@ static inline void copy_floats(float *restrict d, const float *restrict s, int64
     for (; i + GC_VW <= n; i += GC_VW) vstore(d + i, vload(s + i));
 #if GC_VW == 16
     if (i < n) {
-        const __mmask16 m = (__mmask16)((1u << (n - i)) - 1u);
-        _mm512_mask_storeu_ps(d + i, m, _mm512_maskz_loadu_ps(m, s + i));
+        const gc_mask16 m = (gc_mask16)((1u << (n - i)) - 1u);
+        vstore_mask(d + i, m, vload_mask(m, s + i));
     }
 #else
     for (; i < n; i++) d[i] = s[i];
@@ -496,12 +496,12 @@ static void deinterleave_row(const float *restrict xr, int64_t ne, int64_t no, f
     for (; m < ne || m < no; m += GC_VW) { /* the rest in masked steps of up to 2 * 16 input columns */
         const int64_t e = min64(ne - m, GC_VW), o = min64(no - m, GC_VW);
         const int64_t n_in = max64(2 * e - 1, 2 * o); /* input columns 2m .. 2m + n_in - 1 are read */
-        const __mmask16 la = (__mmask16)((1u << min64(n_in, GC_VW)) - 1u);
-        const __mmask16 lb = (__mmask16)((1u << max64(0, n_in - GC_VW)) - 1u);
-        const gc_vf a = (gc_vf)_mm512_maskz_loadu_ps(la, xr + 2 * m);
-        const gc_vf b = (gc_vf)_mm512_maskz_loadu_ps(lb, xr + 2 * m + GC_VW);
-        _mm512_mask_storeu_ps(de + m, (__mmask16)((1u << max64(0, e)) - 1u), (__m512)EVENS(a, b));
-        _mm512_mask_storeu_ps(dd + m, (__mmask16)((1u << max64(0, o)) - 1u), (__m512)ODDS(a, b));
+        const gc_mask16 la = (gc_mask16)((1u << min64(n_in, GC_VW)) - 1u);
+        const gc_mask16 lb = (gc_mask16)((1u << max64(0, n_in - GC_VW)) - 1u);
+        const gc_vf a = vload_mask(la, xr + 2 * m);
+        const gc_vf b = vload_mask(lb, xr + 2 * m + GC_VW);
+        vstore_mask(de + m, (gc_mask16)((1u << max64(0, e)) - 1u), EVENS(a, b));
+        vstore_mask(dd + m, (gc_mask16)((1u << max64(0, o)) - 1u), ODDS(a, b));
     }
 #else
     for (int64_t i = m; i < ne; i++) de[i] = xr[2 * i];
@@ -626,13 +626,13 @@ static GC_ALWAYS_INLINE void spatial_tile(int NV, int64_t ckk, const int64_t *ko
     (void)ow;
     for (int v = 0; v < NV; v++)
         for (int j = 0; j < ps->n[v]; j++) {
-            const __mmask16 m = (__mmask16)ps->mask[v][j];
+            const gc_mask16 m = (gc_mask16)ps->mask[v][j];
             /* lane 0's address may lie before y's row: only the masked lanes are written */
             const uintptr_t base = (uintptr_t)y + (uintptr_t)(ps->off[v][j] * (int64_t)sizeof(float));
 #pragma GCC unroll 16
             for (int r = 0; r < GC_SP_MR; r++)
                 if (r < mr)
-                    _mm512_mask_storeu_ps((void *)(base + (uintptr_t)(r * ohw) * sizeof(float)), m, (__m512)acc[r][v]);
+                    vstore_mask((void *)(base + (uintptr_t)(r * ohw) * sizeof(float)), m, acc[r][v]);
         }
 #else
     _Alignas(64) float tile[GC_SP_MR * GC_SP_TILE];

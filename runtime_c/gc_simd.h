@@ -18,8 +18,15 @@
 /* a parallel loop over the function's `nthreads`, taken only when `cond` (the work pays for the team) */
 #define GC_PARALLEL_FOR(cond) GC_PRAGMA(omp parallel for num_threads(nthreads) schedule(static) if (cond))
 
+/* The few x86 instructions the kernels name (FMA, AVX-512 masked loads and stores). GCC gets them from
+ * its builtins, the calls <immintrin.h>'s inline functions make: parsing that header costs about 0.15 s
+ * of CPU per translation unit, more than many kernel files take to compile, and a default-target
+ * runtime is 28 units. Other compilers (clang's builtins differ) include the header. */
 #if defined(__GNUC__) && (defined(__FMA__) || defined(__AVX512F__))
+#if defined(__clang__)
 #include <immintrin.h>
+#define GC_X86_HEADER 1
+#endif
 #endif
 
 /* ------------------------------------------------------------------ vector helpers */
@@ -63,18 +70,56 @@ static inline gc_vf vset1(float x)
 }
 
 /* acc + a * b as one fused instruction when the ISA has FMA (vector a*b+c is only contracted under
- * -ffp-contract=fast, which -std=c11 turns off). */
-static inline gc_vf vfma(gc_vf a, gc_vf b, gc_vf acc)
+ * -ffp-contract=fast, which -std=c11 turns off); gc_fmadd is _mm*_fmadd_ps. */
+#if GC_VW == 16 || (GC_VW > 1 && defined(__FMA__))
+#define GC_HAS_FMADD 1
+#endif
+#if defined(GC_HAS_FMADD) && defined(GC_X86_HEADER) && GC_VW == 16
+#define gc_fmadd _mm512_fmadd_ps
+#elif defined(GC_HAS_FMADD) && defined(GC_X86_HEADER) && GC_VW == 8
+#define gc_fmadd _mm256_fmadd_ps
+#elif defined(GC_HAS_FMADD) && defined(GC_X86_HEADER)
+#define gc_fmadd _mm_fmadd_ps
+#elif defined(GC_HAS_FMADD)
+/* defined as <immintrin.h> defines its functions (the same attributes: the inliner weighs the same code) */
+#define GC_INTRINSIC static __inline __attribute__((__gnu_inline__, __always_inline__, __artificial__))
+GC_INTRINSIC gc_vf gc_fmadd(gc_vf a, gc_vf b, gc_vf c)
 {
 #if GC_VW == 16
-    return _mm512_fmadd_ps(a, b, acc);
-#elif GC_VW == 8 && defined(__FMA__)
-    return _mm256_fmadd_ps(a, b, acc);
-#elif GC_VW == 4 && defined(__FMA__)
-    return _mm_fmadd_ps(a, b, acc);
+    return __builtin_ia32_vfmaddps512_mask(a, b, c, (unsigned short)-1, 4 /* _MM_FROUND_CUR_DIRECTION */);
+#elif GC_VW == 8
+    return __builtin_ia32_vfmaddps256(a, b, c);
+#else
+    return __builtin_ia32_vfmaddps(a, b, c);
+#endif
+}
+#endif
+
+static inline gc_vf vfma(gc_vf a, gc_vf b, gc_vf acc)
+{
+#ifdef GC_HAS_FMADD
+    return gc_fmadd(a, b, acc);
 #else
     return acc + a * b;
 #endif
 }
+
+#if GC_VW == 16 /* AVX-512 masked loads (zeros in the other lanes) and stores of the lanes in mask m */
+typedef unsigned short gc_mask16;
+#if defined(GC_X86_HEADER)
+#define vload_mask(m, p) ((gc_vf)_mm512_maskz_loadu_ps((m), (p)))
+#define vstore_mask(p, m, v) _mm512_mask_storeu_ps((p), (m), (__m512)(v))
+#else
+GC_INTRINSIC gc_vf vload_mask(gc_mask16 m, void const *p) /* _mm512_maskz_loadu_ps */
+{
+    return __builtin_ia32_loadups512_mask((const float *)p, (gc_vf){0}, m);
+}
+
+GC_INTRINSIC void vstore_mask(void *p, gc_mask16 m, gc_vf v) /* _mm512_mask_storeu_ps */
+{
+    __builtin_ia32_storeups512_mask((float *)p, v, m);
+}
+#endif
+#endif
 
 #endif /* GC_SIMD_H */

@@ -27,8 +27,7 @@
 #include "gc_simd.h"
 
 #if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#define GC_CPU_RELAX() _mm_pause()
+#define GC_CPU_RELAX() __builtin_ia32_pause() /* _mm_pause() without parsing <immintrin.h> */
 #elif defined(__aarch64__)
 #define GC_CPU_RELAX() __asm__ __volatile__("yield")
 #else
