@@ -20,10 +20,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .backend.base import default_model_name, model_name_problem
+from .backend.base import default_model_name, model_name_problem, template_cache
 from .backend.build import (
     CACHE_LAYOUT,
     IN_USE,
+    TEMPLATES_FOLDER,
     BuildOptions,
     atomic_write,
     build_library,
@@ -173,10 +174,11 @@ def compile(module_or_graph: Any, example_inputs: Any = None, dynamic: Mapping[s
     else:
         g = _phase(timings, "passes", lambda: optimize_graph(source, opt_level, bake_weights=weights == "embed"))
     g.name = model_name
-    prog, sources, options = _phase(timings, "codegen", lambda: generate(
-        g, name=model_name, weights=weights, opt_level=opt_level, target=target, threads=threads, backend=backend,
-        arch=arch, sanitize=sanitize))
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    with template_cache(None if emit_only else cache / CACHE_LAYOUT / TEMPLATES_FOLDER):  # the templates' bytecode
+        prog, sources, options = _phase(timings, "codegen", lambda: generate(
+            g, name=model_name, weights=weights, opt_level=opt_level, target=target, threads=threads,
+            backend=backend, arch=arch, sanitize=sanitize))
     exported = out_dir is not None
     man = manifest(prog, options, sources, exported, cache)
     if emit_only:

@@ -8,9 +8,11 @@ its own seed (its own cache entry) into one cache shared by the module, so the r
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -300,7 +302,8 @@ def test_cache_info_and_clean(script, cache, tmp_path):
     assert again["hit"] and again["err"] < 1e-4
     r = _cli("cache", "clean", "--cache-dir", str(new))
     assert r.returncode == 0 and "removed" in r.stdout, r.stderr
-    assert {p.name for p in (new / "v1").iterdir()} <= {"runtime", "weights", made["tmp_live"].name}
+    assert {p.name for p in (new / "v1").iterdir()} <= {"runtime", "weights", "templates", made["tmp_live"].name}
+    assert not list((new / "v1" / "templates").iterdir())
     assert not [q for q in (new / "v1" / "runtime").iterdir() if q.name != ".lock"]
     assert not list((new / "v1" / "weights").iterdir())
     r = _cli("cache", "clean", "--older-than", "soon", "--cache-dir", str(new))
@@ -345,3 +348,74 @@ def test_size_cap_evicts_least_recently_used_never_in_use(script, cache, tmp_pat
         from graphc.backend.cache import max_bytes
 
         max_bytes()
+
+
+# ------------------------------------------------------------------------------------- determinism, templates
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_parallel_builds_give_the_same_bytes(tmp_path):
+    """Two cold builds (runtime objects and the library's units compiled in one pool of os.cpu_count()
+    workers, in whatever order they finish) into two empty caches: the same library, byte for byte, and
+    the same runtime objects."""
+    m, x = _model(60)
+    built = [graphc.compile(m, [x], name="m60", cache_dir=tmp_path / f"c{i}", target=TARGET) for i in range(2)]
+    assert not any(cm.cache_hit for cm in built)
+    libs = [_files(cm.directory) for cm in built]
+    for files in libs:
+        files.pop("manifest.json")  # it names the cache folder
+    assert "libm60.so" in libs[0] and libs[0] == libs[1]
+    runtimes = [_files(tmp_path / f"c{i}" / "v1" / "runtime") for i in range(2)]
+    assert any(k.endswith(".o") for k in runtimes[0]) and runtimes[0] == runtimes[1]
+    np.testing.assert_allclose(built[1](x), m(graphc.from_numpy(x)).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_template_bytecode_is_kept_and_verified(cache, tmp_path, monkeypatch, caplog):
+    """The templates' jinja2 bytecode is kept in the cache (templates/), loaded by a new environment (no
+    template parsed again), and a file that does not match its sha256 is compiled again and rewritten;
+    the sources, hence the library, are the same either way."""
+    import jinja2
+
+    from graphc.backend import base
+
+    new = tmp_path / "cache"
+    m, x = _model(61)
+
+    def build(folder: Path):  # one call site: the sources name it
+        return graphc.compile(m, [x], name="m61", cache_dir=folder, target=TARGET)
+
+    monkeypatch.setattr(base, "_ENVIRONMENTS", {})  # the templates loaded again, as in a new process
+    first = build(cache)  # the runtime objects of `cache`
+    kept = sorted((cache / "v1" / "templates").glob("*.jbc"))
+    assert kept, "no template bytecode kept"
+    shutil.copytree(cache / "v1" / "runtime", new / "v1" / "runtime")
+    parsed: list[str] = []
+    real_parse = jinja2.Environment._parse
+
+    def parse(self, source, name, filename):
+        parsed.append(name)
+        return real_parse(self, source, name, filename)
+
+    monkeypatch.setattr(jinja2.Environment, "_parse", parse)
+    monkeypatch.setattr(base, "_ENVIRONMENTS", {})  # a new process's environments
+    cold = build(new)
+    assert parsed and not cold.cache_hit
+    jbc = sorted((new / "v1" / "templates").glob("*.jbc"))
+    assert len(jbc) == len(set(parsed))
+    parsed.clear()
+    monkeypatch.setattr(base, "_ENVIRONMENTS", {})
+    assert build(new).cache_hit
+    assert parsed == []  # every template from its bytecode
+    data = bytearray(jbc[0].read_bytes())
+    data[-10] ^= 0xFF  # payload damaged, its recorded sha256 kept
+    jbc[0].write_bytes(bytes(data))
+    monkeypatch.setattr(base, "_ENVIRONMENTS", {})
+    with caplog.at_level("WARNING", logger="graphc.cache"):
+        again = build(new)
+    assert again.cache_hit and len(parsed) == 1  # the same sources: the same library
+    assert "does not match its sha256" in caplog.text and jbc[0].name in caplog.text
+    digest, _, payload = jbc[0].read_bytes().partition(b"\n")
+    assert digest == hashlib.sha256(payload).hexdigest().encode()
+    assert _files(again.directory)["libm61.so"] == _files(cold.directory)["libm61.so"]
+    np.testing.assert_allclose(first(x), m(graphc.from_numpy(x)).numpy(), rtol=1e-5, atol=1e-5)

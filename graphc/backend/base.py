@@ -15,9 +15,15 @@ or extend another backend's template by its path (``{% extends "c/model.h.j2" %}
 
 from __future__ import annotations
 
+import hashlib
+import inspect
+import logging
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from pathlib import Path
 from typing import Any, ClassVar
 
 import jinja2
@@ -26,6 +32,7 @@ import numpy as np
 from .._dtype import dtype
 from .._resources import templates_dir
 from ..errors import UnsupportedError
+from .build import IN_USE, _touch, atomic_write
 
 # ------------------------------------------------------------------------------------- names
 _C_KEYWORDS = """
@@ -169,6 +176,94 @@ def c_comment(s: str) -> str:
 # the weights file into memory, NAME_create_ex(..., NAME_CREATE_MAP_WEIGHTS, ...) maps it.
 ABI_VERSION = 3
 _ENVIRONMENTS: dict[tuple[str, str], jinja2.Environment] = {}
+
+# ------------------------------------------------------------------------------------- template bytecode
+# Compiling the templates (jinja2's lexer, parser and code generator) is most of a cached compile's time
+# in a fresh process, so their Python bytecode is kept in the compile cache, ``<cache>/v1/templates/``:
+# one file per template, named by the sha256 of jinja2's version, the environment's syntax settings and
+# the template's path, holding the sha256 of its payload and jinja2's payload (which checks the
+# template's source checksum and the Python version itself). A file that does not match its sha256 is
+# ignored (the template is compiled again and the file rewritten); files are written atomically.
+# compile() names the cache folder for the duration of its codegen (template_cache); elsewhere nothing
+# is kept.
+_TEMPLATE_CACHE: ContextVar[Path | None] = ContextVar("graphc_template_cache", default=None)
+_log = logging.getLogger("graphc.cache")
+
+
+@contextmanager
+def template_cache(folder: Path | None) -> Iterator[None]:
+    """Keep the bytecode of the templates compiled meanwhile in `folder` (a cache layout's templates/)."""
+    token = _TEMPLATE_CACHE.set(folder)
+    try:
+        yield
+    finally:
+        _TEMPLATE_CACHE.reset(token)
+
+
+class _TemplateBytecode(jinja2.BytecodeCache):
+    """jinja2's bytecode of each template, one verified file per template in the current template_cache."""
+
+    def __init__(self, settings: str):
+        self._settings = settings
+        self._salts: dict[int, bytes] = {}
+
+    def _salt(self, env: jinja2.Environment) -> bytes:
+        """What the bytecode depends on besides the template's source: jinja2's version, the syntax settings
+        and the filters, tests and globals (jinja2 folds a filter of constants at compile time), by the
+        text of the files defining them."""
+        salt = self._salts.get(id(env))
+        if salt is None:
+            h = hashlib.sha256(f"{jinja2.__version__}\0{self._settings}\0".encode())
+            for kind, table in (("filter", env.filters), ("test", env.tests), ("global", env.globals)):
+                for name in sorted(table):
+                    obj = table[name]
+                    h.update(f"{kind} {name} {getattr(obj, '__module__', None)}\0".encode())
+                    if not callable(obj):
+                        h.update(repr(obj).encode())
+                    elif not str(getattr(obj, "__module__", "")).startswith("jinja2"):
+                        try:
+                            h.update(Path(inspect.getsourcefile(obj) or "").read_bytes())
+                        except (OSError, TypeError):
+                            h.update(repr(obj).encode())
+            salt = self._salts[id(env)] = h.digest()
+        return salt
+
+    def _path(self, bucket: jinja2.bccache.Bucket) -> Path | None:
+        folder = _TEMPLATE_CACHE.get()
+        if folder is None:
+            return None
+        return folder / (hashlib.sha256(self._salt(bucket.environment) + bucket.key.encode()).hexdigest()[:40]
+                         + ".jbc")
+
+    def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        path = self._path(bucket)
+        if path is None:
+            return
+        try:
+            data = path.read_bytes()
+        except OSError:
+            return
+        digest, _, payload = data.partition(b"\n")
+        if digest != hashlib.sha256(payload).hexdigest().encode():
+            _log.warning("graphc compile cache: %s does not match its sha256: compiling the template again", path)
+            return
+        bucket.bytecode_from_string(payload)
+        if bucket.code is not None:
+            IN_USE.add(str(path))
+            _touch(path)
+
+    def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        path = self._path(bucket)
+        if path is None:
+            return
+        payload = bucket.bytecode_to_string()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
+        except OSError as e:  # a read-only cache compiles the templates each time, like no cache
+            _log.debug("graphc compile cache: cannot keep %s: %s", path, e)
+            return
+        IN_USE.add(str(path))
 
 
 class Backend:
@@ -343,10 +438,11 @@ class Backend:
         return env
 
     def _make_environment(self) -> jinja2.Environment:
+        syntax = {"trim_blocks": True, "lstrip_blocks": True, "keep_trailing_newline": True, "autoescape": False}
         env = jinja2.Environment(
             loader=jinja2.FileSystemLoader([str(templates_dir() / self.template_folder), str(templates_dir())]),
-            undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
-            autoescape=False)
+            undefined=jinja2.StrictUndefined, bytecode_cache=_TemplateBytecode(repr(sorted(syntax.items()))),
+            **syntax)  # type: ignore[arg-type]
         env.filters["cstr"] = c_string
         env.filters["ccomment"] = c_comment
         env.globals["abi_version"] = ABI_VERSION

@@ -56,6 +56,7 @@ from ..errors import CompileError
 from .registry import DEFAULT_BACKEND, get_backend
 
 CACHE_LAYOUT = "v1"
+TEMPLATES_FOLDER = "templates"  # <layout>/templates/: the jinja2 bytecode of the templates (base.py)
 
 
 @dataclass

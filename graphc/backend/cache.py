@@ -2,8 +2,9 @@
 clean``), the size cap and the leftovers of interrupted or failed builds.
 
 Layout (``<cache>/v1/``, see build.py): ``<key>/`` a library's entry, ``runtime/<key>/`` one runtime
-object, ``weights/NAME-<sha>.safetensors`` a weights file, ``failed-<key>/`` the sources of a failed
-build, ``tmp-<pid>-<uuid>/`` a build under way. An entry's modification time is its last use (a hit
+object, ``weights/NAME-<sha>.safetensors`` a weights file, ``templates/<key>.jbc`` the compiled bytecode
+of a jinja2 template (base.py), ``failed-<key>/`` the sources of a failed build, ``tmp-<pid>-<uuid>/`` a
+build under way. An entry's modification time is its last use (a hit
 touches it).
 
 * Size cap: ``$GRAPHC_CACHE_MAX_BYTES`` (bytes, or with a K/M/G suffix; ``0`` = no cap; default
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import build
+from .build import TEMPLATES_FOLDER
 
 DEFAULT_MAX_BYTES = 5 << 30
 GRACE_SECONDS = 120.0
@@ -39,7 +41,7 @@ class Item:
     """One removable thing in the cache: an entry, a runtime object, a weights file or a leftover."""
 
     path: Path
-    kind: str  # "library" | "runtime" | "weights" | "failed" | "tmp" | "other"
+    kind: str  # "library" | "runtime" | "weights" | "templates" | "failed" | "tmp" | "other"
     size: int
     used: float  # last use (modification time)
 
@@ -70,7 +72,8 @@ def describe(cache: Path) -> str:
     cap = d["max_bytes"]
     lines = [f"location   {d['location']} (layout {d['layout']}{'' if cache.is_dir() else ', not created yet'})"]
     for kind, label, unit in (("library", "libraries", "entries"), ("runtime", "runtime", "objects"),
-                              ("weights", "weights", "files"), ("failed", "failed", "folders (failed builds)"),
+                              ("weights", "weights", "files"), ("templates", "templates", "files (compiled templates)"),
+                              ("failed", "failed", "folders (failed builds)"),
                               ("tmp", "tmp", "folders/files (builds under way or interrupted)"),
                               ("other", "other", "items (other layouts, stray files)")):
         k = kinds.get(kind, {"count": 0, "bytes": 0})
@@ -123,9 +126,10 @@ def items(cache: Path) -> Iterator[Item]:
                 for q in sorted(p.iterdir()):
                     if q.name != ".lock":  # build.py's lock of the runtime builders
                         yield _item(q, "tmp" if _TMP.fullmatch(q.name) else "runtime")
-            elif n == "weights" and p.is_dir():
+            elif n in ("weights", TEMPLATES_FOLDER) and p.is_dir():
+                kind = "weights" if n == "weights" else "templates"
                 for q in sorted(p.iterdir()):
-                    yield _item(q, "tmp" if _TMP_FILE.fullmatch(q.name) else "weights")
+                    yield _item(q, "tmp" if _TMP_FILE.fullmatch(q.name) else kind)
             elif _TMP.fullmatch(n) or _TMP_FILE.fullmatch(n):
                 yield _item(p, "tmp")
             elif n.startswith("failed-"):
@@ -216,7 +220,8 @@ def enforce_limit(cache: Path, limit: int | None = None) -> list[Item]:
     now = time.time()
     everything = list(items(cache))
     total = sum(it.size for it in everything)
-    for it in sorted((it for it in everything if it.kind in ("library", "runtime", "weights", "failed", "other")),
+    for it in sorted((it for it in everything
+                      if it.kind in ("library", "runtime", "weights", "templates", "failed", "other")),
                      key=lambda it: it.used):
         if total <= limit:
             break
