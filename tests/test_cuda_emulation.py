@@ -266,6 +266,43 @@ def test_misaligned_pointers_are_refused(built: dict[str, Any]) -> None:
     for k, o in zip(m.output_names, outs):
         np.testing.assert_array_equal(o, want[k], err_msg=k)
 
+def test_device_arena_is_sized_by_the_runs(built: dict[str, Any]) -> None:
+    """create allocates no device arena; a run allocates what its batch needs, a smaller one keeps it; the
+    caller's device memory (NAME_set_arena: numpy buffers are device memory here) runs without growing, and a
+    run needing more than it is refused before anything runs; NAME_arena_bytes is 0 out of range."""
+    from graphc.backend.compiled import aligned_empty
+
+    g = matmul_graph()
+    m = model(built, "matmuls").new_context()
+    tol = {"rtol": 1e-4, "atol": 1e-4, "tol": {"f64": (1e-12, 1e-12)}}
+    assert m.arena_capacity == 0
+    for b, cap in ((3, 3), (5, 5), (2, 5), (16, 16), (1, 16)):
+        check(m, g, batches=(b,), **tol)
+        assert m.arena_capacity == m.arena_bytes(B=cap) > 0
+    lib, ctx = m._lib, m._ctx
+    ffi = lib.ffi
+    for bad in (0, 17, -1, 2**63 - 1):
+        assert lib.arena_bytes(ffi.new("int64_t[]", [bad])) == 0
+    set_arena = getattr(lib.lib, f"{m.name}_set_arena")
+    need = m.arena_bytes(B=4)
+    buf = aligned_empty(need + 64)
+    assert set_arena(ctx.ptr, ffi.from_buffer(buf[8:]), need) == -1
+    assert "must be MATMULS_ARENA_ALIGN (64) byte aligned" in ffi.string(lib.last_error(ctx.ptr)).decode()
+    assert set_arena(ctx.ptr, ffi.from_buffer(buf), need) == 0
+    assert m.arena_capacity == need
+    check(m, g, batches=(4, 1), **tol)
+    assert m.arena_capacity == need
+    with pytest.raises(RuntimeErrorC, match=rf"the arena given by matmuls_set_arena has {need} bytes, this run needs "
+                                            rf"{m.arena_bytes(B=7)}: nothing was run") as e:
+        m.run(**feeds(g, 7))
+    assert e.value.status == -5
+    with pytest.raises(graphc.GraphcError, match="device memory"):
+        m.set_arena(buf)
+    assert set_arena(ctx.ptr, ffi.NULL, 0) == 0 and m.arena_capacity == 0
+    check(m, g, batches=(7,), **tol)
+    assert m.arena_capacity == m.arena_bytes(B=7)
+
+
 def test_no_device_is_a_clear_error(built: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     from graphc.backend import load_compiled
 

@@ -173,8 +173,10 @@ def c_comment(s: str) -> str:
 # The revision of the C ABI every backend's libraries share (NAME_ABI_VERSION in the header, returned by
 # NAME_abi_version()): it increases with every change of the ABI, a function added included. 1: the ABI
 # before it had a number; 2: NAME_abi_version, NAME_version and the version macros; 3: NAME_create reads
-# the weights file into memory, NAME_create_ex(..., NAME_CREATE_MAP_WEIGHTS, ...) maps it.
-ABI_VERSION = 3
+# the weights file into memory, NAME_create_ex(..., NAME_CREATE_MAP_WEIGHTS, ...) maps it; 4: the arena is
+# sized by the runs (create allocates none), NAME_set_arena, NAME_arena_capacity, NAME_context_arena_bytes,
+# NAME_arena_bytes is 0 for dims out of range.
+ABI_VERSION = 4
 _ENVIRONMENTS: dict[tuple[str, str], jinja2.Environment] = {}
 
 # ------------------------------------------------------------------------------------- template bytecode
@@ -517,6 +519,8 @@ class Backend:
     context_at_open: ClassVar[bool] = True  # a context is created when the library is opened (else at the first call)
     # the Python loader closes (dlcloses) a library when its last model and context are gone
     unload_on_release: ClassVar[bool] = True
+    # NAME_set_arena takes host memory (CompiledModel.set_arena hands it a numpy buffer); False: device memory
+    host_arena: ClassVar[bool] = True
 
     def check_options(self, options: dict[str, Any]) -> None:
         """Refuse a backend option (arch=...) given to a backend that does not take it."""

@@ -1,6 +1,7 @@
 """CompiledModel: a compiled library called from Python through cffi (ABI mode, no Python in the .so).
 
-A model holds one context (weights loaded, arena allocated) guarded by a lock, so calls from several
+A model holds one context (weights loaded; its arena grows with the dims its calls run, or is the
+caller's buffer: :meth:`CompiledModel.set_arena`) guarded by a lock, so calls from several
 Python threads are serialised; :meth:`CompiledModel.new_context` gives another independent context of
 the same library for parallel use. Inputs are given positionally or by input name (``model(x=...)``),
 checked against the manifest (count, dtype, ndim, static dims, dynamic dims and their ranges) and copied
@@ -88,6 +89,10 @@ class _Library:
         self.set_num_threads = getattr(self.lib, p + "set_num_threads")
         self.get_num_threads = getattr(self.lib, p + "get_num_threads")
         self.arena_bytes = getattr(self.lib, p + "arena_bytes")
+        # None: a library older than ABI 4 (its arena is allocated by create for the dims' maxima)
+        self.set_arena = getattr(self.lib, p + "set_arena", None)
+        self.arena_capacity = getattr(self.lib, p + "arena_capacity", None)
+        self.context_arena_bytes = getattr(self.lib, p + "context_arena_bytes", None)
         self.fingerprint = self.ffi.string(getattr(self.lib, p + "fingerprint")()).decode()
         self.isa = self.ffi.string(getattr(self.lib, p + "isa")()).decode()
         self.profile_enable = getattr(self.lib, p + "profile_enable")
@@ -235,6 +240,25 @@ class _Context:
         if threads is not None:
             self.set_threads(threads)
         self._args: tuple[Any, Any, Any] | None = None
+        self.arena: Any = None  # the caller's arena (set_arena), kept alive while the context uses it
+
+    def use_arena(self, buffer: Any) -> None:
+        """NAME_set_arena with buffer's memory (None: the context's own arena again); under the lock."""
+        lib = self.lib
+        if lib.set_arena is None:
+            raise GraphcError(f"lib{lib.name}.so predates NAME_set_arena (ABI 4): compile it again")
+        if buffer is None:
+            rc = lib.set_arena(self.ptr, lib.ffi.NULL, 0)
+        else:
+            try:
+                mem = lib.ffi.from_buffer(buffer, require_writable=True)
+            except (BufferError, TypeError, ValueError) as e:
+                raise ValueError(f"{lib.name}: the arena must be writable, contiguous memory (a numpy array from "
+                                 f"graphc.backend.compiled.aligned_empty): {e}") from None
+            rc = lib.set_arena(self.ptr, mem, len(mem))
+        if rc != 0:
+            raise ValueError(self.error(rc))
+        self.arena = buffer
 
     @staticmethod
     def _destroy(lib: _Library, ptr: Any) -> None:
@@ -396,9 +420,55 @@ class CompiledModel:
         """The arena layout: value, node, byte offset and size (polynomials in the dims), first/last step."""
         return list(self.manifest["memory_plan"]["blocks"])
 
+    def _dims_array(self, dims: Mapping[str, int]) -> Any:
+        """dims as the C int64_t[] (a missing dim at its maximum); ValueError for an unknown name or a
+        value out of range."""
+        for name, value in dims.items():
+            if name not in self.dims:
+                raise ValueError(f"{self.name} has no dynamic dim {name!r}; its dims are {self._dim_names}")
+            lo, hi = self.dims[name]
+            if not lo <= int(value) <= hi:
+                raise ValueError(f"{self.name}: dim {name}={value} is outside {lo}..{hi}")
+        return self._lib.ffi.new("int64_t[]", [int(dims.get(n, self.dims[n][1])) for n in self._dim_names] or [0])
+
     def arena_bytes(self, **dims: int) -> int:
-        vals = self._lib.ffi.new("int64_t[]", [int(dims.get(n, self.dims[n][1])) for n in self._dim_names] or [0])
-        return int(self._lib.arena_bytes(vals))
+        """Bytes of the arena a run with these dims uses at the default thread count (a dim not given:
+        its maximum); ValueError for a dim out of its range."""
+        return int(self._lib.arena_bytes(self._dims_array(dims)))
+
+    def context_arena_bytes(self, **dims: int) -> int:
+        """Bytes of the arena a run of this model's context with these dims needs (its thread count)."""
+        lib = self._lib
+        if lib.context_arena_bytes is None:
+            return self.arena_bytes(**dims)
+        vals = self._dims_array(dims)
+        with self._ctx.lock:
+            return int(lib.context_arena_bytes(self._ctx.ptr, vals))
+
+    @property
+    def arena_capacity(self) -> int:
+        """Bytes the context's arena holds now: its runs grow it to the largest dims run so far (0 before
+        the first run), or the size of the buffer given to :meth:`set_arena`."""
+        lib = self._lib
+        if lib.arena_capacity is None:  # before ABI 4: allocated by create for the dims' maxima
+            return self.arena_bytes()
+        with self._ctx.lock:
+            return int(lib.arena_capacity(self._ctx.ptr))
+
+    def set_arena(self, buffer: Any) -> None:
+        """Run in the caller's memory: buffer is a writable, C-contiguous object of the buffer protocol (a
+        numpy array) starting at a 64-byte boundary (:func:`aligned_empty` makes one); the context keeps
+        a reference to it. Then no call allocates an arena, and a call whose dims need more than its
+        bytes (:meth:`context_arena_bytes`) raises :class:`RuntimeErrorC` without writing anything.
+        None gives the context its own arena again. The model's context only: :meth:`new_context`
+        and :meth:`load_state_dict` make contexts with their own (load_state_dict moves the buffer to
+        the new context). A CUDA library takes device memory: call its NAME_set_arena from C."""
+        if not backend_class(self.backend).host_arena:
+            raise GraphcError(f"{self.name}: a {self.backend} library's arena is device memory; call "
+                              f"{self.name}_set_arena from C with a device pointer")
+        ctx = self._ctx
+        with ctx.lock:
+            ctx.use_arena(buffer)
 
     @property
     def sources(self) -> dict[str, str]:
@@ -587,6 +657,11 @@ class CompiledModel:
             self._ctx, self.weights_path = ctx, target
             return
         with old.lock:
+            if old.arena is not None:  # the caller's arena moves to the new context (never two at once)
+                buffer = old.arena
+                old.use_arena(None)
+                with ctx.lock:
+                    ctx.use_arena(buffer)
             self._ctx = ctx
             self.weights_path = target
 
@@ -611,6 +686,13 @@ def aligned_copy(a: np.ndarray, align: int = ALIGN) -> np.ndarray:
     out = raw[start:start + nbytes].view(a.dtype).reshape(a.shape)
     np.copyto(out, a)
     return out
+
+
+def aligned_empty(nbytes: int, align: int = ALIGN) -> np.ndarray:
+    """nbytes uninitialised uint8 whose data starts at a multiple of align bytes (for set_arena)."""
+    raw = np.empty(int(nbytes) + align, dtype=np.uint8)
+    start = -raw.ctypes.data % align
+    return raw[start:start + int(nbytes)]
 
 
 def profile_table(rows: list[dict[str, Any]], top: int | None = None, markdown: bool = False) -> str:

@@ -466,6 +466,7 @@ class CudaBackend(Backend):
     # a library with the CUDA runtime linked in registers exit handlers and driver state: it stays loaded
     # for the process (one per distinct library file; a model dropped and compiled again reuses it)
     unload_on_release = False
+    host_arena = False  # NAME_set_arena takes device memory
     template_folder = "cuda"
     template_suffix = ".cu.j2"
     source_suffix = ".cu"
