@@ -46,6 +46,9 @@ typedef struct gc_conv2d_params {
     int64_t oc, kh, kw;
     int64_t oh, ow;
     int64_t stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups;
+    int act, res_first;  /* the epilogue (graphc_rt.h), left 0: none; a baseline without it reads less */
+    float act_lo, act_hi;
+    const float *res;
 } gc_conv2d_params;
 size_t gc_conv2d_work_floats(const gc_conv2d_params *p, int nthreads);
 void gc_conv2d(const gc_conv2d_params *p, const float *x, const float *w, const float *bias, float *y,
@@ -103,9 +106,12 @@ def build(directory: Path, sources: dict[str, str], name: str) -> Path:
 
 
 def runtime_sources(rev: str = "") -> dict[str, str]:
-    names = (*SOURCES, "graphc_rt.h")
+    """The sources and every header of runtime_c/ (at git revision rev, or the work tree's)."""
     if not rev:
-        return {n: (RUNTIME / n).read_text() for n in names}
+        return {n: (RUNTIME / n).read_text() for n in (*SOURCES, *(h.name for h in RUNTIME.glob("*.h")))}
+    listing = subprocess.run(["git", "-C", str(ROOT), "ls-tree", "--name-only", f"{rev}:runtime_c"], check=True,
+                             capture_output=True, text=True).stdout.split()
+    names = (*SOURCES, *(n for n in listing if n.endswith(".h")))
     return {n: subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:runtime_c/{n}"], check=True,
                               capture_output=True, text=True).stdout for n in names}
 

@@ -24,30 +24,9 @@
 #define GC_ACT_CHUNK 16384
 
 #if GC_VW > 1
-typedef double gc_vd __attribute__((vector_size(GC_VW * sizeof(double))));
-
 static GC_ALWAYS_INLINE gc_vf act_vec(int kind, gc_vf x)
 {
-    switch (kind) {
-    case GC_ACT_EXP:
-        return gc_vexp(x);
-    case GC_ACT_SIGMOID:
-        return gc_vsigmoid(x);
-    case GC_ACT_SILU:
-        return x / (vset1(1.0f) + gc_vexp(-x));
-    case GC_ACT_TANH:
-        return gc_vtanh(x);
-    case GC_ACT_GELU:
-        return x * gc_vphi(x);
-    default: { /* GC_ACT_GELU_TANH: 2u in double, since its float rounding would be amplified by e^-2u
-                * (1e-5 relative at x = -10), then as head + tail floats */
-        const gc_vd xd = __builtin_convertvector(gc_vmin(gc_vmax(x, vset1(-20.0f)), vset1(20.0f)), gc_vd);
-        const gc_vd a = 1.5957691216057307118 * (xd + 0.044715 * xd * xd * xd);
-        const gc_vf ah = __builtin_convertvector(a, gc_vf);
-        const gc_vf al = __builtin_convertvector(a - __builtin_convertvector(ah, gc_vd), gc_vf);
-        return gc_vxsigmoid2(x, ah, al);
-    }
-    }
+    return gc_vact(kind, x, 0.0f, 0.0f);
 }
 
 /* one kind per loop, so each loop body is straight-line vector code */

@@ -28,10 +28,12 @@
  * the kernel, so they always agree. Every output element is summed in the same order whichever thread
  * and tile computes it: results are bit-identical for any thread count.
  */
+#include <math.h>
 #include <string.h>
 
 #include "graphc_rt.h"
 #include "gc_simd.h"
+#include "gc_vmath.h"
 
 
 static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
@@ -51,7 +53,7 @@ static void valid_range(int64_t n_out, int64_t n_in, int64_t stride, int64_t off
 
 /* ------------------------------------------------------------------ shared planning */
 
-enum { CONV_DIRECT, CONV_GEMM_DIRECT, CONV_COLUMNS, CONV_SPATIAL };
+enum { CONV_DIRECT, CONV_GEMM_DIRECT, CONV_COLUMNS, CONV_SPATIAL, CONV_DEPTHWISE };
 
 /* Spatial direct convolution (conv2d, CONV_SPATIAL): a register tile of GC_SP_MR output channels x
  * GC_SP_NV vectors of output positions accumulates over every (input channel, tap) with one broadcast
@@ -221,6 +223,23 @@ static int spatial_geometry(const gc_conv2d_params *p, int nthreads, spatial_geo
     return 1;
 }
 
+static int depthwise_ok(const gc_conv2d_params *p)
+{
+    return p->groups == p->c && p->oc == p->c && p->c > 0 && p->dil_h == 1 && p->dil_w == 1 &&
+           p->stride_h >= 1 && p->stride_h <= 2 && p->stride_w >= 1 && p->stride_w <= 2 && p->kh <= GC_SP_MAX_K &&
+           p->kw <= GC_SP_MAX_K && p->kh * p->kw <= GC_SP_MAX_TAPS && p->kh * p->kw > 1;
+}
+
+/* The spatial geometry with planes long enough for whole vectors at the end of every output row. */
+static int depthwise_geometry(const gc_conv2d_params *p, int nthreads, spatial_geom *g)
+{
+    if (!spatial_geometry(p, nthreads, g)) return 0;
+    const int64_t reach = (g->bh - 1 + g->halo) * g->pw + g->maxoff + (p->ow + GC_VW - 1) / GC_VW * GC_VW;
+    g->plane = (max64(g->plane, reach) + 15) / 16 * 16;
+    g->cstride = g->na * g->nb * g->plane;
+    return 1;
+}
+
 static conv_plan conv2d_plan(const gc_conv2d_params *p, int nthreads)
 {
     conv_plan pl;
@@ -231,6 +250,13 @@ static conv_plan conv2d_plan(const gc_conv2d_params *p, int nthreads)
     pl.pack_floats = 0;
     pl.chunk = ohw;
     pl.chunks = 1;
+    spatial_geom dg;
+    if (depthwise_ok(p) && depthwise_geometry(p, nthreads, &dg)) {
+        pl.kind = CONV_DEPTHWISE;
+        pl.col_floats = (size_t)dg.cstride;
+        pl.task_threads = dg.threads;
+        return pl;
+    }
     if (cg == 1) {
         pl.kind = CONV_DIRECT; /* parallel over output planes, no tasks */
         pl.task_threads = 1;
@@ -295,6 +321,77 @@ static void fill_rows(float *y, int64_t rows, int64_t plane, const float *bias)
     }
 }
 
+/* ------------------------------------------------------------------ epilogue */
+
+#if GC_VW == 1
+static float epi_clamp(float v, float lo, float hi)
+{
+    const float l = v <= lo ? lo : v;
+    return l >= hi ? hi : l;
+}
+
+static float epi_scalar(int kind, float v, float lo, float hi)
+{
+    switch (kind) {
+    case GC_ACT_EXP: return expf(v);
+    case GC_ACT_SIGMOID: return 1.0f / (1.0f + expf(-v));
+    case GC_ACT_SILU: return v / (1.0f + expf(-v));
+    case GC_ACT_TANH: return tanhf(v);
+    case GC_ACT_GELU: return (float)(0.5 * v * (1.0 + erf(v * 0.70710678118654752440)));
+    case GC_ACT_RELU: return v < 0 ? 0.0f : v;
+    case GC_ACT_CLAMP: return epi_clamp(v, lo, hi);
+    case GC_ACT_HARDSWISH: return v * epi_clamp(v + 3.0f, 0.0f, 6.0f) / 6.0f;
+    default: return (float)(0.5 * v * (1.0 + tanh(0.79788456080286535588 * (v + 0.044715 * v * v * v))));
+    }
+}
+#endif
+
+
+/* The epilogue of p (graphc_rt.h) on one vector v of outputs, r holding the residual's values there. */
+static GC_ALWAYS_INLINE gc_vf epi_vec(const gc_conv2d_params *p, gc_vf v, gc_vf r)
+{
+    if (p->res && p->res_first) v = v + r;
+#if GC_VW > 1
+    if (p->act) v = gc_vact(p->act, v, p->act_lo, p->act_hi);
+#else
+    if (p->act) v = epi_scalar(p->act, v, p->act_lo, p->act_hi);
+#endif
+    if (p->res && !p->res_first) v = v + r;
+    return v;
+}
+
+static inline int has_epilogue(const gc_conv2d_params *p)
+{
+    return p->act != 0 || p->res != NULL;
+}
+
+/* The epilogue on y[0, n) in place, res[0, n) the residual at the same outputs (NULL without one). The
+ * last partial vector goes through a zero-padded copy: every output gets the same operations wherever
+ * it sits, so the results do not depend on the split into tasks. */
+static void epilogue_span(const gc_conv2d_params *p, float *y, const float *res, int64_t n)
+{
+    int64_t i = 0;
+    const gc_vf zero = vset1(0.0f);
+    for (; i + GC_VW <= n; i += GC_VW) vstore(y + i, epi_vec(p, vload(y + i), res ? vload(res + i) : zero));
+    if (i < n) {
+        float b[GC_VW] = {0}, r[GC_VW] = {0};
+        memcpy(b, y + i, (size_t)(n - i) * sizeof(float));
+        if (res) memcpy(r, res + i, (size_t)(n - i) * sizeof(float));
+        vstore(b, epi_vec(p, vload(b), vload(r)));
+        memcpy(y + i, b, (size_t)(n - i) * sizeof(float));
+    }
+}
+
+/* The epilogue on `rows` spans of len outputs, stride apart, starting at output offset off of y. */
+static void epilogue_rows(const gc_conv2d_params *p, float *y, int64_t off, int64_t rows, int64_t len,
+                          int64_t stride)
+{
+    if (!has_epilogue(p)) return;
+    for (int64_t r = 0; r < rows; r++)
+        epilogue_span(p, y + off + r * stride, p->res ? p->res + off + r * stride : NULL, len);
+}
+
+
 /* ------------------------------------------------------------------ conv2d */
 
 /* Column taps whose valid output spans are computed once per plane (wider kernels compute the rest on
@@ -351,6 +448,7 @@ static void conv_plane_direct_q(const gc_conv2d_params *p, int64_t q, const floa
     const int64_t n = q / p->oc, oc = q % p->oc, c = oc / (p->oc / p->groups);
     conv_plane_direct(p, x + (n * p->c + c) * p->h * p->w, w + oc * p->kh * p->kw, bias ? bias[oc] : 0.0f,
                       y + q * p->oh * p->ow);
+    epilogue_rows(p, y, q * p->oh * p->ow, 1, p->oh * p->ow, 0);
 }
 
 /* Rows [r0, r1) of the im2col matrix of one group's channels xg[Cg, H, W], for output positions
@@ -431,6 +529,7 @@ static void conv2d_task(const gc_conv2d_params *p, const conv_plan *pl, int64_t 
         for (int64_t o = 0; o < ocg; o++)
             for (int64_t q = 0; q < width; q++) yg[o * ohw + q] = bg[o];
     gc_sgemm(0, 0, ocg, width, ckk, 1.0f, w + g * ocg * ckk, ckk, rhs, ldb, bg ? 1.0f : 0.0f, yg, ohw, NULL, nt);
+    epilogue_rows(p, y, (n * p->oc + g * ocg) * ohw + q0, ocg, width, ohw);
 }
 
 /* ------------------------------------------------------------------ conv2d, spatial path */
@@ -740,7 +839,7 @@ static GC_NOINLINE void spatial_cv_tile(int64_t ckk, const int64_t *koff, const 
 
 /* One task: the band of output rows [r0, r0 + rows) of item (image n, group grp), planes built into
  * `planes` first; then every (block of GC_SP_MR output channels, tile) of the band. */
-static void spatial_task(const gc_conv2d_params *p, const spatial_geom *g, int64_t task, const float *x,
+static void spatial_band(const gc_conv2d_params *p, const spatial_geom *g, int64_t task, const float *x,
                          const float *w, const float *pack, const float *bias, float *y, float *planes)
 {
     const int64_t item = task / g->bands, n = item / p->groups, grp = item % p->groups;
@@ -814,6 +913,19 @@ static void spatial_task(const gc_conv2d_params *p, const spatial_geom *g, int64
     }
 }
 
+/* One task and its epilogue, on the band's outputs while they are still in cache. */
+static void spatial_task(const gc_conv2d_params *p, const spatial_geom *g, int64_t task, const float *x,
+                         const float *w, const float *pack, const float *bias, float *y, float *planes)
+{
+    spatial_band(p, g, task, x, w, pack, bias, y, planes);
+    if (has_epilogue(p)) {
+        const int64_t item = task / g->bands, n = item / p->groups, grp = item % p->groups;
+        const int64_t r0 = task % g->bands * g->bh, rows = min64(g->bh, p->oh - r0), ocg = p->oc / p->groups;
+        const int64_t ohw = p->oh * p->ow;
+        epilogue_rows(p, y, (n * p->oc + grp * ocg) * ohw + r0 * p->ow, ocg, rows * p->ow, ohw);
+    }
+}
+
 /* CONV_SPATIAL: (item, band) tasks; thread t runs tasks t, t + T, ... with its own planes in work. */
 /* pool task t: the spatial tasks t, t + T, ... with plane buffer t */
 typedef struct spatial_job {
@@ -854,6 +966,156 @@ static void conv2d_spatial(const gc_conv2d_params *p, const float *x, const floa
     }
     const spatial_job job = {p, &g, tasks, g.threads, x, w, pack, bias, y, planes, buf};
     gc_parallel_for(g.threads, g.threads, spatial_slot, (void *)&job);
+}
+
+/* ------------------------------------------------------------------ conv2d, depthwise path */
+
+/* Depthwise (groups == C == OC, stride 1 or 2, dilation 1, at most GC_SP_MAX_K taps a side): one task
+ * per (image, channel) plane and band of output rows. The band's input goes into zero-padded phase
+ * planes exactly as on the spatial path (spatial_planes with one channel per group), so every tap of
+ * an output row reads consecutive floats; each output row is then computed in blocks of up to
+ * GC_DW_NV vectors of output columns, bias first, one broadcast weight times one input vector per FMA
+ * over the taps in order (so every output is summed the same way wherever it sits), and the epilogue
+ * is applied in registers before the store. The last vector of a row is stored under a mask
+ * (AVX-512, AVX2) or through a copy; the planes carry a tail so that its loads stay inside. */
+#ifndef GC_DW_NV
+#define GC_DW_NV 4
+#endif
+
+/* Store v's first n lanes (n <= GC_VW) at y. */
+static GC_ALWAYS_INLINE void store_lanes(float *y, gc_vf v, int64_t n)
+{
+    if (n == GC_VW) {
+        vstore(y, v);
+        return;
+    }
+#if GC_VW == 16
+    _mm512_mask_storeu_ps(y, (__mmask16)((1u << n) - 1u), (__m512)v);
+#elif GC_VW == 8
+    const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    _mm256_maskstore_ps(y, _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), idx), (__m256)v);
+#else
+    float b[GC_VW];
+    vstore(b, v);
+    memcpy(y, b, (size_t)n * sizeof(float));
+#endif
+}
+
+/* Load n lanes (n <= GC_VW) from r, the others 0. */
+static GC_ALWAYS_INLINE gc_vf load_lanes(const float *r, int64_t n)
+{
+    if (n == GC_VW) return vload(r);
+#if GC_VW == 16
+    return (gc_vf)_mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1u), r);
+#elif GC_VW == 8
+    const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return (gc_vf)_mm256_maskload_ps(r, _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), idx));
+#else
+    float b[GC_VW] = {0};
+    memcpy(b, r, (size_t)n * sizeof(float));
+    return vload(b);
+#endif
+}
+
+/* NV vectors of one output row: columns [c0, c0 + NV*VW) (the last vector has `last` valid lanes), the
+ * input of tap k at xr + koff[k] (stride-1 plane columns), weights wk[taps]. */
+static GC_ALWAYS_INLINE void dw_block(int NV, const gc_conv2d_params *p, const float *restrict xr,
+                                      const int64_t *koff, const float *restrict wk, int64_t taps, float b,
+                                      float *yr, const float *rr, int64_t last)
+{
+    gc_vf acc[GC_DW_NV];
+    for (int v = 0; v < NV; v++) acc[v] = vset1(b);
+    for (int64_t k = 0; k < taps; k++) {
+        const float *xk = xr + koff[k];
+        const gc_vf wv = vset1(wk[k]);
+        for (int v = 0; v < NV; v++) acc[v] = vfma(wv, vload(xk + v * GC_VW), acc[v]);
+    }
+    for (int v = 0; v < NV; v++) {
+        const int64_t n = v == NV - 1 ? last : GC_VW;
+        gc_vf o = acc[v];
+        if (has_epilogue(p)) o = epi_vec(p, o, rr ? load_lanes(rr + v * GC_VW, n) : vset1(0.0f));
+        store_lanes(yr + v * GC_VW, o, n);
+    }
+}
+
+#define GC_DW_FN(NV)                                                                                        \
+    static GC_NOINLINE void dw_block_##NV(const gc_conv2d_params *p, const float *xr, const int64_t *koff,  \
+                                          const float *wk, int64_t taps, float b, float *yr, const float *rr, \
+                                          int64_t last)                                                     \
+    {                                                                                                       \
+        dw_block(NV, p, xr, koff, wk, taps, b, yr, rr, last);                                               \
+    }
+GC_DW_FN(1)
+GC_DW_FN(2)
+GC_DW_FN(3)
+GC_DW_FN(4)
+#undef GC_DW_FN
+
+/* One task: band task % bands of plane task / bands = (image n, channel c). */
+static void depthwise_task(const gc_conv2d_params *p, const spatial_geom *g, int64_t task, const float *x,
+                           const float *w, const float *bias, float *y, float *planes)
+{
+    const int64_t q = task / g->bands, c = q % p->c;
+    const int64_t r0 = task % g->bands * g->bh, rows = min64(g->bh, p->oh - r0), taps = p->kh * p->kw;
+    spatial_planes(p, g, x + q * p->h * p->w, r0, rows, planes);
+    int64_t koff[GC_SP_MAX_TAPS];
+    for (int64_t i = 0; i < p->kh; i++)
+        for (int64_t j = 0; j < p->kw; j++)
+            koff[i * p->kw + j] = (g->tap_a[i] * g->nb + g->tap_b[j]) * g->plane + i / p->stride_h * g->pw +
+                                  j / p->stride_w;
+    const float *wk = w + c * taps;
+    const float b = bias ? bias[c] : 0.0f;
+    const int64_t ow = p->ow, step = GC_DW_NV * GC_VW;
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = planes + r * g->pw;
+        const int64_t yoff = q * p->oh * ow + (r0 + r) * ow;
+        float *yr = y + yoff;
+        const float *rr = p->res ? p->res + yoff : NULL;
+        int64_t c0 = 0;
+        for (; c0 + step <= ow; c0 += step)
+            dw_block_4(p, xr + c0, koff, wk, taps, b, yr + c0, rr ? rr + c0 : NULL, GC_VW);
+        if (c0 < ow) {
+            const int64_t left = ow - c0, nv = (left + GC_VW - 1) / GC_VW, last = left - (nv - 1) * GC_VW;
+            const float *xc = xr + c0, *rc = rr ? rr + c0 : NULL;
+            switch (nv) {
+            case 4: dw_block_4(p, xc, koff, wk, taps, b, yr + c0, rc, last); break;
+            case 3: dw_block_3(p, xc, koff, wk, taps, b, yr + c0, rc, last); break;
+            case 2: dw_block_2(p, xc, koff, wk, taps, b, yr + c0, rc, last); break;
+            default: dw_block_1(p, xc, koff, wk, taps, b, yr + c0, rc, last); break;
+            }
+        }
+    }
+}
+
+typedef struct depthwise_job {
+    const gc_conv2d_params *p;
+    const spatial_geom *g;
+    int64_t tasks;
+    int T;
+    const float *x, *w, *bias;
+    float *y, *planes;
+    size_t buf;
+} depthwise_job;
+
+static void depthwise_slot(void *vj, int64_t t)
+{
+    const depthwise_job *j = vj;
+    for (int64_t task = t; task < j->tasks; task += j->T)
+        depthwise_task(j->p, j->g, task, j->x, j->w, j->bias, j->y, j->planes + (size_t)t * j->buf);
+}
+
+static void conv2d_depthwise(const gc_conv2d_params *p, const float *x, const float *w, const float *bias, float *y,
+                             float *work, int nthreads)
+{
+    spatial_geom g;
+    depthwise_geometry(p, nthreads, &g);
+    const int64_t tasks = p->n * p->c * g.bands;
+    if (g.threads <= 1) {
+        for (int64_t t = 0; t < tasks; t++) depthwise_task(p, &g, t, x, w, bias, y, work);
+        return;
+    }
+    const depthwise_job job = {p, &g, tasks, g.threads, x, w, bias, y, work, (size_t)g.cstride};
+    gc_parallel_for(g.threads, g.threads, depthwise_slot, (void *)&job);
 }
 
 typedef struct direct_job {
@@ -912,6 +1174,10 @@ void gc_conv2d(const gc_conv2d_params *p, const float *x, const float *w, const 
     }
     if (pl.kind == CONV_SPATIAL) {
         conv2d_spatial(p, x, w, bias, y, work, nthreads);
+        return;
+    }
+    if (pl.kind == CONV_DEPTHWISE) {
+        conv2d_depthwise(p, x, w, bias, y, work, nthreads);
         return;
     }
 

@@ -155,6 +155,46 @@ static GC_ALWAYS_INLINE gc_vf gc_vphi(gc_vf x)
     const gc_vf y = gc_vselect(x < vset1(0.0f), half_erfc, vset1(1.0f) - half_erfc);
     return gc_vselect(x != x, x, y);
 }
+typedef double gc_vd __attribute__((vector_size(GC_VW * sizeof(double))));
+
+/* min(max(x, lo), hi) with NaN kept, like the generated code's gcx_fmax / gcx_fmin */
+static GC_ALWAYS_INLINE gc_vf gc_vclamp(gc_vf x, float lo, float hi)
+{
+    const gc_vf l = gc_vselect(x <= vset1(lo), vset1(lo), x);
+    return gc_vselect(l >= vset1(hi), vset1(hi), l);
+}
+
+/* The activation of kind k (a GC_ACT_* of graphc_rt.h) on one vector; lo, hi: GC_ACT_CLAMP's bounds.
+ * RELU, CLAMP and HARDSWISH follow the generated code's scalar formulas (NaN stays NaN). Always inlined with a constant kind, so each caller's loop is straight-line. */
+static GC_ALWAYS_INLINE gc_vf gc_vact(int kind, gc_vf x, float lo, float hi)
+{
+    switch (kind) {
+    case 1: /* GC_ACT_EXP */
+        return gc_vexp(x);
+    case 2: /* GC_ACT_SIGMOID */
+        return gc_vsigmoid(x);
+    case 3: /* GC_ACT_SILU */
+        return x / (vset1(1.0f) + gc_vexp(-x));
+    case 4: /* GC_ACT_TANH */
+        return gc_vtanh(x);
+    case 5: /* GC_ACT_GELU */
+        return x * gc_vphi(x);
+    case 7: /* GC_ACT_RELU: x < 0 ? 0 : x */
+        return gc_vselect(x < vset1(0.0f), vset1(0.0f), x);
+    case 8: /* GC_ACT_CLAMP: min(max(x, lo), hi) */
+        return gc_vclamp(x, lo, hi);
+    case 9: /* GC_ACT_HARDSWISH: x * min(max(x + 3, 0), 6) / 6 */
+        return x * gc_vclamp(x + vset1(3.0f), 0.0f, 6.0f) / vset1(6.0f);
+    default: { /* GC_ACT_GELU_TANH: 2u in double, since its float rounding would be amplified by e^-2u
+                * (1e-5 relative at x = -10), then as head + tail floats */
+        const gc_vd xd = __builtin_convertvector(gc_vmin(gc_vmax(x, vset1(-20.0f)), vset1(20.0f)), gc_vd);
+        const gc_vd a = 1.5957691216057307118 * (xd + 0.044715 * xd * xd * xd);
+        const gc_vf ah = __builtin_convertvector(a, gc_vf);
+        const gc_vf al = __builtin_convertvector(a - __builtin_convertvector(ah, gc_vd), gc_vf);
+        return gc_vxsigmoid2(x, ah, al);
+    }
+    }
+}
 #endif /* GC_VW > 1 */
 
 #endif /* GC_VMATH_H */

@@ -107,7 +107,9 @@ GC_INTERNAL void gc_parallel_for(int64_t n, int nthreads, void (*fn)(void *arg, 
 
 /* ------------------------------------------------------------------ activations (gc_act.c) */
 /* y[i] = f(x[i]) for i in [0, n), vectorised (errors bounded in gc_vmath.h); y may be x. */
-enum { GC_ACT_EXP = 1, GC_ACT_SIGMOID = 2, GC_ACT_SILU = 3, GC_ACT_TANH = 4, GC_ACT_GELU = 5, GC_ACT_GELU_TANH = 6 };
+enum { GC_ACT_EXP = 1, GC_ACT_SIGMOID = 2, GC_ACT_SILU = 3, GC_ACT_TANH = 4, GC_ACT_GELU = 5, GC_ACT_GELU_TANH = 6,
+       /* epilogue kinds only (conv): max(x, 0); min(max(x, lo), hi); x * min(max(x + 3, 0), 6) / 6 */
+       GC_ACT_RELU = 7, GC_ACT_CLAMP = 8, GC_ACT_HARDSWISH = 9 };
 GC_INTERNAL void gc_act(int kind, int64_t n, const float *x, float *y, int nthreads);
 
 /* ------------------------------------------------------------------ GEMM (gc_gemm.c) */
@@ -134,6 +136,12 @@ typedef struct gc_conv2d_params {
     int64_t oc, kh, kw;        /* filters */
     int64_t oh, ow;            /* output (precomputed by the compiler) */
     int64_t stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups;
+    /* epilogue, applied to every output as it is written (all 0 / NULL: none):
+     * y = act(conv + bias + res) with res_first, else act(conv + bias) + res; act is 0 or a GC_ACT_* kind,
+     * GC_ACT_CLAMP clamps to [act_lo, act_hi]; res is NULL or a tensor of y's shape (never y itself). */
+    int act, res_first;
+    float act_lo, act_hi;
+    const float *res;
 } gc_conv2d_params;
 
 GC_INTERNAL size_t gc_conv2d_work_floats(const gc_conv2d_params *p, int nthreads);

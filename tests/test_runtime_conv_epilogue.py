@@ -1,0 +1,218 @@
+"""The C runtime's depthwise convolution path and the conv epilogues (bias + activation + residual in the
+output write) against a float64 numpy reference, at every vector width (AVX-512 where the CPU has it,
+AVX2, and the portable SSE build without FMA or OpenMP), for 1 and 2 threads (bit-identical).
+
+The kernels are built straight from runtime_c/ (-DGC_INTERNAL= exports them) and called through cffi;
+the structs and declarations come out of graphc_rt.h the way tests/test_runtime_gemm_conv.py does it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+cffi = pytest.importorskip("cffi")
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNTIME = ROOT / "runtime_c"
+SOURCES = ("gc_gemm.c", "gc_conv.c", "gc_threadpool.c")
+BUILDS = {
+    "native": ("-O2", "-march=native", "-fopenmp"),
+    "avx2": ("-O2", "-std=c11", "-fopenmp", "-mavx2", "-mfma"),
+    "portable": ("-O2", "-std=c11"),
+}
+GUARD = 64
+SENTINEL = np.float32(-12345.5)
+ACT = {"exp": 1, "sigmoid": 2, "silu": 3, "tanh": 4, "gelu": 5, "gelu_tanh": 6, "relu": 7, "clamp": 8,
+       "hardswish": 9}
+
+
+def _cpu_has(*features: str) -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return all(f in flags for f in features)
+
+
+def _cdef() -> str:
+    header = (RUNTIME / "graphc_rt.h").read_text()
+    m = re.search(r"typedef struct gc_conv2d_params \{.*?\} gc_conv2d_params;", header, re.S)
+    assert m
+    parts = [m.group(0)]
+    for name in ("gc_conv2d_work_floats", "gc_conv2d"):
+        f = re.search(rf"GC_INTERNAL ([^;]*?\b{name}\([^;]*\);)", header, re.S)
+        assert f
+        parts.append(f.group(1))
+    return "\n".join(parts)
+
+
+class Runtime:
+    def __init__(self, directory: Path, flags: tuple[str, ...]):
+        if shutil.which("gcc") is None:
+            pytest.skip("gcc is not installed")
+        common = ["gcc", *flags, "-Wall", "-Wextra", "-fPIC", "-DGC_INTERNAL=", f"-I{RUNTIME}"]
+        objects = [directory / (Path(s).stem + ".o") for s in SOURCES]
+        jobs = [subprocess.Popen([*common, "-c", str(RUNTIME / s), "-o", str(o)], stderr=subprocess.PIPE, text=True)
+                for s, o in zip(SOURCES, objects)]
+        for job, source in zip(jobs, SOURCES):
+            _, err = job.communicate()
+            assert job.returncode == 0, f"gcc failed on {source}:\n{err}"
+        lib = directory / "libgc_conv_epi.so"
+        subprocess.run([*common, "-shared", *map(str, objects), "-o", str(lib), "-lm"], check=True)
+        self.ffi = cffi.FFI()
+        self.ffi.cdef(_cdef())
+        self.lib = self.ffi.dlopen(str(lib))
+
+    def ptr(self, a):
+        return self.ffi.NULL if a is None else self.ffi.cast("float *", a.ctypes.data)
+
+    def conv2d(self, x, w, bias, stride, pad, groups, nthreads, act=0, lo=0.0, hi=0.0, res=None, res_first=0):
+        n, c, h, wd = x.shape
+        oc, kh, kw = w.shape[0], w.shape[2], w.shape[3]
+        oh = (h + 2 * pad[0] - kh) // stride[0] + 1
+        ow = (wd + 2 * pad[1] - kw) // stride[1] + 1
+        p = self.ffi.new("gc_conv2d_params *")
+        p.n, p.c, p.h, p.w, p.oc, p.kh, p.kw, p.oh, p.ow = n, c, h, wd, oc, kh, kw, oh, ow
+        p.stride_h, p.stride_w = stride
+        p.pad_h, p.pad_w = pad
+        p.dil_h = p.dil_w = 1
+        p.groups = groups
+        p.act, p.act_lo, p.act_hi, p.res_first = act, lo, hi, res_first
+        if res is not None:
+            assert res.shape == (n, oc, oh, ow) and res.dtype == np.float32 and res.flags.c_contiguous
+            p.res = self.ptr(res)
+        work = np.full(self.lib.gc_conv2d_work_floats(p, nthreads) + GUARD, SENTINEL, np.float32)
+        y = np.full(n * oc * oh * ow + GUARD, SENTINEL, np.float32)
+        self.lib.gc_conv2d(p, self.ptr(x), self.ptr(w), self.ptr(bias), self.ptr(y), self.ptr(work), nthreads)
+        assert (work[-GUARD:] == SENTINEL).all(), "kernel wrote past its work buffer"
+        assert (y[-GUARD:] == SENTINEL).all(), "kernel wrote past its output"
+        return y[:-GUARD].reshape(n, oc, oh, ow)
+
+
+@pytest.fixture(scope="module", params=list(BUILDS))
+def rt(request, tmp_path_factory) -> Runtime:
+    if request.param == "avx2" and not _cpu_has("avx2", "fma"):
+        pytest.skip("the CPU has no AVX2 / FMA")
+    return Runtime(tmp_path_factory.mktemp(f"gc_{request.param}"), BUILDS[request.param])
+
+
+def conv_ref(x, w, bias, stride, pad, groups):
+    """float64 convolution, one einsum per tap and group."""
+    n, c, h, wd = x.shape
+    oc, cg, kh, kw = w.shape
+    ocg = oc // groups
+    oh = (h + 2 * pad[0] - kh) // stride[0] + 1
+    ow = (wd + 2 * pad[1] - kw) // stride[1] + 1
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pad[0], pad[0]), (pad[1], pad[1])))
+    y = np.zeros((n, oc, oh, ow))
+    for g in range(groups):
+        for i in range(kh):
+            for j in range(kw):
+                patch = xp[:, g * cg:(g + 1) * cg, i:i + stride[0] * (oh - 1) + 1:stride[0],
+                           j:j + stride[1] * (ow - 1) + 1:stride[1]]
+                y[:, g * ocg:(g + 1) * ocg] += np.einsum("nchw,oc->nohw", patch, w[g * ocg:(g + 1) * ocg, :, i, j])
+    if bias is not None:
+        y += bias[None, :, None, None]
+    return y
+
+
+def act_ref(kind: str, v: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    erf = np.vectorize(math.erf)
+    return {
+        "exp": lambda: np.exp(v), "sigmoid": lambda: 1 / (1 + np.exp(-v)), "silu": lambda: v / (1 + np.exp(-v)),
+        "tanh": lambda: np.tanh(v), "gelu": lambda: 0.5 * v * (1 + erf(v / math.sqrt(2))),
+        "gelu_tanh": lambda: 0.5 * v * (1 + np.tanh(math.sqrt(2 / math.pi) * (v + 0.044715 * v ** 3))),
+        "relu": lambda: np.maximum(v, 0), "clamp": lambda: np.clip(v, lo, hi),
+        "hardswish": lambda: v * np.clip(v + 3, 0, 6) / 6,
+    }[kind]()
+
+
+def _close(got, ref, rtol=1e-4):
+    scale = max(1.0, float(np.abs(ref).max(initial=0.0)))
+    np.testing.assert_allclose(got, ref, rtol=rtol, atol=rtol * scale)
+
+
+def _data(seed, n, c, h, w, oc, kh, kw, groups):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = (rng.standard_normal((oc, c // groups, kh, kw)) / math.sqrt(c // groups * kh * kw)).astype(np.float32)
+    return x, wt, rng.standard_normal(oc).astype(np.float32), rng
+
+
+def _both_threads(f):
+    one, two = f(1), f(2)
+    np.testing.assert_array_equal(one, two)
+    return one
+
+
+# n, c, h, w, (kh, kw), stride, pad: the depthwise path (groups == c == oc), rows of any width
+DEPTHWISE = [
+    (1, 3, 7, 9, (3, 3), (1, 1), (1, 1)),
+    (2, 4, 10, 13, (3, 3), (2, 2), (1, 1)),      # batch 2, stride 2 onto odd widths
+    (1, 2, 1, 1, (3, 3), (1, 1), (1, 1)),        # H = W = 1
+    (1, 2, 1, 19, (3, 3), (1, 1), (1, 1)),       # H = 1
+    (1, 3, 17, 33, (5, 5), (1, 1), (2, 2)),
+    (1, 2, 12, 37, (5, 5), (2, 2), (2, 2)),
+    (1, 2, 14, 14, (7, 7), (1, 1), (3, 3)),
+    (1, 2, 15, 16, (7, 7), (2, 2), (3, 3)),
+    (2, 3, 8, 8, (3, 3), (1, 1), (0, 0)),        # no padding
+    (1, 2, 9, 70, (3, 3), (1, 1), (1, 1)),       # rows past 4 vectors of 16
+    (1, 2, 6, 5, (3, 5), (2, 1), (0, 2)),        # asymmetric
+    (1, 2, 5, 5, (3, 3), (1, 1), (2, 2)),        # padding past the kernel's half
+    (1, 2, 6, 7, (2, 2), (2, 2), (0, 0)),        # even kernel, last column unread
+    (1, 40, 28, 28, (3, 3), (1, 1), (1, 1)),     # many planes for 2 threads
+    (1, 24, 56, 56, (3, 3), (2, 2), (1, 1)),     # MobileNetV2's strided layer shape
+]
+
+
+@pytest.mark.parametrize("case", DEPTHWISE, ids=lambda c: "x".join(map(str, c[:4])) + f"_k{c[4][0]}{c[4][1]}s{c[5][0]}")
+def test_depthwise_matches_numpy(rt, case):
+    n, c, h, w, k, stride, pad = case
+    x, wt, bias, _ = _data(sum(case[:4]), n, c, h, w, c, *k, c)
+    got = _both_threads(lambda nt: rt.conv2d(x, wt, bias, stride, pad, c, nt))
+    _close(got, conv_ref(x, wt, bias, stride, pad, c))
+    _close(rt.conv2d(x, wt, None, stride, pad, c, 1), conv_ref(x, wt, None, stride, pad, c))
+
+
+# every path: depthwise, direct (one input channel), 1x1 gemm, spatial, im2col + gemm
+PATHS = {
+    "depthwise": (2, 6, 9, 21, 6, (3, 3), (1, 1), (1, 1), 6),
+    "depthwise_s2": (1, 5, 11, 19, 5, (5, 5), (2, 2), (2, 2), 5),
+    "direct": (2, 1, 12, 13, 4, (5, 5), (1, 1), (0, 0), 1),
+    "gemm1x1": (2, 16, 7, 9, 12, (1, 1), (1, 1), (0, 0), 1),
+    "spatial": (1, 8, 10, 11, 10, (3, 3), (1, 1), (1, 1), 1),
+    "columns": (1, 300, 6, 6, 8, (1, 1), (2, 2), (0, 0), 1),
+}
+
+
+@pytest.mark.parametrize("kind", list(ACT))
+@pytest.mark.parametrize("path", list(PATHS))
+def test_epilogue_activation(rt, path, kind):
+    n, c, h, w, oc, k, stride, pad, groups = PATHS[path]
+    x, wt, bias, _ = _data(len(path) + len(kind), n, c, h, w, oc, *k, groups)
+    lo, hi = (-0.5, 0.75) if kind == "clamp" else (0.0, 0.0)
+    ref = act_ref(kind, conv_ref(x, wt, bias, stride, pad, groups).astype(np.float32).astype(np.float64), lo, hi)
+    got = _both_threads(lambda nt: rt.conv2d(x, wt, bias, stride, pad, groups, nt, ACT[kind], lo, hi))
+    _close(got, ref)
+
+
+@pytest.mark.parametrize("res_first", [0, 1])
+@pytest.mark.parametrize("path", list(PATHS))
+def test_epilogue_residual(rt, path, res_first):
+    n, c, h, w, oc, k, stride, pad, groups = PATHS[path]
+    x, wt, bias, rng = _data(7 + res_first, n, c, h, w, oc, *k, groups)
+    conv = conv_ref(x, wt, bias, stride, pad, groups)
+    res = rng.standard_normal(conv.shape).astype(np.float32)
+    ref = np.clip(conv + res, 0, 6) if res_first else np.clip(conv, 0, 6) + res
+    got = _both_threads(lambda nt: rt.conv2d(x, wt, bias, stride, pad, groups, nt, ACT["clamp"], 0.0, 6.0, res,
+                                             res_first))
+    _close(got, ref)
+    plain = rt.conv2d(x, wt, None, stride, pad, groups, 1, 0, 0.0, 0.0, res, 0)  # residual alone, no bias
+    _close(plain, conv_ref(x, wt, None, stride, pad, groups) + res)
