@@ -977,7 +977,7 @@ static void conv2d_spatial(const gc_conv2d_params *p, const float *x, const floa
  * GC_DW_NV vectors of output columns, bias first, one broadcast weight times one input vector per FMA
  * over the taps in order (so every output is summed the same way wherever it sits), and the epilogue
  * is applied in registers before the store. The last vector of a row is stored under a mask
- * (AVX-512, AVX2) or through a copy; the planes carry a tail so that its loads stay inside. */
+ * (AVX-512) or through a copy; the planes carry a tail so that its loads stay inside. */
 #ifndef GC_DW_NV
 #define GC_DW_NV 4
 #endif
@@ -990,10 +990,7 @@ static GC_ALWAYS_INLINE void store_lanes(float *y, gc_vf v, int64_t n)
         return;
     }
 #if GC_VW == 16
-    _mm512_mask_storeu_ps(y, (__mmask16)((1u << n) - 1u), (__m512)v);
-#elif GC_VW == 8
-    const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    _mm256_maskstore_ps(y, _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), idx), (__m256)v);
+    vstore_mask(y, (gc_mask16)((1u << n) - 1u), v);
 #else
     float b[GC_VW];
     vstore(b, v);
@@ -1006,10 +1003,7 @@ static GC_ALWAYS_INLINE gc_vf load_lanes(const float *r, int64_t n)
 {
     if (n == GC_VW) return vload(r);
 #if GC_VW == 16
-    return (gc_vf)_mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1u), r);
-#elif GC_VW == 8
-    const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    return (gc_vf)_mm256_maskload_ps(r, _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), idx));
+    return vload_mask((gc_mask16)((1u << n) - 1u), r);
 #else
     float b[GC_VW] = {0};
     memcpy(b, r, (size_t)n * sizeof(float));

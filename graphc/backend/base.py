@@ -296,6 +296,8 @@ class Backend:
     # numpy); an op's own helpers (OpDef.helpers: gelu_none, ...) print as gcx_<name>_<dtype> too
     helper_functions: ClassVar[dict[str, str]] = {"fmaxf": "gcx_fmax", "fminf": "gcx_fmin"}
     parallel_min: ClassVar[int] = 32768  # elements of a plain loop worth a parallel region
+    # the conv rule prints fused epilogues (KernelBuilder.epilogue, graphc.backend.epilogue)
+    conv_epilogues: ClassVar[bool] = False
     # lowering rules by op family (OpDef.family), and the ops of a family this backend lowers otherwise
     lowerings: ClassVar[dict[str, Any]] = {}
     op_lowerings: ClassVar[dict[str, Any]] = {}

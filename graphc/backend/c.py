@@ -292,8 +292,21 @@ def _conv(kb: KernelBuilder, n: Node) -> None:
     x, w, bias = (list(n.inputs) + [None])[:3]
     p = conv_params(kb, n)
     kind = "gc_conv_transpose2d" if n.op == "conv_transpose" else "gc_conv2d"
-    kb.emit("conv.c.j2", kind=kind, p=p, x=kb.input(x), w=kb.input(w), bias=kb.input(bias), y=kb.output(n.out),
-            work=kb.work())
+    px, pw, pb = kb.input(x), kb.input(w), kb.input(bias)
+    e = kb.epilogue
+    epi = None
+    if e is not None:
+        epi = {"act": _EPILOGUE_ACT[e.act] if e.act else "0", "res_first": int(e.res_first),
+               "lo": kb.literal(e.lo, float32), "hi": kb.literal(e.hi, float32),
+               "res": kb.input(e.residual) if e.residual is not None else None}
+    kb.emit("conv.c.j2", kind=kind, p=p, x=px, w=pw, bias=pb, y=kb.output(n.out if e is None else e.out),
+            work=kb.work(), epi=epi)
+
+
+# an epilogue's activation (graphc.backend.epilogue.EPILOGUE_ACTS) as the runtime's kind
+_EPILOGUE_ACT = {"relu": "GC_ACT_RELU", "clamp": "GC_ACT_CLAMP", "sigmoid": "GC_ACT_SIGMOID", "silu": "GC_ACT_SILU",
+                 "tanh": "GC_ACT_TANH", "gelu": "GC_ACT_GELU", "gelu_tanh": "GC_ACT_GELU_TANH",
+                 "hardswish": "GC_ACT_HARDSWISH"}
 
 
 @lowers("pool")
@@ -367,6 +380,7 @@ class CBackend(Backend):
     sanitizer_builds = True
     template_folder = "c"
     lowerings = LOWERINGS
+    conv_epilogues = True
 
     def lower_group(self, kb: KernelBuilder, group: FusionGroup) -> bool:
         kind = runtime_activation(group)

@@ -29,6 +29,7 @@ from ..errors import UnsupportedError
 from ..ir.graph import Graph, Node, Value
 from ..ir.printer import print_graph, print_node
 from ..sym import Dim, Sym, evaluate, is_static, prod
+from .epilogue import ConvEpilogue, conv_epilogues
 from .fusion import FusionGroup, fusion_groups, inlined_constants
 from .memplan import MemoryPlan, Step, plan_memory, poly_max
 
@@ -281,6 +282,8 @@ class KernelBuilder:
         self.has_work = False
         self._names: dict[Any, str] = {}
         self._threads = False
+        # a conv kernel's fused epilogue (graphc.backend.epilogue), set by the driver for the conv's rule
+        self.epilogue: ConvEpilogue | None = None
 
     # operands -------------------------------------------------------------------------------------
     def input(self, v: Value | None) -> str:
@@ -537,6 +540,9 @@ class Lowering:
         groups = fusion_groups(g, fuse=self.fuse)
         root_group = {grp.root: grp for grp in groups}
         members = {n for grp in groups for n in grp.nodes}
+        # conv epilogues: the conv is lowered at its group's root, with the group in its output write
+        epilogues = conv_epilogues(g, groups) if self.fuse and be.conv_epilogues else {}
+        fused_convs = {e.conv for e in epilogues.values()}
         for n in g.nodes:
             if is_view(n) and n.inputs and n.inputs[0] is not None:
                 src = n.inputs[0]
@@ -566,7 +572,18 @@ class Lowering:
 
         kernels: list[Kernel] = []
         for n in g.nodes:
-            if is_view(n) or n in consts:
+            if is_view(n) or n in consts or n in fused_convs:
+                continue
+            if n in epilogues:
+                e = epilogues[n]
+                grp = e.group
+                fn = be.lowering_for(e.conv.opdef)
+                kb = KernelBuilder(self, [e.conv, *grp.constants, *grp.nodes], n.out.name,
+                                   self.kernel_name([e.conv, *grp.nodes]))
+                kb.epilogue = e
+                kb.node = e.conv
+                fn(kb, e.conv)
+                kernels.append(kb.finish())
                 continue
             if n in members:
                 grp = root_group.get(n)
