@@ -55,6 +55,13 @@ static void valid_range(int64_t n_out, int64_t n_in, int64_t stride, int64_t off
 
 enum { CONV_DIRECT, CONV_GEMM_DIRECT, CONV_COLUMNS, CONV_SPATIAL, CONV_DEPTHWISE };
 
+/* p has an epilogue (an activation or a residual, graphc_rt.h) */
+static inline int has_epilogue(const gc_conv2d_params *p)
+{
+    return p->act != 0 || p->res != NULL;
+}
+
+
 /* Spatial direct convolution (conv2d, CONV_SPATIAL): a register tile of GC_SP_MR output channels x
  * GC_SP_NV vectors of output positions accumulates over every (input channel, tap) with one broadcast
  * weight times one input vector per FMA; no im2col. See "conv2d, spatial path" below. */
@@ -148,6 +155,10 @@ typedef struct conv_plan {
 #endif
 #ifndef GC_CONV_MIN_CHUNK
 #define GC_CONV_MIN_CHUNK 384
+#endif
+/* A 1x1 conv with an epilogue writes at most about this many floats per gemm call (256 KiB). */
+#ifndef GC_CONV_EPI_FLOATS
+#define GC_CONV_EPI_FLOATS (64 * 1024)
 #endif
 
 /* Threads take whole tasks when tasks split evenly enough or are too small to split inside. */
@@ -257,6 +268,16 @@ static conv_plan conv2d_plan(const gc_conv2d_params *p, int nthreads)
         pl.task_threads = dg.threads;
         return pl;
     }
+    /* one input channel per group: the per-plane loops, unless there are enough output channels per
+     * group to fill the spatial path's register tiles (LeNet's first conv: 6 channels, 5x5 taps) */
+    spatial_geom sg;
+    if (cg == 1 && ocg >= 4 && p->kh * p->kw > 1 && spatial_geometry(p, nthreads, &sg)) {
+        pl.kind = CONV_SPATIAL;
+        pl.col_floats = (size_t)(cg * sg.cstride);
+        pl.pack_floats = sg.chanvec ? (size_t)(p->oc * ckk) : 0;
+        pl.task_threads = sg.threads;
+        return pl;
+    }
     if (cg == 1) {
         pl.kind = CONV_DIRECT; /* parallel over output planes, no tasks */
         pl.task_threads = 1;
@@ -268,7 +289,6 @@ static conv_plan conv2d_plan(const gc_conv2d_params *p, int nthreads)
      * few channels: the gemm on x itself is faster for a plain 1x1; from 64 channels on, im2col + gemm
      * is as fast for a strided one (1x1 s2 measured: 32 channels 5-17% faster spatial, 64 -9..+8%,
      * 128..256 -8..+10%). */
-    spatial_geom sg;
     if (!direct && (p->kh * p->kw > 1 || ckk <= GC_SP_MAX_1X1_C) && spatial_geometry(p, nthreads, &sg)) {
         pl.kind = CONV_SPATIAL;
         pl.col_floats = (size_t)(cg * sg.cstride);
@@ -277,6 +297,15 @@ static conv_plan conv2d_plan(const gc_conv2d_params *p, int nthreads)
         return pl;
     }
     pl.kind = direct ? CONV_GEMM_DIRECT : CONV_COLUMNS;
+    if (direct && has_epilogue(p) && ohw > 2 * GC_CONV_MIN_CHUNK) {
+        /* output columns in chunks whose outputs stay in L2 from the gemm's store to the epilogue's pass */
+        const int64_t chunk = max64(GC_CONV_MIN_CHUNK, GC_CONV_EPI_FLOATS / max64(1, ocg));
+        pl.chunks = (ohw + chunk - 1) / chunk;
+        if (nthreads > 1 && pl.items < 4 * (int64_t)nthreads)
+            while ((pl.items * pl.chunks) % nthreads) pl.chunks++;
+        pl.chunk = min64(ohw, ((ohw + pl.chunks - 1) / pl.chunks + 15) / 16 * 16);
+        pl.chunks = (ohw + pl.chunk - 1) / pl.chunk;
+    }
     if (!direct) {
         /* output positions in L2-sized chunks; with few items and threads, make the task count even */
         const int64_t max_chunk = max64(GC_CONV_MIN_CHUNK, GC_CONV_CHUNK_FLOATS / ckk);
@@ -360,35 +389,32 @@ static GC_ALWAYS_INLINE gc_vf epi_vec(const gc_conv2d_params *p, gc_vf v, gc_vf 
     return v;
 }
 
-static inline int has_epilogue(const gc_conv2d_params *p)
-{
-    return p->act != 0 || p->res != NULL;
-}
-
 /* The epilogue on y[0, n) in place, res[0, n) the residual at the same outputs (NULL without one). The
  * last partial vector goes through a zero-padded copy: every output gets the same operations wherever
  * it sits, so the results do not depend on the split into tasks. */
-static void epilogue_span(const gc_conv2d_params *p, float *y, const float *res, int64_t n)
+static void epilogue_span(const gc_conv2d_params *p, float *y, const float *res, float bias, int64_t n)
 {
     int64_t i = 0;
-    const gc_vf zero = vset1(0.0f);
-    for (; i + GC_VW <= n; i += GC_VW) vstore(y + i, epi_vec(p, vload(y + i), res ? vload(res + i) : zero));
+    const gc_vf zero = vset1(0.0f), b = vset1(bias);
+    for (; i + GC_VW <= n; i += GC_VW) vstore(y + i, epi_vec(p, vload(y + i) + b, res ? vload(res + i) : zero));
     if (i < n) {
-        float b[GC_VW] = {0}, r[GC_VW] = {0};
-        memcpy(b, y + i, (size_t)(n - i) * sizeof(float));
+        float t[GC_VW] = {0}, r[GC_VW] = {0};
+        memcpy(t, y + i, (size_t)(n - i) * sizeof(float));
         if (res) memcpy(r, res + i, (size_t)(n - i) * sizeof(float));
-        vstore(b, epi_vec(p, vload(b), vload(r)));
-        memcpy(y + i, b, (size_t)(n - i) * sizeof(float));
+        vstore(t, epi_vec(p, vload(t) + b, vload(r)));
+        memcpy(y + i, t, (size_t)(n - i) * sizeof(float));
     }
 }
 
-/* The epilogue on `rows` spans of len outputs, stride apart, starting at output offset off of y. */
+/* The epilogue on `rows` spans of len outputs, stride apart, starting at output offset off of y; bias
+ * (NULL: none, the conv added it) holds one value per row, added first. */
 static void epilogue_rows(const gc_conv2d_params *p, float *y, int64_t off, int64_t rows, int64_t len,
-                          int64_t stride)
+                          int64_t stride, const float *bias)
 {
     if (!has_epilogue(p)) return;
     for (int64_t r = 0; r < rows; r++)
-        epilogue_span(p, y + off + r * stride, p->res ? p->res + off + r * stride : NULL, len);
+        epilogue_span(p, y + off + r * stride, p->res ? p->res + off + r * stride : NULL, bias ? bias[r] : 0.0f,
+                      len);
 }
 
 
@@ -448,7 +474,7 @@ static void conv_plane_direct_q(const gc_conv2d_params *p, int64_t q, const floa
     const int64_t n = q / p->oc, oc = q % p->oc, c = oc / (p->oc / p->groups);
     conv_plane_direct(p, x + (n * p->c + c) * p->h * p->w, w + oc * p->kh * p->kw, bias ? bias[oc] : 0.0f,
                       y + q * p->oh * p->ow);
-    epilogue_rows(p, y, q * p->oh * p->ow, 1, p->oh * p->ow, 0);
+    epilogue_rows(p, y, q * p->oh * p->ow, 1, p->oh * p->ow, 0, NULL);
 }
 
 /* Rows [r0, r1) of the im2col matrix of one group's channels xg[Cg, H, W], for output positions
@@ -524,12 +550,16 @@ static void conv2d_task(const gc_conv2d_params *p, const conv_plan *pl, int64_t 
         rhs = col;
         ldb = width;
     }
+    if (has_epilogue(p)) { /* the bias goes in with the epilogue, one pass over the chunk the gemm wrote */
+        gc_sgemm(0, 0, ocg, width, ckk, 1.0f, w + g * ocg * ckk, ckk, rhs, ldb, 0.0f, yg, ohw, NULL, nt);
+        epilogue_rows(p, y, (n * p->oc + g * ocg) * ohw + q0, ocg, width, ohw, bg);
+        return;
+    }
     /* bias varies along gemm rows, so it goes in first and the gemm accumulates (beta = 1) */
     if (bg)
         for (int64_t o = 0; o < ocg; o++)
             for (int64_t q = 0; q < width; q++) yg[o * ohw + q] = bg[o];
     gc_sgemm(0, 0, ocg, width, ckk, 1.0f, w + g * ocg * ckk, ckk, rhs, ldb, bg ? 1.0f : 0.0f, yg, ohw, NULL, nt);
-    epilogue_rows(p, y, (n * p->oc + g * ocg) * ohw + q0, ocg, width, ohw);
 }
 
 /* ------------------------------------------------------------------ conv2d, spatial path */
@@ -922,7 +952,7 @@ static void spatial_task(const gc_conv2d_params *p, const spatial_geom *g, int64
         const int64_t item = task / g->bands, n = item / p->groups, grp = item % p->groups;
         const int64_t r0 = task % g->bands * g->bh, rows = min64(g->bh, p->oh - r0), ocg = p->oc / p->groups;
         const int64_t ohw = p->oh * p->ow;
-        epilogue_rows(p, y, (n * p->oc + grp * ocg) * ohw + r0 * p->ow, ocg, rows * p->ow, ohw);
+        epilogue_rows(p, y, (n * p->oc + grp * ocg) * ohw + r0 * p->ow, ocg, rows * p->ow, ohw, NULL);
     }
 }
 
