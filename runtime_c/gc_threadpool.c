@@ -13,6 +13,14 @@
  * is still running, so the fn/arg read before the claim are that job's. Results do not depend on which
  * thread runs a task: kernels give each task a fixed piece of the output.
  *
+ * The job's fields are rewritten while a late worker may still be reading the previous job's (it read
+ * the old tag, then was descheduled), so they are atomics and the word works as a seqlock: an odd tag,
+ * stored before the fields (which are stored with release order), marks a job being written; the even
+ * tag after them opens it. A worker that read a field of the next job (an acquire load) then sees at
+ * least the odd tag, so its claim fails, instead of claiming index n of the old job with the new job's
+ * n and fn (a task run twice, a done count one too high). ThreadSanitizer reported the plain fields as
+ * a data race (tests/test_hardening.py).
+ *
  * run_v binds the context's pool to the calling thread (gc_pool_enter); kernels called without a pool
  * (the runtime's own tests, GRAPHC_THREADING=openmp) fall back to an OpenMP loop.
  */
@@ -50,10 +58,13 @@ struct gc_pool {
     void (*fn)(void *, int64_t);
     void *arg;
     int64_t n;
-    uint32_t tag;
+    uint32_t tag;                 /* the current job's (even) tag: written by the pool's caller alone */
 };
 
 static __thread gc_pool *current;
+
+/* a job the worker has not seen yet, and open (an even tag: an odd one is a job still being written) */
+#define OPEN_JOB(tag, seen) ((tag) != (seen) && !((tag) & 1u))
 
 /* claim one task of job `tag`; -1 when the job has none left or is no longer the current one */
 static int64_t claim(gc_pool *p, uint32_t tag, int64_t n)
@@ -84,14 +95,15 @@ static void *worker(void *vp)
         uint32_t tag = seen;
         for (int s = 0; s < GC_POOL_SPINS; s++) {
             tag = (uint32_t)(__atomic_load_n(&p->word, __ATOMIC_ACQUIRE) >> 32);
-            if (tag != seen || __atomic_load_n(&p->quit, __ATOMIC_ACQUIRE))
+            if (OPEN_JOB(tag, seen) || __atomic_load_n(&p->quit, __ATOMIC_ACQUIRE))
                 break;
             GC_CPU_RELAX();
         }
-        if (tag == seen) {
+        if (!OPEN_JOB(tag, seen)) {
             pthread_mutex_lock(&p->lock);
             __atomic_fetch_add(&p->sleepers, 1, __ATOMIC_SEQ_CST);
-            while (!p->quit && (uint32_t)(__atomic_load_n(&p->word, __ATOMIC_SEQ_CST) >> 32) == seen)
+            while (!__atomic_load_n(&p->quit, __ATOMIC_SEQ_CST) &&
+                   !OPEN_JOB((uint32_t)(__atomic_load_n(&p->word, __ATOMIC_SEQ_CST) >> 32), seen))
                 pthread_cond_wait(&p->wake, &p->lock);
             __atomic_fetch_sub(&p->sleepers, 1, __ATOMIC_SEQ_CST);
             pthread_mutex_unlock(&p->lock);
@@ -99,11 +111,14 @@ static void *worker(void *vp)
         if (__atomic_load_n(&p->quit, __ATOMIC_ACQUIRE))
             return NULL;
         tag = (uint32_t)(__atomic_load_n(&p->word, __ATOMIC_ACQUIRE) >> 32);
+        if (tag & 1u)
+            continue; /* the next job is being written: its even tag follows within nanoseconds */
         seen = tag;
-        /* the job's fields were written before its tag was published */
-        void (*fn)(void *, int64_t) = p->fn;
-        void *arg = p->arg;
-        const int64_t n = p->n;
+        /* the job's fields were written before its tag was published; if they are already the next job's,
+         * the claim below sees the tag that moved on and fails */
+        void (*fn)(void *, int64_t) = __atomic_load_n(&p->fn, __ATOMIC_ACQUIRE);
+        void *arg = __atomic_load_n(&p->arg, __ATOMIC_ACQUIRE);
+        const int64_t n = __atomic_load_n(&p->n, __ATOMIC_ACQUIRE);
         run_tasks(p, tag, n, fn, arg);
     }
 }
@@ -169,12 +184,14 @@ void gc_parallel_for(int64_t n, int nthreads, void (*fn)(void *, int64_t), void 
         return;
     }
     grow(p, (int)(n < nthreads ? n : nthreads) - 1);
-    /* publish the job: fields first, then the new tag with the task counter at 0 */
-    const uint32_t tag = p->tag + 1;
+    /* publish the job: an odd tag (no task can be claimed), the fields, then the even tag with the task
+     * counter at 0 */
+    const uint32_t tag = p->tag + 2;
     p->tag = tag;
-    p->fn = fn;
-    p->arg = arg;
-    p->n = n;
+    __atomic_store_n(&p->word, (uint64_t)(tag - 1) << 32, __ATOMIC_RELAXED);
+    __atomic_store_n(&p->fn, fn, __ATOMIC_RELEASE);
+    __atomic_store_n(&p->arg, arg, __ATOMIC_RELEASE);
+    __atomic_store_n(&p->n, n, __ATOMIC_RELEASE);
     __atomic_store_n(&p->done, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&p->word, (uint64_t)tag << 32, __ATOMIC_SEQ_CST);
     if (__atomic_load_n(&p->sleepers, __ATOMIC_SEQ_CST) > 0) {
