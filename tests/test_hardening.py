@@ -1271,7 +1271,8 @@ def _host_runs(newops, kind: str, cases, runner) -> list[str]:
 def test_newer_code_clean_under_asan_ubsan(newops):
     """The copied and the mapped context of a default-target library side by side on two host threads,
     each with a pool of two, at every ISA level this CPU has, B at its minimum and maximum; a profile run
-    (GRAPHC_PROFILE=1: destroy prints the table). No report, leaks checked, outputs equal numpy's."""
+    (GRAPHC_PROFILE=1: destroy prints the table); the C input checks. No report, leaks checked, outputs
+    equal numpy's."""
     def sanitized_runner(cmd, env, label, cwd):
         res = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env, timeout=300)
         assert not REPORT.search(res.stderr), f"{label}: sanitizer report\n{res.stderr[-6000:]}"
@@ -1286,6 +1287,15 @@ def test_newer_code_clean_under_asan_ubsan(newops):
                            dict(os.environ, GRAPHC_PROFILE="1", GRAPHC_ADAPTIVE_THREADS="0", **SAN_ENV), "profile",
                            exe.parent)
     assert res.returncode == 0 and res.stderr.count("graphc profile of newops: 3 runs") == 2, res.stderr[-3000:]
+    # a bad GRAPHC_ISA fails create cleanly (the first context's error path, nothing leaked)
+    shutil.copyfile(newops["san"].directory / "newops.safetensors", exe.parent / "copyp.safetensors")
+    res = sanitized_runner([str(exe), "newops.safetensors", "copyp.safetensors", "7", "outp.bin"],
+                           dict(os.environ, GRAPHC_ISA="avx9000", **SAN_ENV), "bad isa", exe.parent)
+    assert res.returncode == 2 and "GRAPHC_ISA='avx9000' is not one of generic, avx2, avx512" in res.stderr, \
+        res.stderr[-3000:]
+    # the input checks of section (d), a misaligned pointer of each dtype among them, on this library too
+    _checks(newops["plain"].directory, "newops", sanitize=False)
+    _checks(newops["san"].directory, "newops", sanitize=True)
 
 
 @needs_valgrind
