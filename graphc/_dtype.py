@@ -2,26 +2,34 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
-import ml_dtypes
 import numpy as np
 
 
 class dtype:  # noqa: N801 - PyTorch's spelling
     """An element type. Singletons: compare with ``is`` or ``==``."""
 
-    __slots__ = ("name", "short", "itemsize", "is_floating_point", "is_signed", "np", "c_type", "_rank")
+    __slots__ = ("name", "short", "itemsize", "is_floating_point", "is_signed", "_np", "c_type", "_rank")
 
-    def __init__(self, name: str, short: str, np_type: Any, c_type: str, floating: bool, signed: bool, rank: int):
+    def __init__(self, name: str, short: str, np_type: Any, c_type: str, floating: bool, signed: bool, rank: int,
+                 itemsize: int = 0):
         self.name = name
         self.short = short  # the IR's spelling: f32, i64, ...
-        self.np = np.dtype(np_type)
-        self.itemsize = self.np.itemsize
+        self._np = None if np_type is None else np.dtype(np_type)  # None: loaded on first use (bfloat16)
+        self.itemsize = itemsize or self._np.itemsize  # type: ignore[union-attr]
         self.is_floating_point = floating
         self.is_signed = signed
         self.c_type = c_type
         self._rank = rank  # order within its category for promotion
+
+    @property
+    def np(self) -> np.dtype:
+        """The numpy dtype (bfloat16's is ml_dtypes', imported on first use: it takes about 0.5 s)."""
+        if self._np is None:
+            self._np = _lazy_numpy_type(self.name)
+        return self._np
 
     @property
     def is_complex(self) -> bool:
@@ -41,6 +49,37 @@ def _by_name(name: str) -> dtype:
     return _NAMES[name]
 
 
+def _lazy_numpy_type(name: str) -> np.dtype:
+    import ml_dtypes  # ~0.5 s of CPU to import (its casts and ufuncs): only a bfloat16 tensor needs it
+
+    return np.dtype(getattr(ml_dtypes, name))
+
+
+class _NumpyTypes(dict):
+    """numpy dtype -> graphc dtype. bfloat16's entry appears once ml_dtypes is imported (an array of that
+    type, or a use of graphc.bfloat16.np, implies it), so importing graphc does not import ml_dtypes."""
+
+    def _complete(self) -> None:
+        if bfloat16._np is not None or "ml_dtypes" in sys.modules:
+            dict.__setitem__(self, bfloat16.np, bfloat16)
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        if not dict.__contains__(self, key):
+            self._complete()
+        return dict.get(self, key, default)
+
+    def __contains__(self, key: object) -> bool:
+        if not dict.__contains__(self, key):
+            self._complete()
+        return dict.__contains__(self, key)
+
+    def __missing__(self, key: Any) -> dtype:
+        self._complete()
+        if dict.__contains__(self, key):
+            return dict.__getitem__(self, key)
+        raise KeyError(key)
+
+
 bool_ = dtype("bool", "bool", np.bool_, "uint8_t", False, False, 0)
 uint8 = dtype("uint8", "u8", np.uint8, "uint8_t", False, False, 1)
 int8 = dtype("int8", "i8", np.int8, "int8_t", False, True, 2)
@@ -48,7 +87,7 @@ int16 = dtype("int16", "i16", np.int16, "int16_t", False, True, 3)
 int32 = dtype("int32", "i32", np.int32, "int32_t", False, True, 4)
 int64 = dtype("int64", "i64", np.int64, "int64_t", False, True, 5)
 float16 = dtype("float16", "f16", np.float16, "uint16_t", True, True, 6)
-bfloat16 = dtype("bfloat16", "bf16", ml_dtypes.bfloat16, "uint16_t", True, True, 7)
+bfloat16 = dtype("bfloat16", "bf16", None, "uint16_t", True, True, 7, itemsize=2)
 float32 = dtype("float32", "f32", np.float32, "float", True, True, 8)
 float64 = dtype("float64", "f64", np.float64, "double", True, True, 9)
 
@@ -66,7 +105,7 @@ _SAFETENSORS = {
     float16: "F16", bfloat16: "BF16", float32: "F32", float64: "F64",
 }
 _FROM_SAFETENSORS = {v: k for k, v in _SAFETENSORS.items()}
-_NP_TO_DTYPE = {d.np: d for d in ALL_DTYPES}
+_NP_TO_DTYPE = _NumpyTypes({d._np: d for d in ALL_DTYPES if d._np is not None})
 
 _default_dtype = float32
 
