@@ -296,17 +296,14 @@ void gc_argreduce(int is_min, int64_t outer, int64_t n, int64_t inner, const flo
     PICK(gc_argreduce)(is_min, outer, n, inner, x, y, nthreads);
 }
 
-size_t gc_sdpa_work_floats(int64_t tq, int64_t tk, int nthreads)
+size_t gc_sdpa_work_floats(int64_t tq, int64_t tk, int64_t d, int64_t dv, int nthreads)
 {
-    return PICK(gc_sdpa_work_floats)(tq, tk, nthreads);
+    return PICK(gc_sdpa_work_floats)(tq, tk, d, dv, nthreads);
 }
 
-void gc_sdpa(int64_t b, int64_t h, int64_t tq, int64_t tk, int64_t d, int64_t dv, const float *q, const float *k,
-             const float *v, const float *mask, int64_t mask_sb, int64_t mask_sh, int64_t mask_sq, int64_t mask_sk,
-             float scale, int causal, float *out, float *work, int nthreads)
+void gc_sdpa(const gc_sdpa_params *p, float *work, int nthreads)
 {
-    PICK(gc_sdpa)(b, h, tq, tk, d, dv, q, k, v, mask, mask_sb, mask_sh, mask_sq, mask_sk, scale, causal, out, work,
-                  nthreads);
+    PICK(gc_sdpa)(p, work, nthreads);
 }
 
 int gc_embedding(int64_t n, const int64_t *idx, int64_t v, int64_t d, const float *table, float *out, int nthreads)

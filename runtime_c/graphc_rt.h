@@ -206,16 +206,30 @@ GC_INTERNAL void gc_argreduce(int is_min, int64_t outer, int64_t n, int64_t inne
 
 /* ------------------------------------------------------------------ attention (gc_attention.c) */
 /* Scaled dot-product attention, PyTorch semantics.
- * q[B, H, Tq, D], k[B, H, Tk, D], v[B, H, Tk, Dv] -> out[B, H, Tq, Dv].
- * mask: additive float mask or NULL, addressed as mask[b*mask_sb + h*mask_sh + i*mask_sq + j*mask_sk]
+ * q[B, H, Tq, D], k[B, H, Tk, D], v[B, H, Tk, Dv] -> out[B, H, Tq, Dv], each addressed through its
+ * (batch, head, row) element strides with the last dim contiguous: q[b*q_sb + h*q_sh + i*q_st + c].
+ * mask: additive float mask or NULL, addressed as mask[b*m_sb + h*m_sh + i*m_sq + j*m_sk]
  * (strides of 0 broadcast). causal: key j is masked out for query i when j > i (PyTorch's is_causal,
- * top-left aligned). Rows that are fully masked produce zeros like PyTorch 2.x.
- * work: gc_sdpa_work_floats(...) floats. */
-GC_INTERNAL size_t gc_sdpa_work_floats(int64_t tq, int64_t tk, int nthreads);
-GC_INTERNAL void gc_sdpa(int64_t b, int64_t h, int64_t tq, int64_t tk, int64_t d, int64_t dv, const float *q,
-                         const float *k, const float *v, const float *mask, int64_t mask_sb, int64_t mask_sh,
-                         int64_t mask_sq, int64_t mask_sk, float scale, int causal, float *out, float *work,
-                         int nthreads);
+ * top-left aligned). Rows that are fully masked produce zeros like PyTorch 2.x. out must not overlap
+ * q, k, v or mask. work: gc_sdpa_work_floats(tq, tk, d, dv, nthreads) floats. */
+typedef struct gc_sdpa_params {
+    int64_t b, h, tq, tk, d, dv;
+    const float *q;
+    int64_t q_sb, q_sh, q_st;
+    const float *k;
+    int64_t k_sb, k_sh, k_st;
+    const float *v;
+    int64_t v_sb, v_sh, v_st;
+    const float *mask;
+    int64_t m_sb, m_sh, m_sq, m_sk;
+    float scale;
+    int causal;
+    float *out;
+    int64_t o_sb, o_sh, o_st;
+} gc_sdpa_params;
+
+GC_INTERNAL size_t gc_sdpa_work_floats(int64_t tq, int64_t tk, int64_t d, int64_t dv, int nthreads);
+GC_INTERNAL void gc_sdpa(const gc_sdpa_params *p, float *work, int nthreads);
 
 /* ------------------------------------------------------------------ indexing (gc_index.c) */
 /* out[i, :] = table[idx[i], :] for i < n; table[V, D]; negative or >= V index -> GC_ERR_INDEX */

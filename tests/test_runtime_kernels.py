@@ -31,7 +31,8 @@ cffi = pytest.importorskip("cffi")
 
 ROOT = Path(__file__).resolve().parents[1]
 RT = ROOT / "runtime_c"
-SOURCES = ["gc_status.c", "gc_norm.c", "gc_reduce.c", "gc_attention.c", "gc_index.c", "gc_safetensors.c"]
+SOURCES = ["gc_status.c", "gc_norm.c", "gc_reduce.c", "gc_attention.c", "gc_index.c", "gc_safetensors.c",
+           "gc_threadpool.c"]
 CFLAGS = ["-O2", "-fPIC", "-shared", "-DGC_INTERNAL=", "-Wall", "-Wextra"]
 
 GC_OK, GC_ERR_INVALID_ARGUMENT, GC_ERR_IO, GC_ERR_FORMAT, GC_ERR_MISMATCH = 0, -1, -2, -3, -4
@@ -80,7 +81,7 @@ FFI.cdef(header_cdef())
 
 
 def compile_library(out: Path, extra: list[str]) -> Path:
-    cmd = ["gcc", *CFLAGS, *extra, "-o", str(out), *(str(RT / s) for s in SOURCES), "-lm"]
+    cmd = ["gcc", *CFLAGS, *extra, "-o", str(out), *(str(RT / s) for s in SOURCES), "-lm", "-pthread"]
     res = subprocess.run(cmd, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert "warning" not in res.stderr, res.stderr
@@ -153,7 +154,7 @@ def test_kernel_files_share_the_pragma_macros():
         if re.search(r"GC_(PRAGMA|PARALLEL_FOR)\(", text):
             assert '#include "gc_simd.h"' in text, path.name
             users.append(path.name)
-    assert {"gc_gemm.c", "gc_conv.c", "gc_norm.c", "gc_reduce.c", "gc_attention.c", "gc_pool.c",
+    assert {"gc_gemm.c", "gc_conv.c", "gc_norm.c", "gc_reduce.c", "gc_pool.c",
             "gc_index.c"} <= set(users)
     # nor does a header or a template of the generated code: gc_simd.h is the one definition
     others = [p for p in sorted(RT.glob("*.h")) if p.name != "gc_simd.h"]
@@ -504,27 +505,43 @@ def ref_sdpa(q, k, v, mask, scale, causal):
     return np.einsum("bhij,bhjd->bhid", p, v.astype(np.float64))
 
 
+def sdpa_params(q, k, v, out, mask_base=None, mask_view=None, scale=None, causal=False):
+    """A gc_sdpa_params for [B, H, T, D] views (any strides with the last dim contiguous) and a mask view
+    of mask_base; the arrays must stay alive while it is used."""
+    b, h, tq, d = q.shape
+    tk, dv = k.shape[2], v.shape[3]
+    p = FFI.new("gc_sdpa_params *")
+    p.b, p.h, p.tq, p.tk, p.d, p.dv = b, h, tq, tk, d, dv
+    for name, a in (("q", q), ("k", k), ("v", v), ("o", out)):
+        assert a.strides[3] == 4 or a.shape[3] <= 1 or a.size == 0, "the last dim must be contiguous"
+        setattr(p, "out" if name == "o" else name, FFI.cast("float *", a.__array_interface__["data"][0]))
+        for field, st in zip(("sb", "sh", "st"), a.strides[:3]):
+            setattr(p, f"{name}_{field}", st // 4)
+    if mask_view is not None:
+        p.mask = fp(mask_base)
+        p.m_sb, p.m_sh, p.m_sq, p.m_sk = (st // 4 for st in mask_view.strides)
+    p.scale = 1.0 / np.sqrt(d) if scale is None else scale
+    p.causal = int(causal)
+    return p
+
+
 def run_sdpa(lib, q, k, v, mask_base=None, mask_view=None, scale=None, causal=False):
     """mask_view is a (broadcast) view of mask_base with shape [B, H, Tq, Tk]."""
     b, h, tq, d = q.shape
     tk, dv = k.shape[2], v.shape[3]
-    scale = 1.0 / np.sqrt(d) if scale is None else scale
-    if mask_view is not None:
-        strides = [s // 4 for s in mask_view.strides]
-        mptr = fp(mask_base)
-    else:
-        strides, mptr = [0, 0, 0, 0], FFI.NULL
 
     def run(nt):
-        nwork = lib.gc_sdpa_work_floats(tq, tk, nt)
+        nwork = lib.gc_sdpa_work_floats(tq, tk, d, dv, nt)
         work = np.full(nwork + 64, 1e30, np.float32)  # 64 guard floats after what was asked for
         out = np.full((b, h, tq, dv), 7.0, np.float32)
-        lib.gc_sdpa(b, h, tq, tk, d, dv, fp(q), fp(k), fp(v), mptr, *strides, scale, int(causal), fp(out), fp(work), nt)
+        p = sdpa_params(q, k, v, out, mask_base, mask_view, scale, causal)
+        lib.gc_sdpa(p, fp(work), nt)
         assert np.all(work[nwork:] == 1e30), "gc_sdpa wrote past its work buffer"
         return out
 
     out = run_threads(run)
-    ref = ref_sdpa(q, k, v, None if mask_view is None else mask_view, scale, causal)
+    ref = ref_sdpa(q, k, v, None if mask_view is None else mask_view, 1.0 / np.sqrt(d) if scale is None else scale,
+                   causal)
     return out, ref
 
 
@@ -592,9 +609,10 @@ def test_sdpa_fully_masked_rows_give_zeros(lib):
 
 def test_sdpa_no_keys(lib):
     q, k, v = np.ones((1, 1, 3, 4), np.float32), np.ones((1, 1, 0, 4), np.float32), np.ones((1, 1, 0, 5), np.float32)
-    assert lib.gc_sdpa_work_floats(3, 0, 2) == 0
+    assert lib.gc_sdpa_work_floats(3, 0, 4, 5, 2) == 0
     out = np.full((1, 1, 3, 5), 9.0, np.float32)
-    lib.gc_sdpa(1, 1, 3, 0, 4, 5, fp(q), FFI.NULL, FFI.NULL, FFI.NULL, 0, 0, 0, 0, 0.5, 0, fp(out), FFI.NULL, 2)
+    p = sdpa_params(q, k, v, out, scale=0.5)
+    lib.gc_sdpa(p, FFI.NULL, 2)
     assert np.all(out == 0.0)
     del k, v
 
@@ -602,8 +620,9 @@ def test_sdpa_no_keys(lib):
 def test_sdpa_work_formula(lib):
     for tk in (1, 5, 16, 17, 1000):
         for nt in (1, 2, 8):
-            assert lib.gc_sdpa_work_floats(7, tk, nt) >= nt * tk
-    assert lib.gc_sdpa_work_floats(7, 10, 0) >= 10
+            one = lib.gc_sdpa_work_floats(7, tk, 32, 24, 1)
+            assert one >= 32 * 24 and lib.gc_sdpa_work_floats(7, tk, 32, 24, nt) == nt * one
+    assert lib.gc_sdpa_work_floats(7, 10, 8, 8, 0) == lib.gc_sdpa_work_floats(7, 10, 8, 8, 1)
 
 
 def test_sdpa_matches_torch(lib):

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 from .._dtype import float32, float64, int32, int64
 from ..ir.graph import Node
-from ..sym import Dim, prod
+from ..sym import Dim, is_static, prod
 from .analysis import (
     adaptive_pool_params,
     axis_split,
@@ -347,7 +347,25 @@ def _norm(kb: KernelBuilder, n: Node) -> None:
 def _sdpa(kb: KernelBuilder, n: Node) -> None:
     require_float32(kb, n)
     fields = sdpa_fields(kb, n)
+    q, k, v = n.inputs[:3]
+    lead = list(q.type.shape[:-2])
+    for key, val in (("q", q), ("k", k), ("v", v), ("o", n.out)):
+        fields[f"{key}_off"] = "0"
+        fields[f"{key}_st"] = [kb.dim(s) for s in head_strides(lead, contiguous_strides(val.type.shape))]
     kb.emit("sdpa.c.j2", work=kb.work(), **fields)
+
+
+def head_strides(lead: Sequence[Dim], strides: Sequence[Dim]) -> list[Dim] | None:
+    """(batch, head, row) element strides of an sdpa operand [*lead, T, D] with the given strides, the
+    lead dims seen as [b, h] like :func:`sdpa_fields` does (b = 1 and h = all of them unless there are
+    two); None when the lead dims do not merge into one stride."""
+    if len(lead) == 2:
+        return [strides[0], strides[1], strides[2]]
+    kept = [(n, s) for n, s in zip(lead, strides) if not (is_static(n) and n == 1)]
+    for (_, s_out), (n_in, s_in) in zip(kept, kept[1:]):  # the merged head index steps by the last stride
+        if s_out != s_in * n_in:
+            return None
+    return [0, kept[-1][1] if kept else 0, strides[len(lead)]]
 
 
 # ------------------------------------------------------------------------------------- activations
