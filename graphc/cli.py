@@ -125,6 +125,8 @@ def cmd_compile(args) -> int:
     extra = {"arch": args.arch} if args.arch else {}
     if args.sanitize:
         extra["sanitize"] = True
+    if not args.openmp:
+        extra["openmp"] = False
     cm = gc_compile(graph, name=args.name, weights=args.weights, opt_level=args.opt_level, target=args.target,
                     threads=args.threads, cache_dir=args.cache_dir, out_dir=str(out_dir), backend=args.backend,
                     emit_only=args.emit_c, optimized=optimized, timings=ph, force=args.force, **extra)
@@ -306,6 +308,9 @@ def cmd_run(args) -> int:
     if args.threads is not None:
         _check_threads(args.threads)
     cm = _open(args.folder)
+    if cm.manifest["options"]["weights"] == "embed" and cm.weights_path is not None:
+        print(f"weights: {cm.weights_path.name} (new weights written for this export; the ones baked into "
+              f"lib{cm.name}.so are not used)")
     save = _check_save(args.save, cm.output_names) if args.save else None
     if args.threads is not None:
         cm.set_num_threads(args.threads)
@@ -493,6 +498,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sanitize", action="store_true",
                    help="debugging aid: build the library and the runtime with AddressSanitizer and "
                         "UndefinedBehaviorSanitizer (-O1 -g); run it through the exported main (make && ./main)")
+    p.add_argument("--no-openmp", dest="openmp", action="store_false",
+                   help="a serial library for toolchains without OpenMP (no -fopenmp, omp.h or libgomp; one thread "
+                   "by default)")
     p.add_argument("--cache-dir", help="compile cache folder (default: $GRAPHC_CACHE_DIR or ~/.cache/graphc)")
     p.set_defaults(func=cmd_compile)
 

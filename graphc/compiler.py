@@ -29,7 +29,9 @@ from .backend.build import (
     atomic_write,
     build_library,
     default_cache_dir,
+    runtime_files,
     sanitized,
+    serial,
     verified_file,
 )
 from .backend.compiled import CompiledModel
@@ -87,13 +89,16 @@ def build_options(backend: str, *, name: str, weights: str = "embed", opt_level:
 
 def generate(g: Graph, *, name: str | None = None, weights: str = "embed", opt_level: int = 2,
              target: str = "default", threads: int | None = None, backend: str = "c",
-             arch: str | None = None, sanitize: bool = False) -> tuple[Program, dict[str, str], BuildOptions]:
+             arch: str | None = None, sanitize: bool = False,
+             openmp: bool = True) -> tuple[Program, dict[str, str], BuildOptions]:
     """Lower an (already optimised) graph and render its sources without compiling (the compile-only path)."""
     be = get_backend(backend)
     name = _model_name(name, g)
     g.name = name
     options = build_options(backend, name=name, weights=weights, opt_level=opt_level, target=target, threads=threads,
                             arch=arch)
+    if not openmp:
+        options = serial(options)
     if sanitize:
         options = sanitized(options)
     prog = lower_program(g, be, name=name, fuse=opt_level >= 1, threads=threads)
@@ -112,7 +117,7 @@ def compile(module_or_graph: Any, example_inputs: Any = None, dynamic: Mapping[s
             threads: int | None = None, cache_dir: str | os.PathLike | None = None,
             out_dir: str | os.PathLike | None = None, backend: str = "c", optimized: Graph | None = None,
             emit_only: bool = False, timings: Any = None, arch: str | None = None,
-            sanitize: bool = False, force: bool = False) -> CompiledModel:
+            sanitize: bool = False, force: bool = False, openmp: bool = True) -> CompiledModel:
     """Compile a module (traced with example_inputs and dynamic, like graphc.trace) or a Graph into a
     shared library and return it as a callable :class:`CompiledModel`.
 
@@ -136,6 +141,8 @@ def compile(module_or_graph: Any, example_inputs: Any = None, dynamic: Mapping[s
     with the same flags) or a Python started with ``LD_PRELOAD=$(gcc -print-file-name=libasan.so)
     ASAN_OPTIONS=detect_leaks=0``; elsewhere the returned model raises a GraphcError saying so when
     called (docs/c-backend.md, "Sanitizer builds").
+    openmp=False: a serial library for toolchains without OpenMP (no -fopenmp, omp.h or libgomp; the
+    default thread count is 1; ``build.serial``).
     """
     from .importers import as_imported
 
@@ -143,7 +150,8 @@ def compile(module_or_graph: Any, example_inputs: Any = None, dynamic: Mapping[s
     if imported is not None:
         compiled = compile(imported.graph, name=name, weights=weights, opt_level=opt_level, target=target,
                            threads=threads, cache_dir=cache_dir, out_dir=out_dir, backend=backend, optimized=optimized,
-                           emit_only=emit_only, timings=timings, arch=arch, sanitize=sanitize, force=force)
+                           emit_only=emit_only, timings=timings, arch=arch, sanitize=sanitize, force=force,
+                           openmp=openmp)
         return compiled if compiled is None else imported.wrap(compiled)
     if weights not in ("embed", "file"):
         raise ValueError(f"weights must be 'embed' or 'file', got {weights!r}")
@@ -178,28 +186,34 @@ def compile(module_or_graph: Any, example_inputs: Any = None, dynamic: Mapping[s
     with template_cache(None if emit_only else cache / CACHE_LAYOUT / TEMPLATES_FOLDER):  # the templates' bytecode
         prog, sources, options = _phase(timings, "codegen", lambda: generate(
             g, name=model_name, weights=weights, opt_level=opt_level, target=target, threads=threads,
-            backend=backend, arch=arch, sanitize=sanitize))
+            backend=backend, arch=arch, sanitize=sanitize, openmp=openmp))
     exported = out_dir is not None
     man = manifest(prog, options, sources, exported, cache)
-    if emit_only:
-        write_sources(Path(out_dir), prog, sources, man, source, g, force=force)  # type: ignore[arg-type]
+    meta = weights_metadata(model_name, prog.fingerprint)
+
+    def blob(path: Path) -> None:
+        write_safetensors(path, params, meta)
+
+    if emit_only:  # the baked weights' blob too, when the graph holds every parameter (make lib needs it)
+        baked = weights == "embed" and all(k in g.param_data for k in g.params)
+        params = {k: g.param_data[k] for k in g.params} if baked else {}
+        write_sources(Path(out_dir), prog, sources, man, source, g, force=force,  # type: ignore[arg-type]
+                      write_baked=blob if baked else None, runtime=runtime_files(options.runtime_sources))
         return None  # type: ignore[return-value]
     params = {k: g.param_data[k] for k in g.params}
-    meta = weights_metadata(model_name, prog.fingerprint)
     sha = _phase(timings, "weights", lambda: safetensors_digest(params, meta))
     final_w = cache / CACHE_LAYOUT / "weights" / f"{model_name}-{sha[:32]}.safetensors"
     if weights == "file" and not verified_file(final_w, sha):  # kept by content: an overwritten file is rewritten
         write_safetensors(final_w, params, meta)
         IN_USE.add(str(final_w))
-    def blob(path: Path) -> None:
-        write_safetensors(path, params, meta)
 
     phase = f"{get_backend(backend).display_name} compile"
     folder, hit = _phase(timings, phase, lambda: build_library(sources, options, cache_dir=cache,
                                                              weights_sha=sha, write_blob=blob))
     if exported:
         folder = export_folder(Path(out_dir), folder, prog, sources, man, source, g,  # type: ignore[arg-type]
-                               final_w if weights == "file" else None, force=force)
+                               final_w if weights == "file" else None, force=force,
+                               write_baked=blob if weights == "embed" else None)
         if weights == "file":
             final_w = folder / f"{model_name}.safetensors"
     elif not (folder / "manifest.json").exists():

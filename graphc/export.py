@@ -25,17 +25,17 @@ import fcntl
 import json
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .backend.build import BuildOptions
+from .backend.build import BuildOptions, baked_weights_name
 from .backend.compiled import CompiledModel
 from .backend.lowering import Program, fingerprint
 from .backend.registry import get_backend
-from .backend.weights import read_safetensors, weights_metadata, write_safetensors
+from .backend.weights import read_safetensors, record_weights_file, weights_metadata, write_safetensors
 from .errors import ExportError, GraphcError
 from .ir.graph import Graph
 from .ir.printer import print_graph
@@ -112,6 +112,8 @@ def write_weights(directory: str | os.PathLike, state_dict: Mapping[str, Any], *
                                strict=strict, fallback=target if target.exists() else None,
                                bake_weights=manifest["options"]["weights"] == "embed")
     write_safetensors(target, params, weights_metadata(name, manifest["fingerprint"]))
+    if target.resolve() == (directory / f"{name}.safetensors").resolve():
+        record_weights_file(directory, target.name)  # the folder uses the new weights from now on
     return target
 
 
@@ -132,10 +134,13 @@ def manifest(prog: Program, options: BuildOptions, sources: Mapping[str, str], e
         "params": [{"name": q.name, "dtype": q.dtype.name, "shape": list(q.shape)} for q in prog.params],
         "options": {"weights": options.weights, "opt_level": options.opt_level, "target": options.target,
                     "threads": options.threads, "cflags": options.cflags, "ldflags": options.ldflags,
-                    "backend": options.backend, "sanitize": options.sanitize,
+                    "backend": options.backend, "sanitize": options.sanitize, "openmp": options.openmp,
                     **get_backend(options.backend).manifest_options(options)},
         "memory_plan": {"arena_bytes": str(prog.plan.arena), "capacity_bytes": str(prog.plan.capacity),
                         "blocks": prog.memory_table(), "steps": prog.plan_labels},
+        # the weights file the folder's loaders read (None: the weights baked into the library); new weights
+        # written into an embed-mode export set it (record_weights_file)
+        "weights_file": f"{prog.name}.safetensors" if options.weights == "file" else None,
         "files": {"sources": sorted(sources), "library": f"lib{prog.name}.so", "header": f"{prog.name}.h"},
         "exported": exported,
         "cache_dir": None if exported else str(cache_dir),
@@ -258,12 +263,15 @@ def export_transaction(out: Path, files: list[str], force: bool) -> Iterator[Non
         yield
 
 
-def _export_names(prog: Program, sources: Mapping[str, str], runtime: list[str], weights: bool) -> list[str]:
+def _export_names(prog: Program, sources: Mapping[str, str], runtime: list[str], weights: bool,
+                  baked: bool) -> list[str]:
     name = prog.name
     names = [*sources, *(f"runtime/{r}" for r in runtime), f"lib{name}.so", f"{name}.gir", f"{name}.source.gir",
              "manifest.json"]
     if weights:
         names.append(f"{name}.safetensors")
+    if baked:
+        names.append(baked_weights_name(name))
     return sorted(set(names))
 
 
@@ -277,22 +285,36 @@ def write_extras(out: Path, prog: Program, manifest: dict[str, Any], source: Gra
 
 
 def write_sources(out: Path, prog: Program, sources: Mapping[str, str], manifest: dict[str, Any], source: Graph,
-                  g: Graph, *, force: bool = False) -> None:
-    """An emit-only export: the generated sources, the graphs and the manifest, nothing built."""
-    files = sorted({*sources, f"{prog.name}.gir", f"{prog.name}.source.gir", "manifest.json"})
+                  g: Graph, *, force: bool = False, write_baked: Callable[[Path], Any] | None = None,
+                  runtime: Mapping[str, bytes] | None = None) -> None:
+    """An emit-only export: the generated sources, the runtime's (``runtime/``), the graphs and the manifest
+    (and the blob of baked weights, ``write_baked``, which NAME_weights.S includes), nothing built: the
+    folder's Makefile (make lib) or CMakeLists.txt builds the library."""
+    runtime = runtime or {}
+    files = sorted({*sources, f"{prog.name}.gir", f"{prog.name}.source.gir", "manifest.json",
+                    *(f"runtime/{r}" for r in runtime),
+                    *([baked_weights_name(prog.name)] if write_baked is not None else [])})
     with export_transaction(out, files, force):
         for n, text in sources.items():
             atomic_write(out / n, text.encode())
+        if runtime:
+            (out / "runtime").mkdir(exist_ok=True)
+        for n, data in runtime.items():
+            atomic_write(out / "runtime" / n, data)
+        if write_baked is not None:
+            write_baked(out / baked_weights_name(prog.name))
         write_extras(out, prog, manifest, source, g, files)
 
 
 def export_folder(out: Path, built: Path, prog: Program, sources: Mapping[str, str], manifest: dict[str, Any],
-                  source: Graph, g: Graph, weights_file: Path | None, *, force: bool = False) -> Path:
+                  source: Graph, g: Graph, weights_file: Path | None, *, force: bool = False,
+                  write_baked: Callable[[Path], Any] | None = None) -> Path:
     """Copy a built library (its cache folder ``built``) into the self-contained folder ``out``
-    (``manifest["files"]["all"]`` is set to the files written)."""
+    (``manifest["files"]["all"]`` is set to the files written). write_baked(path) writes the blob an
+    embed-mode library bakes (``NAME_weights.safetensors``, what make lib / CMake assemble)."""
     name = prog.name
     runtime = sorted(f.name for f in (built / "runtime").iterdir())
-    files = _export_names(prog, sources, runtime, weights_file is not None)
+    files = _export_names(prog, sources, runtime, weights_file is not None, write_baked is not None)
     with export_transaction(out, files, force):
         for n in sources:
             atomic_write(out / n, src=built / n)
@@ -302,6 +324,8 @@ def export_folder(out: Path, built: Path, prog: Program, sources: Mapping[str, s
             atomic_write(rt / f, src=built / "runtime" / f)
         if weights_file is not None:
             atomic_write(out / f"{name}.safetensors", src=weights_file)
+        if write_baked is not None:
+            write_baked(out / baked_weights_name(name))  # atomic (a new file renamed into place)
         atomic_write(out / f"lib{name}.so", src=built / f"lib{name}.so", executable=True)
         write_extras(out, prog, manifest, source, g, files)
     return out
@@ -353,13 +377,41 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
         raise bad("'name'", f"is {m['name']!r}, not a model name")
     if m["options"].get("weights") not in ("embed", "file"):
         raise bad("'options.weights'", "is not 'embed' or 'file'")
+    wf = m.get("weights_file")
+    if wf is not None and (not isinstance(wf, str) or _inside(Path(directory), wf) is None or "/" in wf):
+        raise bad("'weights_file'", f"is {wf!r}, not the name of a file in the folder")
     return m
+
+
+def folder_weights(directory: str | Path, manifest: Mapping[str, Any]) -> Path | None:
+    """The weights file an export folder's loaders read: ``manifest["weights_file"]`` (weights="file", or
+    new weights written into an embed-mode export), None for the weights baked into the library. A file
+    the manifest names but the folder lacks is a FileNotFoundError saying what to do."""
+    name = manifest["name"]
+    wf = manifest.get("weights_file")
+    if wf is None and manifest["options"]["weights"] == "file":
+        wf = f"{name}.safetensors"  # a manifest from before "weights_file"
+    if wf is None:
+        return None
+    path = Path(directory) / wf
+    if not path.is_file():
+        if manifest["options"]["weights"] == "embed":
+            raise FileNotFoundError(
+                f"{directory}: {wf} is missing: the manifest says this export uses the new weights written to it "
+                f"(write_weights / load_state_dict) instead of the ones baked into lib{name}.so; write them again, "
+                "or pass weights= to load_compiled")
+        raise FileNotFoundError(f"{directory}: {wf} is missing (lib{name}.so has no baked weights); export the model "
+                                "again, write it with graphc.write_weights, or pass weights= to load_compiled")
+    return path
 
 
 def load_compiled(directory: str | Path, *, threads: int | None = None,
                   weights: str | Path | None = None, map_weights: bool = False) -> CompiledModel:
-    """Open a folder exported by ``graphc.compile(..., out_dir=...)`` from Python. Each context reads the
-    weights file into memory of its own; map_weights=True maps it instead (see CompiledModel)."""
+    """Open a folder exported by ``graphc.compile(..., out_dir=...)`` from Python. weights: a safetensors file
+    to use instead of the folder's (default: ``manifest["weights_file"]``, i.e. NAME.safetensors for
+    weights="file" and for an embed-mode export that new weights were written into, else the weights baked
+    into the library). Each context reads the weights file into memory of its own; map_weights=True maps it
+    instead (see CompiledModel)."""
     directory = Path(directory)
     manifest = read_manifest(directory)
     name = manifest["name"]
@@ -379,7 +431,7 @@ def load_compiled(directory: str | Path, *, threads: int | None = None,
     except (ValueError, TypeError, KeyError) as e:
         raise ValueError(f"{directory / 'manifest.json'}: damaged manifest: input/output "
                          f"'{spec['name']}': {e}; export the model again") from None
-    if weights is None and manifest["options"]["weights"] == "file":
-        weights = directory / f"{name}.safetensors"
+    if weights is None:
+        weights = folder_weights(directory, manifest)
     return CompiledModel(directory, manifest, lib, None if weights is None else Path(weights), threads=threads,
                          rebind_weights=optimized_weights, map_weights=map_weights)

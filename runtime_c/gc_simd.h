@@ -1,4 +1,4 @@
-/* gc_simd.h: what every runtime kernel file includes — the OpenMP pragma macros (GC_PRAGMA,
+/* gc_simd.h: what every runtime kernel file includes — the OpenMP pragma macros (gc_omp.h: GC_PRAGMA,
  * GC_PARALLEL_FOR, GC_THREAD_ID) and float vectors sized by the target ISA, with unaligned load/store,
  * broadcast and FMA. Internal to the runtime: not part of graphc_rt.h's contract. */
 #ifndef GC_SIMD_H
@@ -6,17 +6,7 @@
 
 #include <string.h>
 
-/* "#pragma omp ..." only when OpenMP is on, so -Wall stays quiet without -fopenmp */
-#ifdef _OPENMP
-#include <omp.h>
-#define GC_PRAGMA(x) _Pragma(#x)
-#define GC_THREAD_ID() omp_get_thread_num()
-#else
-#define GC_PRAGMA(x)
-#define GC_THREAD_ID() 0
-#endif
-/* a parallel loop over the function's `nthreads`, taken only when `cond` (the work pays for the team) */
-#define GC_PARALLEL_FOR(cond) GC_PRAGMA(omp parallel for num_threads(nthreads) schedule(static) if (cond))
+#include "gc_omp.h"
 
 /* The few x86 instructions the kernels name (FMA, AVX-512 masked loads and stores). GCC gets them from
  * its builtins, the calls <immintrin.h>'s inline functions make: parsing that header costs about 0.15 s

@@ -88,6 +88,19 @@ _RESERVED_PREFIXES = ("gc_", "gcx_", "graphc_", "omp_")
 _RESERVED_FOLDED = frozenset(n.lower() for n in C_RESERVED) | C_HEADER_NAMES | _RUNTIME_NAMES
 
 
+def cmake_quote(value: Any) -> str:
+    """A CMake quoted argument holding value (backslash and quote escaped; a generator expression such as
+    ``$<$<COMPILE_LANGUAGE:C>:-O3>`` stays one)."""
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
+
+
+def cmake_version(version: str) -> str:
+    """graphc's version as CMake's project(VERSION) takes it: its leading numbers (0.1.0.dev3 -> 0.1.0)."""
+    m = re.match(r"\d+(\.\d+){0,3}", version or "")
+    return m.group(0) if m else "0"
+
+
 def model_name_problem(name: str) -> str | None:
     """Why `name` cannot name a model (None: it can): not a C identifier, or reserved in any letter case."""
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,79}", name):
@@ -449,6 +462,7 @@ class Backend:
             **syntax)  # type: ignore[arg-type]
         env.filters["cstr"] = c_string
         env.filters["ccomment"] = c_comment
+        env.filters["cmake"] = cmake_quote
         env.globals["abi_version"] = ABI_VERSION
         return env
 
@@ -501,7 +515,26 @@ class Backend:
             files[f"{name}_weights{self.asm_suffix}"] = self.render("common/weights.S.j2", **ctx)
         files["main.c"] = self.render("common/main.c.j2", **ctx)
         files["Makefile"] = self.render("Makefile.j2", units=len(units), custom_units=sorted(custom), **ctx)
+        files.update(self.render_build_files(program, options, len(units), sorted(custom), ctx))
         files[f"{name}_cffi.h"] = self.render("cffi.h.j2", **ctx)
+        return files
+
+    def render_build_files(self, program: Any, options: Any, units: int, custom_units: list[str],
+                           ctx: dict[str, Any]) -> dict[str, str]:
+        """The build files users integrate, when the backend's folder has their templates:
+        ``CMakeLists.txt`` (the target graphc::NAME for add_subdirectory, and find_package after cmake --install)
+        and ``NAME.pc`` (pkg-config for the folder itself; the installed one is written by CMake)."""
+        folder = templates_dir() / self.template_folder
+        files: dict[str, str] = {}
+        if (folder / "CMakeLists.txt.j2").exists():
+            defines = [f[2:] for f in options.cflags if f.startswith("-D")]
+            flags = [f for f in options.cflags if not f.startswith("-D") and f != "-fopenmp"]
+            files["CMakeLists.txt"] = self.render(
+                "CMakeLists.txt.j2", units=units, custom_units=custom_units, runtime_objects=options.runtime_objects(),
+                model_defines=defines, model_options=flags, cmake_version=cmake_version(options.version), **ctx)
+        if (folder / "pkgconfig.pc.j2").exists():
+            files[f"{program.name}.pc"] = self.render("pkgconfig.pc.j2", cmake_version=cmake_version(options.version),
+                                                      **ctx)
         return files
 
     def custom_units(self, program: Any) -> dict[str, str]:

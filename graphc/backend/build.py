@@ -23,6 +23,8 @@
   units and of the link and what its key adds (``Backend.compile_command``, ``link_command``,
   ``cache_key_parts``): the CUDA backend (``cuda.py``) compiles its ``.cu`` units with ``$NVCC``, the
   runtime's safetensors reader and status strings and the baked weights with ``$CC``, and links with nvcc.
+* ``openmp=False`` (``--no-openmp``, :func:`serial`): ``-pthread`` instead of ``-fopenmp`` in the compile and
+  the link, a serial library for toolchains without OpenMP (no omp.h, no libgomp).
 * ``sanitize=True`` (a debugging aid, C backend only): the library *and* the runtime are built with
   ``-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -g -O1`` (the
   same flags in the link), so the flags, hence the cache key, differ from the optimised build's. Such a
@@ -80,7 +82,7 @@ class BuildOptions:
     def runtime_commands(self) -> list[tuple[str, str]]:
         """(object, the shell-quoted compiler arguments after $CC) of each runtime object, sources under runtime/: the
         exported Makefile's ``lib`` rule rebuilds the library the way build_library does."""
-        files = _runtime_files(self.runtime_sources)
+        files = runtime_files(self.runtime_sources)
         out = []
         for cmd, _, _ in _runtime_jobs(files, compiler(), runtime_flags(self.cflags), Path(".")):
             args = cmd[len(compiler()):]
@@ -88,6 +90,28 @@ class BuildOptions:
             args[i] = "runtime/" + args[i]
             out.append((args[-1], shlex.join(["-Iruntime", *args])))
         return out
+
+    def runtime_objects(self) -> list[dict[str, Any]]:
+        """Each runtime object as the exported CMakeLists.txt builds it: ``name`` (the object's stem, dots
+        as underscores), ``source`` (under runtime/), ``options`` and ``defines`` (-D without the -D), the
+        compiler arguments of :meth:`runtime_commands` without -I, -c, -o and -fopenmp (CMake adds OpenMP)."""
+        files = runtime_files(self.runtime_sources)
+        out = []
+        for cmd, _, _ in _runtime_jobs(files, compiler(), runtime_flags(self.cflags), Path(".")):
+            args = cmd[len(compiler()):]
+            i = args.index("-c")
+            src, obj = args[i + 1], args[args.index("-o") + 1]
+            rest = [a for j, a in enumerate(args) if j not in (i, i + 1) and a != "-o" and a != obj]
+            out.append({"name": Path(obj).stem.replace(".", "_"), "source": f"runtime/{src}",
+                        "defines": [a[2:] for a in rest if a.startswith("-D")],
+                        "options": [a for a in rest if not a.startswith(("-D", "-I")) and a != "-fopenmp"]})
+        return out
+
+    @property
+    def openmp(self) -> bool:
+        """True when the library is compiled and linked with OpenMP (-fopenmp); False: a serial library
+        (:func:`serial`, ``compile(..., openmp=False)``, a backend whose host code has none)."""
+        return "-fopenmp" in self.cflags
 
     @property
     def sanitize_flags(self) -> list[str]:
@@ -165,8 +189,26 @@ def sanitized(options: BuildOptions) -> BuildOptions:
                    ldflags=[*options.ldflags, SANITIZE_FLAGS[0]])
 
 
+def serial(options: BuildOptions) -> BuildOptions:
+    """The options of the same library without OpenMP (``compile(..., openmp=False)``, ``--no-openmp``): for
+    toolchains without an OpenMP runtime. No -fopenmp (so no omp.h and no libgomp): the generated loops and
+    the runtime's OpenMP loops run on the calling thread, a context's default thread count is 1, and
+    set_num_threads still spreads the GEMM and convolution kernels over the runtime's own pthread pool
+    (hence -pthread). A separate cache entry, since the flags are part of the key."""
+    def swap(flags: list[str]) -> list[str]:
+        return ["-pthread" if f == "-fopenmp" else f for f in flags]
+
+    return replace(options, cflags=swap(options.cflags), ldflags=swap(options.ldflags))
+
+
 def ldflags() -> list[str]:
     return ["-fopenmp", "-lm", "-Wl,--no-undefined"]
+
+
+def baked_weights_name(name: str) -> str:
+    """The safetensors blob that NAME_weights.S bakes into an embed-mode library (the export folder ships
+    it so that make lib / CMake can rebuild the library; NAME.safetensors is the file of new weights)."""
+    return f"{name}_weights.safetensors"
 
 
 def default_cache_dir() -> Path:
@@ -174,11 +216,12 @@ def default_cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "graphc"
 
 
-def _runtime_files(names: Sequence[str] | None = None) -> dict[str, bytes]:
+def runtime_files(names: Sequence[str] | None = None) -> dict[str, bytes]:
     """The runtime's sources (all, or the named .c files and every header)."""
     rt = runtime_dir()
     return {p.name: p.read_bytes() for p in sorted(rt.iterdir())
             if p.suffix == ".h" or (p.suffix == ".c" and (names is None or p.name in names))}
+
 
 
 def _digest(parts: Sequence[bytes]) -> str:
@@ -266,7 +309,7 @@ def _runtime_plan(cache: Path, cc: list[str], flags: list[str], names: Sequence[
     Returns (object paths, the compile jobs of the objects missing or damaged, publish, discard): run the
     jobs (alongside the library's own units), then ``publish()`` installs their objects; ``discard()``
     removes the build folder after a failure."""
-    files = _runtime_files(names)
+    files = runtime_files(names)
     headers = [k.encode() + b"\0" + v for k, v in files.items() if k.endswith(".h")]
     tmp = _tmp_dir(cache)
     version = compiler_version(tuple(cc)).encode()
@@ -468,7 +511,7 @@ def cache_key(sources: Mapping[str, str], flags: Sequence[str], cc: Sequence[str
               weights_sha: str | None, extra: Sequence[str] = ()) -> str:
     parts = [b"graphc-lib", version.encode(), " ".join([*cc, *flags]).encode(),
              compiler_version(tuple(cc)).encode(), (weights_sha or "").encode(), *(e.encode() for e in extra)]
-    parts += [k.encode() + b"\0" + v for k, v in _runtime_files().items()]
+    parts += [k.encode() + b"\0" + v for k, v in runtime_files().items()]
     parts += [k.encode() + b"\0" + sources[k].encode() for k in sorted(sources)]
     return _digest(parts)
 
@@ -540,9 +583,9 @@ def build_library(sources: Mapping[str, str], options: BuildOptions, *, cache_di
     (tmp / "runtime").mkdir(parents=True)
     for n, text in sources.items():
         (tmp / n).write_text(text)
-    for n, data in _runtime_files(rt_names).items():
+    for n, data in runtime_files(rt_names).items():
         (tmp / "runtime" / n).write_bytes(data)
-    blob = tmp / f"{name}.safetensors"
+    blob = tmp / baked_weights_name(name)
     if options.weights == "embed":
         if write_blob is None:
             raise ValueError("baked weights need write_blob")

@@ -648,9 +648,11 @@ class CompiledModel:
         params = self._rebind_weights(src, state_dict, opt["opt_level"], self.name, self.fingerprint,
                                     strict=strict, fallback=current, bake_weights=opt["weights"] == "embed")
         target = self._weights_target()
-        from .weights import weights_metadata, write_safetensors
+        from .weights import record_weights_file, weights_metadata, write_safetensors
 
         write_safetensors(target, params, weights_metadata(self.name, self.fingerprint))
+        if self.manifest.get("exported"):  # the export folder uses the new weights from now on
+            self.manifest = record_weights_file(self.directory, target.name) or self.manifest
         ctx = _Context(self._lib, str(target), self._threads, self.map_weights)
         old = self._ctx_value
         if old is None:

@@ -115,3 +115,36 @@ def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], di
 
 def weights_metadata(name: str, fingerprint: str) -> dict[str, str]:
     return {"graphc.fingerprint": fingerprint, "graphc.model": name}
+
+
+def record_weights_file(directory: str | os.PathLike, filename: str) -> dict[str, Any] | None:
+    """Make an export folder use the weights file ``filename`` (inside it) from now on: its manifest.json
+    gets ``"weights_file": filename`` and lists the file (a re-export removes it). Called by graphc's
+    writers of new weights (write_weights, CompiledModel.load_state_dict) for an embed-mode export, whose
+    loaders (load_compiled, graphc run, main.c) then read the file instead of the weights baked into the
+    library. Returns the new manifest (None: the folder has no readable manifest, nothing written)."""
+    mpath = Path(directory) / "manifest.json"
+    try:
+        m = json.loads(mpath.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(m, dict):
+        return None
+    files = m.setdefault("files", {})
+    listed = files.get("all")
+    if isinstance(listed, list) and filename not in listed:
+        files["all"] = sorted([*listed, filename])
+    if m.get("weights_file") == filename and isinstance(listed, list) and filename in listed:
+        return m
+    m["weights_file"] = filename
+    tmp = mpath.with_name(f".{mpath.name}.tmp-{os.getpid()}-{uuid.uuid4().hex}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(m, indent=1) + "\n")
+        os.replace(tmp, mpath)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return m
