@@ -44,15 +44,19 @@ class Net(nn.Module):
 MAX_B = 256
 
 
+def _compile(model: Net, out: Path, **kw):
+    return graphc.compile(model, (graphc.randn(2, 3, 6, 6),), {"x": {0: graphc.Dim("B", 1, MAX_B)}}, name="ar",
+                          weights="embed", out_dir=out, cache_dir=_cache_dir(), **kw)
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     graphc.manual_seed(0)
     model = Net().eval()
-    out = tmp_path_factory.mktemp("arena") / "ar"
-    m = graphc.compile(model, (graphc.randn(2, 3, 6, 6),), {"x": {0: graphc.Dim("B", 1, MAX_B)}}, name="ar",
-                       weights="embed", target="portable", out_dir=out, cache_dir=_cache_dir())
+    base = tmp_path_factory.mktemp("arena")
+    m = _compile(model, base / "ar", target="portable")
     sd = {k: np.asarray(v.numpy(), np.float64) for k, v in model.state_dict().items()}
-    return {"m": m, "sd": sd, "model": model}
+    return {"m": m, "sd": sd, "model": model, "base": base}
 
 
 def _x(b: int, seed: int = 0) -> np.ndarray:
@@ -287,12 +291,12 @@ def _cc() -> str:
     return cc
 
 
-def _host(built, tmp_path: Path, count: bool) -> Path:
-    d = built["m"].directory
+def _host(built, tmp_path: Path, count: bool, lib_dir: Path | None = None, flags: tuple[str, ...] = ()) -> Path:
+    d = lib_dir or built["m"].directory
     (tmp_path / "host.c").write_text(HOST)
     exe = tmp_path / ("host_count" if count else "host")
-    cmd = [_cc(), "-O1", "-std=c11", "-Wall", "-Werror", "-o", str(exe), "host.c", f"-I{d}", f"-L{d}", "-lar",
-           f"-Wl,-rpath,{d}"]
+    cmd = [_cc(), *flags, "-O1", "-std=c11", "-Wall", "-Werror", "-o", str(exe), "host.c", f"-I{d}", f"-L{d}",
+           "-lar", f"-Wl,-rpath,{d}"]
     if count:
         cmd[1:1] = ["-DCOUNT_ALLOCS", "-rdynamic"]
     subprocess.run(cmd, cwd=tmp_path, check=True, capture_output=True)
@@ -370,5 +374,25 @@ def test_c_host_arenas_clean_under_valgrind(built, tmp_path):
     for mode in ("caller", "owned"):
         res = subprocess.run([*vg, mode], capture_output=True, text=True, timeout=600)
         assert res.returncode == 0, res.stderr[-6000:]
+        if mode == "caller":
+            _check_caller_output(built, res.stdout)
+
+
+def test_c_host_arenas_clean_under_asan_ubsan(built, tmp_path, monkeypatch):
+    """Both hosts against a sanitized build of the model (ASan/UBSan, the arena's dead bytes poisoned): the
+    caller's buffer is exactly the bytes asked for, and a refused run leaves none of it poisoned."""
+    from graphc.backend.build import SANITIZE_FLAGS
+    from tests.test_hardening import _SAN_PROBLEM, REPORT, SAN_ENV, STRICT
+
+    if _SAN_PROBLEM is not None:
+        pytest.skip(_SAN_PROBLEM)
+    monkeypatch.setenv("GRAPHC_CFLAGS", os.environ.get("GRAPHC_TEST_CFLAGS", STRICT))  # tests/test_hardening's
+    san = built["base"] / "san"
+    _compile(built["model"], san, sanitize=True)
+    exe = _host(built, tmp_path, count=False, lib_dir=san, flags=tuple(SANITIZE_FLAGS))
+    for mode in ("caller", "owned"):
+        res = subprocess.run([str(exe), mode], capture_output=True, text=True, timeout=300,
+                             env=dict(os.environ, **SAN_ENV))
+        assert res.returncode == 0 and not REPORT.search(res.stderr), res.stderr[-6000:]
         if mode == "caller":
             _check_caller_output(built, res.stdout)

@@ -26,8 +26,8 @@ and the arena plan, all through the real generated code.
   through ``NAME_run_v`` from a C driver (plain and sanitized): a nonzero status and a message naming the
   problem, and the context still works afterwards.
 * The arena plan of every example and the two-dim graph, for many sampled dims: blocks live at the same
-  step never overlap, every block lies inside ``NAME_arena_bytes(dims)`` and inside what create
-  allocates (the plan at the dims' maxima), and every block holds its values' bytes (numbers from the
+  step never overlap, every block lies inside ``NAME_arena_bytes(dims)`` (what a run with those dims
+  allocates) and inside the plan at the dims' maxima, and every block holds its values' bytes (numbers from the
   compiled library and the manifest; tests/test_backend_c.py checks one plan's polynomials symbolically).
   A sanitized build also poisons the arena bytes no live value holds; a kernel made to write one
   element past its output is shown to be reported.
@@ -979,7 +979,7 @@ def _plan_checks(model) -> int:
             assert off >= 0 and size >= 0 and off % 64 == 0, (b, env)
             assert off + size <= arena, f"{model.name}: block {b['value']} [{off}, {off + size}) past " \
                                         f"arena_bytes({env}) = {arena}"
-            assert off + size <= cap_max, f"{model.name}: block {b['value']} past the allocation {cap_max}"
+            assert off + size <= cap_max, f"{model.name}: block {b['value']} past the plan at the maxima {cap_max}"
             for v in exact.get(b["value"], []):
                 need = evaluate(_numel(v.type.shape) * v.type.dtype.itemsize, env)
                 assert need <= size, f"{model.name}: {v.name} needs {need} bytes, block {b['value']} has {size}"

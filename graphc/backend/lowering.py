@@ -132,8 +132,7 @@ class Program:
     plan: MemoryPlan
     plan_labels: list[str]
     fingerprint: str
-    arena_c: str  # bytes for the given dims (C expression)
-    capacity_c: str  # bytes to allocate for the dims' maxima (C expression over the maxima)
+    arena_c: str  # bytes for the given dims (C expression): what a run with those dims allocates
     threads: int  # default thread count (0 = omp_get_max_threads())
 
     @property
@@ -637,8 +636,7 @@ class Lowering:
                     buffers.append(BufferInfo(self.cname(b), be.ctype(b.type.dtype), to_c(blk.offset),
                                               f"{b.type}, steps {blk.first}..{blk.last}"))
         return Program(self.name, g, self.dims, inputs, self.outputs, params, buffers, kernels, plan,
-                       [k.step.label for k in kernels], fingerprint(g), to_c(plan.arena),
-                       to_c(plan.capacity, maxima=True), 0)
+                       [k.step.label for k in kernels], fingerprint(g), to_c(plan.arena), 0)
 
     def storage(self, v: Value, plan: MemoryPlan) -> Any:
         """Where v's bytes are: its arena block (shared by an in-place chain), else its buffer's name."""
