@@ -31,7 +31,9 @@ EXAMPLES = {
   graphc compile model.py --backend cuda --emit-c -o src/   # CUDA sources only (no nvcc needed)
   graphc compile graph.gir --weights-file graph.safetensors -o out/
   graphc compile model.py -o out/ --verify            # compare with the reference interpreter
-  graphc compile model.py -o out/asan --sanitize      # ASan/UBSan build: cd out/asan && make && ./main""",
+  graphc compile model.py -o out/asan --sanitize      # ASan/UBSan build: cd out/asan && make && ./main
+  graphc compile model.py -o out/ --no-openmp         # a serial library, for toolchains without OpenMP
+  (the folder builds with make lib / make static, CMake (graphc::NAME) and pkg-config: docs/c-backend.md)""",
     "run": """examples:
   graphc run out/mlp                                  # random inputs
   graphc run out/mlp --input x=batch.npy --save outputs.npz""",

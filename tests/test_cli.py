@@ -141,6 +141,20 @@ def test_emit_c_writes_sources_only(env, tmp_path):
     files = {p.name for p in (tmp_path / "src").iterdir()}
     assert "mlp_model.c" in files and "mlp.h" in files and "manifest.json" in files
     assert not any(f.endswith(".so") for f in files)
+    # what building the folder needs: the build files, the runtime's sources, the blob the .S bakes
+    assert {"Makefile", "CMakeLists.txt", "mlp.pc", "mlp_weights.S", "mlp_weights.safetensors", "runtime"} <= files
+    assert (tmp_path / "src" / "runtime" / "graphc_rt.h").is_file()
+
+
+def test_no_openmp_is_recorded_and_leaves_openmp_out_of_every_build_file(env, tmp_path):
+    out = tmp_path / "serial"
+    cli(env, "compile", ROOT / "examples" / "mlp" / "model.py", "--emit-c", "--no-openmp", "-o", out)
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["options"]["openmp"] is False and "-pthread" in man["options"]["cflags"]
+    assert "-fopenmp" not in (out / "Makefile").read_text() + (out / "mlp.pc").read_text()
+    assert "option(MLP_OPENMP \"compile libmlp with OpenMP (OFF: a serial library)\" OFF)" in \
+        (out / "CMakeLists.txt").read_text()
+    assert "--no-openmp" in cli(env, "compile", "--help").stdout
 
 
 def test_show_graph_and_memory_plan(env, compiled, tmp_path):

@@ -187,3 +187,143 @@ def test_no_openmp_builds_a_serial_library_that_matches(tmp_path):
     got = main_outputs(run(["./main", "B=2"], cwd=out))
     xp = (((np.arange(2 * 784) * 7) % 17) / 8.0 - 1.0).astype(np.float32).reshape(2, 784)
     np.testing.assert_allclose(got, lm.module(graphc.tensor(xp)).numpy(), rtol=1e-4, atol=1e-5)
+
+
+# ------------------------------------------------------------------------ build files users integrate
+APP = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "{n}.h"
+
+/* a consumer of model {n}: B=3 rows of main.c's input pattern, the outputs one per line */
+int main(int argc, char **argv)
+{{
+    const char *weights = argc > 1 && argv[1][0] ? argv[1] : NULL;
+    {n}_ctx *ctx = NULL;
+    char err[256];
+    if ({n}_abi_version() != {M}_ABI_VERSION || strcmp({n}_version(), {M}_VERSION) != 0) {{
+        fprintf(stderr, "header and library disagree\n");
+        return 3;
+    }}
+    if ({n}_create(&ctx, weights, err, sizeof err) != {M}_OK) {{
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }}
+    float x[3 * 8], y[3 * 4];
+    for (int i = 0; i < 3 * 8; i++)
+        x[i] = (float)((i * 7) % 17) / 8.0f - 1.0f;
+    const int64_t dims[1] = {{3}};
+    const void *ins[1] = {{x}};
+    void *outs[1] = {{y}};
+    if ({n}_run_v(ctx, dims, ins, outs) != {M}_OK) {{
+        fprintf(stderr, "%s\n", {n}_last_error(ctx));
+        return 2;
+    }}
+    for (int i = 0; i < 3 * 4; i++)
+        printf("%.9g\n", (double)y[i]);
+    {n}_destroy(ctx);
+    return 0;
+}}
+"""
+
+
+def app_source(folder: Path, name: str = "mlp") -> Path:
+    src = folder / "app.c"
+    src.parent.mkdir(parents=True, exist_ok=True)
+    src.write_text(APP.format(n=name, M=name.upper()))
+    return src
+
+
+def app_outputs(text: str) -> np.ndarray:
+    return np.array([float(v) for v in text.split()], np.float32).reshape(3, 4)
+
+
+def cmake_project(folder: Path, body: str) -> Path:
+    app_source(folder)
+    head = "cmake_minimum_required(VERSION 3.16)\nproject(app C)\n"
+    tail = "add_executable(app app.c)\ntarget_link_libraries(app PRIVATE graphc::mlp)\n"
+    (folder / "CMakeLists.txt").write_text(head + body + tail)
+    return folder
+
+
+def cmake_build(src: Path, build: Path, *args: str) -> None:
+    run(["cmake", "-S", src, "-B", build, "-DCMAKE_BUILD_TYPE=Release", *args])
+    run(["cmake", "--build", build, "-j2"])
+
+
+needs_cmake = pytest.mark.skipif(shutil.which("cmake") is None, reason="needs cmake")
+
+
+@needs_cmake
+def test_cmake_install_find_package_and_pkg_config_consumers(tmp_path):
+    out = tmp_path / "mlp"
+    export(out)
+    want = reference(mlp(), pattern(3))
+    prefix = tmp_path / "prefix"
+    cmake_build(out, tmp_path / "build")
+    run(["cmake", "--install", tmp_path / "build", "--prefix", prefix])
+    assert (prefix / "include" / "mlp.h").is_file() and (prefix / "lib" / "libmlp.so").is_file()
+    assert (prefix / "lib" / "cmake" / "mlp" / "mlpConfig.cmake").is_file()
+    pc = (prefix / "lib" / "pkgconfig" / "mlp.pc").read_text()
+    assert f"Version: {graphc.__version__}" in pc and "abi_version=" in pc
+
+    # find_package(mlp CONFIG) from another project, against the installed prefix
+    app = cmake_project(tmp_path / "app", "find_package(mlp CONFIG REQUIRED)\n"
+                        "message(STATUS \"mlp ${mlp_VERSION} abi ${mlp_ABI_VERSION} weights '${mlp_WEIGHTS_FILE}'\")\n")
+    run(["cmake", "-S", app, "-B", app / "build", f"-DCMAKE_PREFIX_PATH={prefix}"])
+    run(["cmake", "--build", app / "build"])
+    np.testing.assert_allclose(app_outputs(run([app / "build" / "app"])), want, rtol=1e-5, atol=1e-5)
+    assert str(prefix / "lib" / "libmlp.so") in run(["ldd", app / "build" / "app"])
+
+    # pkg-config, against the installed prefix and against the export folder itself
+    if shutil.which("pkg-config") is None:
+        pytest.skip("needs pkg-config")
+    for where, libdir in ((prefix / "lib" / "pkgconfig", prefix / "lib"), (out, out)):
+        env = {**os.environ, "PKG_CONFIG_PATH": str(where)}
+        assert run(["pkg-config", "--modversion", "mlp"], env=env).strip() == graphc.__version__
+        flags = run(["pkg-config", "--cflags", "--libs", "mlp"], env=env).split()
+        exe = tmp_path / f"pc-{where.name}"
+        run(["cc", "-O2", "-o", exe, app_source(tmp_path / "pc"), *flags, f"-Wl,-rpath,{libdir}"])
+        np.testing.assert_allclose(app_outputs(run([exe])), want, rtol=1e-5, atol=1e-5)
+
+
+@needs_cmake
+def test_cmake_add_subdirectory_builds_a_static_library_into_the_program(tmp_path):
+    out = tmp_path / "mlp"
+    export(out, weights="file")
+    app = cmake_project(tmp_path / "app", f"add_subdirectory({out.as_posix()} mlp)\n"
+                        "message(STATUS \"weights '${mlp_WEIGHTS_FILE}'\")\n")
+    run(["cmake", "-S", app, "-B", app / "build", "-DBUILD_SHARED_LIBS=OFF"])
+    log = (app / "build" / "CMakeCache.txt").read_text()
+    assert "MLP_SHARED:BOOL=OFF" in log
+    run(["cmake", "--build", app / "build", "-j2"])
+    exe = app / "build" / "app"
+    assert "libmlp" not in run(["ldd", exe])  # linked in statically
+    got = app_outputs(run([exe, out / "mlp.safetensors"]))
+    np.testing.assert_allclose(got, reference(mlp(), pattern(3)), rtol=1e-5, atol=1e-5)
+    static = next((app / "build" / "mlp").glob("libmlp.a"))
+    exported = [ln.split()[-1] for ln in run(["nm", static]).splitlines() if " T " in ln]
+    assert exported and all(s.startswith("mlp_") for s in exported), exported
+
+
+def test_make_static_libraries_of_two_models_link_into_one_program(tmp_path):
+    folders = {}
+    for name, seed in (("mlp", 0), ("mlp2", 1)):
+        out = tmp_path / name
+        graphc.compile(mlp(seed), (graphc.randn(2, 8),), {"x": {0: graphc.Dim("B", 1, 16)}}, name=name,
+                       out_dir=out, cache_dir=_cache_dir(), target=TARGET)
+        run(["make", "-s", "static"], cwd=out)
+        folders[name] = out
+    main = tmp_path / "both.c"
+    main.write_text(APP.format(n="mlp", M="MLP").replace("int main(int argc", "static int run_mlp(int argc")
+                    + APP.format(n="mlp2", M="MLP2").replace("int main(int argc", "static int run_mlp2(int argc")
+                    .replace("#include <stdio.h>\n#include <stdlib.h>\n#include <string.h>\n", "")
+                    + "int main(int argc, char **argv) { return run_mlp(argc, argv) || run_mlp2(argc, argv); }\n")
+    exe = tmp_path / "both"
+    # the runtime's gc_* symbols are local to each archive: no clash, each model keeps its own
+    run(["cc", "-O2", "-o", exe, main, f"-I{folders['mlp']}", f"-I{folders['mlp2']}", folders["mlp"] / "libmlp.a",
+         folders["mlp2"] / "libmlp2.a", "-fopenmp", "-lm"])
+    vals = np.array(run([exe]).split(), np.float32).reshape(2, 3, 4)
+    np.testing.assert_allclose(vals[0], reference(mlp(0), pattern(3)), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(vals[1], reference(mlp(1), pattern(3)), rtol=1e-5, atol=1e-5)
