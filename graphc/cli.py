@@ -43,7 +43,9 @@ EXAMPLES = {
     "trace": """examples:
   graphc trace examples/mlp/model.py                  # print the IR
   graphc trace graph.gir                              # parse and print back in canonical form
-  graphc trace model.py -O2                           # the optimised graph""",
+  graphc trace model.py -O2                           # the optimised graph
+  graphc trace model.onnx --dim batch=1..64           # an ONNX file through graphc.from_onnx
+  graphc trace torch_model.py                         # 'model' a torch.nn.Module: graphc.from_torch""",
     "cache": """examples:
   graphc cache info                                   # location, entries, total size, leftovers
   graphc cache clean --older-than 30d                 # entries unused for 30 days
@@ -51,6 +53,7 @@ EXAMPLES = {
     "show": """examples:
   graphc show examples/mlp/model.py -o graph.svg      # needs Graphviz 'dot' for SVG/PNG
   graphc show examples/mlp/model.py -o graph.dot
+  graphc show model.onnx -O2 -o graph.svg             # an ONNX file, after the passes
   graphc show out/mlp --memory -o plan.svg            # the arena's memory plan""",
 }
 
@@ -453,7 +456,8 @@ def cmd_cache(args) -> int:
 # ------------------------------------------------------------------------------------------ parser
 def _model_args(p: argparse.ArgumentParser, file_arg: bool = True) -> None:
     if file_arg:
-        p.add_argument("model_file", help="a model .py file (see docs/model-files.md) or a .gir text IR file")
+        p.add_argument("model_file", help="a model .py file (see docs/model-files.md; its 'model' a graphc.nn or a "
+                       "torch.nn.Module), an .onnx file or a .gir text IR file")
     p.add_argument("--model", default="model", metavar="NAME", help="the variable holding the module (default: model)")
     p.add_argument("--input", action="append", metavar="SPEC", help="input spec NAME:DTYPE[DIMS], e.g. x:f32[B,784]")
     p.add_argument("--dynamic", action="append", metavar="INPUT:DIM[=NAME]", help="make a dim dynamic, e.g. x:0=B")
@@ -531,7 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_trace)
 
     p = add("show", "draw the graph (DOT/SVG/PNG) or an exported library's memory plan")
-    p.add_argument("target", help="a model file, a .gir file, or an exported folder")
+    p.add_argument("target", help="a model .py file, an .onnx file, a .gir file, or an exported folder")
     _model_args(p, file_arg=False)
     p.add_argument("-o", "--output", metavar="FILE", help="output file (.dot, .svg, .png)")
     p.add_argument("--memory", action="store_true", help="draw the memory plan of an exported folder")

@@ -218,6 +218,7 @@ def load_model_file(path: str | Path, *, model_name: str = "model", inputs: list
     if p.suffix == ".gir":
         return _load_gir(p, weights_file, ranges, need_weights)
     if p.suffix == ".onnx":
+        _onnx_flags(p, model_name, inputs, dynamic, weights_file)
         return _load_onnx(p, ranges)
     sys_path_added = str(p.parent.resolve())
     sys.path.insert(0, sys_path_added)
@@ -293,6 +294,18 @@ def load_model_file(path: str | Path, *, model_name: str = "model", inputs: list
     return LoadedModel(p, module=module, example_inputs=examples, dynamic=dyn, name=name)
 
 
+def _onnx_flags(p: Path, model_name: str, inputs: list[str] | None, dynamic: list[str] | None,
+                weights_file: str | None) -> None:
+    """The flags that describe a model file's Python objects have no meaning for an ONNX file (its inputs,
+    dims and weights are in the file): refused with one line instead of being ignored."""
+    given = [f for f, v in (("--input", inputs), ("--dynamic", dynamic), ("--weights-file", weights_file),
+                            ("--model", model_name != "model")) if v]
+    if given:
+        raise UserError(f"{p.name}: {', '.join(given)} {'does' if len(given) == 1 else 'do'} not apply to an ONNX "
+                        "file: its inputs, dynamic dims (symbolic dims, ranges with --dim NAME=MIN..MAX) and "
+                        "weights (initializers) come from the file")
+
+
 def _load_onnx(p: Path, ranges: dict[str, tuple[int, int]]) -> LoadedModel:
     """An ONNX file through graphc.from_onnx; --dim NAME=MIN..MAX gives the range of a symbolic dim."""
     from .errors import GraphcError
@@ -301,7 +314,8 @@ def _load_onnx(p: Path, ranges: dict[str, tuple[int, int]]) -> LoadedModel:
     try:
         g = from_onnx(p, dims=ranges)
     except (GraphcError, ValueError) as e:
-        raise UserError(str(e)) from None
+        msg = str(e)
+        raise UserError(msg if msg.startswith(p.name) or msg.startswith(str(p)) else f"{p.name}: {msg}") from None
     return LoadedModel(p, graph=g, name=g.name)
 
 

@@ -1543,7 +1543,9 @@ class Importer:
         self.graph.set_outputs(results)
         unknown = set(self.dims) - self._dims_used - {_dim_name(k, set()) for k in self._dims_used}
         if unknown:
-            raise ValueError(f"dims names {sorted(unknown)}, which no input of the model has")
+            have = ", ".join(sorted(self._dims_used)) or "none: every input dim is static"
+            raise ValueError(f"dims names {sorted(unknown)}, which no input of the model has (its symbolic "
+                             f"dims: {have})")
         verify(self.graph)
         return self.graph
 

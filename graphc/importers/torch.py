@@ -28,6 +28,7 @@ import operator
 import os
 import re
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -1420,17 +1421,20 @@ def from_torch(module: Any, example_inputs: Any = (), dynamic: Mapping[str, Any]
     was_training = module.training
     module.eval()
     t0 = time.perf_counter()
-    try:
-        with torch.no_grad():
-            ep = torch.export.export(module, args, kw or None, dynamic_shapes=ds, strict=strict)
-    except Exception as e:
-        lines = [ln for ln in str(e).strip().splitlines() if ln.strip()][:6]
-        raise GraphcError(f"from_torch: torch.export could not capture {type(module).__name__} (see {DOC}, "
-                          f"'When torch.export fails'): {type(e).__name__}: " + "\n".join(lines)) from e
-    finally:
-        module.train(was_training)
-    t1 = time.perf_counter()
-    ep = ep.run_decompositions(decompositions if decompositions is not None else decomposition_table())
+    with warnings.catch_warnings():
+        # torch's own pytree code warns about its own deprecated API on every export: nothing a user can act on
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
+        try:
+            with torch.no_grad():
+                ep = torch.export.export(module, args, kw or None, dynamic_shapes=ds, strict=strict)
+        except Exception as e:
+            lines = [ln for ln in str(e).strip().splitlines() if ln.strip()][:6]
+            raise GraphcError(f"from_torch: torch.export could not capture {type(module).__name__} (see {DOC}, "
+                              f"'When torch.export fails'): {type(e).__name__}: " + "\n".join(lines)) from e
+        finally:
+            module.train(was_training)
+        t1 = time.perf_counter()
+        ep = ep.run_decompositions(decompositions if decompositions is not None else decomposition_table())
     t2 = time.perf_counter()
     times["export"], times["decompose"] = t1 - t0, t2 - t1
     dim_names = _dim_names(ep, _normalized_spec(given, names_from))
