@@ -35,8 +35,9 @@ ROOT = Path(__file__).resolve().parents[1]
 OPS = ["Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "Mod", "Pow", "Sqrt", "Exp", "Log", "Erf", "Relu", "LeakyRelu",
        "Sigmoid", "Tanh", "Gelu", "Softmax", "LogSoftmax", "Conv", "ConvTranspose", "MaxPool", "AveragePool",
        "GlobalAveragePool", "BatchNormalization", "LayerNormalization", "Reshape", "Transpose", "Flatten", "Concat",
-       "Split", "Slice", "Gather", "Unsqueeze", "Squeeze", "Expand", "ReduceMean", "ReduceSum", "ReduceMax", "Where",
-       "Clip", "Identity", "Cast", "Shape", "ConstantOfShape", "Range"]
+       "Split", "Slice", "Gather", "GatherElements", "Unsqueeze", "Squeeze", "Expand", "ReduceMean", "ReduceSum",
+       "ReduceMax", "Where", "Clip", "Identity", "Cast", "Shape", "ConstantOfShape", "Range", "CumSum", "TopK",
+       "IsNaN", "IsInf"]
 
 RTOL, ATOL = 1e-3, 1e-7  # onnx.backend.test.runner's defaults (TestCase.rtol / atol)
 BATCH = 120  # cases per compiled library

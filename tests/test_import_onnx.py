@@ -224,3 +224,75 @@ def test_mod_of_shape_values_with_dynamic_dims():
     np.testing.assert_array_equal(graphc.ir.interpret(g, x=x)["y"], want)
     with pytest.raises(graphc.UnsupportedError, match=r"Mod.*depends on the value of a dynamic dim"):
         graphc.from_onnx(build([4, 4]))
+
+
+def test_conv3d_pools3d_cumsum_topk_through_torch_onnx_export(tmp_path):
+    """A 3-d CNN (Conv with 3 spatial dims, MaxPool / AveragePool 3-d) ending in CumSum and TopK, exported
+    by torch.onnx with a dynamic batch: compiled, it matches PyTorch at two batch sizes."""
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1 = nn.Conv3d(2, 4, 3, padding=1)
+            self.c2 = nn.Conv3d(4, 6, (2, 3, 3), stride=(1, 2, 2), dilation=(2, 1, 1), groups=2)
+            self.pool = nn.MaxPool3d(2, ceil_mode=True)
+            self.avg = nn.AvgPool3d((1, 2, 2), padding=(0, 1, 1), count_include_pad=False)
+
+        def forward(self, x):
+            h = self.avg(self.pool(torch.relu(self.c1(x))))
+            h = self.c2(h).flatten(1)
+            v, i = torch.topk(h, 4, dim=1)
+            return torch.cumsum(h, 1), v, i
+
+    torch.manual_seed(0)
+    m = Net().eval()
+    path = tmp_path / "m.onnx"
+    with torch.no_grad():
+        torch.onnx.export(m, (torch.randn(2, 2, 9, 11, 11),), str(path), input_names=["x"],
+                          output_names=["c", "v", "i"], dynamic_axes={"x": {0: "batch"}}, opset_version=17,
+                          dynamo=False)
+    g = graphc.from_onnx(path, dims={"batch": (1, 4)})
+    assert {"cumsum", "argsort"} <= {n.op for n in g.nodes}
+    lib = graphc.compile(g, cache_dir=tmp_path / "cache")
+    for b in (1, 3):
+        x = torch.randn(b, 2, 9, 11, 11)
+        with torch.no_grad():
+            want = m(x)
+        got = lib(x.numpy())
+        for k, (gv, w) in enumerate(zip(got, want)):
+            np.testing.assert_allclose(gv, w.numpy(), atol=1e-4, rtol=1e-4, err_msg=f"output {k}, batch {b}")
+
+
+@pytest.mark.parametrize("exclusive,reverse", [(0, 1), (1, 0), (1, 1)])
+def test_cumsum_exclusive_reverse_on_a_dynamic_axis_matches_onnxruntime(exclusive, reverse):
+    pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("CumSum", ["x", "axis"], ["y"], exclusive=exclusive, reverse=reverse)]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, "T"])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, "T"])],
+                   [numpy_helper.from_array(np.array(-1, np.int64), "axis")])
+    lib = graphc.compile(graphc.from_onnx(model, dims={"T": (1, 16)}))
+    for t in (1, 7):
+        x = np.random.default_rng(t).standard_normal((2, t)).astype(np.float32)
+        np.testing.assert_allclose(lib(x), _ort(model, {"x": x})[0], rtol=1e-6, atol=1e-6)
+
+
+def test_conv3d_same_upper_asymmetric_pads_matches_onnxruntime():
+    pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((3, 2, 2, 3, 2)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], auto_pad="SAME_UPPER", strides=[2, 1, 2]),
+             helper.make_node("Conv", ["x", "w"], ["z"], pads=[0, 1, 1, 1, 0, 0])]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 5, 6, 7])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+                    helper.make_tensor_value_info("z", TensorProto.FLOAT, None)],
+                   [numpy_helper.from_array(w, "w")])
+    x = rng.standard_normal((1, 2, 5, 6, 7)).astype(np.float32)
+    got = graphc.compile(graphc.from_onnx(model))(x)
+    for g, want in zip(got, _ort(model, {"x": x})):
+        np.testing.assert_allclose(g, want, rtol=1e-5, atol=1e-5)

@@ -425,3 +425,33 @@ def test_transformer_twin_same_compute_kernels():
     imported = graphc.from_torch(twin, ex, ns["dynamic"]).graph
     compute = [k for k in _kernels(native) if k != "strided.c.j2"]
     assert [k for k in _kernels(imported) if k != "strided.c.j2"] == compute
+
+
+def test_scans_sorts_and_topk_match_torch(tmp_path_factory):
+    """aten.cumsum / cumprod / sort (stable too) / argsort / topk / msort come through graphc's cumsum,
+    cumprod and argsort (+ gather) ops, with a dynamic dim along the sorted one; ties in index order."""
+    torch = _torch()
+
+    class M(torch.nn.Module):
+        def forward(self, x, n):
+            v, i = torch.sort(x, dim=1, descending=True)
+            t = torch.topk(x, 3, dim=1)
+            u = torch.topk(x, 2, dim=0, largest=False)
+            s = torch.sort(x, dim=-1, stable=True)
+            return (torch.cumsum(x, 1), torch.cumprod(x, -1), v, i, torch.argsort(x, dim=0), s.values, s.indices,
+                    t.values, t.indices, u.values, u.indices, torch.msort(x), torch.cumsum(n, 0))
+
+    x = torch.randn(4, 6)
+    n = torch.randint(-5, 5, (4, 6), dtype=torch.int32)
+    imp = graphc.from_torch(M(), (x, n), {"x": {1: "N"}, "n": {1: "N"}})
+    ops = {nd.op for nd in imp.graph.nodes}
+    assert {"cumsum", "cumprod", "argsort", "gather"} <= ops
+    lib = graphc.compile(imp, cache_dir=_cache(tmp_path_factory))
+    for width in (6, 9):
+        x = torch.randn(4, width)
+        x[:, 1] = x[:, 3]  # ties
+        n = torch.randint(-5, 5, (4, width), dtype=torch.int32)
+        got, want = lib(x.numpy(), n.numpy()), M()(x, n)
+        for k, (g, w) in enumerate(zip(got, want)):
+            assert np.asarray(g).dtype == w.numpy().dtype, k
+            _close(g, w, f"output {k} at N={width}")

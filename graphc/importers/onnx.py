@@ -939,6 +939,49 @@ def _gather(node: Node) -> list[Value]:
     return [_reshape(y, out_shape)]
 
 
+@handler("CumSum")
+def _cumsum(node: Node) -> list[Value]:
+    """graphc's cumsum along axis; reverse flips before and after, exclusive shifts the sums by one
+    (a zero first, the last sum dropped: exact, unlike subtracting x). Integers accumulate in int64 and
+    are cast back, which wraps as ONNX's int32 sum does."""
+    from ..functions import flip
+
+    x = node.tensor(0)
+    ax = node.ints(1, "axis")
+    if ax is None or len(ax) != 1 or isinstance(ax[0], Sym):
+        raise node.error(f"axis must be one integer, got {ax}")
+    if x.ndim == 0:
+        raise node.error("the input must have at least one dim")
+    axis = _norm_axis(node, ax[0], x.ndim)
+    y = flip(x, [axis]) if node.attr("reverse", 0) else x
+    y = apply("cumsum", y, dim=axis)
+    if node.attr("exclusive", 0):
+        y = apply("pad", y, pads=(0, 0) * (x.ndim - 1 - axis) + (1, -1), value=0.0)
+    if node.attr("reverse", 0):
+        y = flip(y, [axis])
+    return [_cast(y, x.dtype)]
+
+
+@handler("TopK")
+def _topk(node: Node) -> list[Value]:
+    """The k largest (largest=1) or smallest values along axis and their int64 indices, sorted (also for
+    sorted=0, whose order ONNX leaves open); equal values in index order, as ONNX asks."""
+    x = node.tensor(0)
+    k = node.ints(1, "K") if node.input(1) is not None else [node.attr("k")]
+    if not k or len(k) != 1 or k[0] is None:
+        raise node.error(f"K must be one integer, got {k}")
+    if isinstance(k[0], Sym):
+        raise node.unsupported("a K given by a dynamic dim (the output shape must be known when the graph is built)")
+    if x.ndim == 0:
+        raise node.error("the input must have at least one dim")
+    axis = _norm_axis(node, node.attr("axis", -1), x.ndim)
+    n = x.shape[axis]
+    if k[0] < 0 or (is_static(n) and k[0] > n):
+        raise node.error(f"K={k[0]} is out of range for axis {axis} of size {n}")
+    idx = apply("argsort", x, dim=axis, descending=bool(node.attr("largest", 1)), k=int(k[0]))
+    return [apply("gather", x, idx, dim=axis), idx]
+
+
 @handler("GatherElements")
 def _gather_elements(node: Node) -> list[Value]:
     x, idx = node.tensor(0), node.tensor(1)
@@ -1121,8 +1164,8 @@ def _conv(node: Node) -> list[Value]:
     x, w = node.tensor(0), node.tensor(1)
     b = None if node.input(2) is None else node.tensor(2)
     nsp = w.ndim - 2
-    if nsp not in (1, 2):
-        raise node.unsupported(f"a {nsp}-d convolution (graphc's conv is 1-d or 2-d)")
+    if nsp not in (1, 2, 3):
+        raise node.unsupported(f"a {nsp}-d convolution (graphc convolves over 1, 2 or 3 spatial dims)")
     kernel = node.attr("kernel_shape", [int(d) for d in w.shape[2:]])
     strides, dil, pads = _spatial_attrs(node, nsp, kernel)
     pads = _auto_pads(node, _static_dims(node, x), kernel, strides, dil, pads)
@@ -1132,6 +1175,10 @@ def _conv(node: Node) -> list[Value]:
         sym = [0] * nsp
     else:
         sym = pads[:nsp]
+    if nsp == 3:  # graphc.nn.functional.conv3d: 2-d convolutions per kernel depth tap, summed
+        from ..nn import functional as F
+
+        return [F.conv3d(x, w, b, stride=tuple(strides), padding=tuple(sym), dilation=tuple(dil), groups=group)]
     return [apply("conv", x, w, b, stride=tuple(strides), padding=tuple(sym), dilation=tuple(dil), groups=group)]
 
 
