@@ -95,8 +95,7 @@ def test_show_onnx_and_torch_model_file_write_dot(onnx_file, tmp_path, capsys):
 
 def test_compile_onnx_matches_onnxruntime(onnx_file, tmp_path, capsys):
     out = tmp_path / "out"
-    assert main(["compile", str(onnx_file), "-o", str(out), "--dim", "batch=1..8", "--verify",
-                 "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert main(["compile", str(onnx_file), "-o", str(out), "--dim", "batch=1..8", "--verify"]) == 0
     assert "verify" in capsys.readouterr().out
     lib = graphc.load_compiled(out)
     assert lib.input_names == ["x"] and lib.dims == {"batch": (1, 8)}
@@ -114,8 +113,7 @@ def test_torch_model_file_trace_and_compile_match_torch(tmp_path, capsys):
     assert "# conv @ net.py:13" in text  # the module path and line torch.export recorded
     assert "= batch_norm[" in text  # -O0: as imported
     out = tmp_path / "out"
-    assert main(["compile", str(tmp_path / "net.py"), "-o", str(out), "--dim", "B=1..4",
-                 "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert main(["compile", str(tmp_path / "net.py"), "-o", str(out), "--dim", "B=1..4"]) == 0
     lib = graphc.load_compiled(out)
     for b in (1, 3):
         x = torch.randn(b, 3, 8, 8)
