@@ -441,6 +441,7 @@ def test_scans_sorts_and_topk_match_torch(tmp_path_factory):
             return (torch.cumsum(x, 1), torch.cumprod(x, -1), v, i, torch.argsort(x, dim=0), s.values, s.indices,
                     t.values, t.indices, u.values, u.indices, torch.msort(x), torch.cumsum(n, 0))
 
+    TIE_FREE = {3: 1, 4: 0, 8: 1, 10: 0}  # index outputs of sort, argsort and topk that are not stable=True: dim
     x = torch.randn(4, 6)
     n = torch.randint(-5, 5, (4, 6), dtype=torch.int32)
     imp = graphc.from_torch(M(), (x, n), {"x": {1: "N"}, "n": {1: "N"}})
@@ -454,4 +455,9 @@ def test_scans_sorts_and_topk_match_torch(tmp_path_factory):
         got, want = lib(x.numpy(), n.numpy()), M()(x, n)
         for k, (g, w) in enumerate(zip(got, want)):
             assert np.asarray(g).dtype == w.numpy().dtype, k
-            _close(g, w, f"output {k} at N={width}")
+            if k in TIE_FREE:  # torch leaves the order of equal values open: the values they pick must agree
+                dim = TIE_FREE[k]
+                picked = torch.gather(x, dim, torch.from_numpy(np.asarray(g)))
+                _close(picked, torch.gather(x, dim, w), f"output {k} (indices) at N={width}")
+            else:
+                _close(g, w, f"output {k} at N={width}")
