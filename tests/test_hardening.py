@@ -1147,7 +1147,9 @@ static int profile_ok(const newops_ctx *ctx)
         if (n != RUNS || !name || !scope || !ops || seconds < 0.0 || flops < 0.0 || bytes < 0.0)
             return 0;
     }
-    return k > 0 && newops_profile(ctx, -1, NULL, NULL, NULL, NULL, NULL, NULL) == -1 ? k : 0;
+    return k > 0 && newops_profile(ctx, -1, NULL, NULL, NULL, NULL, NULL, NULL) == -1 &&
+           newops_profile(NULL, 0, NULL, NULL, NULL, NULL, NULL, NULL) == -1 &&
+           newops_profile_enable(NULL, 1) == NEWOPS_ERR_INVALID_ARGUMENT ? k : 0;
 }
 
 /* argv: the export's weights file, a copy of it (truncated once its context is created), B, output file */
