@@ -31,6 +31,8 @@ def build(nn: Any, F: Any) -> Any:
             self.se2 = nn.Conv2d(4, 8, 1)
             self.c6 = nn.Conv2d(8, 8, 3, 1, 1)
             self.c7 = nn.Conv2d(8, 8, 1)
+            self.c8 = nn.Conv2d(8, 8, 1)
+            self.c9 = nn.Conv2d(8, 8, 3, 1, 1)
             self.one = nn.Conv2d(1, 4, 5)  # one input channel: the direct path
 
         def forward(self, x: Any, g: Any) -> Any:
@@ -47,6 +49,8 @@ def build(nn: Any, F: Any) -> Any:
             a = self.c6(h)
             h = F.relu(a) + a                           # used twice: not an epilogue
             h = h + self.c7(h)                          # a residual alone
+            t = self.c8(h)
+            h = t + self.c9(F.relu(t))                  # the residual is a conv result read elsewhere too
             o = F.hardtanh(self.one(g), -0.5, 0.5)
             return h, o
 
@@ -98,6 +102,7 @@ def test_epilogues_fused_into_the_convs(compiled):
     assert ops["c5"] == "conv+tanh"
     assert ops["se1"] == "conv+silu" and ops["se2"] == "conv+sigmoid"
     assert ops["c6"] == "conv"  # its result is read twice
+    assert ops["c8"] == "conv" and ops["c9"] == "conv+add"
     assert ops["one"] == "conv+hardtanh"
     fused = [op for op in ops.values() if op.startswith("conv+")]
-    assert len(fused) >= 11, ops
+    assert len(fused) >= 12, ops

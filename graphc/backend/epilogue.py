@@ -133,17 +133,20 @@ def conv_epilogues(g: Graph, groups: list[FusionGroup]) -> dict[Node, ConvEpilog
     outs = {v for _, v in g.outputs}
     found: dict[Node, ConvEpilogue] = {}
     for grp in groups:
-        first = grp.nodes[0]
-        src = next((v for v in first.inputs if v is not None and v.node is not None and v.node.op == "conv"), None)
-        if src is None or src in outs or not _same(src, grp.root.out):
-            continue
-        conv = src.node
-        if any(v is not None and v.type.dtype is not float32 for v in conv.inputs) or conv.out.type.ndim not in (3, 4):
-            continue
         members = set(grp.nodes)
-        if not users[src] or any(u not in members for u in users[src]):
-            continue
-        e = _match(conv, grp)
-        if e is not None:
-            found[grp.root] = e
+        # either operand of the first node may be the conv (x + conv(h) where x is another conv's result
+        # that has users elsewhere: the conv whose only user is the group takes it)
+        for src in dict.fromkeys(grp.nodes[0].inputs):
+            if src is None or src.node is None or src.node.op != "conv" or src in outs:
+                continue
+            conv = src.node
+            if (not _same(src, grp.root.out) or conv.out.type.ndim not in (3, 4)
+                    or any(v is not None and v.type.dtype is not float32 for v in conv.inputs)):
+                continue
+            if not users[src] or any(u not in members for u in users[src]):
+                continue
+            e = _match(conv, grp)
+            if e is not None:
+                found[grp.root] = e
+                break
     return found
