@@ -461,3 +461,23 @@ def test_scans_sorts_and_topk_match_torch(tmp_path_factory):
                 _close(picked, torch.gather(x, dim, w), f"output {k} (indices) at N={width}")
             else:
                 _close(g, w, f"output {k} at N={width}")
+
+
+def test_conv3d_and_3d_pools_match_torch(tmp_path_factory):
+    """nn.Conv3d (groups, stride, dilation), MaxPool3d (ceil_mode) and AvgPool3d (padding without it in the
+    count, divisor_override) with a dynamic batch: aten.max_pool3d_with_indices / avg_pool3d / convolution
+    through graphc.nn.functional's 3-d functions."""
+    torch = _torch()
+    nn = torch.nn
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv3d(2, 4, 3, padding=1), nn.ReLU(), nn.MaxPool3d(2, ceil_mode=True),
+                      nn.AvgPool3d(2, stride=1, padding=1, count_include_pad=False),
+                      nn.Conv3d(4, 2, (1, 2, 3), stride=(1, 2, 1), dilation=(1, 1, 2), groups=2),
+                      nn.AvgPool3d(1, divisor_override=3)).eval()
+    imp = graphc.from_torch(m, (torch.randn(2, 2, 7, 8, 9),), {"input": {0: "B"}})
+    lib = graphc.compile(imp, cache_dir=_cache(tmp_path_factory))
+    for b in (1, 3):
+        x = torch.randn(b, 2, 7, 8, 9)
+        with torch.no_grad():
+            want = m(x)
+        _close(lib(x.numpy()), want, f"3-d CNN B={b}")

@@ -532,7 +532,10 @@ def _clip(node: Node) -> list[Value]:
         return a.reshape(()).item()
 
     lo_v, hi_v = scalar(lo), scalar(hi)
-    if lo_v is not None or hi_v is not None:
+    if lo_v is not None and hi_v is not None and y.dtype.is_floating_point and lo_v <= hi_v:
+        # as graphc.nn's ReLU6 / Hardtanh: the op a convolution's epilogue takes (MobileNet's Conv + Clip(0, 6))
+        y = apply("hardtanh", y, min_val=float(lo_v), max_val=float(hi_v))
+    elif lo_v is not None or hi_v is not None:
         y = apply("clamp", y, min=lo_v, max=hi_v)
     if hi_t is not None:
         y = apply("minimum", y, hi_t)

@@ -417,6 +417,24 @@ def _avg_pool(c, a):
               count_include_pad=a.get("count_include_pad", True))
 
 
+@aten("max_pool3d", "max_pool3d_with_indices")
+def _max_pool3d(c, a):
+    from ..nn import functional as F
+
+    y = F.max_pool3d(a["self"], a["kernel_size"], a["stride"] or None, a["padding"], a["dilation"],
+                     ceil_mode=bool(a.get("ceil_mode", False)))
+    return (y, None) if c.node_target_name.startswith("max_pool3d_with_indices") else y
+
+
+@aten("avg_pool3d")
+def _avg_pool3d(c, a):
+    from ..nn import functional as F
+
+    return F.avg_pool3d(a["self"], a["kernel_size"], a["stride"] or None, a["padding"],
+                        ceil_mode=bool(a.get("ceil_mode", False)), count_include_pad=a.get("count_include_pad", True),
+                        divisor_override=a.get("divisor_override"))
+
+
 @aten("adaptive_avg_pool2d", "_adaptive_avg_pool2d", "adaptive_avg_pool1d")
 def _adaptive_avg_pool(c, a):
     from ..nn import functional as F
