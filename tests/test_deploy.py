@@ -239,11 +239,11 @@ def app_outputs(text: str) -> np.ndarray:
     return np.array([float(v) for v in text.split()], np.float32).reshape(3, 4)
 
 
-def cmake_project(folder: Path, body: str) -> Path:
+def cmake_project(folder: Path, body: str, after: str = "") -> Path:
     app_source(folder)
     head = "cmake_minimum_required(VERSION 3.16)\nproject(app C)\n"
     tail = "add_executable(app app.c)\ntarget_link_libraries(app PRIVATE graphc::mlp)\n"
-    (folder / "CMakeLists.txt").write_text(head + body + tail)
+    (folder / "CMakeLists.txt").write_text(head + body + tail + after)
     return folder
 
 
@@ -327,3 +327,40 @@ def test_make_static_libraries_of_two_models_link_into_one_program(tmp_path):
     vals = np.array(run([exe]).split(), np.float32).reshape(2, 3, 4)
     np.testing.assert_allclose(vals[0], reference(mlp(0), pattern(3)), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(vals[1], reference(mlp(1), pattern(3)), rtol=1e-5, atol=1e-5)
+
+
+@needs_cmake
+def test_cmake_static_install_find_package_and_pkg_config_static(tmp_path):
+    out = tmp_path / "mlp"
+    model = mlp(5)
+    export(out, model)
+    write_weights(out, mlp(6).state_dict())  # new weights: installed, and named by the CMake/pkg-config files
+    prefix = tmp_path / "prefix"
+    cmake_build(out, tmp_path / "build", "-DBUILD_SHARED_LIBS=OFF")
+    run(["cmake", "--install", tmp_path / "build", "--prefix", prefix])
+    assert (prefix / "lib" / "libmlp.a").is_file() and not (prefix / "lib" / "libmlp.so").exists()
+    installed_weights = prefix / "share" / "mlp" / "mlp.safetensors"
+    assert installed_weights.is_file()
+    pc = (prefix / "lib" / "pkgconfig" / "mlp.pc").read_text()
+    assert "-fopenmp" in pc.split("Libs:")[1].splitlines()[0]  # a static library names what it needs
+    # find_package: the target brings OpenMP, pthreads and libm; mlp_WEIGHTS_FILE names the installed file
+    app = cmake_project(tmp_path / "app", "find_package(mlp CONFIG REQUIRED)\n",
+                        "target_compile_definitions(app PRIVATE \"WEIGHTS=\\\"${mlp_WEIGHTS_FILE}\\\"\")\n")
+    src = app / "app.c"
+    src.write_text(src.read_text().replace("argc > 1 && argv[1][0] ? argv[1] : NULL", "WEIGHTS"))
+    run(["cmake", "-S", app, "-B", app / "build", f"-DCMAKE_PREFIX_PATH={prefix}"])
+    run(["cmake", "--build", app / "build"])
+    assert "libmlp" not in run(["ldd", app / "build" / "app"])
+    np.testing.assert_allclose(app_outputs(run([app / "build" / "app"])), reference(mlp(6), pattern(3)),
+                               rtol=1e-5, atol=1e-5)
+    if shutil.which("pkg-config") is None:
+        pytest.skip("needs pkg-config")
+    env = {**os.environ, "PKG_CONFIG_PATH": str(prefix / "lib" / "pkgconfig")}
+    assert Path(run(["pkg-config", "--variable=weights", "mlp"], env=env).strip()).resolve() == \
+        installed_weights.resolve()
+    exe = tmp_path / "pc-static"
+    run(["cc", "-O2", "-o", exe, app_source(tmp_path / "pc"),
+         *run(["pkg-config", "--cflags", "--libs", "mlp"], env=env).split()])
+    np.testing.assert_allclose(app_outputs(run([exe])), reference(model, pattern(3)), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(app_outputs(run([exe, installed_weights])), reference(mlp(6), pattern(3)),
+                               rtol=1e-5, atol=1e-5)
