@@ -132,6 +132,7 @@ typedef struct spatial_geom {
     int64_t ocb;           /* blocks of GC_SP_MR output channels per group */
     int threads;           /* threads taking whole (item, band) tasks, each with its own planes */
     int chanvec;           /* tiles of output positions x GC_SP_CV_OC channels (see spatial_cv_tile) */
+    int wide;              /* depthwise: vectors over wide positions instead of per output row */
 } spatial_geom;
 
 typedef struct conv_plan {
@@ -248,6 +249,11 @@ static int depthwise_geometry(const gc_conv2d_params *p, int nthreads, spatial_g
     const int64_t reach = (g->bh - 1 + g->halo) * g->pw + g->maxoff + (p->ow + GC_VW - 1) / GC_VW * GC_VW;
     g->plane = (max64(g->plane, reach) + 15) / 16 * 16;
     g->cstride = g->na * g->nb * g->plane;
+    /* narrow rows (7x7 images on AVX-512: 7 of 16 lanes) run vectors over the wide positions of the band
+     * when that takes at most 3/4 of the vectors */
+    const int64_t row_vectors = g->bh * ((p->ow + GC_VW - 1) / GC_VW);
+    const int64_t wide_vectors = (g->bh * g->pw + GC_VW - 1) / GC_VW;
+    g->wide = 4 * wide_vectors <= 3 * row_vectors;
     return 1;
 }
 
@@ -1085,6 +1091,32 @@ static void depthwise_task(const gc_conv2d_params *p, const spatial_geom *g, int
     const float *wk = w + c * taps;
     const float b = bias ? bias[c] : 0.0f;
     const int64_t ow = p->ow, step = GC_DW_NV * GC_VW;
+    if (g->wide) {
+        /* blocks of wide positions q = r*pw + col into a tile, whose columns below ow are copied out row by
+         * row; the epilogue then runs over the band's outputs (consecutive in y, in L1) */
+        gc_conv2d_params plain = *p;
+        plain.act = 0;
+        plain.res = NULL;
+        _Alignas(64) float tile[GC_DW_NV * GC_VW];
+        const int64_t wide = rows * g->pw, y0 = q * p->oh * ow + r0 * ow;
+        for (int64_t q0 = 0; q0 < wide; q0 += step) {
+            const int64_t qn = min64(step, wide - q0);
+            switch ((qn + GC_VW - 1) / GC_VW) {
+            case 4: dw_block_4(&plain, planes + q0, koff, wk, taps, b, tile, NULL, GC_VW); break;
+            case 3: dw_block_3(&plain, planes + q0, koff, wk, taps, b, tile, NULL, GC_VW); break;
+            case 2: dw_block_2(&plain, planes + q0, koff, wk, taps, b, tile, NULL, GC_VW); break;
+            default: dw_block_1(&plain, planes + q0, koff, wk, taps, b, tile, NULL, GC_VW); break;
+            }
+            int64_t r = q0 / g->pw, col = q0 - r * g->pw;
+            for (int64_t t = 0; t < qn; r++, col = 0) {
+                const int64_t run = min64(qn - t, g->pw - col), n = min64(run, ow - col);
+                if (n > 0) copy_floats(y + y0 + r * ow + col, tile + t, n);
+                t += run;
+            }
+        }
+        epilogue_rows(p, y, y0, 1, rows * ow, 0, NULL);
+        return;
+    }
     for (int64_t r = 0; r < rows; r++) {
         const float *xr = planes + r * g->pw;
         const int64_t yoff = q * p->oh * ow + (r0 + r) * ow;
