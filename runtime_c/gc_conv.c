@@ -1198,6 +1198,42 @@ static void task_slot(void *vj, int64_t t)
         conv2d_task(j->p, j->pl, task, j->x, j->w, j->bias, j->y, col, 1);
 }
 
+/* A 1x1 conv with 1x1 outputs: y[n, o] = epilogue(bias[o] + w[o, :] . x[n, group of o, :]), one dot
+ * product per output in a fixed order (vector partial sums, then their lanes, then the tail). */
+typedef struct gemv_job {
+    const gc_conv2d_params *p;
+    const float *x, *w, *bias;
+    float *y;
+    int T; /* pool tasks: task t takes rows [rows * t / T, rows * (t + 1) / T) */
+} gemv_job;
+
+static void gemv_rows(const gemv_job *j, int64_t r0, int64_t r1)
+{
+    const gc_conv2d_params *p = j->p;
+    const int64_t cg = p->c / p->groups, ocg = p->oc / p->groups;
+    for (int64_t r = r0; r < r1; r++) {
+        const int64_t n = r / p->oc, o = r % p->oc;
+        const float *xr = j->x + n * p->c + o / ocg * cg, *wr = j->w + o * cg;
+        gc_vf acc = vset1(0.0f);
+        int64_t c = 0;
+        for (; c + GC_VW <= cg; c += GC_VW) acc = vfma(vload(wr + c), vload(xr + c), acc);
+        float lanes[GC_VW];
+        vstore(lanes, acc);
+        float sum = 0.0f;
+        for (int l = 0; l < GC_VW; l++) sum += lanes[l];
+        for (; c < cg; c++) sum += wr[c] * xr[c];
+        j->y[r] = sum + (j->bias ? j->bias[o] : 0.0f);
+    }
+    epilogue_rows(p, j->y, r0, 1, r1 - r0, 0, NULL);
+}
+
+static void gemv_slot(void *vj, int64_t t)
+{
+    const gemv_job *j = vj;
+    const int64_t rows = j->p->n * j->p->oc;
+    gemv_rows(j, rows * t / j->T, rows * (t + 1) / j->T);
+}
+
 size_t gc_conv2d_work_floats(const gc_conv2d_params *p, int nthreads)
 {
     const conv_plan pl = conv2d_plan(p, nthreads);
@@ -1232,6 +1268,17 @@ void gc_conv2d(const gc_conv2d_params *p, const float *x, const float *w, const 
         return;
     }
 
+    if (pl.kind == CONV_GEMM_DIRECT && ohw == 1) {
+        /* 1x1 outputs (squeeze-excitation convs): dot products, far cheaper than a gemm's packing for N = 1 */
+        const int64_t rows = p->n * p->oc;
+        const int nt = (double)rows * (double)(p->c / p->groups) < 262144.0 ? 1 : nthreads;
+        const gemv_job job = {p, x, w, bias, y, nt};
+        if (nt <= 1)
+            gemv_rows(&job, 0, rows);
+        else
+            gc_parallel_for(nt, nt, gemv_slot, (void *)&job);
+        return;
+    }
     const int64_t tasks = pl.items * pl.chunks;
     if (pl.task_threads > 1) {
         /* pool task t runs tasks t, t + T, ... with column buffer t */

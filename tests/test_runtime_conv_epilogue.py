@@ -181,13 +181,18 @@ def test_depthwise_matches_numpy(rt, case):
     _close(rt.conv2d(x, wt, None, stride, pad, c, 1), conv_ref(x, wt, None, stride, pad, c))
 
 
-# every path: depthwise, direct (one input channel), 1x1 gemm, spatial, im2col + gemm
+# every path: depthwise, direct (one input channel per group), spatial tiles for one input channel, 1x1 gemm,
+# 1x1 on 1x1 images, spatial, im2col + gemm
 PATHS = {
     "depthwise": (2, 6, 9, 21, 6, (3, 3), (1, 1), (1, 1), 6),
     "depthwise_s2": (1, 5, 11, 19, 5, (5, 5), (2, 2), (2, 2), 5),
-    "direct": (2, 1, 12, 13, 4, (5, 5), (1, 1), (0, 0), 1),
+    "direct": (2, 2, 12, 13, 4, (5, 5), (1, 1), (0, 0), 2),          # channel multiplier 2: per-plane loops
+    "one_channel": (2, 1, 12, 13, 6, (5, 5), (1, 1), (2, 2), 1),     # LeNet's first conv: spatial tiles
     "gemm1x1": (2, 16, 7, 9, 12, (1, 1), (1, 1), (0, 0), 1),
     "gemm1x1_chunked": (1, 8, 30, 40, 200, (1, 1), (1, 1), (0, 0), 1),  # output columns in L2-sized chunks
+    "gemv": (3, 40, 1, 1, 24, (1, 1), (1, 1), (0, 0), 1),            # 1x1 outputs: dot products
+    "gemv_groups": (2, 12, 1, 1, 8, (1, 1), (1, 1), (0, 0), 4),
+    "gemv_threads": (2, 600, 1, 1, 300, (1, 1), (1, 1), (0, 0), 1),  # enough for 2 threads
     "spatial": (1, 8, 10, 11, 10, (3, 3), (1, 1), (1, 1), 1),
     "columns": (1, 300, 6, 6, 8, (1, 1), (2, 2), (0, 0), 1),
 }
