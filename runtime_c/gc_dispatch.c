@@ -184,6 +184,7 @@ const char *gc_isa_name(void)
 #define GC_VARIANTS(f) extern __typeof__(f) f##_generic, f##_avx2, f##_avx512;
 GC_VARIANTS(gc_sgemm)
 GC_VARIANTS(gc_sgemm_batched)
+GC_VARIANTS(gc_sgemm_ep)
 GC_VARIANTS(gc_conv2d_work_floats)
 GC_VARIANTS(gc_conv2d)
 GC_VARIANTS(gc_conv_transpose2d_work_floats)
@@ -210,6 +211,13 @@ void gc_sgemm(int transA, int transB, int64_t M, int64_t N, int64_t K, float alp
               const float *B, int64_t ldb, float beta, float *C, int64_t ldc, const float *bias, int nthreads)
 {
     PICK(gc_sgemm)(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias, nthreads);
+}
+
+void gc_sgemm_ep(int transA, int transB, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
+                 const float *B, int64_t ldb, float *C, int64_t ldc, const float *bias, const gc_epilogue *ep,
+                 int nthreads)
+{
+    PICK(gc_sgemm_ep)(transA, transB, M, N, K, A, lda, B, ldb, C, ldc, bias, ep, nthreads);
 }
 
 void gc_sgemm_batched(int transA, int transB, int64_t batch, int64_t M, int64_t N, int64_t K, const float *A,

@@ -17,6 +17,7 @@
  */
 #include "graphc_rt.h"
 #include "gc_simd.h"
+#include "gc_epilogue.h"
 
 #include <string.h>
 
@@ -131,11 +132,22 @@ typedef struct view {
 } view;
 
 /* What to do with the product P (already summed over K) of a C element:
- * C = alpha * P + beta * C + bias[j]; beta == 0 never reads C. */
+ * C = alpha * P + beta * C + bias[j]; beta == 0 never reads C. Then, once the element's sum over all of
+ * K is in C, the fused epilogue `post` (gc_sgemm_ep) on the finished tile while it is in cache. */
 typedef struct epilogue {
     float alpha, beta;
-    const float *bias; /* indexed by the column of the C block, or NULL */
+    const float *bias;       /* indexed by the column of the C block, or NULL */
+    const gc_epilogue *post; /* NULL: none, or not yet (a depth block before the last) */
+    const float *cbase;      /* the whole C: post's residual is residual[c - cbase] */
 } epilogue;
+
+/* the fused epilogue on the finished rows x cols block of C at c */
+static void post_block(const epilogue *ep, int64_t rows, int64_t cols, float *c, int64_t ldc)
+{
+    if (!ep->post || rows <= 0 || cols <= 0) return;
+    const float *res = ep->post->residual ? ep->post->residual + (c - ep->cbase) : NULL;
+    gc_epilogue_rows(ep->post, rows, cols, c, ldc, res);
+}
 
 static inline float finish1(float acc, const epilogue *ep, const float *c, int64_t j)
 {
@@ -292,6 +304,7 @@ static void micro_kernel(int64_t kc, const float *restrict ap, const float *rest
         for (int64_t r = 0; r < mr; r++)
             for (int64_t j = 0; j < nr; j++) c[r * ldc + j] = finish1(tile[r * GC_NR + j], ep, &c[r * ldc + j], j);
     }
+    post_block(ep, mr, nr, c, ldc);
 }
 
 /* Block size for cutting len into ceil(len / max) nearly equal blocks, a multiple of align (max is one):
@@ -326,6 +339,7 @@ static void gemm_packed(int64_t M, int64_t N, int64_t K, view a, view b, float *
             } else if (ep->bias) {
                 e.bias = ep->bias + jc;
             }
+            if (pc + kc < K) e.post = NULL; /* not the last depth block: the sums are partial */
             for (int64_t ic = 0; ic < M; ic += mc_step) {
                 const int64_t mc = min64(mc_step, M - ic);
                 const view ab = {a.p + ic * a.rs + pc * a.cs, a.rs, a.cs};
@@ -392,6 +406,7 @@ static void gemm_dot(int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t K, 
 #undef GC_DOT_CASE
             j += NC;
         }
+        post_block(ep, R, n1 - n0, C + i * ldc + n0, ldc);
     }
 }
 
@@ -456,6 +471,7 @@ static void gemm_axpy(int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t K,
                 float *cp = C + (i + r) * ldc + jj;
                 *cp = finish1(s, ep, cp, jj);
             }
+        post_block(ep, R, n1 - n0, C + i * ldc + n0, ldc);
     }
 }
 
@@ -547,15 +563,19 @@ static void slice_task(void *g, int64_t t)
     run_slice(g, (int)t);
 }
 
-void gc_sgemm(int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
-              const float *B, int64_t ldb, float beta, float *C, int64_t ldc, const float *bias, int nthreads)
+static void sgemm(int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                  int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc, const float *bias,
+                  const gc_epilogue *post, int nthreads)
 {
     if (M <= 0 || N <= 0) return;
     if (K <= 0 || alpha == 0.0f) {
         scale_c(M, N, beta, C, ldc, bias, (double)M * N > 65536 ? nthreads : 1);
+        const epilogue e = {alpha, beta, bias, post, C};
+        post_block(&e, M, N, C, ldc);
         return;
     }
-    gemm_job g = {.M = M, .N = N, .K = K, .C = C, .ldc = ldc, .ep = {alpha, beta, bias}, .tm = 1, .tn = 1};
+    gemm_job g = {.M = M, .N = N, .K = K, .C = C, .ldc = ldc, .ep = {alpha, beta, bias, post, C}, .tm = 1,
+                  .tn = 1};
     g.a = transA ? (view){A, 1, lda} : (view){A, lda, 1};
     g.b = transB ? (view){B, 1, ldb} : (view){B, ldb, 1};
 
@@ -587,6 +607,19 @@ void gc_sgemm(int transA, int transB, int64_t M, int64_t N, int64_t K, float alp
         return;
     }
     gc_parallel_for(T, T, slice_task, &g);
+}
+
+void gc_sgemm(int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+              const float *B, int64_t ldb, float beta, float *C, int64_t ldc, const float *bias, int nthreads)
+{
+    sgemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias, NULL, nthreads);
+}
+
+void gc_sgemm_ep(int transA, int transB, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
+                 const float *B, int64_t ldb, float *C, int64_t ldc, const float *bias, const gc_epilogue *ep,
+                 int nthreads)
+{
+    sgemm(transA, transB, M, N, K, 1.0f, A, lda, B, ldb, 0.0f, C, ldc, bias, ep, nthreads);
 }
 
 /* one product of a batch, single-threaded (gc_sgemm_batched's threads take whole products) */

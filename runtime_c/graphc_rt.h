@@ -39,6 +39,7 @@ extern "C" {
 #define GC_ISA_NAME(f) GC_ISA_CAT(f, GC_ISA)
 #define gc_sgemm GC_ISA_NAME(gc_sgemm)
 #define gc_sgemm_batched GC_ISA_NAME(gc_sgemm_batched)
+#define gc_sgemm_ep GC_ISA_NAME(gc_sgemm_ep)
 #define gc_conv2d_work_floats GC_ISA_NAME(gc_conv2d_work_floats)
 #define gc_conv2d GC_ISA_NAME(gc_conv2d)
 #define gc_conv_transpose2d_work_floats GC_ISA_NAME(gc_conv_transpose2d_work_floats)
@@ -112,6 +113,17 @@ enum { GC_ACT_EXP = 1, GC_ACT_SIGMOID = 2, GC_ACT_SILU = 3, GC_ACT_TANH = 4, GC_
        GC_ACT_RELU = 7, GC_ACT_CLAMP = 8, GC_ACT_HARDSWISH = 9 };
 GC_INTERNAL void gc_act(int kind, int64_t n, const float *x, float *y, int nthreads);
 
+/* The epilogue a product applies to each element v of its output while the tile is in cache:
+ *     v = act(v) * scale + residual
+ * act 0 is none, else a GC_ACT_* kind (RELU, CLAMP and HARDSWISH included); scale 1 is none;
+ * residual (NULL: none) is laid out like the output (same row stride) and must not overlap it. */
+typedef struct gc_epilogue {
+    int act;
+    float lo, hi;          /* GC_ACT_CLAMP's bounds */
+    float scale;
+    const float *residual;
+} gc_epilogue;
+
 /* ------------------------------------------------------------------ GEMM (gc_gemm.c) */
 /* C[M,N] = alpha * op(A)[M,K] @ op(B)[K,N] + beta * C + bias[N]
  * op(A) = A (lda = row stride) or A^T when transA; likewise B. bias may be NULL.
@@ -119,6 +131,12 @@ GC_INTERNAL void gc_act(int kind, int64_t n, const float *x, float *y, int nthre
 GC_INTERNAL void gc_sgemm(int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha,
                           const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
                           int64_t ldc, const float *bias, int nthreads);
+
+/* C[M,N] = epilogue(op(A) @ op(B) + bias): gc_sgemm with alpha 1 and beta 0, then ep (NULL: none) on
+ * every element as its tile of C is finished. */
+GC_INTERNAL void gc_sgemm_ep(int transA, int transB, int64_t M, int64_t N, int64_t K, const float *A,
+                             int64_t lda, const float *B, int64_t ldb, float *C, int64_t ldc,
+                             const float *bias, const gc_epilogue *ep, int nthreads);
 
 /* Batched: for b in [0,batch): C_b = op(A_b) @ op(B_b) (+bias), with element strides between batch items
  * (a stride of 0 broadcasts). */

@@ -316,6 +316,9 @@ class Backend:
     op_lowerings: ClassVar[dict[str, Any]] = {}
     # the runtime_c/ files a library of this backend is built with (None: all of them)
     runtime_sources: ClassVar[tuple[str, ...] | None] = None
+    # product ops whose lowering rule applies a fused epilogue (fusion.gemm_epilogues, KernelBuilder.epilogue):
+    # a backend lists them only when its rule honours kb.epilogue
+    gemm_epilogue_ops: ClassVar[tuple[str, ...]] = ()
 
     # --------------------------------------------------------------------------------- types
     def ctype(self, dt: dtype) -> str | None:

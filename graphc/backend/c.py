@@ -108,6 +108,12 @@ def _matmul(kb: KernelBuilder, n: Node) -> None:
     _gemm_emit(kb, n, pa, pb, pc, Gemm(0, 0, M, N, K, K, N, N), sh.batch, sh.strides, acc)
 
 
+# a fused epilogue's activation (fusion.EPILOGUE_ACTS) -> the runtime's kind (graphc_rt.h)
+_EPILOGUE_KIND = {None: "0", "sigmoid": "GC_ACT_SIGMOID", "silu": "GC_ACT_SILU", "tanh": "GC_ACT_TANH",
+                  "gelu": "GC_ACT_GELU", "gelu_tanh": "GC_ACT_GELU_TANH", "relu": "GC_ACT_RELU",
+                  "clamp": "GC_ACT_CLAMP"}
+
+
 @lowers("linear")
 def _linear(kb: KernelBuilder, n: Node) -> None:
     x, w, bias = (list(n.inputs) + [None])[:3]
@@ -116,6 +122,13 @@ def _linear(kb: KernelBuilder, n: Node) -> None:
     px, pw = kb.input(x), kb.input(w)
     pb = kb.input(bias)
     gemm = Gemm(0, 1, kb.dim(M), kb.dim(N), kb.dim(K), kb.dim(K), kb.dim(K), kb.dim(N), pb)
+    ep = kb.gemm_epilogue
+    if ep is not None:  # gc_sgemm_ep applies the chain on each finished tile
+        fields = {"act": _EPILOGUE_KIND[ep.act], "lo": kb.literal(ep.lo, float32), "hi": kb.literal(ep.hi, float32),
+                  "scale": kb.literal(ep.scale, float32), "residual": kb.input(ep.residual)}
+        kb.emit("matmul.c.j2", a=px, b=pw, c=kb.output(ep.out), g=gemm, nest=kb.loops([], [[], [], []]),
+                inner=None, runtime=True, ep=fields, nthreads=kb.threads())
+        return
     _gemm_emit(kb, n, px, pw, kb.output(n.out), gemm, [], [[], [], []], "double")
 
 
@@ -395,6 +408,7 @@ class CBackend(Backend):
     name = "c"
     display_name = "C"
     description = "a C library for the CPU"
+    gemm_epilogue_ops = ("linear",)
     sanitizer_builds = True
     template_folder = "c"
     lowerings = LOWERINGS

@@ -15,6 +15,7 @@ nothing outside the group reads a member other than the root.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from ..ir.graph import Graph, Node, Value
@@ -54,10 +55,11 @@ def inlined_constants(g: Graph) -> set[Node]:
     return found
 
 
-def fusion_groups(g: Graph, *, fuse: bool = True) -> list[FusionGroup]:
+def fusion_groups(g: Graph, *, fuse: bool = True, exclude: Collection[Node] = ()) -> list[FusionGroup]:
     """Partition the elementwise nodes of g into fusion groups, listed in the order of their roots.
 
-    With ``fuse=False`` every elementwise node is its own group (used at opt_level 0).
+    With ``fuse=False`` every elementwise node is its own group (used at opt_level 0). Nodes in
+    ``exclude`` (a product's fused epilogue, :func:`gemm_epilogues`) belong to no group.
     """
     users = g.users()
     outs = {v for _, v in g.outputs}
@@ -66,7 +68,7 @@ def fusion_groups(g: Graph, *, fuse: bool = True) -> list[FusionGroup]:
     members: dict[int, list[Node]] = {}
     # walk backwards: a node joins its users' group when all its users are in one group of its shape
     for n in reversed(g.nodes):
-        if not is_elementwise(n):
+        if not is_elementwise(n) or n in exclude:
             continue
         target = None
         us = users[n.out]
@@ -99,3 +101,100 @@ def fusion_groups(g: Graph, *, fuse: bool = True) -> list[FusionGroup]:
                     inputs.append(v)
         groups.append(FusionGroup(nodes, inputs, [nodes[-1].out], constants))
     return groups
+
+
+# ------------------------------------------------------------------------------------- product epilogues
+# activations a product can apply to its output tile: op -> the epilogue's name (gelu by its approximation)
+EPILOGUE_ACTS = {"relu": "relu", "sigmoid": "sigmoid", "silu": "silu", "tanh": "tanh", "hardtanh": "clamp",
+                 "clamp": "clamp", ("gelu", "none"): "gelu", ("gelu", "tanh"): "gelu_tanh"}
+
+
+@dataclass
+class GemmEpilogue:
+    """Elementwise nodes a product node applies to each element v of its output while the tile is in
+    cache, as ``v = act(v) * scale + residual`` (each part optional, in this order: the nodes follow the
+    product in a chain). Every value of the chain but the last is used only by the next node and is not a
+    graph output; the last one is what the product's kernel writes. The kernel runs where the chain ends
+    (the residual may be computed after the product)."""
+
+    product: Node
+    nodes: list[Node]  # the absorbed chain, in order
+    act: str | None = None  # a key of EPILOGUE_ACTS' values
+    lo: float = 0.0  # clamp's bounds
+    hi: float = 0.0
+    scale: float = 1.0
+    residual: Value | None = None
+
+    @property
+    def out(self) -> Value:
+        return self.nodes[-1].out
+
+
+def _scalar_constant(v: Value, consts: set[Node]) -> float | None:
+    """The value of an inlined float32 constant v (a 0-d ``constant`` node), else None."""
+    n = v.node
+    if n is None or n not in consts or v.type.shape != () or v.type.dtype.name != "float32":
+        return None
+    value = n.attrs["value"]
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _is_residual(r: Value, v: Value, consts: set[Node]) -> bool:
+    """r can be added to product result v in its epilogue: float32 of v's shape, with storage."""
+    return r.type.shape == v.type.shape and r.type.dtype.name == "float32" and (r.node is None or r.node not in consts)
+
+
+def _act_of(n: Node) -> tuple[str, float, float] | None:
+    key = (n.op, n.attrs["approximate"]) if n.op == "gelu" else n.op
+    act = EPILOGUE_ACTS.get(key)
+    if act is None:
+        return None
+    if n.op == "hardtanh":
+        return act, float(n.attrs["min_val"]), float(n.attrs["max_val"])
+    if n.op == "clamp":
+        lo, hi = n.attrs.get("min"), n.attrs.get("max")
+        lo = float("-inf") if lo is None else lo
+        hi = float("inf") if hi is None else hi
+        if any(isinstance(b, bool) or not isinstance(b, (int, float)) for b in (lo, hi)):
+            return None
+        return act, float(lo), float(hi)
+    return act, 0.0, 0.0
+
+
+def gemm_epilogues(g: Graph, products: tuple[str, ...] = ("linear",)) -> dict[Node, GemmEpilogue]:
+    """For each float32 product node (op in ``products``) followed by an activation, a multiplication by a
+    scalar constant and/or the addition of a tensor of its own shape (a residual), the chain its kernel
+    can apply as a fused epilogue (runtime gc_sgemm_ep). Keyed by the product node; products without one
+    are absent. The graph is not changed."""
+    users = g.users()
+    outs = {v for _, v in g.outputs}
+    consts = inlined_constants(g)
+    found: dict[Node, GemmEpilogue] = {}
+    for p in g.nodes:
+        if p.op not in products or p.out.type.dtype.name != "float32":
+            continue
+        ep = GemmEpilogue(p, [])
+        v = p.out
+        stage = 0  # 0: an activation may come, 1: a scale, 2: a residual, 3: done
+        while stage < 3 and v not in outs and len(users[v]) == 1:
+            u = users[v][0]
+            if u.out.type.shape != v.type.shape or u.out.type.dtype.name != "float32" or v not in u.inputs:
+                break
+            others = [x for x in u.inputs if x is not v]
+            act = _act_of(u) if stage == 0 and len(u.inputs) == 1 else None
+            if act is not None:
+                ep.act, ep.lo, ep.hi = act
+                stage = 1
+            elif u.op == "mul" and stage <= 1 and len(others) == 1 and _scalar_constant(others[0], consts) is not None:
+                ep.scale = _scalar_constant(others[0], consts)  # type: ignore[assignment]
+                stage = 2
+            elif u.op == "add" and len(others) == 1 and _is_residual(others[0], v, consts):
+                ep.residual = others[0]
+                stage = 3
+            else:
+                break
+            ep.nodes.append(u)
+            v = u.out
+        if ep.nodes:
+            found[p] = ep
+    return found

@@ -30,7 +30,7 @@ from ..ir.graph import Graph, Node, Value
 from ..ir.printer import print_graph, print_node
 from ..sym import Dim, Sym, evaluate, is_static, prod
 from .epilogue import ConvEpilogue, conv_epilogues
-from .fusion import FusionGroup, fusion_groups, inlined_constants
+from .fusion import FusionGroup, GemmEpilogue, fusion_groups, gemm_epilogues, inlined_constants
 from .memplan import MemoryPlan, Step, plan_memory, poly_max
 
 if TYPE_CHECKING:
@@ -283,6 +283,9 @@ class KernelBuilder:
         self._threads = False
         # a conv kernel's fused epilogue (graphc.backend.epilogue), set by the driver for the conv's rule
         self.epilogue: ConvEpilogue | None = None
+        # a product's fused epilogue (fusion.gemm_epilogues: the elementwise chain its kernel applies), set by
+        # the driver for the product's rule
+        self.gemm_epilogue: GemmEpilogue | None = None
 
     # operands -------------------------------------------------------------------------------------
     def input(self, v: Value | None) -> str:
@@ -402,6 +405,8 @@ class KernelBuilder:
                    self.error, self.has_work, self.step)
         flops, nbytes = kernel_work(self.nodes, self.step)
         k.scope = next((n.scope for n in reversed(self.nodes) if n.scope), "")
+        if self.gemm_epilogue is not None and self.gemm_epilogue.product.scope:
+            k.scope = self.gemm_epilogue.product.scope  # a fused epilogue belongs to its product's module
         k.ops = "+".join(dict.fromkeys(n.op for n in self.nodes)) or self.template.split(".")[0]
         k.flops_c, k.bytes_c = (sym_c(x, self.lower.dim_cname.__getitem__) for x in (flops, nbytes))
         k.data.setdefault("threads", self._threads)
@@ -536,7 +541,11 @@ class Lowering:
     def run(self) -> Program:
         g, be = self.g, self.backend
         consts = inlined_constants(g)
-        groups = fusion_groups(g, fuse=self.fuse)
+        # product epilogues: the product is lowered where its chain ends, the chain in its tiles' epilogue
+        gemm_eps = gemm_epilogues(g, be.gemm_epilogue_ops) if self.fuse and be.gemm_epilogue_ops else {}
+        epilogue_end = {ep.nodes[-1]: ep for ep in gemm_eps.values()}
+        absorbed = {m for ep in gemm_eps.values() for m in ep.nodes}
+        groups = fusion_groups(g, fuse=self.fuse, exclude=absorbed)
         root_group = {grp.root: grp for grp in groups}
         members = {n for grp in groups for n in grp.nodes}
         # conv epilogues: the conv is lowered at its group's root, with the group in its output write
@@ -571,7 +580,7 @@ class Lowering:
 
         kernels: list[Kernel] = []
         for n in g.nodes:
-            if is_view(n) or n in consts or n in fused_convs:
+            if is_view(n) or n in consts or n in fused_convs or n in gemm_eps:
                 continue
             if n in epilogues:
                 e = epilogues[n]
@@ -584,7 +593,19 @@ class Lowering:
                 fn(kb, e.conv)
                 kernels.append(kb.finish())
                 continue
-            if n in members:
+            if n in absorbed:
+                ep = epilogue_end.get(n)
+                if ep is None:
+                    continue
+                # the product runs where its epilogue chain ends, writing the chain's result
+                p = ep.product
+                fn = be.lowering_for(p.opdef)
+                if fn is None:
+                    raise unsupported(p, None, "no lowering rule", backend=be.display_name)
+                kb = KernelBuilder(self, [p, *ep.nodes], n.out.name, self.kernel_name([p, *ep.nodes]))
+                kb.gemm_epilogue = ep
+                fn(kb, p)
+            elif n in members:
                 grp = root_group.get(n)
                 if grp is None:
                     continue
