@@ -5,12 +5,12 @@
  * data does not destroy the variance the way E[x^2] - E[x]^2 would. The variance is the biased one
  * (divide by n) and eps is added inside the square root, as in PyTorch.
  *
- * Speed without giving up accuracy: the sums run in LANES float lanes over chunks of CHUNK elements
- * (short sums, so float is accurate; independent lanes, so the compiler vectorises them even at -O2)
- * and the chunk totals are added in double. Element-wise loops work in blocks of LANES that load
- * everything before storing, which the compiler vectorises without proving x and y apart (in-place use
- * with y == x is fine). Every row is computed by exactly one thread in a fixed order, so the result does
- * not depend on the thread count.
+ * Speed without giving up accuracy: the sums run in float vectors (gc_vf, as wide as the ISA the file is
+ * compiled for) over chunks of CHUNK elements (short sums, so float is accurate) and the chunk totals are
+ * added in double. Layer and RMS norm write each row in one more pass, y = d * rstd * w + b, so a row is
+ * read three times while it sits in L1. Rows are split into tasks for the context's thread pool
+ * (gc_parallel_for); every row is computed by exactly one thread in a fixed order, so the result does not
+ * depend on the thread count. In-place use (y == x) is fine: every vector is loaded before it is stored.
  */
 #include <math.h>
 
@@ -19,7 +19,8 @@
 
 /* Spawning a thread team costs a few microseconds: below this many elements stay single-threaded. */
 #define GC_NORM_PARALLEL_MIN 16384
-#define LANES 8
+/* elements per task of the row-parallel loops (whole rows, at least one) */
+#define GC_NORM_TASK 8192
 #define CHUNK 256
 
 /* The mean as an unevaluated float sum hi + lo: (x - hi) - lo keeps the precision of the double mean
@@ -36,30 +37,46 @@ static split_mean split(double mean)
     return m;
 }
 
+static inline double vsum_double(gc_vf v)
+{
+    float t[GC_VW];
+    vstore(t, v);
+    double s = 0.0;
+    for (int l = 0; l < GC_VW; l++)
+        s += t[l];
+    return s;
+}
+
 /* sums of d = (x - m.hi) - m.lo and of d^2 over x[0..n) */
 static void deviation_sums(const float *x, int64_t n, split_mean m, double *sum_out, double *sumsq_out)
 {
+    const gc_vf hi = vset1(m.hi), lo = vset1(m.lo);
     double sum = 0.0, sumsq = 0.0;
     for (int64_t c0 = 0; c0 < n; c0 += CHUNK) {
         const int64_t len = n - c0 < CHUNK ? n - c0 : CHUNK;
         const float *xc = x + c0;
-        float s[LANES] = {0}, sq[LANES] = {0};
+        gc_vf s0 = vset1(0.0f), s1 = vset1(0.0f), q0 = vset1(0.0f), q1 = vset1(0.0f);
         int64_t i = 0;
-        for (; i + LANES <= len; i += LANES)
-            for (int l = 0; l < LANES; l++) {
-                const float d = (xc[i + l] - m.hi) - m.lo;
-                s[l] += d;
-                sq[l] += d * d;
-            }
+        for (; i + 2 * GC_VW <= len; i += 2 * GC_VW) {
+            const gc_vf d0 = (vload(xc + i) - hi) - lo, d1 = (vload(xc + i + GC_VW) - hi) - lo;
+            s0 += d0;
+            s1 += d1;
+            q0 = vfma(d0, d0, q0);
+            q1 = vfma(d1, d1, q1);
+        }
+        for (; i + GC_VW <= len; i += GC_VW) {
+            const gc_vf d0 = (vload(xc + i) - hi) - lo;
+            s0 += d0;
+            q0 = vfma(d0, d0, q0);
+        }
+        float ts = 0.0f, tq = 0.0f;
         for (; i < len; i++) {
             const float d = (xc[i] - m.hi) - m.lo;
-            s[0] += d;
-            sq[0] += d * d;
+            ts += d;
+            tq += d * d;
         }
-        for (int l = 0; l < LANES; l++) {
-            sum += s[l];
-            sumsq += sq[l];
-        }
+        sum += vsum_double(s0 + s1) + ts;
+        sumsq += vsum_double(q0 + q1) + tq;
     }
     *sum_out = sum;
     *sumsq_out = sumsq;
@@ -88,78 +105,95 @@ static float inv_std(double var, float eps)
 /* y = ((x - m.hi) - m.lo) * scale + shift */
 static void normalize(const float *x, float *y, int64_t n, split_mean m, float scale, float shift)
 {
+    const gc_vf hi = vset1(m.hi), lo = vset1(m.lo), sc = vset1(scale), sh = vset1(shift);
     int64_t i = 0;
-    for (; i + LANES <= n; i += LANES) {
-        float v[LANES];
-        for (int l = 0; l < LANES; l++)
-            v[l] = ((x[i + l] - m.hi) - m.lo) * scale + shift;
-        for (int l = 0; l < LANES; l++)
-            y[i + l] = v[l];
-    }
+    for (; i + GC_VW <= n; i += GC_VW)
+        vstore(y + i, vfma((vload(x + i) - hi) - lo, sc, sh));
     for (; i < n; i++)
         y[i] = ((x[i] - m.hi) - m.lo) * scale + shift;
 }
 
-/* y = y * w + b element-wise; w and/or b may be NULL */
-static void affine(float *y, const float *w, const float *b, int64_t n)
+/* y = ((x - m.hi) - m.lo) * rstd * w + b over one row; w and/or b may be NULL */
+static void normalize_row(const float *x, float *y, int64_t n, split_mean m, float rstd, const float *w,
+                          const float *b)
 {
+    const gc_vf hi = vset1(m.hi), lo = vset1(m.lo), r = vset1(rstd);
     int64_t i = 0;
-    for (; i + LANES <= n; i += LANES) {
-        float v[LANES];
-        if (w && b)
-            for (int l = 0; l < LANES; l++)
-                v[l] = y[i + l] * w[i + l] + b[i + l];
-        else if (w)
-            for (int l = 0; l < LANES; l++)
-                v[l] = y[i + l] * w[i + l];
-        else
-            for (int l = 0; l < LANES; l++)
-                v[l] = y[i + l] + b[i + l];
-        for (int l = 0; l < LANES; l++)
-            y[i + l] = v[l];
+    if (w && b)
+        for (; i + GC_VW <= n; i += GC_VW)
+            vstore(y + i, vfma(((vload(x + i) - hi) - lo) * r, vload(w + i), vload(b + i)));
+    else if (w)
+        for (; i + GC_VW <= n; i += GC_VW)
+            vstore(y + i, ((vload(x + i) - hi) - lo) * r * vload(w + i));
+    else if (b)
+        for (; i + GC_VW <= n; i += GC_VW)
+            vstore(y + i, ((vload(x + i) - hi) - lo) * r + vload(b + i));
+    else
+        for (; i + GC_VW <= n; i += GC_VW)
+            vstore(y + i, ((vload(x + i) - hi) - lo) * r);
+    for (; i < n; i++) {
+        float v = ((x[i] - m.hi) - m.lo) * rstd;
+        if (w)
+            v *= w[i];
+        if (b)
+            v += b[i];
+        y[i] = v;
     }
-    for (; i < n; i++)
-        y[i] = w && b ? y[i] * w[i] + b[i] : w ? y[i] * w[i] : y[i] + b[i];
+}
+
+/* layer / RMS norm over rows [t * rows_per_task, ...) */
+typedef struct row_job {
+    int rms;
+    int64_t outer, n, rows_per_task;
+    const float *x, *w, *b;
+    float eps;
+    float *y;
+} row_job;
+
+static void row_task(void *arg, int64_t t)
+{
+    const row_job *j = arg;
+    const int64_t r0 = t * j->rows_per_task;
+    const int64_t r1 = r0 + j->rows_per_task < j->outer ? r0 + j->rows_per_task : j->outer;
+    for (int64_t r = r0; r < r1; r++) {
+        const float *xr = j->x + r * j->n;
+        float *yr = j->y + r * j->n;
+        if (j->rms) {
+            const split_mean zero = {0.0f, 0.0f};
+            double sum, sumsq;
+            deviation_sums(xr, j->n, zero, &sum, &sumsq);
+            normalize_row(xr, yr, j->n, zero, inv_std(sumsq / (double)j->n, j->eps), j->w, NULL);
+        } else {
+            split_mean m;
+            double var;
+            row_moments(xr, j->n, &m, &var);
+            normalize_row(xr, yr, j->n, m, inv_std(var, j->eps), j->w, j->b);
+        }
+    }
+}
+
+static void rows_norm(int rms, int64_t outer, int64_t n, const float *x, const float *weight, const float *bias,
+                      float eps, float *y, int nthreads)
+{
+    if (outer <= 0 || n <= 0)
+        return;
+    int64_t per = GC_NORM_TASK / n;
+    per = per < 1 ? 1 : per;
+    const row_job job = {rms, outer, n, per, x, weight, bias, eps, y};
+    const int64_t tasks = (outer + per - 1) / per;
+    gc_parallel_for(tasks, outer * n >= GC_NORM_PARALLEL_MIN ? nthreads : 1, row_task, (void *)&job);
 }
 
 void gc_layer_norm(int64_t outer, int64_t n, const float *x, const float *weight, const float *bias,
                    float eps, float *y, int nthreads)
 {
-    if (outer <= 0 || n <= 0)
-        return;
-    if (nthreads < 1)
-        nthreads = 1;
-    GC_PARALLEL_FOR(outer * n >= GC_NORM_PARALLEL_MIN)
-    for (int64_t r = 0; r < outer; r++) {
-        const float *xr = x + r * n;
-        float *yr = y + r * n;
-        split_mean m;
-        double var;
-        row_moments(xr, n, &m, &var);
-        normalize(xr, yr, n, m, inv_std(var, eps), 0.0f);
-        if (weight || bias)
-            affine(yr, weight, bias, n);
-    }
+    rows_norm(0, outer, n, x, weight, bias, eps, y, nthreads);
 }
 
 void gc_rms_norm(int64_t outer, int64_t n, const float *x, const float *weight, float eps, float *y,
                  int nthreads)
 {
-    if (outer <= 0 || n <= 0)
-        return;
-    if (nthreads < 1)
-        nthreads = 1;
-    GC_PARALLEL_FOR(outer * n >= GC_NORM_PARALLEL_MIN)
-    for (int64_t r = 0; r < outer; r++) {
-        const float *xr = x + r * n;
-        float *yr = y + r * n;
-        const split_mean zero = {0.0f, 0.0f};
-        double sum, sumsq;
-        deviation_sums(xr, n, zero, &sum, &sumsq);
-        normalize(xr, yr, n, zero, inv_std(sumsq / (double)n, eps), 0.0f);
-        if (weight)
-            affine(yr, weight, NULL, n);
-    }
+    rows_norm(1, outer, n, x, weight, NULL, eps, y, nthreads);
 }
 
 void gc_batch_norm(int64_t n, int64_t c, int64_t inner, const float *x, const float *mean, const float *var,
