@@ -201,7 +201,6 @@ GC_VARIANTS(gc_reduce)
 GC_VARIANTS(gc_argreduce)
 GC_VARIANTS(gc_sdpa_work_floats)
 GC_VARIANTS(gc_sdpa)
-GC_VARIANTS(gc_embedding)
 GC_VARIANTS(gc_act)
 
 /* PICK(f): the chosen level's variant of f */
@@ -312,11 +311,6 @@ size_t gc_sdpa_work_floats(int64_t tq, int64_t tk, int64_t d, int64_t dv, int nt
 void gc_sdpa(const gc_sdpa_params *p, float *work, int nthreads)
 {
     PICK(gc_sdpa)(p, work, nthreads);
-}
-
-int gc_embedding(int64_t n, const int64_t *idx, int64_t v, int64_t d, const float *table, float *out, int nthreads)
-{
-    return PICK(gc_embedding)(n, idx, v, d, table, out, nthreads);
 }
 
 void gc_act(int kind, int64_t n, const float *x, float *y, int nthreads)

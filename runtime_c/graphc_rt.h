@@ -32,7 +32,8 @@ extern "C" {
 
 /* Instruction-set dispatch (gc_dispatch.c). A default-target library holds the kernel files compiled
  * once per ISA level with -DGC_ISA=generic|avx2|avx512: these names then become gc_sgemm_avx2, ... and
- * gc_dispatch.c defines the plain names as calls through the table of the level chosen at create. */
+ * gc_dispatch.c defines the plain names as calls through the table of the level chosen at create.
+ * gc_index.c (gc_embedding: a memcpy per row) has no ISA-specific code and is compiled once. */
 #ifdef GC_ISA
 #define GC_ISA_CAT2(a, b) a##_##b
 #define GC_ISA_CAT(a, b) GC_ISA_CAT2(a, b)
@@ -56,7 +57,6 @@ extern "C" {
 #define gc_argreduce GC_ISA_NAME(gc_argreduce)
 #define gc_sdpa_work_floats GC_ISA_NAME(gc_sdpa_work_floats)
 #define gc_sdpa GC_ISA_NAME(gc_sdpa)
-#define gc_embedding GC_ISA_NAME(gc_embedding)
 #define gc_act GC_ISA_NAME(gc_act)
 #endif
 

@@ -140,8 +140,9 @@ TARGETS = ("default", "x86-64-v2", "x86-64-v3", "x86-64-v4", "native", "portable
 # the kernel levels of a default-target library: GC_ISA suffix -> -march (runtime_c/gc_dispatch.c)
 ISA_LEVELS = {"generic": "x86-64-v2", "avx2": "x86-64-v3", "avx512": "x86-64-v4"}
 DISPATCH_FLAG = "-DGC_DISPATCH"
-# runtime files that are not kernels: compiled once, for the library's own flags
-_NOT_DISPATCHED = ("gc_dispatch.c", "gc_safetensors.c", "gc_status.c", "gc_threadpool.c")
+# runtime files compiled once, for the library's own flags: those that are not kernels, and gc_index.c,
+# whose rows are libc memcpy calls (libc picks its own ISA): its three variants were the same code
+_NOT_DISPATCHED = ("gc_dispatch.c", "gc_index.c", "gc_safetensors.c", "gc_status.c", "gc_threadpool.c")
 
 
 def is_x86() -> bool:
