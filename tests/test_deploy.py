@@ -364,3 +364,16 @@ def test_cmake_static_install_find_package_and_pkg_config_static(tmp_path):
     np.testing.assert_allclose(app_outputs(run([exe])), reference(model, pattern(3)), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(app_outputs(run([exe, installed_weights])), reference(mlp(6), pattern(3)),
                                rtol=1e-5, atol=1e-5)
+
+
+def test_a_hand_edited_weights_file_entry_is_one_clear_error(tmp_path):
+    import json
+
+    out = tmp_path / "mlp"
+    export(out)
+    man = json.loads((out / "manifest.json").read_text())
+    for bad in ("../elsewhere.safetensors", "/etc/passwd", 7, "sub/mlp.safetensors"):
+        man["weights_file"] = bad
+        (out / "manifest.json").write_text(json.dumps(man))
+        with pytest.raises(ValueError, match="damaged manifest: 'weights_file'"):
+            graphc.load_compiled(out)
