@@ -14,6 +14,7 @@
 
 #include "graphc_rt.h"
 #include "gc_simd.h"
+#include "gc_vmath.h"
 
 #define GC_BLOCK 64
 #define LANES 8
@@ -41,6 +42,68 @@ static float row_max(const float *x, int64_t n)
 
 /* Contiguous row. The max may skip NaN: a NaN still turns the sum, hence the whole row, into NaN (and
  * so does +inf, through inf - inf). */
+#if GC_VW > 1
+/* e^(x - max) on whole vectors (gc_vexp, 1.5e-7), summed in float vectors over chunks of 256 elements
+ * whose totals add in double; the last partial vector goes through a copy padded with -inf (e^-inf = 0,
+ * and a row whose max is -inf or +inf is NaN whatever the padding adds) */
+#define GC_SOFTMAX_CHUNK 256
+static inline double vsum_double(gc_vf v)
+{
+    float t[GC_VW];
+    vstore(t, v);
+    double s = 0.0;
+    for (int l = 0; l < GC_VW; l++)
+        s += t[l];
+    return s;
+}
+
+static void softmax_row(const float *x, float *y, int64_t n, int use_log)
+{
+    const float m = row_max(x, n);
+    const gc_vf vm = vset1(m);
+    double sum = 0.0;
+    for (int64_t c0 = 0; c0 < n; c0 += GC_SOFTMAX_CHUNK) {
+        const int64_t c1 = n - c0 < GC_SOFTMAX_CHUNK ? n : c0 + GC_SOFTMAX_CHUNK;
+        gc_vf s = vset1(0.0f);
+        int64_t j = c0;
+        for (; j + GC_VW <= c1; j += GC_VW) {
+            const gc_vf e = gc_vexp(vload(x + j) - vm);
+            if (!use_log)
+                vstore(y + j, e);
+            s += e;
+        }
+        if (j < c1) {
+            float buf[GC_VW];
+            for (int l = 0; l < GC_VW; l++)
+                buf[l] = j + l < c1 ? x[j + l] : -INFINITY;
+            const gc_vf e = gc_vexp(vload(buf) - vm);
+            s += e;
+            if (!use_log) {
+                vstore(buf, e);
+                for (int64_t l = 0; j + l < c1; l++)
+                    y[j + l] = buf[l];
+            }
+        }
+        sum += vsum_double(s);
+    }
+    int64_t i = 0;
+    if (use_log) {
+        const gc_vf vl = vset1((float)log(sum));
+        for (; i + GC_VW <= n; i += GC_VW)
+            vstore(y + i, (vload(x + i) - vm) - vl);
+        const float lse = (float)log(sum);
+        for (; i < n; i++)
+            y[i] = (x[i] - m) - lse;
+    } else {
+        const float inv = (float)(1.0 / sum);
+        const gc_vf vi = vset1(inv);
+        for (; i + GC_VW <= n; i += GC_VW)
+            vstore(y + i, vload(y + i) * vi);
+        for (; i < n; i++)
+            y[i] *= inv;
+    }
+}
+#else
 static void softmax_row(const float *x, float *y, int64_t n, int use_log)
 {
     const float m = row_max(x, n);
@@ -73,6 +136,8 @@ static void softmax_row(const float *x, float *y, int64_t n, int use_log)
             y[i] *= inv;
     }
 }
+
+#endif
 
 /* columns [0, bw) of x/y, which point at element (o, 0, i0); consecutive j are `inner` apart */
 static void softmax_cols(const float *x, float *y, int64_t n, int64_t inner, int bw, int use_log)
@@ -120,6 +185,22 @@ static void softmax_cols(const float *x, float *y, int64_t n, int64_t inner, int
     }
 }
 
+typedef struct softmax_job {
+    const float *x;
+    float *y;
+    int64_t outer, n, rows_per_task;
+    int use_log;
+} softmax_job;
+
+static void softmax_task(void *arg, int64_t t)
+{
+    const softmax_job *j = arg;
+    const int64_t r0 = t * j->rows_per_task;
+    const int64_t r1 = r0 + j->rows_per_task < j->outer ? r0 + j->rows_per_task : j->outer;
+    for (int64_t r = r0; r < r1; r++)
+        softmax_row(j->x + r * j->n, j->y + r * j->n, j->n, j->use_log);
+}
+
 void gc_softmax(int64_t outer, int64_t n, int64_t inner, const float *x, float *y, int log_output,
                 int nthreads)
 {
@@ -129,10 +210,12 @@ void gc_softmax(int64_t outer, int64_t n, int64_t inner, const float *x, float *
         nthreads = 1;
     const int64_t work = outer * n * inner;
     (void)work; /* only read by the OpenMP if-clause */
-    if (inner == 1) {
-        GC_PARALLEL_FOR(work >= GC_REDUCE_PARALLEL_MIN)
-        for (int64_t o = 0; o < outer; o++)
-            softmax_row(x + o * n, y + o * n, n, log_output);
+    if (inner == 1) { /* rows in tasks of about 8192 elements on the context's pool */
+        int64_t per = 8192 / n;
+        per = per < 1 ? 1 : per;
+        const softmax_job job = {x, y, outer, n, per, log_output};
+        gc_parallel_for((outer + per - 1) / per, work >= GC_REDUCE_PARALLEL_MIN ? nthreads : 1, softmax_task,
+                        (void *)&job);
         return;
     }
     const int64_t nblocks = (inner + GC_BLOCK - 1) / GC_BLOCK;
