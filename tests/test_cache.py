@@ -419,3 +419,18 @@ def test_template_bytecode_is_kept_and_verified(cache, tmp_path, monkeypatch, ca
     assert digest == hashlib.sha256(payload).hexdigest().encode()
     assert _files(again.directory)["libm61.so"] == _files(cold.directory)["libm61.so"]
     np.testing.assert_allclose(first(x), m(graphc.from_numpy(x)).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_the_build_pool_is_bounded_by_the_usable_cpus(monkeypatch):
+    """The compile pool has as many workers as CPUs the process may run on (a container's or taskset's
+    affinity mask), not os.cpu_count()'s every CPU of the machine."""
+    from graphc.backend import build
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3, 5}, raising=False)
+    assert build.usable_cpus() == 2
+
+    def unavailable(pid):
+        raise OSError("no affinity here")
+
+    monkeypatch.setattr(os, "sched_getaffinity", unavailable, raising=False)
+    assert build.usable_cpus() == (os.cpu_count() or 1)

@@ -240,8 +240,19 @@ def _run(cmd: list[str], cwd: Path, what: str, tool: str = "C compiler") -> None
         raise CompileError(f"the {tool} failed on {what} (in {cwd}):\n$ {shlex.join(cmd)}\n{out}", out)
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask: a container's or taskset's limit), which
+    os.cpu_count() (every CPU of the machine) overstates."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def _parallel(jobs: list[tuple]) -> None:
-    workers = max(1, min(len(jobs), os.cpu_count() or 1))
+    """Run the compile jobs in a pool of usable_cpus() threads, each waiting on its compiler process;
+    every job writes its own file, so the results do not depend on the order they finish in."""
+    workers = max(1, min(len(jobs), usable_cpus()))
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
         futures = [pool.submit(_run, *job) for job in jobs]
         errors: list[CompileError] = []
