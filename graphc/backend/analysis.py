@@ -266,9 +266,13 @@ def adaptive_pool_params(kb: KernelBuilder, n: Node) -> dict[str, str]:
 
 
 # ------------------------------------------------------------------------------------- attention
-def sdpa_fields(kb: KernelBuilder, n: Node) -> dict[str, Any]:
-    """An sdpa node as [b, h, tq, d] x [b, h, tk, d|dv] with the mask's element strides over (b, h, i, j)."""
+def sdpa_fields(kb: KernelBuilder, n: Node, read: dict[int, Value] | None = None,
+                write: Value | None = None) -> dict[str, Any]:
+    """An sdpa node as [b, h, tq, d] x [b, h, tk, d|dv] with the mask's element strides over (b, h, i, j).
+    read[i] / write: the values operand i is read from and the output written to when those are strided
+    views of other values (graphc.backend.layouts); the caller prints their strides."""
     q, k, v, mask = (list(n.inputs) + [None])[:4]
+    read = read or {}
     qs, ks, vs = q.type.shape, k.type.shape, v.type.shape
     kb.require(qs[:-2] == ks[:-2] == vs[:-2], "q, k and v must have the same leading dims")
     lead = list(qs[:-2])
@@ -290,7 +294,8 @@ def sdpa_fields(kb: KernelBuilder, n: Node) -> dict[str, Any]:
             ms = [0, lead_st[-1] if lead_st else 0, mst[-2], mst[-1]]
     scale = n.attrs.get("scale")
     return dict(b=kb.dim(b), h=kb.dim(h), tq=kb.dim(tq), tk=kb.dim(tk), d=kb.dim(d), dv=kb.dim(dv),
-                q=kb.input(q), k=kb.input(k), v=kb.input(v), mask=kb.input(mask), ms=[kb.dim(s) for s in ms],
+                q=kb.input(read.get(0, q)), k=kb.input(read.get(1, k)), v=kb.input(read.get(2, v)),
+                mask=kb.input(mask), ms=[kb.dim(s) for s in ms],
                 scale=kb.literal(scale if scale is not None else 1.0 / math.sqrt(int(d) if is_static(d) else 1),
                                  float32),
-                causal=int(bool(n.attrs.get("is_causal", False))), out=kb.output(n.out))
+                causal=int(bool(n.attrs.get("is_causal", False))), out=kb.output(write or n.out))

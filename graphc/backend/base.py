@@ -311,6 +311,9 @@ class Backend:
     parallel_min: ClassVar[int] = 32768  # elements of a plain loop worth a parallel region
     # the conv rule prints fused epilogues (KernelBuilder.epilogue, graphc.backend.epilogue)
     conv_epilogues: ClassVar[bool] = False
+    # its sdpa kernel reads q/k/v and writes the output through strides: the permutes and slices around
+    # attention are folded into them (graphc/backend/layouts.py)
+    sdpa_strides: ClassVar[bool] = False
     # lowering rules by op family (OpDef.family), and the ops of a family this backend lowers otherwise
     lowerings: ClassVar[dict[str, Any]] = {}
     op_lowerings: ClassVar[dict[str, Any]] = {}

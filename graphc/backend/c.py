@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 from .._dtype import float32, float64, int32, int64
 from ..ir.graph import Node
-from ..sym import Dim, is_static, prod
+from ..sym import Dim, prod
 from .analysis import (
     adaptive_pool_params,
     axis_split,
@@ -58,6 +58,7 @@ from .analysis import (
 from .base import Backend
 from .common import COMMON_LOWERINGS, rule_registrar
 from .fusion import FusionGroup
+from .layouts import head_strides
 from .lowering import KernelBuilder, LowerFn, contiguous_strides, merge_dims
 from .registry import register_backend
 
@@ -359,26 +360,18 @@ def _norm(kb: KernelBuilder, n: Node) -> None:
 @lowers("sdpa")
 def _sdpa(kb: KernelBuilder, n: Node) -> None:
     require_float32(kb, n)
-    fields = sdpa_fields(kb, n)
-    q, k, v = n.inputs[:3]
-    lead = list(q.type.shape[:-2])
-    for key, val in (("q", q), ("k", k), ("v", v), ("o", n.out)):
-        fields[f"{key}_off"] = "0"
-        fields[f"{key}_st"] = [kb.dim(s) for s in head_strides(lead, contiguous_strides(val.type.shape))]
+    lay = kb.lower.layouts
+    views = {i: lay.inputs[(n, i)] for i in range(3) if (n, i) in lay.inputs}
+    out_view = lay.outputs.get(n)
+    fields = sdpa_fields(kb, n, {i: w.root for i, w in views.items()}, out_view.root if out_view else None)
+    lead = list(n.inputs[0].type.shape[:-2])
+    for i, (key, val) in enumerate((("q", n.inputs[0]), ("k", n.inputs[1]), ("v", n.inputs[2]), ("o", n.out))):
+        w = out_view if key == "o" else views.get(i)
+        st = head_strides(lead, w.strides if w else contiguous_strides(val.type.shape))
+        kb.require(st is not None, f"{key}'s lead dims do not merge into one stride")
+        fields[f"{key}_off"] = kb.dim(w.offset if w else 0)
+        fields[f"{key}_st"] = [kb.dim(x) for x in st]
     kb.emit("sdpa.c.j2", work=kb.work(), **fields)
-
-
-def head_strides(lead: Sequence[Dim], strides: Sequence[Dim]) -> list[Dim] | None:
-    """(batch, head, row) element strides of an sdpa operand [*lead, T, D] with the given strides, the
-    lead dims seen as [b, h] like :func:`sdpa_fields` does (b = 1 and h = all of them unless there are
-    two); None when the lead dims do not merge into one stride."""
-    if len(lead) == 2:
-        return [strides[0], strides[1], strides[2]]
-    kept = [(n, s) for n, s in zip(lead, strides) if not (is_static(n) and n == 1)]
-    for (_, s_out), (n_in, s_in) in zip(kept, kept[1:]):  # the merged head index steps by the last stride
-        if s_out != s_in * n_in:
-            return None
-    return [0, kept[-1][1] if kept else 0, strides[len(lead)]]
 
 
 # ------------------------------------------------------------------------------------- activations
@@ -413,6 +406,7 @@ class CBackend(Backend):
     template_folder = "c"
     lowerings = LOWERINGS
     conv_epilogues = True
+    sdpa_strides = True
 
     def lower_group(self, kb: KernelBuilder, group: FusionGroup) -> bool:
         kind = runtime_activation(group)

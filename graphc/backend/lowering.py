@@ -31,6 +31,7 @@ from ..ir.printer import print_graph, print_node
 from ..sym import Dim, Sym, evaluate, is_static, prod
 from .epilogue import ConvEpilogue, conv_epilogues
 from .fusion import FusionGroup, GemmEpilogue, fusion_groups, gemm_epilogues, inlined_constants
+from .layouts import SdpaLayouts, fold_sdpa_layouts
 from .memplan import MemoryPlan, Step, plan_memory, poly_max
 
 if TYPE_CHECKING:
@@ -515,6 +516,7 @@ class Lowering:
         self.scratch_types: dict[str, str] = {}
         self._cname: dict[Any, str] = {}
         self.outputs: list[TensorInfo] = []
+        self.layouts = SdpaLayouts()
 
     def hint(self, v: Value) -> str:
         return v.name
@@ -548,6 +550,8 @@ class Lowering:
         groups = fusion_groups(g, fuse=self.fuse, exclude=absorbed)
         root_group = {grp.root: grp for grp in groups}
         members = {n for grp in groups for n in grp.nodes}
+        if self.fuse and be.sdpa_strides:
+            self.layouts = fold_sdpa_layouts(g, consts)
         # conv epilogues: the conv is lowered at its group's root, with the group in its output write
         epilogues = conv_epilogues(g, groups) if self.fuse and be.conv_epilogues else {}
         fused_convs = {e.conv for e in epilogues.values()}
@@ -580,7 +584,7 @@ class Lowering:
 
         kernels: list[Kernel] = []
         for n in g.nodes:
-            if is_view(n) or n in consts or n in fused_convs or n in gemm_eps:
+            if is_view(n) or n in consts or n in fused_convs or n in gemm_eps or n in self.layouts.folded:
                 continue
             if n in epilogues:
                 e = epilogues[n]
