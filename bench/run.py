@@ -3,6 +3,9 @@
     python bench/run.py                          # every model, 1 and 2 threads -> bench/results.md
     python bench/run.py --models mlp_b1,lenet --threads 1
     python bench/run.py --busy                   # the same with one busy neighbour process -> results-busy.md
+    python bench/run.py --imported --models resnet18,bert_layer --threads 1
+                                                 # graphc.nn twin vs from_torch vs from_onnx -> a section of
+                                                 # bench/results.md
 
 The models (bench/models.py) are written once against a torch-like API and built with graphc.nn and
 torch.nn; the torch model's weights (random, BatchNorm statistics included) are loaded into the graphc
@@ -16,6 +19,11 @@ per-call time of its bursts and the ratios (peer / graphc, above 1: graphc is fa
 run. Then: compile times, arena against its lower bound (the largest sum of simultaneously live
 intermediates), library size, resident memory each runner added, graphc's per-kernel profile, and
 bench_gemm.py's GEMM table with % of numpy and of the machine's peak FMA rate. Nothing asserts on timings.
+
+With --imported each model is compiled three ways: the graphc.nn model, the torch model through
+graphc.from_torch and its ONNX export (the file ONNX Runtime runs) through graphc.from_onnx, all with the
+same weights; the three libraries take turns as above, and the table gives their times, ratios, kernel
+counts and largest difference from the graphc.nn library. It replaces only its own section of the output.
 """
 
 from __future__ import annotations
@@ -52,6 +60,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-gemm", action="store_true", help="skip the GEMM micro-benchmark")
     p.add_argument("--out", default=None, help="markdown file (default bench/results.md, -busy.md with --busy)")
     p.add_argument("--build-dir", default=None, help="ONNX files and graphc exports (default: a temp dir)")
+    p.add_argument("--imported", action="store_true",
+                   help="time the graphc.nn model against the same model through from_torch and from_onnx")
     p.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--json", default="", help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -239,6 +249,60 @@ def build_runners(name: str, threads: int, build_dir: Path, cache_dir: Path) -> 
     return runners, facts
 
 
+def kernel_ops(cm: Any, xs: list[Any]) -> list[str]:
+    """The op(s) of each kernel the library runs, in schedule order (from one profiled call)."""
+    cm.enable_profile()
+    cm(*xs)
+    rows = cm.profile()
+    cm.enable_profile(False)
+    return [r["op"] for r in rows]
+
+
+def build_imported(name: str, threads: int, build_dir: Path, cache_dir: Path) -> tuple[dict, dict]:
+    """The graphc.nn model and the same torch model through graphc.from_torch and through its ONNX export
+    and graphc.from_onnx, compiled alike; runners and facts (kernels, import / compile times, differences)."""
+    import numpy as np
+    import torch
+    from models import MODELS
+
+    import graphc
+
+    spec = MODELS[name]
+    xs = spec.inputs(np.random.default_rng(0))
+    torch.manual_seed(0)
+    tm = spec.build(torch.nn, torch.nn.functional).eval()
+    for mod in tm.modules():
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.running_mean.uniform_(-0.2, 0.2)
+            mod.running_var.uniform_(0.5, 1.5)
+    gm = spec.build(graphc.nn, graphc.nn.functional)
+    gm.load_state_dict({k: v.detach().numpy().copy() for k, v in tm.state_dict().items()})
+    gm.eval()
+    path = build_dir / f"{name}.onnx"
+    if not path.exists():
+        export_onnx(tm, xs, path)
+    libs: dict[str, Any] = {}
+    facts: dict[str, Any] = {"import_s": {}, "compile_s": {}}
+    makers = {"graphc.nn": lambda: gm, "from_torch": lambda: graphc.from_torch(tm, tuple(xs)),
+              "from_onnx": lambda: graphc.from_onnx(path)}
+    for kind, make in makers.items():
+        t0 = time.perf_counter()
+        src = make()
+        t1 = time.perf_counter()
+        cm = graphc.compile(src, tuple(xs) if kind == "graphc.nn" else None, threads=threads, cache_dir=cache_dir)
+        facts["import_s"][kind] = t1 - t0
+        facts["compile_s"][kind] = time.perf_counter() - t1
+        cm.set_num_threads(threads)
+        libs[kind] = cm
+    ref = first(libs["graphc.nn"](*xs))
+    facts["kernels"] = {k: kernel_ops(cm, xs) for k, cm in libs.items()}
+    fp = {k: cm.manifest.get("fingerprint") for k, cm in libs.items()}
+    facts["same_library"] = {k: bool(fp[k]) and fp[k] == fp["graphc.nn"] for k in libs}
+    facts["max_diff"] = {k: float(np.abs(first(cm(*xs)) - ref).max()) for k, cm in libs.items()}
+    facts["xs"] = xs
+    return dict(libs), facts
+
+
 def interleaved(runners: dict[str, Callable[..., Any] | None], xs: list[Any], rounds: int,
                 burst: float) -> dict[str, float]:
     """Median seconds per call of each runner; the runners take turns burst by burst."""
@@ -270,6 +334,18 @@ def worker(args: argparse.Namespace) -> None:
     out = []
     for name in [m for m in args.models.split(",") if m]:
         print(f"[{threads}t] {name}: building", file=sys.stderr, flush=True)
+        if args.imported:
+            try:
+                runners, facts = build_imported(name, threads, build_dir, cache_dir)
+            except Exception as e:
+                out.append({"model": name, "threads": threads, "error": f"{type(e).__name__}: {e}"})
+                print(f"[{threads}t] {name}: FAILED {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+                continue
+            times = interleaved(runners, facts.pop("xs"), args.rounds, args.burst)
+            out.append({"model": name, "threads": threads, "times": times, **facts})
+            print(f"[{threads}t] {name}: " + ", ".join(f"{k} {v * 1e6:.0f} us" for k, v in times.items()),
+                  file=sys.stderr, flush=True)
+            continue
         try:
             runners, facts = build_runners(name, threads, build_dir, cache_dir)
         except Exception as e:
@@ -372,6 +448,85 @@ def report(rows: list[dict], args: argparse.Namespace, argv: list[str]) -> str:
     return "\n".join(lines)
 
 
+IMPORTED_BEGIN, IMPORTED_END = "<!-- imported:begin -->", "<!-- imported:end -->"
+
+
+def report_imported(rows: list[dict], argv: list[str]) -> str:
+    """The --imported section: graphc.nn vs from_torch vs from_onnx, times from the same run."""
+    from collections import Counter
+
+    model, flags, _ = cpu_info()
+    kinds = ("graphc.nn", "from_torch", "from_onnx")
+    lines = [IMPORTED_BEGIN, "## Imported models: graphc.nn vs graphc.from_torch vs graphc.from_onnx", "",
+             f"CPU: {model}, {os.cpu_count()} logical CPUs ({' '.join(flags)}). {versions()}. Command: "
+             f"`python bench/run.py {' '.join(argv)}` ({time.strftime('%H:%M UTC', time.gmtime())}, a machine "
+             "shared with other sessions). The same weights compiled three ways (target `default`, -O2): the "
+             "graphc.nn model, the torch.nn model through from_torch (torch.export), and its ONNX export (opset "
+             "17, the export the default run gives ONNX Runtime) through from_onnx. Median microseconds per "
+             "call, the three libraries taking turns burst by burst; ratios: the imported library's time over "
+             "the graphc.nn one's (1.00: as fast). Kernels: kernels per call, nn / torch / onnx; diff: largest "
+             "absolute difference from the graphc.nn library's output.", ""]
+    errors = [r for r in rows if "error" in r]
+    for t in sorted({r["threads"] for r in rows}):
+        lines += [f"### {t} thread{'s' if t > 1 else ''}", "",
+                  "| model | graphc.nn us | from_torch us | from_onnx us | torch/nn | onnx/nn | kernels nn / torch / "
+                  "onnx | import s: torch / onnx | compile s: nn / torch / onnx | diff: torch / onnx |",
+                  "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+        for r in rows:
+            if r["threads"] != t or "error" in r:
+                continue
+            tm, ks = r["times"], r["kernels"]
+            lines.append(
+                f"| {r['model']} | " + " | ".join(fmt_us(tm[k]) for k in kinds) + " | "
+                + " | ".join(f"{tm[k] / tm['graphc.nn']:.2f}" for k in kinds[1:]) + " | "
+                + " / ".join(str(len(ks[k])) for k in kinds) + " | "
+                + " / ".join(f"{r['import_s'][k]:.2f}" for k in kinds[1:]) + " | "
+                + " / ".join(f"{r['compile_s'][k]:.2f}" for k in kinds) + " | "
+                + " / ".join(f"{r['max_diff'][k]:.1e}" for k in kinds[1:]) + " |")
+        lines.append("")
+    notes = []
+    for r in rows:
+        if "error" in r or r["threads"] != min(x["threads"] for x in rows):
+            continue
+        base = Counter(r["kernels"]["graphc.nn"])
+        for k in kinds[1:]:
+            got = Counter(r["kernels"][k])
+            if got != base:
+                more, fewer = dict(got - base), dict(base - got)
+                notes.append(f"- {r['model']} {k}: kernels the graphc.nn library does not have {more or '{}'}, "
+                             f"and it lacks {fewer or '{}'}")
+    same = [f"{r['model']} {k}" for r in rows if "error" not in r for k in kinds[1:]
+            if r.get("same_library", {}).get(k)]
+    if same:
+        lines += ["The same library as the graphc.nn model (the optimised graph has its fingerprint, so the compile "
+                  "was a cache hit): " + ", ".join(same) + ".", ""]
+    lines += (["Kernel differences (ops per kernel):", ""] + notes + [""]) if notes else [
+        "Every imported library runs the same kernels (ops per kernel, as a multiset) as its graphc.nn twin.", ""]
+    if errors:
+        lines += ["Failures:", ""] + [f"- {r['model']} ({r['threads']} threads): {r['error']}" for r in errors] + [""]
+    lines.append(IMPORTED_END)
+    return "\n".join(lines)
+
+
+def splice(path: Path, section: str) -> str:
+    """path's text with the --imported section replaced (or appended when it has none)."""
+    text = path.read_text() if path.exists() else ""
+    if IMPORTED_BEGIN in text and IMPORTED_END in text:
+        head, rest = text.split(IMPORTED_BEGIN, 1)
+        return head + section + rest.split(IMPORTED_END, 1)[1]
+    return text.rstrip("\n") + ("\n\n" if text else "") + section + "\n"
+
+
+def keep_imported(path: Path, text: str) -> str:
+    """The full report, followed by the --imported section path already holds (a run without --imported
+    does not time imported models, so it keeps their last results)."""
+    old = path.read_text() if path.exists() else ""
+    if IMPORTED_BEGIN in old and IMPORTED_END in old:
+        section = IMPORTED_BEGIN + old.split(IMPORTED_BEGIN, 1)[1].split(IMPORTED_END, 1)[0] + IMPORTED_END
+        return text.rstrip("\n") + "\n\n" + section + "\n"
+    return text + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
@@ -391,15 +546,15 @@ def main(argv: list[str] | None = None) -> int:
             js = build_dir / f"rows-{t}.json"
             cmd = [sys.executable, __file__, "--worker", str(t), "--json", str(js), "--models", args.models,
                    "--rounds", str(args.rounds), "--burst", str(args.burst), "--build-dir", str(build_dir)]
-            subprocess.run(cmd, env=env, check=True)
+            subprocess.run(cmd + (["--imported"] if args.imported else []), env=env, check=True)
             rows += json.loads(js.read_text())
-        text = report(rows, args, argv)
+        text = report_imported(rows, argv) if args.imported else report(rows, args, argv)
     finally:
         if busy is not None:
             busy.kill()
             busy.wait()
     out = Path(args.out or ROOT / "bench" / ("results-busy.md" if args.busy else "results.md"))
-    out.write_text(text + "\n")
+    out.write_text(splice(out, text) if args.imported else keep_imported(out, text))
     print(text)
     print(f"wrote {out}", file=sys.stderr)
     tmp.cleanup()
