@@ -36,8 +36,9 @@ and the arena plan, all through the real generated code.
   each on its own pool of two threads, through a GEMM, a custom op's C unit and the sort, argsort, topk,
   cumsum and cumprod kernels, with the per-kernel profile on; under ASan/UBSan at every ISA level the
   dispatch can pick here (and once with GRAPHC_PROFILE=1) and under valgrind memcheck at avx2 and
-  generic, against the numpy interpreter. The thread pool alone runs under ThreadSanitizer (the models'
-  own loops are OpenMP's, whose uninstrumented runtime ThreadSanitizer cannot follow).
+  generic, against the numpy interpreter. Under ThreadSanitizer: the thread pool alone, and the whole
+  model as a serial library (openmp=False: the OpenMP runtime is not instrumented, so ThreadSanitizer
+  cannot follow its barriers) whose GEMMs run on the pool.
 
 Everything is built once per module (a thread pool of two over the compiles) in the build cache shared
 with the other backend tests. Sanitizer tests skip only when gcc cannot build and run an ASan/UBSan (or
@@ -1016,8 +1017,8 @@ def test_hardening_example_list_is_complete():
 # NAME_create_ex(..., NAME_CREATE_MAP_WEIGHTS), a custom op's C unit, the sort/argsort/topk/cumsum/cumprod
 # kernels, the per-context thread pool, the ISA dispatch of a default-target library and the per-kernel
 # profile, through one model and one C host, under ASan/UBSan (every ISA level) and valgrind memcheck;
-# the thread pool alone under ThreadSanitizer (the model's own loops are OpenMP's, whose uninstrumented
-# runtime ThreadSanitizer cannot follow).
+# under ThreadSanitizer the thread pool alone, and the model as a serial (openmp=False) library: the
+# OpenMP runtime is not instrumented, so ThreadSanitizer cannot follow an OpenMP library's barriers.
 SOFTSIGN_C = r"""
 int softsign(const float *x, const int64_t *x_shape, float *out, const int64_t *out_shape, double scale)
 {
@@ -1073,7 +1074,7 @@ def newops(tmp_path_factory):
 
         out = _compile_all({k: (lambda k=k: one(k), k) for k in kinds})
         refs = {b: interpret(g, {"x": new_pattern((b, 16))}) for b in (0, 1, 7, 32)}
-        yield {**out, "base": base, "refs": refs}
+        yield {**out, "base": base, "refs": refs, "graph": g}
     finally:
         library.remove("hardening::softsign")
 
@@ -1382,3 +1383,42 @@ def test_thread_pool_under_tsan(tmp_path):
                          env=dict(os.environ, TSAN_OPTIONS="halt_on_error=1:exitcode=66"))
     assert res.returncode == 0 and res.stdout.strip() == "failures 0", res.stdout + res.stderr[-6000:]
     assert "ThreadSanitizer" not in res.stderr, res.stderr[-6000:]
+
+
+@pytest.mark.skipif(_TSAN_PROBLEM is not None, reason=str(_TSAN_PROBLEM))
+def test_newer_code_under_tsan_without_openmp(newops, tmp_path):
+    """The whole model under ThreadSanitizer: a serial library (openmp=False, so no libgomp, whose
+    uninstrumented barriers ThreadSanitizer cannot follow) built with -fsanitize=thread, its GEMMs on the
+    runtime's pool. The C host's copied and mapped contexts run side by side on two host threads, each
+    with a pool of two: no race reported, outputs equal numpy's."""
+    from graphc.backend import build_options
+    from graphc.backend.build import build_library, serial
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("GRAPHC_CFLAGS", os.environ.get("GRAPHC_TEST_CFLAGS", STRICT) + " -fsanitize=thread -g")
+    try:  # the sources as an export ships them, built (not loaded: this Python has no TSan runtime) and cached
+        out = tmp_path / "tsan"
+        graphc.compile(newops["graph"], name="newops", weights="file", openmp=False, target="x86-64-v2",
+                       out_dir=out, emit_only=True, cache_dir=_cache_dir())
+        man = json.loads((out / "manifest.json").read_text())
+        files = {n: (out / n).read_text() for n in man["files"]["sources"]}
+        lib_dir, _ = build_library(files, serial(build_options("c", name="newops", weights="file",
+                                                               target="x86-64-v2")), cache_dir=_cache_dir())
+    finally:
+        mp.undo()
+    shutil.copyfile(lib_dir / "libnewops.so", out / "libnewops.so")
+    shutil.copyfile(newops["plain"].directory / "newops.safetensors", out / "newops.safetensors")
+    (out / "host.c").write_text(NEW_DRIVER)
+    res = subprocess.run(["gcc", "-O1", "-g", "-fsanitize=thread", *STRICT.split(), "-I.", "host.c", "-o", "host",
+                          "-L.", "-lnewops", "-Wl,-rpath,$ORIGIN", "-lpthread"], cwd=out, capture_output=True,
+                         text=True)
+    assert res.returncode == 0, res.stderr
+    for b in (32, 1):
+        shutil.copyfile(out / "newops.safetensors", out / "copy.safetensors")
+        env = dict(os.environ, GRAPHC_ADAPTIVE_THREADS="0", TSAN_OPTIONS="halt_on_error=1:exitcode=66")
+        res = subprocess.run([str(out / "host"), "newops.safetensors", "copy.safetensors", str(b), "out.bin"],
+                             cwd=out, capture_output=True, text=True, timeout=300, env=env)
+        assert res.returncode == 0 and "ThreadSanitizer" not in res.stderr, f"B={b}: exit {res.returncode}\n" \
+                                                                             f"{res.stderr[-6000:]}"
+        assert res.stdout.startswith("isa fixed kernels "), res.stdout
+        _check_new_outputs(newops["plain"], b, (out / "out.bin").read_bytes(), newops["refs"][b], f"tsan B={b}")
