@@ -1076,6 +1076,61 @@ GC_DW_FN(3)
 GC_DW_FN(4)
 #undef GC_DW_FN
 
+/* Two output rows at once (stride 1 down the rows): row 1's tap (i, j) reads the input row that row 0's
+ * tap (i + 1, j) reads, so each input vector is loaded once for both (kh + 1 instead of 2 kh row loads per
+ * column). Each row's taps are summed in the same order as dw_block's, so the results are the same bits. */
+static GC_ALWAYS_INLINE void dw_block2(int NV, const gc_conv2d_params *p, const float *restrict xr, int64_t pw,
+                                       const int64_t *coff, const float *restrict wk, float b, float *yr,
+                                       const float *rr, int64_t ow, int64_t last)
+{
+    const int64_t kh = p->kh, kw = p->kw;
+    gc_vf a0[GC_DW_NV], a1[GC_DW_NV];
+    for (int v = 0; v < NV; v++) a0[v] = a1[v] = vset1(b);
+    for (int64_t j = 0; j < kw; j++) { /* input row 0: row 0's taps only */
+        const float *xk = xr + coff[j];
+        const gc_vf wv = vset1(wk[j]);
+        for (int v = 0; v < NV; v++) a0[v] = vfma(wv, vload(xk + v * GC_VW), a0[v]);
+    }
+    for (int64_t i = 1; i < kh; i++)
+        for (int64_t j = 0; j < kw; j++) {
+            const float *xk = xr + i * pw + coff[j];
+            const gc_vf w0 = vset1(wk[i * kw + j]), w1 = vset1(wk[(i - 1) * kw + j]);
+            for (int v = 0; v < NV; v++) {
+                const gc_vf xv = vload(xk + v * GC_VW);
+                a0[v] = vfma(w0, xv, a0[v]);
+                a1[v] = vfma(w1, xv, a1[v]);
+            }
+        }
+    for (int64_t j = 0; j < kw; j++) { /* input row kh: row 1's last taps */
+        const float *xk = xr + kh * pw + coff[j];
+        const gc_vf wv = vset1(wk[(kh - 1) * kw + j]);
+        for (int v = 0; v < NV; v++) a1[v] = vfma(wv, vload(xk + v * GC_VW), a1[v]);
+    }
+    for (int v = 0; v < NV; v++) {
+        const int64_t n = v == NV - 1 ? last : GC_VW;
+        gc_vf o0 = a0[v], o1 = a1[v];
+        if (has_epilogue(p)) {
+            o0 = epi_vec(p, o0, rr ? load_lanes(rr + v * GC_VW, n) : vset1(0.0f));
+            o1 = epi_vec(p, o1, rr ? load_lanes(rr + ow + v * GC_VW, n) : vset1(0.0f));
+        }
+        store_lanes(yr + v * GC_VW, o0, n);
+        store_lanes(yr + ow + v * GC_VW, o1, n);
+    }
+}
+
+#define GC_DW2_FN(NV)                                                                                          \
+    static GC_NOINLINE void dw_block2_##NV(const gc_conv2d_params *p, const float *xr, int64_t pw,             \
+                                           const int64_t *coff, const float *wk, float b, float *yr,           \
+                                           const float *rr, int64_t ow, int64_t last)                          \
+    {                                                                                                          \
+        dw_block2(NV, p, xr, pw, coff, wk, b, yr, rr, ow, last);                                               \
+    }
+GC_DW2_FN(1)
+GC_DW2_FN(2)
+GC_DW2_FN(3)
+GC_DW2_FN(4)
+#undef GC_DW2_FN
+
 /* One task: band task % bands of plane task / bands = (image n, channel c). */
 static void depthwise_task(const gc_conv2d_params *p, const spatial_geom *g, int64_t task, const float *x,
                            const float *w, const float *bias, float *y, float *planes)
@@ -1117,7 +1172,31 @@ static void depthwise_task(const gc_conv2d_params *p, const spatial_geom *g, int
         epilogue_rows(p, y, y0, 1, rows * ow, 0, NULL);
         return;
     }
-    for (int64_t r = 0; r < rows; r++) {
+    int64_t r = 0;
+    if (p->stride_h == 1) { /* pairs of rows; one row phase, so tap (i, j) is at i * pw + coff[j] */
+        int64_t coff[GC_SP_MAX_K];
+        for (int64_t j = 0; j < p->kw; j++) coff[j] = koff[j];
+        for (; r + 1 < rows; r += 2) {
+            const float *xr = planes + r * g->pw;
+            const int64_t yoff = q * p->oh * ow + (r0 + r) * ow;
+            float *yr = y + yoff;
+            const float *rr = p->res ? p->res + yoff : NULL;
+            int64_t c0 = 0;
+            for (; c0 + step <= ow; c0 += step)
+                dw_block2_4(p, xr + c0, g->pw, coff, wk, b, yr + c0, rr ? rr + c0 : NULL, ow, GC_VW);
+            if (c0 < ow) {
+                const int64_t left = ow - c0, nv = (left + GC_VW - 1) / GC_VW, last = left - (nv - 1) * GC_VW;
+                const float *xc = xr + c0, *rc = rr ? rr + c0 : NULL;
+                switch (nv) {
+                case 4: dw_block2_4(p, xc, g->pw, coff, wk, b, yr + c0, rc, ow, last); break;
+                case 3: dw_block2_3(p, xc, g->pw, coff, wk, b, yr + c0, rc, ow, last); break;
+                case 2: dw_block2_2(p, xc, g->pw, coff, wk, b, yr + c0, rc, ow, last); break;
+                default: dw_block2_1(p, xc, g->pw, coff, wk, b, yr + c0, rc, ow, last); break;
+                }
+            }
+        }
+    }
+    for (; r < rows; r++) {
         const float *xr = planes + r * g->pw;
         const int64_t yoff = q * p->oh * ow + (r0 + r) * ow;
         float *yr = y + yoff;
