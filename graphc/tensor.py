@@ -660,8 +660,10 @@ class Tensor:
 
     def __getattr__(self, name: str) -> Any:
         if name.endswith("_") and not name.startswith("_"):
+            if name[:-1] in _RELAYOUT_INPLACE:
+                return _relayout_refusal(self, name)
             fn = getattr(type(self), name[:-1], None)
-            if callable(fn):
+            if callable(fn) and name[:-1] not in _VIEW_METHODS:
                 return _inplace_method(name[:-1]).__get__(self)
         raise AttributeError(f"'Tensor' object has no attribute '{name}'")
 
@@ -669,6 +671,8 @@ class Tensor:
         return self._write(src, "copy_", any_cast=True)
 
     def fill_(self, value: Any) -> Tensor:
+        if isinstance(value, Sym):  # a dynamic size while tracing: its run-time value
+            value = _dim_value(value, self)
         if isinstance(value, Tensor) and value.ndim != 0:
             raise RuntimeError(f"fill_ only supports 0-dimension value tensor but got tensor with "
                                f"{value.ndim} dimensions")
@@ -963,6 +967,8 @@ class Tensor:
         return where(condition, self, other)
 
     def masked_fill(self, mask: Tensor, value: Any) -> Tensor:
+        if isinstance(value, Sym):  # a dynamic size while tracing: its run-time value
+            value = _dim_value(value, self)
         v = value.item() if isinstance(value, Tensor) and value._tracer is None else value
         return where(mask, v, self) if _is_scalar(v) else where(mask, v.to(self.dtype), self)
 
@@ -1257,6 +1263,27 @@ def _write_error(msg: str, *ts: Any) -> RuntimeError:
     return RuntimeError(f"{msg} ({tracer._where()})" if tracer is not None else msg)
 
 
+# PyTorch's in-place methods that change a tensor's shape or strides instead of its values (x.t_() makes
+# x its own transpose; views taken before keep the old layout). graphc's in-place methods write values
+# (the out-of-place result into self's memory), which for these would be wrong through earlier views
+# (a square x.t_()) or refused with a misleading shape message, so they are refused as what they are.
+_RELAYOUT_INPLACE = frozenset({"t", "transpose", "swapaxes", "swapdims", "squeeze", "unsqueeze"})
+# methods whose result is a view of self: no in-place form (PyTorch has none either)
+_VIEW_METHODS = frozenset({"permute", "view", "view_as", "reshape", "reshape_as", "flatten", "unflatten",
+                           "expand", "expand_as", "narrow", "select", "movedim", "moveaxis", "contiguous",
+                           "detach", "chunk", "split", "unbind", "diagonal", "unfold", "T", "mT"})
+
+
+def _relayout_refusal(self: Tensor, name: str):
+    def refuse(*args: Any, **kwargs: Any) -> Tensor:
+        raise _write_error(f"{name}: graphc does not change a tensor's shape or strides in place (PyTorch's "
+                           f"{name} relayouts the tensor, and views taken before keep the old layout); write "
+                           f"`x = x.{name[:-1]}(...)` instead", self)
+
+    refuse.__name__ = name
+    return refuse
+
+
 def _inplace_method(name: str, shown: str | None = None):
     """Tensor.<name>_: the out-of-place method `name`, then a write of its result into self."""
     shown = shown or f"{name}_"
@@ -1492,6 +1519,9 @@ def from_numpy(arr: np.ndarray) -> Tensor:
 
 
 def _creation(shape: tuple, dtype: Any, fill: Any, device: Any, requires_grad: bool) -> Tensor:
+    if isinstance(fill, Sym):  # a dynamic size while tracing (full(s, B)): its run-time value everywhere
+        dt = as_dtype(dtype) if dtype is not None else D.int64
+        return _creation(shape, dt, 0, device, requires_grad) + _dim_value(fill).to(dt)
     shape = tuple(_size_args(shape))
     dt = as_dtype(dtype) if dtype is not None else (
         D.get_default_dtype() if isinstance(fill, float) or fill is None else
