@@ -9,13 +9,17 @@ Ordering comparisons (``<``, ``>=`` ..., and ``bool(d)``) are decided by the dec
 dims while :func:`graphc.trace` runs (:func:`dim_ranges`): with ``T`` in 1..64, ``T <= 64`` is True
 and ``T > 64`` False (nanoGPT's ``assert T <= block_size``), from interval bounds of the polynomial.
 A comparison the ranges do not decide (``T <= 32``), and using a Sym as a Python int (``range(B)``)
-or float (``math.sqrt(T)``), raise a :class:`~graphc.errors.TraceError`. Equality is structural:
-``B == B`` is true and ``B == 3`` is false (a dynamic dim is assumed to differ from every constant,
-as torch.export's dynamic shapes do), so ``if x.shape[0] == 1`` takes the general branch.
+or float (``math.sqrt(T)``), raise a :class:`~graphc.errors.TraceError`. Equality is decided the same
+way in the user's code (``B == 0`` is False for B in 1..64, ``B == B`` True, and ``if x.shape[0] == 1``
+with B in 1..64 a TraceError: either branch would be wrong for some run). Inside graphc, equality is
+structural (``B == 3`` is False: a dynamic dim differs from every constant), which is what graphc's own
+shape logic (broadcasting, view strides) asks; the caller's file tells the two apart.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Union
@@ -36,6 +40,18 @@ def dim_ranges(ranges: Mapping[str, tuple[int, int]]) -> Iterator[None]:
         yield
     finally:
         _RANGES.pop()
+
+
+_PACKAGE_DIR = os.path.dirname(__file__) + os.sep
+
+
+def _called_from_user_code() -> bool:
+    """Whether the code that compared a Sym (the caller of Sym.__eq__/__ne__) lies outside graphc."""
+    try:
+        f = sys._getframe(3)  # _called_from_user_code <- _equals <- __eq__/__ne__ <- the comparing code
+    except ValueError:
+        return False
+    return not f.f_code.co_filename.startswith(_PACKAGE_DIR)
 
 
 def _range_of(name: str) -> tuple[int, int] | None:
@@ -109,6 +125,24 @@ class Sym:
 
     __rmul__ = __mul__
 
+    def __pow__(self, other: object) -> Dim:
+        if isinstance(other, bool) or not isinstance(other, int):
+            return self._nonpoly(other, "**")
+        if other < 0:
+            raise TraceError(f"'{self} ** {other}' is a float, which needs the dynamic size's value; keep it in "
+                             f"tensor arithmetic (graphc.tensor({self}) is its run-time value as a 0-d tensor)")
+        out: Dim = 1
+        for _ in range(other):
+            out = out * self
+        return out
+
+    def __rpow__(self, other: object) -> Dim:
+        if isinstance(other, (int, float)) and not isinstance(other, bool):
+            raise TraceError(f"'{other} ** {self}' needs the value of the dynamic size {self}, which is unknown "
+                             f"while tracing; keep it in tensor arithmetic (graphc.tensor({self}) is its run-time "
+                             "value as a 0-d tensor)")
+        return NotImplemented
+
     def _nonpoly(self, other: object, op: str):
         """The result for an operand that is not a dim: NotImplemented (a Tensor then handles
         `T * x` itself), or a TraceError for a float."""
@@ -149,15 +183,37 @@ class Sym:
 
     # comparisons -------------------------------------------------------------------------------
     def __eq__(self, other: object) -> bool:
-        if isinstance(other, Sym):
-            return self.terms == other.terms
-        if hasattr(other, "_tracer"):
-            return NotImplemented  # a Tensor: T == x compares elementwise
-        return False  # a non-constant polynomial never equals an int for every value
+        return self._equals(other, "==")
 
     def __ne__(self, other: object) -> bool:
-        eq = self.__eq__(other)
+        eq = self._equals(other, "!=")
         return eq if eq is NotImplemented else not eq
+
+    def _equals(self, other: object, op: str) -> bool:
+        """self == other: structural inside graphc; in the user's code (the caller of __eq__/__ne__)
+        while a trace runs, decided by the dims' ranges like the ordering comparisons, else a TraceError
+        (structural equality took `if x.shape[0] == 1` as False for a B in 1..64, silently wrong at B=1)."""
+        if isinstance(other, Sym):
+            if self.terms == other.terms:
+                return True
+        elif hasattr(other, "_tracer"):
+            return NotImplemented  # a Tensor: T == x compares elementwise
+        elif isinstance(other, float) and other.is_integer():
+            other = int(other)
+        o = _poly(other)
+        if o is None:
+            return False  # not a size (a str, None, 2.5): never equal
+        if not _RANGES or not _called_from_user_code():
+            return False  # structurally different polynomials
+        diff = self - Sym(o)
+        b = (diff, diff) if not isinstance(diff, Sym) else diff.bounds()
+        if b is None:
+            return False
+        if b[0] == b[1] == 0:
+            return True
+        if b[0] > 0 or b[1] < 0:
+            return False
+        return self._undecidable(other, op)
 
     def __hash__(self) -> int:
         return self._hash
