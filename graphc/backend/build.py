@@ -417,11 +417,12 @@ def entry_problem(folder: Path, required: Sequence[str] = ()) -> str | None:
     try:
         record = json.loads((folder / ENTRY_RECORD).read_text())
         files = record["files"]
-        assert isinstance(files, dict) and all(isinstance(v["size"], int) and isinstance(v["sha256"], str)
-                                               for v in files.values())
+        if not isinstance(files, dict) or not all(isinstance(v["size"], int) and isinstance(v["sha256"], str)
+                                                  for v in files.values()):
+            raise ValueError("not a map of files to their size and sha256")  # an explicit check: python -O
     except FileNotFoundError:
         return f"no {ENTRY_RECORD}"
-    except (OSError, ValueError, KeyError, TypeError, AssertionError) as e:
+    except (OSError, ValueError, KeyError, TypeError) as e:
         return f"unreadable {ENTRY_RECORD} ({e.__class__.__name__})"
     absent = [n for n in required if n not in files]
     if absent:
