@@ -414,7 +414,10 @@ def cmd_show(args) -> int:
         from .export import read_manifest
 
         manifest = read_manifest(target)
-        svg = memory_plan_svg(manifest)
+        try:
+            svg = memory_plan_svg(manifest)
+        except ValueError as e:
+            raise UserError(f"{target / 'manifest.json'}: {e}") from None
         _write_atomic(out, lambda f: f.write(svg.encode()), "-o")
         print(f"wrote {out}")
         return 0

@@ -71,19 +71,54 @@ def graph_to_dot(g, params: bool = False) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _checked_blocks(plan: Any, ev: Any) -> list[dict]:
+    """The blocks of a manifest's memory plan, each checked for what drawing it reads: a damaged or
+    hand-edited plan is one ValueError naming the key (never a traceback from inside the drawing)."""
+    def bad(where: str, why: str) -> ValueError:
+        return ValueError(f"damaged manifest: 'memory_plan{where}' {why}; export the model again")
+
+    if not isinstance(plan, dict):
+        raise bad("", "is not an object")
+    blocks = plan.get("blocks", [])
+    if not isinstance(blocks, list):
+        raise bad(".blocks", "is not a list")
+    if not isinstance(plan.get("steps", []), list):
+        raise bad(".steps", "is not a list")
+    for i, b in enumerate(blocks):
+        if not isinstance(b, dict):
+            raise bad(f".blocks[{i}]", "is not an object")
+        for key in ("value", "offset", "size", "first", "last"):
+            if key not in b:
+                raise bad(f".blocks[{i}].{key}", "is missing")
+        for key in ("first", "last"):
+            if not isinstance(b[key], int) or isinstance(b[key], bool) or b[key] < 0:
+                raise bad(f".blocks[{i}].{key}", f"is {b[key]!r}, not a step number")
+        for key in ("offset", "size"):
+            try:
+                ev(b[key])
+            except (ValueError, TypeError, KeyError, ZeroDivisionError):
+                raise bad(f".blocks[{i}].{key}", f"is {b[key]!r}, not a size in the model's dims") from None
+    try:
+        ev(plan.get("arena_bytes", 0))
+    except (ValueError, TypeError, KeyError, ZeroDivisionError):
+        raise bad(".arena_bytes", f"is {plan.get('arena_bytes')!r}, not a size in the model's dims") from None
+    return blocks
+
+
 def memory_plan_svg(manifest: dict) -> str:
     """Each intermediate as a box: its lifetime (x, schedule steps) against its arena offset (y)."""
     plan = manifest.get("memory_plan") or {}
-    blocks = plan.get("blocks", [])
     env = {d["name"]: d["max"] for d in manifest.get("dims", [])}
-    steps = max([len(plan.get("steps", []))] + [b["last"] + 1 for b in blocks] + [1])
 
     def ev(x: Any) -> int:
-        if isinstance(x, (int, float)):
+        if isinstance(x, (int, float)) and not isinstance(x, bool):
             return int(x)
         from .sym import evaluate, parse_dim
 
         return evaluate(parse_dim(str(x)), env)
+
+    blocks = _checked_blocks(plan, ev)
+    steps = max([len(plan.get("steps", []))] + [b["last"] + 1 for b in blocks] + [1])
 
     arena = max([ev(plan.get("arena_bytes", 0))] + [ev(b["offset"]) + ev(b["size"]) for b in blocks] + [1])
     W, H, L, T, R, B = 960, 560, 90, 50, 20, 60

@@ -159,6 +159,40 @@ def test_a_damaged_manifest_is_one_line_naming_the_key(folders, tmp_path, capsys
         graphc.load_compiled(d)
 
 
+def _one_block(**damage):
+    """A memory-plan edit: one block (a drawable one but for `damage`)."""
+    def edit(m):
+        block = {"value": "t", "node": "t", "offset": "0", "size": "B*16", "first": 0, "last": 1, "values": ["t"]}
+        block.update(damage)
+        m["memory_plan"]["blocks"] = [{k: v for k, v in block.items() if v is not None}]
+    return edit
+
+
+PLAN_DAMAGE = {
+    "not-an-object": (lambda m: m.update(memory_plan=3), "'memory_plan' is not an object"),
+    "blocks": (lambda m: m["memory_plan"].update(blocks=3), "'memory_plan.blocks' is not a list"),
+    "block": (lambda m: m["memory_plan"].update(blocks=["x"]), "'memory_plan.blocks[0]' is not an object"),
+    "offset": (_one_block(offset="B*"), "'memory_plan.blocks[0].offset' is 'B*'"),
+    "last": (_one_block(last="x"), "'memory_plan.blocks[0].last' is 'x'"),
+    "size": (_one_block(size=None), "'memory_plan.blocks[0].size' is missing"),
+    "arena": (lambda m: m["memory_plan"].update(arena_bytes=[1]), "'memory_plan.arena_bytes' is [1]"),
+}
+
+
+@pytest.mark.parametrize("what", list(PLAN_DAMAGE))
+def test_show_memory_of_a_damaged_plan_is_one_line_naming_the_key(folders, tmp_path, capsys, what):
+    """graphc show EXPORT --memory drew the manifest's memory plan unchecked: a traceback before."""
+    edit, words = PLAN_DAMAGE[what]
+    d = _damage(folders["two"], tmp_path / "dmg", edit)
+    err = error_line(capsys, ["show", d, "--memory", "-o", tmp_path / "plan.svg"])
+    assert err.startswith(f"graphc: error: {d / 'manifest.json'}: damaged manifest: ") and words in err, err
+    assert not (tmp_path / "plan.svg").exists()
+    good = _damage(folders["two"], tmp_path / "good", _one_block())  # undamaged it is drawn (B*16 at B=16)
+    assert main(["show", str(good), "--memory", "-o", str(tmp_path / "plan.svg")]) == 0
+    assert (tmp_path / "plan.svg").read_text().startswith("<svg") and "%t: 256 B at offset 0" in (
+        tmp_path / "plan.svg").read_text()
+
+
 def test_a_manifest_that_is_not_json_or_a_folder_without_its_library(folders, tmp_path, capsys):
     d = tmp_path / "dmg"
     shutil.copytree(folders["tiny"], d)
