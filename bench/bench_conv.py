@@ -49,6 +49,7 @@ typedef struct gc_conv2d_params {
     int act, res_first;  /* the epilogue (graphc_rt.h), left 0: none; a baseline without it reads less */
     float act_lo, act_hi;
     const float *res;
+    float *pool;
 } gc_conv2d_params;
 size_t gc_conv2d_work_floats(const gc_conv2d_params *p, int nthreads);
 void gc_conv2d(const gc_conv2d_params *p, const float *x, const float *w, const float *bias, float *y,

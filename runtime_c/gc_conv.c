@@ -999,6 +999,52 @@ static void conv2d_spatial(const gc_conv2d_params *p, const float *x, const floa
     gc_parallel_for(g.threads, g.threads, spatial_slot, (void *)&job);
 }
 
+/* ------------------------------------------------------------------ pooled outputs */
+
+/* Sum of n floats exactly as gc_pool.c's sum_floats makes it (8 float lanes per chunk of 256, chunks
+ * added in double), so a pooled output equals what gc_adaptive_avg_pool2d computes from y. */
+static double plane_sum(const float *x, int64_t n)
+{
+    double total = 0.0;
+    for (int64_t c0 = 0; c0 < n; c0 += 256) {
+        const int64_t c1 = min64(n, c0 + 256);
+        float lanes[8] = {0};
+        int64_t i = c0;
+        for (; i + 8 <= c1; i += 8)
+            for (int l = 0; l < 8; l++) lanes[l] += x[i + l];
+        float rest = 0.0f;
+        for (; i < c1; i++) rest += x[i];
+        total += (double)((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) +
+                 (double)((lanes[4] + lanes[5]) + (lanes[6] + lanes[7])) + (double)rest;
+    }
+    return total;
+}
+
+typedef struct pool_job {
+    const gc_conv2d_params *p;
+    const float *y;
+} pool_job;
+
+static void pool_plane(void *vj, int64_t q)
+{
+    const pool_job *j = vj;
+    const int64_t ohw = j->p->oh * j->p->ow;
+    j->p->pool[q] = (float)(plane_sum(j->y + q * ohw, ohw) / (double)ohw);
+}
+
+/* The pooled outputs from y, one plane per pool task. */
+static void pool_pass(const gc_conv2d_params *p, const float *y, int nthreads)
+{
+    const int64_t planes = p->n * p->oc;
+    const pool_job job = {p, y};
+    const int nt = (double)planes * (double)(p->oh * p->ow) < 65536.0 ? 1 : nthreads;
+    if (nt <= 1) {
+        for (int64_t q = 0; q < planes; q++) pool_plane((void *)&job, q);
+        return;
+    }
+    gc_parallel_for(planes, nt, pool_plane, (void *)&job);
+}
+
 /* ------------------------------------------------------------------ conv2d, depthwise path */
 
 /* Depthwise (groups == C == OC, stride 1 or 2, dilation 1, at most GC_SP_MAX_K taps a side): one task
@@ -1217,6 +1263,17 @@ static void depthwise_task(const gc_conv2d_params *p, const spatial_geom *g, int
     }
 }
 
+/* A task and, when it holds the whole plane, the plane's pooled output. */
+static void depthwise_task_pool(const gc_conv2d_params *p, const spatial_geom *g, int64_t task, const float *x,
+                                const float *w, const float *bias, float *y, float *planes)
+{
+    depthwise_task(p, g, task, x, w, bias, y, planes);
+    if (p->pool && g->bands == 1) {
+        const int64_t ohw = p->oh * p->ow;
+        p->pool[task] = (float)(plane_sum(y + task * ohw, ohw) / (double)ohw);
+    }
+}
+
 typedef struct depthwise_job {
     const gc_conv2d_params *p;
     const spatial_geom *g;
@@ -1231,7 +1288,7 @@ static void depthwise_slot(void *vj, int64_t t)
 {
     const depthwise_job *j = vj;
     for (int64_t task = t; task < j->tasks; task += j->T)
-        depthwise_task(j->p, j->g, task, j->x, j->w, j->bias, j->y, j->planes + (size_t)t * j->buf);
+        depthwise_task_pool(j->p, j->g, task, j->x, j->w, j->bias, j->y, j->planes + (size_t)t * j->buf);
 }
 
 static void conv2d_depthwise(const gc_conv2d_params *p, const float *x, const float *w, const float *bias, float *y,
@@ -1241,7 +1298,7 @@ static void conv2d_depthwise(const gc_conv2d_params *p, const float *x, const fl
     depthwise_geometry(p, nthreads, &g);
     const int64_t tasks = p->n * p->c * g.bands;
     if (g.threads <= 1) {
-        for (int64_t t = 0; t < tasks; t++) depthwise_task(p, &g, t, x, w, bias, y, work);
+        for (int64_t t = 0; t < tasks; t++) depthwise_task_pool(p, &g, t, x, w, bias, y, work);
         return;
     }
     const depthwise_job job = {p, &g, tasks, g.threads, x, w, bias, y, work, (size_t)g.cstride};
@@ -1319,11 +1376,27 @@ size_t gc_conv2d_work_floats(const gc_conv2d_params *p, int nthreads)
     return pl.pack_floats + pl.col_floats * (size_t)pl.task_threads;
 }
 
+static void conv2d_run(const gc_conv2d_params *p, const conv_plan *plan, const float *x, const float *w,
+                       const float *bias, float *y, float *work, int nthreads);
+
 void gc_conv2d(const gc_conv2d_params *p, const float *x, const float *w, const float *bias, float *y,
                float *work, int nthreads)
 {
     if (p->n <= 0 || p->oc <= 0 || p->oh <= 0 || p->ow <= 0) return;
     const conv_plan pl = conv2d_plan(p, nthreads);
+    conv2d_run(p, &pl, x, w, bias, y, work, nthreads);
+    if (p->pool) {
+        /* the depthwise path pools each plane in its task when a task holds the whole plane */
+        spatial_geom g;
+        const int inline_pool = pl.kind == CONV_DEPTHWISE && depthwise_geometry(p, nthreads, &g) && g.bands == 1;
+        if (!inline_pool) pool_pass(p, y, nthreads);
+    }
+}
+
+static void conv2d_run(const gc_conv2d_params *p, const conv_plan *plan, const float *x, const float *w,
+                       const float *bias, float *y, float *work, int nthreads)
+{
+    const conv_plan pl = *plan;
     const int64_t ohw = p->oh * p->ow;
 
     if (pl.kind == CONV_DIRECT) {

@@ -160,6 +160,9 @@ typedef struct gc_conv2d_params {
     int act, res_first;
     float act_lo, act_hi;
     const float *res;
+    /* NULL, or pool[N, OC]: the mean of every output plane (after the epilogue), the same sums as
+     * gc_adaptive_avg_pool2d to 1x1 makes (a squeeze-excitation's pooling, read while the plane is in cache) */
+    float *pool;
 } gc_conv2d_params;
 
 GC_INTERNAL size_t gc_conv2d_work_floats(const gc_conv2d_params *p, int nthreads);

@@ -73,7 +73,8 @@ class Runtime:
     def ptr(self, a):
         return self.ffi.NULL if a is None else self.ffi.cast("float *", a.ctypes.data)
 
-    def conv2d(self, x, w, bias, stride, pad, groups, nthreads, act=0, lo=0.0, hi=0.0, res=None, res_first=0):
+    def conv2d(self, x, w, bias, stride, pad, groups, nthreads, act=0, lo=0.0, hi=0.0, res=None, res_first=0,
+               pooled=None):
         n, c, h, wd = x.shape
         oc, kh, kw = w.shape[0], w.shape[2], w.shape[3]
         oh = (h + 2 * pad[0] - kh) // stride[0] + 1
@@ -88,6 +89,8 @@ class Runtime:
         if res is not None:
             assert res.shape == (n, oc, oh, ow) and res.dtype == np.float32 and res.flags.c_contiguous
             p.res = self.ptr(res)
+        if pooled is not None:  # a flat [n * oc + GUARD] buffer for the pooled outputs
+            p.pool = self.ptr(pooled)
         work = np.full(self.lib.gc_conv2d_work_floats(p, nthreads) + GUARD, SENTINEL, np.float32)
         y = np.full(n * oc * oh * ow + GUARD, SENTINEL, np.float32)
         self.lib.gc_conv2d(p, self.ptr(x), self.ptr(w), self.ptr(bias), self.ptr(y), self.ptr(work), nthreads)
@@ -222,3 +225,32 @@ def test_epilogue_residual(rt, path, res_first):
     _close(got, ref)
     plain = rt.conv2d(x, wt, None, stride, pad, groups, 1, 0, 0.0, 0.0, res, 0)  # residual alone, no bias
     _close(plain, conv_ref(x, wt, None, stride, pad, groups) + res)
+
+
+# the pooled output (a squeeze-excitation's global average pool) on the depthwise path with whole planes
+# per task and with several bands per plane, and on the other paths (a pass after the conv)
+POOLED = {
+    "depthwise": (2, 6, 9, 21, 6, (3, 3), (1, 1), (1, 1), 6),
+    "depthwise_bands": (1, 2, 400, 401, 2, (3, 3), (1, 1), (1, 1), 2),
+    "depthwise_s2": (1, 5, 11, 19, 5, (5, 5), (2, 2), (2, 2), 5),
+    "gemm1x1": (2, 16, 7, 9, 12, (1, 1), (1, 1), (0, 0), 1),
+    "spatial": (1, 8, 10, 11, 10, (3, 3), (1, 1), (1, 1), 1),
+}
+
+
+@pytest.mark.parametrize("path", list(POOLED))
+def test_pooled_output(rt, path):
+    n, c, h, w, oc, k, stride, pad, groups = POOLED[path]
+    x, wt, bias, _ = _data(3, n, c, h, w, oc, *k, groups)
+
+    def run(nt):
+        pooled = np.full(n * oc + GUARD, SENTINEL, np.float32)
+        y = rt.conv2d(x, wt, bias, stride, pad, groups, nt, ACT["silu"], pooled=pooled)
+        assert (pooled[-GUARD:] == SENTINEL).all(), "kernel wrote past the pooled output"
+        return np.concatenate([y.ravel(), pooled[:-GUARD]])
+
+    both = _both_threads(run)
+    ref = act_ref("silu", conv_ref(x, wt, bias, stride, pad, groups).astype(np.float32).astype(np.float64), 0, 0)
+    y, pooled = both[:ref.size].reshape(ref.shape), both[ref.size:]
+    _close(y, ref)
+    np.testing.assert_allclose(pooled, y.astype(np.float64).mean(axis=(2, 3)).ravel(), rtol=1e-5, atol=1e-6)

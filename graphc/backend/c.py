@@ -312,7 +312,8 @@ def _conv(kb: KernelBuilder, n: Node) -> None:
     if e is not None:
         epi = {"act": _EPILOGUE_ACT[e.act] if e.act else "0", "res_first": int(e.res_first),
                "lo": kb.literal(e.lo, float32), "hi": kb.literal(e.hi, float32),
-               "res": kb.input(e.residual) if e.residual is not None else None}
+               "res": kb.input(e.residual) if e.residual is not None else None,
+               "pool": kb.output(e.pool.out) if e.pool is not None else None}
     kb.emit("conv.c.j2", kind=kind, p=p, x=px, w=pw, bias=pb, y=kb.output(n.out if e is None else e.out),
             work=kb.work(), epi=epi)
 

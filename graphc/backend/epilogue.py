@@ -10,7 +10,8 @@ root, so before the fused kernel runs) and act one of relu, hardtanh (relu6 and 
 sigmoid, silu, tanh, gelu (either form) or hardswish's decomposition x * hardtanh(x + 3, 0, 6) / 6.
 The backend's kernel then computes ``act(conv + bias [+ res])`` or ``act(conv + bias) + res`` as it
 stores each output: one pass over the output instead of two or three, and the conv's own result is
-never stored.
+never stored. A global average pool of that result (adaptive_avg_pool2d to 1x1: a squeeze-excitation)
+goes into the same kernel as a second output, summed while each plane is in cache.
 
 The analysis is backend-neutral and changes no graph: a backend that can print epilogues (its
 ``conv_epilogues`` capability) asks :func:`conv_epilogues` which conv each fusable group belongs to;
@@ -46,6 +47,7 @@ class ConvEpilogue:
     hi: float = 0.0
     residual: Value | None = None
     res_first: bool = False  # act(y + res) (True) or act(y) + res
+    pool: Node | None = None  # a global average pool of the result, computed by the same kernel
 
     @property
     def out(self) -> Value:
@@ -147,6 +149,9 @@ def conv_epilogues(g: Graph, groups: list[FusionGroup]) -> dict[Node, ConvEpilog
                 continue
             e = _match(conv, grp)
             if e is not None:
+                e.pool = next((u for u in users[e.out] if u.op == "adaptive_avg_pool2d" and u.inputs[0] is e.out
+                               and list(u.attrs["output_size"]) == [1, 1] and u.out.type.dtype is float32
+                               and u.out not in outs), None) if e.out.type.ndim == 4 else None
                 found[grp.root] = e
                 break
     return found

@@ -554,7 +554,7 @@ class Lowering:
             self.layouts = fold_sdpa_layouts(g, consts)
         # conv epilogues: the conv is lowered at its group's root, with the group in its output write
         epilogues = conv_epilogues(g, groups) if self.fuse and be.conv_epilogues else {}
-        fused_convs = {e.conv for e in epilogues.values()}
+        fused_convs = {e.conv for e in epilogues.values()} | {e.pool for e in epilogues.values() if e.pool}
         for n in g.nodes:
             if is_view(n) and n.inputs and n.inputs[0] is not None:
                 src = n.inputs[0]
@@ -590,8 +590,9 @@ class Lowering:
                 e = epilogues[n]
                 grp = e.group
                 fn = be.lowering_for(e.conv.opdef)
-                kb = KernelBuilder(self, [e.conv, *grp.constants, *grp.nodes], n.out.name,
-                                   self.kernel_name([e.conv, *grp.nodes]))
+                pool = [e.pool] if e.pool is not None else []
+                kb = KernelBuilder(self, [e.conv, *grp.constants, *grp.nodes, *pool], n.out.name,
+                                   self.kernel_name([e.conv, *grp.nodes, *pool]))
                 kb.epilogue = e
                 kb.node = e.conv
                 fn(kb, e.conv)
