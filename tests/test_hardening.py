@@ -1311,7 +1311,7 @@ def test_newer_code_valgrind_memcheck(newops):
               "--errors-for-leak-kinds=definite", "--fair-sched=yes", "-q"]
         return subprocess.run([*vg, *cmd], cwd=cwd, capture_output=True, text=True, env=env, timeout=600)
 
-    _host_runs(newops, "plain", [("avx2", 32), ("generic", 7)], runner)
+    _host_runs(newops, "plain", [("avx2", 32), ("generic", 7), ("avx2", 0)], runner)
 
 
 POOL_DRIVER = r"""
