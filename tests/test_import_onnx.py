@@ -296,3 +296,42 @@ def test_conv3d_same_upper_asymmetric_pads_matches_onnxruntime():
     got = graphc.compile(graphc.from_onnx(model))(x)
     for g, want in zip(got, _ort(model, {"x": x})):
         np.testing.assert_allclose(g, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("form", ["sdpa", "explicit"])
+def test_attention_exported_as_matmul_softmax_matmul_becomes_one_sdpa(tmp_path, form):
+    """torch.onnx writes attention as MatMul(q*a, Transpose(k)*b) [/ c] + mask -> Softmax -> MatMul: the import
+    gives graphc's one sdpa op (as graphc.nn's attention), dynamic batch, matching PyTorch; a softmax over
+    another axis is left as it is."""
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+
+    class Attn(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.qkv = torch.nn.Linear(16, 48)
+
+        def forward(self, x, mask):
+            b, t, _ = x.shape
+            q, k, v = self.qkv(x).reshape(b, t, 3, 2, 8).permute(2, 0, 3, 1, 4)
+            if form == "sdpa":
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            else:
+                y = torch.softmax(q @ k.transpose(-1, -2) / 8 ** 0.5 + mask, dim=-1) @ v
+            other = torch.softmax(q @ v.transpose(-1, -2), dim=-2) @ k  # not attention: stays matmul/softmax
+            return y.transpose(1, 2).reshape(b, t, 16), other
+
+    torch.manual_seed(0)
+    m = Attn().eval()
+    path = _export(tmp_path, m, (torch.randn(2, 5, 16), torch.randn(2, 1, 5, 5)), ["x", "mask"], {"x": {0: "B"},
+                   "mask": {0: "B"}})
+    g = graphc.from_onnx(path, dims={"B": (1, 4)})
+    ops = [n.op for n in g.nodes]
+    assert ops.count("sdpa") == 1 and ops.count("softmax") == 1
+    lib = graphc.compile(g)
+    for b in (1, 3):
+        x, mask = torch.randn(b, 5, 16), torch.randn(b, 1, 5, 5)
+        with torch.no_grad():
+            want = m(x, mask)
+        for got, w in zip(lib(x.numpy(), mask.numpy()), want):
+            np.testing.assert_allclose(got, w.numpy(), atol=1e-5, rtol=1e-4)

@@ -28,6 +28,8 @@ import numpy as np
 from .. import _dtype as D
 from ..errors import GraphcError, ShapeError, TraceError, UnsupportedError
 from ..ir.graph import Graph
+from ..ir.graph import Node as IRNode
+from ..ir.graph import Value as IRValue
 from ..ops.registry import TensorType
 from ..sym import Sym, exact_div, floor_div, is_static
 from ..tensor import _ACTIVE, Tensor, apply
@@ -1453,6 +1455,81 @@ def _scope(raw: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.]", "_", s)
 
 
+def _fuse_attention(g: Graph) -> bool:
+    """Exporters write scaled dot-product attention as MatMul(q * a, Transpose(k) * b) [/ c] [+ mask] ->
+    Softmax(last axis) -> MatMul(., v); each such chain becomes graphc's one ``sdpa`` op (scale a*b/c, the
+    additive mask as its mask), as graphc.nn's attention is, so an imported transformer gets the same
+    attention kernel. A chain whose shapes sdpa does not take (batch dims that only broadcast) stays."""
+    from ..passes.base import Rewriter, make_node, param_array, producer
+
+    rw = Rewriter(g)
+
+    def scalar(v: IRValue | None) -> float | None:
+        a = param_array(g, v)
+        if a is None:
+            n = producer(v, "constant")
+            a = None if n is None else np.asarray(n.attrs.get("value"))
+        if a is None or a.size != 1 or a.dtype.kind != "f":
+            return None
+        return float(np.asarray(a).reshape(()))
+
+    def scaled(v: IRValue) -> tuple[IRValue, float]:
+        """v = x * c (either operand order) -> (x, c); else (v, 1)."""
+        n = producer(v, "mul")
+        if n is not None and rw.uses(v) == 1:
+            for i in (0, 1):
+                c = scalar(n.inputs[1 - i])
+                if c is not None:
+                    return n.inputs[i], c
+        return v, 1.0
+
+    def visit(n: IRNode) -> IRValue | None:
+        if n.op != "matmul" or not n.out.type.dtype.is_floating_point:
+            return None
+        p, v = n.inputs
+        sm = producer(p, "softmax")
+        if sm is None or rw.uses(p) != 1 or sm.attrs["dim"] != p.type.ndim - 1 or p.type.ndim < 3:
+            return None
+        scores, mask, scale = sm.inputs[0], None, 1.0
+        add = producer(scores, "add")
+        if add is not None and rw.uses(scores) == 1:
+            for i in (0, 1):
+                if producer(add.inputs[i], "matmul") is not None or producer(add.inputs[i], ("mul", "div")):
+                    scores, mask = add.inputs[i], add.inputs[1 - i]
+                    break
+        if rw.uses(scores) != 1:
+            return None
+        div = producer(scores, ("mul", "div"))
+        if div is not None:
+            for i in ((0,) if div.op == "div" else (0, 1)):
+                c = scalar(div.inputs[1 - i])
+                if c is not None and c != 0 and producer(div.inputs[i], "matmul") is not None:
+                    scale, scores = (1.0 / c if div.op == "div" else c), div.inputs[i]
+                    break
+        mm = producer(scores, "matmul")
+        if mm is None or rw.uses(scores) != 1:
+            return None
+        q, sq = scaled(mm.inputs[0])
+        kt, sk = scaled(mm.inputs[1])
+        perm = producer(kt, "permute")
+        nd = kt.type.ndim
+        if perm is None or list(perm.attrs["dims"]) != [*range(nd - 2), nd - 1, nd - 2]:
+            return None
+        k = perm.inputs[0]
+        if mask is not None and mask.type.dtype != q.type.dtype:
+            return None
+        try:
+            node = make_node(g, "sdpa", [q, k, v, mask], {"scale": scale * sq * sk, "is_causal": False}, like=n)
+        except ShapeError:
+            return None
+        if node.out.type != n.out.type:
+            return None
+        rw.emit(node)
+        return node.out
+
+    return rw.run(visit)
+
+
 class Importer:
     """Builds one graphc Graph from one or more ONNX graphs (the conformance runner puts many test cases
     side by side in one graph, each with its own name prefix)."""
@@ -1591,6 +1668,7 @@ class Importer:
             else:
                 results.append((oname, t._value))
         self.graph.set_outputs(results)
+        _fuse_attention(self.graph)
         unknown = set(self.dims) - self._dims_used - {_dim_name(k, set()) for k in self._dims_used}
         if unknown:
             have = ", ".join(sorted(self._dims_used)) or "none: every input dim is static"
