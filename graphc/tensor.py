@@ -1006,7 +1006,16 @@ class Tensor:
         if dim is None:
             dims = [i for i, s in enumerate(self.shape) if s == 1]
         else:
-            dims = [d for d in _norm_dims(dim, self.ndim, "squeeze") if self.shape[d] == 1]
+            dims = _norm_dims(dim, self.ndim, "squeeze")
+            for d in dims:
+                s = self.shape[d]
+                b = s.bounds() if isinstance(s, Sym) else None
+                if b is not None and b[0] <= 1 <= b[1] and b[0] != b[1]:
+                    raise TraceError(
+                        f"squeeze({dim}) of the dynamic size {s} ({s} in {b[0]}..{b[1]}): PyTorch removes the dim "
+                        f"only when {s} is 1 at run time, which one traced graph cannot follow; give {s} a minimum "
+                        f"of 2 (the dim is then kept), or make it static")
+            dims = [d for d in dims if self.shape[d] == 1]
         return self.reshape([s for i, s in enumerate(self.shape) if i not in dims])
 
     def unsqueeze(self, dim: int) -> Tensor:

@@ -333,3 +333,23 @@ def test_a_malformed_cache_record_is_untrusted_under_python_O(tmp_path):
         assert r.returncode == 0, r.stderr
         problems = json.loads(r.stdout)
         assert all(p and "graphc-entry.json" in p for p in problems), (flags, problems)
+
+
+# ------------------------------------------------------------------------- squeeze of a dynamic dim
+class SqueezeDynamic(graphc.nn.Module):
+    def forward(self, x):
+        return x.squeeze(0) * 2  # <squeeze>
+
+
+def test_squeeze_of_a_dynamic_dim_that_may_be_1_is_refused_at_the_users_line():
+    # the trace kept the dim, so at B=1 the library's output had PyTorch's shape plus a leading 1
+    with pytest.raises(TraceError) as ei:
+        graphc.trace(SqueezeDynamic(), (np.ones((1, 5), np.float32),), {"x": {0: "B"}})
+    msg = str(ei.value)
+    assert "squeeze(0) of the dynamic size B (B in 1..256)" in msg and _line("squeeze") in msg, msg
+    torch = pytest.importorskip("torch")
+    g = graphc.trace(SqueezeDynamic(), (np.ones((2, 5), np.float32),), {"x": {0: graphc.Dim("B", 2, 8)}})
+    x = np.random.RandomState(0).randn(3, 5).astype(np.float32)  # B >= 2: the dim is kept, as by PyTorch
+    np.testing.assert_array_equal(interpret(g, {"x": x})["output"], SqueezeDynamic()(torch.tensor(x)).numpy())
+    g = graphc.trace(SqueezeDynamic(), (np.ones((1, 5), np.float32),))  # static 1: squeezed
+    np.testing.assert_array_equal(interpret(g, {"x": x[:1]})["output"], x[0] * 2)
