@@ -335,3 +335,44 @@ def test_attention_exported_as_matmul_softmax_matmul_becomes_one_sdpa(tmp_path, 
             want = m(x, mask)
         for got, w in zip(lib(x.numpy(), mask.numpy()), want):
             np.testing.assert_allclose(got, w.numpy(), atol=1e-5, rtol=1e-4)
+
+
+def test_bench_bert_layer_through_onnx_has_the_twins_attention_and_gemm_kernels(tmp_path):
+    """bench/models.py's BERT layer exported by torch.onnx: the q/k/v Gathers of one index become slices that
+    fold into the attention kernel like the graphc.nn twin's, and attention is one sdpa, so the compiled
+    library has the twin's GEMM, norm and attention kernels (GELU written with Erf is one elementwise kernel
+    more); it matches PyTorch."""
+    torch = pytest.importorskip("torch")
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root / "bench"))
+    try:
+        from models import MODELS
+    finally:
+        sys.path.remove(str(root / "bench"))
+    from graphc.backend import generate, optimize_graph
+
+    def kernels(g):
+        return sorted(k.template for k in generate(optimize_graph(g, 2), name="m")[0].kernels)
+
+    spec = MODELS["bert_layer"]
+    x = np.random.default_rng(0).standard_normal((1, 16, 384)).astype(np.float32)
+    torch.manual_seed(0)
+    tm = spec.build(torch.nn, torch.nn.functional).eval()
+    gm = spec.build(graphc.nn, graphc.nn.functional)
+    gm.load_state_dict({k: v.detach().numpy() for k, v in tm.state_dict().items()})
+    gm.eval()
+    path = _export(tmp_path, tm, (torch.from_numpy(x),), ["x"], {"x": {0: "B"}})
+    g = graphc.from_onnx(path, dims={"B": (1, 2)})
+    twin = kernels(graphc.trace(gm, (x,), {"input": {0: "B"}}))
+    got = kernels(g)
+    assert [k for k in got if k != "elementwise.c.j2"] == [k for k in twin if k != "elementwise.c.j2"]
+    assert len(got) <= len(twin) + 1
+    lib = graphc.compile(g)
+    for b in (1, 2):
+        xb = torch.randn(b, 16, 384)
+        with torch.no_grad():
+            want = tm(xb).numpy()
+        np.testing.assert_allclose(lib(xb.numpy()), want, atol=1e-4, rtol=1e-4)

@@ -936,11 +936,16 @@ def _gather(node: Node) -> list[Value]:
         if is_static(size):
             idx = apply("where", apply("lt", idx, _scalar(0, idx)), apply("add", idx, _scalar(int(size), idx)), idx)
     ishape = list(idx.shape)
+    out_shape = list(x.shape[:axis]) + ishape + list(x.shape[axis + 1:])
+    if idx._tracer is None and idx._data.size == 1 and is_static(size):
+        # one constant index (torch.onnx's q/k/v split of a fused projection: Gather(qkv, 0/1/2)) is a slice,
+        # a view the passes can fold (into the attention kernel's strides, say) where an index_select copies
+        i = int(idx._data.reshape(()))
+        return [_reshape(apply("slice", x, dim=axis, start=i, end=i + 1, step=1), out_shape)]
     if axis == 0 and x.ndim == 2 and x.dtype.is_floating_point:
         return [apply("embedding", idx, x)]
     flat = _reshape(idx, (math.prod(ishape) if all(is_static(d) for d in ishape) else _prod(ishape),))
     y = apply("index_select", x, flat, dim=axis)
-    out_shape = list(x.shape[:axis]) + ishape + list(x.shape[axis + 1:])
     return [_reshape(y, out_shape)]
 
 
