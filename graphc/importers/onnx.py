@@ -1464,7 +1464,8 @@ def _fuse_attention(g: Graph) -> bool:
     """Exporters write scaled dot-product attention as MatMul(q * a, Transpose(k) * b) [/ c] [+ mask] ->
     Softmax(last axis) -> MatMul(., v); each such chain becomes graphc's one ``sdpa`` op (scale a*b/c, the
     additive mask as its mask), as graphc.nn's attention is, so an imported transformer gets the same
-    attention kernel. A chain whose shapes sdpa does not take (batch dims that only broadcast) stays."""
+    attention kernel. A chain whose shapes sdpa does not take (batch dims that only broadcast) stays. GELU
+    written out with Erf becomes graphc's gelu the same way (``gelu`` below)."""
     from ..passes.base import Rewriter, make_node, param_array, producer
 
     rw = Rewriter(g)
@@ -1488,7 +1489,42 @@ def _fuse_attention(g: Graph) -> bool:
                     return n.inputs[i], c
         return v, 1.0
 
+    def close(c: float | None, want: float) -> bool:
+        return c is not None and abs(c - want) <= 1e-6 * abs(want)
+
+    def gelu(n: IRNode) -> IRValue | None:
+        """x * 0.5 * (1 + erf(x / sqrt(2))), in torch.onnx's order (Mul(Mul(x, Add(Erf(Div(x, 1.414)), 1)),
+        0.5)) or with the 0.5 first, is graphc's gelu (which a GEMM's epilogue takes, as graphc.nn's GELU)."""
+        for i in (0, 1):
+            if not close(scalar(n.inputs[1 - i]), 0.5):
+                continue
+            inner = producer(n.inputs[i], "mul")
+            if inner is None or rw.uses(n.inputs[i]) != 1:
+                continue
+            for j in (0, 1):
+                x, a = inner.inputs[j], inner.inputs[1 - j]
+                add = producer(a, "add")
+                if add is None or rw.uses(a) != 1:
+                    continue
+                for m in (0, 1):
+                    e = add.inputs[m]
+                    erf = producer(e, "erf")
+                    if erf is None or not close(scalar(add.inputs[1 - m]), 1.0) or rw.uses(e) != 1:
+                        continue
+                    dv = producer(erf.inputs[0], ("div", "mul"))
+                    if dv is None or dv.inputs[0] is not x or rw.uses(erf.inputs[0]) != 1:
+                        continue
+                    c = scalar(dv.inputs[1])
+                    if (dv.op == "div" and close(c, math.sqrt(2.0))) or (dv.op == "mul" and close(c, math.sqrt(0.5))):
+                        node = make_node(g, "gelu", [x], {"approximate": "none"}, like=n)
+                        if node.out.type == n.out.type:
+                            rw.emit(node)
+                            return node.out
+        return None
+
     def visit(n: IRNode) -> IRValue | None:
+        if n.op == "mul" and n.out.type.dtype.is_floating_point:
+            return gelu(n)
         if n.op != "matmul" or not n.out.type.dtype.is_floating_point:
             return None
         p, v = n.inputs
