@@ -124,6 +124,32 @@ def test_unfusable_chains_stay_separate(tmp_path):
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
 
 
+class _SumOfProducts(gnn.Module):
+    """An LSTM cell's gates: the sum of two linears. Each product could take the addition as its
+    epilogue with the other as the residual; only one may (both did, and the other product was never
+    computed: an undeclared value in the C source); the relu after the residual stays a kernel of its own."""
+
+    def __init__(self):
+        super().__init__()
+        self.ih, self.hh = gnn.Linear(12, 20), gnn.Linear(8, 20)
+
+    def forward(self, x, h):
+        return gF.relu(self.ih(x) + self.hh(h))
+
+
+def test_a_sum_of_two_products_fuses_into_one_of_them(tmp_path):
+    m = _SumOfProducts().eval()
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3, 12)).astype(np.float32)
+    h = rng.standard_normal((3, 8)).astype(np.float32)
+    found = {p.scope: [n.op for n in ep.nodes] for p, ep in gemm_epilogues(trace(m, (x, h))).items()}
+    assert found == {"ih": ["add"]}
+    cm = graphc.compile(m, (x, h), cache_dir=tmp_path / "cache")
+    sd = {k: v.numpy() for k, v in m.state_dict().items()}
+    want = np.maximum(x @ sd["ih.weight"].T + sd["ih.bias"] + h @ sd["hh.weight"].T + sd["hh.bias"], 0)
+    np.testing.assert_allclose(cm(x, h), want, rtol=1e-5, atol=1e-5)
+
+
 def test_isa_levels_agree(tmp_path):
     """One default-target library, run under each GRAPHC_ISA level in its own process."""
     tm, gm = _models(300, 50)

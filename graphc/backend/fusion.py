@@ -170,6 +170,7 @@ def gemm_epilogues(g: Graph, products: tuple[str, ...] = ("linear",)) -> dict[No
     outs = {v for _, v in g.outputs}
     consts = inlined_constants(g)
     found: dict[Node, GemmEpilogue] = {}
+    claimed: set[Node] = set()  # nodes already in a chain: add(linear(a), linear(b)) joins one product's only
     for p in g.nodes:
         if p.op not in products or p.out.type.dtype.name != "float32":
             continue
@@ -178,7 +179,9 @@ def gemm_epilogues(g: Graph, products: tuple[str, ...] = ("linear",)) -> dict[No
         stage = 0  # 0: an activation may come, 1: a scale, 2: a residual, 3: done
         while stage < 3 and v not in outs and len(users[v]) == 1:
             u = users[v][0]
-            if u.out.type.shape != v.type.shape or u.out.type.dtype.name != "float32" or v not in u.inputs:
+            if u in claimed or u.out.type.shape != v.type.shape or u.out.type.dtype.name != "float32":
+                break
+            if v not in u.inputs:
                 break
             others = [x for x in u.inputs if x is not v]
             act = _act_of(u) if stage == 0 and len(u.inputs) == 1 else None
@@ -197,4 +200,5 @@ def gemm_epilogues(g: Graph, products: tuple[str, ...] = ("linear",)) -> dict[No
             v = u.out
         if ep.nodes:
             found[p] = ep
+            claimed.update(ep.nodes)
     return found
