@@ -375,3 +375,39 @@ def test_bench_bert_layer_through_onnx_has_the_twins_attention_and_gemm_kernels(
         with torch.no_grad():
             want = tm(xb).numpy()
         np.testing.assert_allclose(lib(xb.numpy()), want, atol=1e-4, rtol=1e-4)
+
+
+def test_cnn_through_onnx_has_the_kernels_of_its_torch_import(tmp_path):
+    """Conv + BatchNorm + ReLU6 + residual + GlobalAveragePool + Gemm through torch.onnx: ONNX's Clip(0, 6) and
+    GlobalAveragePool come in as hardtanh and adaptive_avg_pool2d, so the convolutions take them into their
+    epilogues and the library has the kernels of the same module through from_torch (graphc.nn's)."""
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+    from graphc.backend import generate, optimize_graph
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.b1 = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+            self.c2 = nn.Conv2d(8, 8, 3, padding=1)
+            self.fc = nn.Linear(8, 4)
+
+        def forward(self, x):
+            h = torch.nn.functional.relu6(self.b1(self.c1(x)))
+            h = torch.relu(self.c2(h) + h)
+            return self.fc(torch.nn.functional.adaptive_avg_pool2d(h, 1).flatten(1))
+
+    def kernels(g):
+        return sorted(k.template for k in generate(optimize_graph(g, 2), name="m")[0].kernels)
+
+    torch.manual_seed(0)
+    m = Net().eval()
+    x = torch.randn(2, 3, 12, 12)
+    path = _export(tmp_path, m, (x,), ["x"], {"x": {0: "B"}})
+    g = graphc.from_onnx(path, dims={"B": (1, 4)})
+    assert kernels(g) == kernels(graphc.from_torch(m, (x,), {"x": {0: "B"}}).graph)
+    lib = graphc.compile(g)
+    for b in (1, 3):
+        xb = torch.randn(b, 3, 12, 12)
+        with torch.no_grad():
+            np.testing.assert_allclose(lib(xb.numpy()), m(xb).numpy(), atol=1e-4, rtol=1e-4)

@@ -1344,6 +1344,10 @@ def _pool2d(node: Node, x: Tensor, k: list[int], s: list[int], d: list[int], p: 
 def _global_pool(node: Node) -> list[Value]:
     x = node.tensor(0)
     dims = tuple(range(2, x.ndim))
+    if node.op_type == "GlobalAveragePool" and x.ndim == 4 and x.dtype.is_floating_point and all(
+            is_static(d) and d > 0 for d in x.shape[2:]):
+        # graphc.nn's AdaptiveAvgPool2d(1): the op a convolution before it takes into its epilogue
+        return [apply("adaptive_avg_pool2d", x, output_size=(1, 1))]
     return [apply("mean" if node.op_type == "GlobalAveragePool" else "amax", x, dims=dims, keepdim=True)]
 
 
