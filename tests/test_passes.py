@@ -641,6 +641,40 @@ def test_canonicalize_sub_and_div_by_constants() -> None:
         np.testing.assert_array_equal(interpret(out, feeds)[k], interpret(g, feeds)[k])
 
 
+def test_canonicalize_moves_layout_ops_after_a_linear_to_its_input() -> None:
+    """torch's batch_first MultiheadAttention: out_proj on [T*B, E], reshaped to [T, B, E] and transposed
+    to [B, T, E] before the residual add; the reshape and permute go to the linear's input, so its GEMM
+    feeds the add and fuses it as graphc.nn's linear does. Checked against numpy."""
+    from graphc.backend.fusion import gemm_epilogues
+
+    b = GB(dims={"B": (1, 8)})
+    h = b.input("h", (4, "B", 6))                    # [T, B, E]
+    r = b.input("r", ("B", 4, 6))                    # residual [B, T, E]
+    w, bias = b.param("out_proj.weight", (6, 6)), b.param("out_proj.bias", (6,))
+    flat = b.op("reshape", h, shape=(Sym.var("B") * 4, 6))
+    lin = b.op("linear", flat, w, bias)
+    back = b.op("permute", b.op("reshape", lin, shape=(4, Sym.var("B"), 6)), dims=(1, 0, 2))
+    y = b.op("add", r, back)
+    # near misses: a wider input (the copy would grow), a permute of the last dim, a linear used twice
+    wide = b.op("permute", b.op("linear", h, b.param("down.weight", (3, 6))), dims=(1, 0, 2))
+    last = b.op("permute", b.op("linear", h, b.param("sq.weight", (6, 6))), dims=(0, 2, 1))
+    twice = b.op("linear", h, b.param("tw.weight", (6, 6)))
+    g = b.done(y, wide, last, b.op("permute", twice, dims=(1, 0, 2)), twice)
+    out = check_pass(canonicalize, g, expect_change=True, dim_values=(1, 3))
+    assert ops(out) == {"reshape": 2, "permute": 4, "linear": 4, "add": 1}
+    (lin2,) = [n for n in out.nodes if n.op == "linear" and n.inputs[1].name == "out_proj.weight"]
+    assert lin2.inputs[0].node.op == "permute" and lin2.out.type.shape == (Sym.var("B"), 4, 6)
+    (ep,) = [e for p, e in gemm_epilogues(out).items() if p is lin2]
+    assert [n.op for n in ep.nodes] == ["add"] and ep.residual is not None and ep.residual.name == "r"
+    rng = np.random.default_rng(0)
+    feeds = {"h": rng.standard_normal((4, 3, 6)).astype(np.float32),
+             "r": rng.standard_normal((3, 4, 6)).astype(np.float32)}
+    wv, bv = out.param_data["out_proj.weight"], out.param_data["out_proj.bias"]
+    want = feeds["r"] + (feeds["h"].reshape(12, 6) @ wv.T + bv).reshape(4, 3, 6).transpose(1, 0, 2)
+    np.testing.assert_allclose(interpret(out, feeds)["out0"], want, rtol=1e-5, atol=1e-5)
+    check_pass(canonicalize, out, expect_change=False, dim_values=(1, 3))
+
+
 # ------------------------------------------------------------------------------------------ merge_lora
 class _Lora(nn.Module):
     """A hand-written LoRA linear: base(x) + scaling * B(A(dropout(x))) per adapter."""

@@ -63,8 +63,44 @@ def canonicalize(g: Graph) -> bool:
     * sub(x, c) -> add(x, -c) for a `constant` c (float, or signed int whose negation fits): IEEE
       defines x - c as x + (-c), so the result is identical.
     * div(x, c) -> mul(x, 1/c) for a `constant` c = +-2^k whose reciprocal is exact in the dtype.
+    * reshape(linear(x, W, b)) keeping the last dim, and permute(linear(x, W, b)) keeping the last dim
+      last, -> linear(reshape(x) / permute(x), W, b) when the linear has no other use (a permute only
+      when in_features <= out_features, so the copy gets no wider). linear maps each row alone, so
+      moving layout ops over leading dims to its input is exact; the GEMM's result then feeds its
+      users directly and its epilogue can take the activation or residual add after them. This is
+      how torch's batch_first MultiheadAttention comes in: out_proj on [T*B, E], reshaped to
+      [T, B, E] and transposed to [B, T, E] before the residual add; it becomes graphc.nn's
+      linear on [B, T, E] with the add fused.
     """
     rw = Rewriter(g)
+
+    def _linear_after_layout(n: Node) -> Value | None:
+        lin_v = n.inputs[0]
+        lin = producer(lin_v, "linear")
+        if lin is None or rw.uses(lin_v) != 1 or lin.inputs[0] is None or lin.inputs[1] is None:
+            return None
+        x, rest = lin.inputs[0], lin.inputs[1:]
+        shape = n.out.type.shape
+        if not shape or shape[-1] != lin_v.type.shape[-1]:
+            return None
+        if n.op == "reshape":
+            attrs = {"shape": tuple(shape[:-1]) + (x.type.shape[-1],)}
+        else:
+            dims = tuple(n.attrs["dims"])
+            if dims[-1] != len(dims) - 1 or x.type.ndim != len(dims) \
+                    or not isinstance(x.type.shape[-1], int) or not isinstance(shape[-1], int) \
+                    or x.type.shape[-1] > shape[-1]:
+                return None
+            attrs = {"dims": dims}
+        if not rule_gives(n.op, [x], attrs, TensorType(attrs["shape"] if n.op == "reshape" else
+                                                       tuple(x.type.shape[d] for d in attrs["dims"]),
+                                                       x.type.dtype)):
+            return None
+        moved = make_node(g, n.op, [x], attrs, like=n)
+        if not rule_gives("linear", [moved.out, *rest], None, n.out.type):
+            return None
+        rw.emit(moved)
+        return rw.emit(make_node(g, "linear", [moved.out, *rest], like=lin)).out
 
     def visit(n: Node) -> Value | None:
         if n.op == "matmul":
@@ -94,6 +130,8 @@ def canonicalize(g: Graph) -> bool:
                     b = rw.emit(make_node(g, "reshape", [b], {"shape": vec.shape}, like=n)).out
                 return rw.emit(make_node(g, "linear", [x, w, b], like=lin, name=lin.out.name)).out
             return None
+        if n.op in ("reshape", "permute"):
+            return _linear_after_layout(n)
         if n.op == "sub":
             x, c = n.inputs
             cv = const_value(c)
