@@ -1001,25 +1001,6 @@ static void conv2d_spatial(const gc_conv2d_params *p, const float *x, const floa
 
 /* ------------------------------------------------------------------ pooled outputs */
 
-/* Sum of n floats exactly as gc_pool.c's sum_floats makes it (8 float lanes per chunk of 256, chunks
- * added in double), so a pooled output equals what gc_adaptive_avg_pool2d computes from y. */
-static double plane_sum(const float *x, int64_t n)
-{
-    double total = 0.0;
-    for (int64_t c0 = 0; c0 < n; c0 += 256) {
-        const int64_t c1 = min64(n, c0 + 256);
-        float lanes[8] = {0};
-        int64_t i = c0;
-        for (; i + 8 <= c1; i += 8)
-            for (int l = 0; l < 8; l++) lanes[l] += x[i + l];
-        float rest = 0.0f;
-        for (; i < c1; i++) rest += x[i];
-        total += (double)((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) +
-                 (double)((lanes[4] + lanes[5]) + (lanes[6] + lanes[7])) + (double)rest;
-    }
-    return total;
-}
-
 typedef struct pool_job {
     const gc_conv2d_params *p;
     const float *y;
@@ -1029,7 +1010,7 @@ static void pool_plane(void *vj, int64_t q)
 {
     const pool_job *j = vj;
     const int64_t ohw = j->p->oh * j->p->ow;
-    j->p->pool[q] = (float)(plane_sum(j->y + q * ohw, ohw) / (double)ohw);
+    j->p->pool[q] = (float)(gc_sum_floats(j->y + q * ohw, ohw) / (double)ohw);
 }
 
 /* The pooled outputs from y, one plane per pool task. */
@@ -1270,7 +1251,7 @@ static void depthwise_task_pool(const gc_conv2d_params *p, const spatial_geom *g
     depthwise_task(p, g, task, x, w, bias, y, planes);
     if (p->pool && g->bands == 1) {
         const int64_t ohw = p->oh * p->ow;
-        p->pool[task] = (float)(plane_sum(y + task * ohw, ohw) / (double)ohw);
+        p->pool[task] = (float)(gc_sum_floats(y + task * ohw, ohw) / (double)ohw);
     }
 }
 

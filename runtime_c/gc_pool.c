@@ -164,29 +164,11 @@ void gc_avg_pool2d(const gc_pool2d_params *p, const float *x, float *y, int nthr
 
 /* ------------------------------------------------------------------ adaptive average pooling */
 
-/* Sum of n floats: 8 independent float lanes (vectorisable) per chunk of 256, chunks added in double. */
-static double sum_floats(const float *x, int64_t n)
-{
-    double total = 0.0;
-    for (int64_t c0 = 0; c0 < n; c0 += 256) {
-        const int64_t c1 = min64(n, c0 + 256);
-        float lanes[8] = {0};
-        int64_t i = c0;
-        for (; i + 8 <= c1; i += 8)
-            for (int l = 0; l < 8; l++) lanes[l] += x[i + l];
-        float rest = 0.0f;
-        for (; i < c1; i++) rest += x[i];
-        total += (double)((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) +
-                 (double)((lanes[4] + lanes[5]) + (lanes[6] + lanes[7])) + (double)rest;
-    }
-    return total;
-}
-
 /* One plane: bin (i, j) covers rows [floor(i*H/OH), ceil((i+1)*H/OH)) and the same for columns. */
 static void adaptive_avg_plane(int64_t h, int64_t w, int64_t oh, int64_t ow, const float *x, float *y)
 {
     if (oh == 1 && ow == 1) { /* global average pooling */
-        y[0] = (float)(sum_floats(x, h * w) / (double)(h * w));
+        y[0] = (float)(gc_sum_floats(x, h * w) / (double)(h * w));
         return;
     }
     for (int64_t i = 0; i < oh; i++) {
@@ -194,7 +176,7 @@ static void adaptive_avg_plane(int64_t h, int64_t w, int64_t oh, int64_t ow, con
         for (int64_t j = 0; j < ow; j++) {
             const int64_t w0 = j * w / ow, w1 = ((j + 1) * w + ow - 1) / ow;
             double s = 0.0;
-            for (int64_t r = h0; r < h1; r++) s += sum_floats(x + r * w + w0, w1 - w0);
+            for (int64_t r = h0; r < h1; r++) s += gc_sum_floats(x + r * w + w0, w1 - w0);
             y[i * ow + j] = (float)(s / (double)((h1 - h0) * (w1 - w0)));
         }
     }

@@ -112,4 +112,23 @@ GC_INTRINSIC void vstore_mask(void *p, gc_mask16 m, gc_vf v) /* _mm512_mask_stor
 #endif
 #endif
 
+/* Sum of n floats: 8 independent float lanes (vectorisable) per chunk of 256, chunks added in double.
+ * One definition for the pools and the conv's pooled output, which must give the same bits. */
+static inline double gc_sum_floats(const float *x, int64_t n)
+{
+    double total = 0.0;
+    for (int64_t c0 = 0; c0 < n; c0 += 256) {
+        const int64_t c1 = n < c0 + 256 ? n : c0 + 256;
+        float lanes[8] = {0};
+        int64_t i = c0;
+        for (; i + 8 <= c1; i += 8)
+            for (int l = 0; l < 8; l++) lanes[l] += x[i + l];
+        float rest = 0.0f;
+        for (; i < c1; i++) rest += x[i];
+        total += (double)((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) +
+                 (double)((lanes[4] + lanes[5]) + (lanes[6] + lanes[7])) + (double)rest;
+    }
+    return total;
+}
+
 #endif /* GC_SIMD_H */
