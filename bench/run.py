@@ -14,7 +14,9 @@ runs the torch model exported to ONNX (all graph optimisations on), numpy runs t
 
 Each thread count runs in a fresh worker process whose OMP/OpenBLAS/MKL thread counts are set before
 anything starts. Within a worker the runners of a model take turns, burst by burst (about 20 ms each,
-"rounds" times), so a busy spell on the shared machine hits them alike; a runner's time is the median
+"rounds" times), so a busy spell on the shared machine hits them alike; before each burst the worker
+waits until its own threads are idle (a peer's pool spinning after its burst would hold a core: ONNX
+Runtime's for about 40 ms) and makes one untimed call; a runner's time is the median
 per-call time of its bursts and the ratios (peer / graphc, above 1: graphc is faster) come from the same
 run. Then: compile times, arena against its lower bound (the largest sum of simultaneously live
 intermediates), library size, resident memory each runner added, graphc's per-kernel profile, and
@@ -303,6 +305,19 @@ def build_imported(name: str, threads: int, build_dir: Path, cache_dir: Path) ->
     return dict(libs), facts
 
 
+def settle(quiet: float = 0.0005, step: float = 0.005, limit: float = 0.3) -> None:
+    """Wait until this process's threads are idle: ONNX Runtime's workers spin about 40 ms after a run
+    and PyTorch's OpenMP threads about 5 ms, and a spinning peer thread holds a core the next runner's
+    burst needs (graphc's 2-thread pool then ran at 1-thread speed). Returns once `step` seconds pass
+    with under `quiet` seconds of process CPU time, or after `limit`."""
+    end = time.perf_counter() + limit
+    while time.perf_counter() < end:
+        c0 = time.process_time()
+        time.sleep(step)
+        if time.process_time() - c0 < quiet:
+            return
+
+
 def interleaved(runners: dict[str, Callable[..., Any] | None], xs: list[Any], rounds: int,
                 burst: float) -> dict[str, float]:
     """Median seconds per call of each runner; the runners take turns burst by burst."""
@@ -317,6 +332,8 @@ def interleaved(runners: dict[str, Callable[..., Any] | None], xs: list[Any], ro
     per_call: dict[str, list[float]] = {k: [] for k in live}
     for _ in range(rounds):
         for k, f in live.items():
+            settle()
+            f(*xs)
             t0 = time.perf_counter()
             for _ in range(reps[k]):
                 f(*xs)
