@@ -28,9 +28,15 @@
 #include "gc_simd.h"
 #include "gc_vmath.h"
 
-#define QB 6                  /* query rows per micro-tile */
-#define NV 2                  /* vectors of keys (QK) or of output columns (PV) per micro-tile */
-#define KW (NV * GC_VW)       /* keys per QK micro-tile */
+#define QB 6 /* query rows per micro-tile */
+#if GC_VW == 16 /* 32 vector registers: 6 x 4 accumulators */
+#define NVK 4   /* vectors of keys per QK micro-tile */
+#define NVO 4   /* vectors of output columns per PV micro-tile */
+#else           /* 16 registers: 6 x 2 */
+#define NVK 2
+#define NVO 2
+#endif
+#define KW (NVK * GC_VW) /* keys per QK micro-tile */
 #define CHUNK_BLOCKS 32       /* at most this many query blocks per task (bounds the running state) */
 
 static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
@@ -78,41 +84,68 @@ size_t gc_sdpa_work_floats(int64_t tq, int64_t tk, int64_t d, int64_t dv, int nt
 
 /* ------------------------------------------------------------------ micro-kernels */
 
-/* s[r][j0 .. j0 + KW) = sum_d qp[r][d] * kt[d][j0 ..] for the QB rows of the block */
-static GC_ALWAYS_INLINE void qk_tile(int64_t d, const float *restrict qp, const float *restrict kt, int64_t kb,
-                                     float *restrict s, int64_t j0)
+/* s[r][j0 .. j0 + NVC vectors) = sum_c qp[r][c] * kt[c][j0 ..] for the QB rows of the block */
+static GC_ALWAYS_INLINE void qk_tile(int NVC, int64_t d, const float *restrict qp, const float *restrict kt,
+                                     int64_t kb, float *restrict s, int64_t j0)
 {
-    gc_vf acc[QB][NV];
+    gc_vf acc[QB][NVK];
     for (int r = 0; r < QB; r++)
-        for (int v = 0; v < NV; v++)
+        for (int v = 0; v < NVC; v++)
             acc[r][v] = vset1(0.0f);
     for (int64_t c = 0; c < d; c++) {
-        gc_vf b[NV];
-        for (int v = 0; v < NV; v++)
+        gc_vf b[NVK];
+        for (int v = 0; v < NVC; v++)
             b[v] = vload(kt + c * kb + j0 + v * GC_VW);
         for (int r = 0; r < QB; r++) {
             const gc_vf a = vset1(qp[r * d + c]);
-            for (int v = 0; v < NV; v++)
+            for (int v = 0; v < NVC; v++)
                 acc[r][v] = vfma(a, b[v], acc[r][v]);
         }
     }
     for (int r = 0; r < QB; r++)
-        for (int v = 0; v < NV; v++)
+        for (int v = 0; v < NVC; v++)
             vstore(s + r * kb + j0 + v * GC_VW, acc[r][v]);
 }
 
-/* o[r][c0 .. c0 + NVC vectors) += sum_{j < nk} p[r][j] * vp[j][c0 ..] for the QB rows of the block */
-static GC_ALWAYS_INLINE void pv_tile(int NVC, int64_t nk, const float *restrict p, int64_t kb,
-                                     const float *restrict vp, int64_t dvp, float *restrict o, int64_t c0)
+/* the scores of keys [0, n) (n a multiple of GC_VW): whole tiles of NVK vectors, then one narrower tile */
+static void qk_block(int64_t d, const float *restrict qp, const float *restrict kt, int64_t kb, float *restrict s,
+                     int64_t n)
 {
-    gc_vf acc[QB][NV];
+    int64_t j = 0;
+    for (; j + KW <= n; j += KW)
+        qk_tile(NVK, d, qp, kt, kb, s, j);
+    switch ((n - j) / GC_VW) {
+#if NVK > 3
+    case 3:
+        qk_tile(3, d, qp, kt, kb, s, j);
+        break;
+#endif
+#if NVK > 2
+    case 2:
+        qk_tile(2, d, qp, kt, kb, s, j);
+        break;
+#endif
+    case 1:
+        qk_tile(1, d, qp, kt, kb, s, j);
+        break;
+    default:
+        break;
+    }
+}
+
+/* o[r][c0 .. c0 + NVC vectors) += sum_{j < nk} p[r][j] * vb[j][c0 ..] for the QB rows of the block
+ * (vb's rows vs floats apart) */
+static GC_ALWAYS_INLINE void pv_tile(int NVC, int64_t nk, const float *restrict p, int64_t kb,
+                                     const float *restrict vb, int64_t vs, float *restrict o, int64_t dvp, int64_t c0)
+{
+    gc_vf acc[QB][NVO];
     for (int r = 0; r < QB; r++)
         for (int v = 0; v < NVC; v++)
             acc[r][v] = vload(o + r * dvp + c0 + v * GC_VW);
     for (int64_t j = 0; j < nk; j++) {
-        gc_vf b[NV];
+        gc_vf b[NVO];
         for (int v = 0; v < NVC; v++)
-            b[v] = vload(vp + j * dvp + c0 + v * GC_VW);
+            b[v] = vload(vb + j * vs + c0 + v * GC_VW);
         for (int r = 0; r < QB; r++) {
             const gc_vf a = vset1(p[r * kb + j]);
             for (int v = 0; v < NVC; v++)
@@ -124,15 +157,61 @@ static GC_ALWAYS_INLINE void pv_tile(int NVC, int64_t nk, const float *restrict 
             vstore(o + r * dvp + c0 + v * GC_VW, acc[r][v]);
 }
 
+/* o[r][0 .. dvp) += P V for the block: tiles of NVO vectors, then one narrower tile */
+static void pv_block(int64_t nk, const float *restrict p, int64_t kb, const float *restrict vb, int64_t vs,
+                     float *restrict o, int64_t dvp)
+{
+    int64_t c = 0;
+    for (; c + NVO * GC_VW <= dvp; c += NVO * GC_VW)
+        pv_tile(NVO, nk, p, kb, vb, vs, o, dvp, c);
+    switch ((dvp - c) / GC_VW) {
+#if NVO > 3
+    case 3:
+        pv_tile(3, nk, p, kb, vb, vs, o, dvp, c);
+        break;
+#endif
+#if NVO > 2
+    case 2:
+        pv_tile(2, nk, p, kb, vb, vs, o, dvp, c);
+        break;
+#endif
+    case 1:
+        pv_tile(1, nk, p, kb, vb, vs, o, dvp, c);
+        break;
+    default:
+        break;
+    }
+}
+
+/* horizontal max / sum / or of a vector, by halves (a fixed order: the same bits on every call) */
+#if GC_VW == 16
+#define GC_HALVES(x, y, OP)                                                                                  \
+    y = __builtin_shufflevector(x, x, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7), x = OP(x, y);  \
+    y = __builtin_shufflevector(x, x, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11), x = OP(x, y);  \
+    y = __builtin_shufflevector(x, x, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13), x = OP(x, y);  \
+    y = __builtin_shufflevector(x, x, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14), x = OP(x, y)
+#elif GC_VW == 8
+#define GC_HALVES(x, y, OP)                                                                                  \
+    y = __builtin_shufflevector(x, x, 4, 5, 6, 7, 0, 1, 2, 3), x = OP(x, y);                               \
+    y = __builtin_shufflevector(x, x, 2, 3, 0, 1, 6, 7, 4, 5), x = OP(x, y);                               \
+    y = __builtin_shufflevector(x, x, 1, 0, 3, 2, 5, 4, 7, 6), x = OP(x, y)
+#elif GC_VW == 4
+#define GC_HALVES(x, y, OP)                                                                                  \
+    y = __builtin_shufflevector(x, x, 2, 3, 0, 1), x = OP(x, y);                                           \
+    y = __builtin_shufflevector(x, x, 1, 0, 3, 2), x = OP(x, y)
+#endif
+#define GC_OP_MAX(a, b) gc_vmax(a, b)
+#define GC_OP_ADD(a, b) ((a) + (b))
+#define GC_OP_OR(a, b) ((a) | (b))
+
 static inline float hmax(gc_vf x)
 {
 #if GC_VW == 1
     return x;
 #else
-    float m = x[0];
-    for (int i = 1; i < GC_VW; i++)
-        m = x[i] > m ? x[i] : m;
-    return m;
+    gc_vf y;
+    GC_HALVES(x, y, GC_OP_MAX);
+    return x[0];
 #endif
 }
 
@@ -141,12 +220,20 @@ static inline float hsum(gc_vf x)
 #if GC_VW == 1
     return x;
 #else
-    float s = 0.0f;
-    for (int i = 0; i < GC_VW; i++)
-        s += x[i];
-    return s;
+    gc_vf y;
+    GC_HALVES(x, y, GC_OP_ADD);
+    return x[0];
 #endif
 }
+
+#if GC_VW > 1
+static inline int hany(gc_vi32 x)
+{
+    gc_vi32 y;
+    GC_HALVES(x, y, GC_OP_OR);
+    return x[0] != 0;
+}
+#endif
 
 static inline gc_vf vmax2(gc_vf a, gc_vf b)
 {
@@ -189,6 +276,85 @@ static inline gc_vf vexp_nonpos(gc_vf x)
 #endif
 }
 
+/* ------------------------------------------------------------------ packing */
+
+/* r[0 .. GC_VW) (the rows of a GC_VW x GC_VW tile) transposed in registers: for h = GC_VW / 2 .. 1, rows
+ * i and i + h (bit h of i clear) trade the h x h off-diagonal blocks of their 2h x 2h block; lo and hi
+ * pick the lanes of the new rows i and i + h from (r[i], r[i + h]) */
+#define TSTEP(h, lo, hi)                                                                                   \
+    for (int i = 0; i < GC_VW; i++)                                                                        \
+        if (!(i & (h))) {                                                                                  \
+            const gc_vf a = r[i], b = r[i + (h)];                                                          \
+            r[i] = __builtin_shufflevector(a, b, lo);                                                      \
+            r[i + (h)] = __builtin_shufflevector(a, b, hi);                                                \
+        }
+#if GC_VW == 16
+#define TLO8 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23
+#define THI8 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31
+#define TLO4 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27
+#define THI4 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31
+#define TLO2 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29
+#define THI2 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31
+#define TLO1 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30
+#define THI1 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31
+#elif GC_VW == 8
+#define TLO4 0, 1, 2, 3, 8, 9, 10, 11
+#define THI4 4, 5, 6, 7, 12, 13, 14, 15
+#define TLO2 0, 1, 8, 9, 4, 5, 12, 13
+#define THI2 2, 3, 10, 11, 6, 7, 14, 15
+#define TLO1 0, 8, 2, 10, 4, 12, 6, 14
+#define THI1 1, 9, 3, 11, 5, 13, 7, 15
+#elif GC_VW == 4
+#define TLO2 0, 1, 4, 5
+#define THI2 2, 3, 6, 7
+#define TLO1 0, 4, 2, 6
+#define THI1 1, 5, 3, 7
+#endif
+
+#if GC_VW > 1
+static GC_ALWAYS_INLINE void transpose_tile(gc_vf r[GC_VW])
+{
+#if GC_VW == 16
+    TSTEP(8, TLO8, THI8)
+#endif
+#if GC_VW >= 8
+    TSTEP(4, TLO4, THI4)
+#endif
+    TSTEP(2, TLO2, THI2)
+    TSTEP(1, TLO1, THI1)
+}
+#endif
+
+/* kt[c][j] = k[j][c] for the block's nk keys (rows ks floats apart; kt's rows kb apart), zero lanes from
+ * nk to nkp */
+static void pack_kt(const float *restrict k, int64_t ks, int64_t nk, int64_t nkp, int64_t d, float *restrict kt,
+                    int64_t kb)
+{
+    int64_t j = 0;
+#if GC_VW > 1
+    for (; j + GC_VW <= nk; j += GC_VW) {
+        int64_t c = 0;
+        for (; c + GC_VW <= d; c += GC_VW) {
+            gc_vf r[GC_VW];
+            for (int i = 0; i < GC_VW; i++)
+                r[i] = vload(k + (j + i) * ks + c);
+            transpose_tile(r);
+            for (int i = 0; i < GC_VW; i++)
+                vstore(kt + (c + i) * kb + j, r[i]);
+        }
+        for (; c < d; c++)
+            for (int i = 0; i < GC_VW; i++)
+                kt[c * kb + j + i] = k[(j + i) * ks + c];
+    }
+#endif
+    for (; j < nk; j++)
+        for (int64_t c = 0; c < d; c++)
+            kt[c * kb + j] = k[j * ks + c];
+    for (int64_t c = 0; c < d; c++)
+        for (j = nk; j < nkp; j++)
+            kt[c * kb + j] = 0.0f;
+}
+
 /* ------------------------------------------------------------------ one task */
 
 typedef struct job {
@@ -204,15 +370,22 @@ typedef struct job {
 static void softmax_update(float *restrict s, int64_t lim, int64_t nkp, float *m, float *l, float *restrict o,
                            int64_t dvp)
 {
-    for (int64_t j = lim; j < nkp; j++)
-        s[j] = -INFINITY;
-    /* the block's maximum; a NaN score makes it NaN (the row's output then is NaN, as PyTorch's) */
-    gc_vf vm = vset1(-INFINITY);
 #if GC_VW > 1
+    gc_vi32 lane;
+    for (int i = 0; i < GC_VW; i++)
+        lane[i] = i;
+    for (int64_t j = lim / GC_VW * GC_VW; j < nkp; j += GC_VW) {
+        const gc_vi32 keep = lane < (gc_vi32){0} + (int32_t)(lim - j);
+        vstore(s + j, gc_vselect(keep, vload(s + j), vset1(-INFINITY)));
+    }
     gc_vi32 nan = {0};
 #else
+    for (int64_t j = lim; j < nkp; j++)
+        s[j] = -INFINITY;
     int nan = 0;
 #endif
+    /* the block's maximum; a NaN score makes it NaN (the row's output then is NaN, as PyTorch's) */
+    gc_vf vm = vset1(-INFINITY);
     for (int64_t j = 0; j < nkp; j += GC_VW) {
         const gc_vf x = vload(s + j);
         vm = vmax2(vm, x);
@@ -220,9 +393,8 @@ static void softmax_update(float *restrict s, int64_t lim, int64_t nkp, float *m
     }
     float mb = hmax(vm);
 #if GC_VW > 1
-    for (int i = 0; i < GC_VW; i++)
-        if (nan[i])
-            mb = NAN;
+    if (hany(nan))
+        mb = NAN;
 #else
     if (nan)
         mb = NAN;
@@ -276,6 +448,7 @@ static void run_item(const job *J, float *slot, int64_t item)
     const float *mask = p->mask ? p->mask + bi * p->m_sb + hi * p->m_sh : NULL;
     float *qp = slot + L->qp, *kt = slot + L->kt, *vp = slot + L->vp, *s = slot + L->s;
     float *o = slot + L->o, *m = slot + L->m, *l = slot + L->l;
+    const float scale = p->scale;
 
     const int64_t rows = round_up(r1 - r0, QB);
     memset(o, 0, (size_t)(rows * dvp) * sizeof(float));
@@ -283,22 +456,24 @@ static void run_item(const job *J, float *slot, int64_t item)
         m[r] = -INFINITY;
         l[r] = 0.0f;
     }
+    /* V's rows are read in place when they are whole vectors, else packed with zero columns to dvp */
+    const int in_place = dv == dvp;
     /* keys any row of the chunk sees */
     const int64_t nk_all = p->causal ? min64(p->tk, r1) : p->tk;
     for (int64_t j0 = 0; j0 < nk_all; j0 += kb) {
-        const int64_t nk = min64(kb, nk_all - j0), nkp = round_up(nk, KW);
-        /* pack K^T [d][kb] (zero lanes past nk) and V [nk][dvp] (zero columns past dv) */
-        for (int64_t j = 0; j < nk; j++) {
-            const float *kj = k + (j0 + j) * p->k_st;
-            for (int64_t c = 0; c < d; c++)
-                kt[c * kb + j] = kj[c];
-            memcpy(vp + j * dvp, v + (j0 + j) * p->v_st, (size_t)dv * sizeof(float));
-            for (int64_t c = dv; c < dvp; c++)
-                vp[j * dvp + c] = 0.0f;
+        const int64_t nk = min64(kb, nk_all - j0), nkp = round_up(nk, GC_VW);
+        /* pack K^T [d][kb] (zero lanes past nk) and, unless read in place, V [nk][dvp] */
+        pack_kt(k + j0 * p->k_st, p->k_st, nk, nkp, d, kt, kb);
+        const float *vb = v + j0 * p->v_st;
+        int64_t vs = p->v_st;
+        if (!in_place) {
+            for (int64_t j = 0; j < nk; j++) {
+                memcpy(vp + j * dvp, v + (j0 + j) * p->v_st, (size_t)dv * sizeof(float));
+                for (int64_t c = dv; c < dvp; c++)
+                    vp[j * dvp + c] = 0.0f;
+            }
+            vb = vp, vs = dvp;
         }
-        for (int64_t c = 0; c < d; c++)
-            for (int64_t j = nk; j < nkp; j++)
-                kt[c * kb + j] = 0.0f;
 
         for (int64_t i0 = r0; i0 < r1; i0 += QB) {
             const int64_t nr = min64(QB, r1 - i0);
@@ -306,19 +481,20 @@ static void run_item(const job *J, float *slot, int64_t item)
             const int64_t blk = p->causal ? min64(nk, i0 + nr - j0) : nk;
             if (blk <= 0)
                 continue; /* causal: the block's rows see none of these keys (later rows may) */
-            const int64_t blkp = round_up(blk, KW);
-            for (int64_t r = 0; r < QB; r++)
+            const int64_t blkp = round_up(blk, GC_VW);
+            /* the block's query rows times the scale (rows past the chunk are zeros: their scores are
+             * computed and dropped) */
+            for (int64_t r = 0; r < nr; r++) {
+                const float *qi = q + (i0 + r) * p->q_st;
                 for (int64_t c = 0; c < d; c++)
-                    qp[r * d + c] = r < nr ? q[(i0 + r) * p->q_st + c] * p->scale : 0.0f;
-            for (int64_t j = 0; j < blkp; j += KW)
-                qk_tile(d, qp, kt, kb, s, j);
+                    qp[r * d + c] = qi[c] * scale;
+            }
+            if (nr < QB)
+                memset(qp + nr * d, 0, (size_t)((QB - nr) * d) * sizeof(float));
+            qk_block(d, qp, kt, kb, s, blkp);
             float *ob = o + (i0 - r0) * dvp;
-            for (int64_t r = 0; r < QB; r++) {
+            for (int64_t r = 0; r < nr; r++) {
                 float *sr = s + r * kb;
-                if (r >= nr) {
-                    memset(sr, 0, (size_t)blkp * sizeof(float));
-                    continue;
-                }
                 const int64_t i = i0 + r;
                 const int64_t lim = p->causal ? max64(0, min64(blk, i + 1 - j0)) : blk;
                 if (mask) {
@@ -336,11 +512,7 @@ static void run_item(const job *J, float *slot, int64_t item)
                 }
                 softmax_update(sr, lim, blkp, &m[i - r0], &l[i - r0], ob + r * dvp, dvp);
             }
-            int64_t c = 0;
-            for (; c + NV * GC_VW <= dvp; c += NV * GC_VW)
-                pv_tile(NV, blk, s, kb, vp, dvp, ob, c);
-            for (; c < dvp; c += GC_VW)
-                pv_tile(1, blk, s, kb, vp, dvp, ob, c);
+            pv_block(blk, s, kb, vb, vs, ob, dvp);
         }
     }
     for (int64_t i = r0; i < r1; i++) {
