@@ -130,6 +130,7 @@ typedef struct spatial_geom {
     int64_t plane;         /* floats per plane, incl. the zero tail that a band's last tile reads */
     int64_t cstride;       /* floats per input channel: na * nb * plane */
     int64_t ocb;           /* blocks of GC_SP_MR output channels per group */
+    int64_t ocparts;       /* tasks per band, each a range of the blocks (one image, few bands) */
     int threads;           /* threads taking whole (item, band) tasks, each with its own planes */
     int chanvec;           /* tiles of output positions x GC_SP_CV_OC channels (see spatial_cv_tile) */
     int wide;              /* depthwise: vectors over wide positions instead of per output row */
@@ -220,18 +221,28 @@ static int spatial_geometry(const gc_conv2d_params *p, int nthreads, spatial_geo
     const int64_t row_floats = max64(1, cg * g->na * g->nb * g->pw);
     int64_t bands = (p->oh + max64(1, GC_SP_BAND_FLOATS / row_floats - g->halo) - 1) /
                     max64(1, GC_SP_BAND_FLOATS / row_floats - g->halo);
-    if (T > 1 && items < 4 * (int64_t)T)
-        while ((items * bands) % T && bands < p->oh) bands++;
-    g->bh = (p->oh + bands - 1) / bands;
-    g->bands = (p->oh + g->bh - 1) / g->bh;
-    g->plane = spatial_plane_floats(g, g->bh);
     /* output positions x channel vectors when the wide rows waste many lanes (small images) */
     const double lanes = (double)((p->oh * g->pw + GC_VW - 1) / GC_VW * GC_VW);
     const int64_t ckk = cg * p->kh * p->kw;
     g->chanvec = GC_VW == 16 && ocg % GC_SP_CV_OC == 0 && ckk >= GC_SP_CV_MIN_CKK &&
                  ckk * GC_SP_CV_OC <= GC_SP_CV_WFLOATS && (double)(p->oh * p->ow) < GC_SP_CV_EFF * lanes;
+    /* Too few (item, band) tasks for the threads: split each band's blocks of output channels over them
+     * when there are enough blocks (the band's planes are then built by every task of the band, a small
+     * cost next to its multiply-adds), rather than cutting more bands: each thread then reads only its
+     * share of the weights (7x7 x 512 channels: 9.4 MB a call), and the bands keep the tiles and the
+     * lanes of one thread. Otherwise, enough bands to split evenly. */
+    g->ocparts = 1;
+    if (T > 1 && items < 4 * (int64_t)T && (items * bands) % T) {
+        if (!g->chanvec && g->ocb >= 2 * (int64_t)T)
+            g->ocparts = T;
+        else
+            while ((items * bands) % T && bands < p->oh) bands++;
+    }
+    g->bh = (p->oh + bands - 1) / bands;
+    g->bands = (p->oh + g->bh - 1) / g->bh;
+    g->plane = spatial_plane_floats(g, g->bh);
     g->cstride = g->na * g->nb * g->plane;
-    g->threads = (int)min64(T, items * g->bands);
+    g->threads = (int)min64(T, items * g->bands * g->ocparts);
     return 1;
 }
 
@@ -724,6 +735,70 @@ static void spatial_store(const float *tile, int64_t mr, int64_t q0, int64_t qn,
 }
 #endif
 
+#if GC_VW == 16
+/* Store vectors v0 .. v0 + NV - 1 of a tile (rows r < mr of acc, in registers) into y as the pieces say,
+ * with p's epilogue (activation, residual: res has y's layout, NULL without one) applied on the way: one
+ * pass over the outputs instead of a second one over the band. The lanes outside a piece's mask are
+ * neither read nor written (lane 0's address may lie before y's row). */
+static GC_ALWAYS_INLINE void spatial_store_vectors(int NV, gc_vf acc[GC_SP_MR][GC_SP_NV], int64_t mr,
+                                                   const sp_pieces *ps, int v0, float *y, int64_t ohw,
+                                                   const gc_conv2d_params *p, const float *res)
+{
+    const int epi = has_epilogue(p);
+    for (int v = 0; v < NV; v++)
+        for (int j = 0; j < ps->n[v0 + v]; j++) {
+            const gc_mask16 m = (gc_mask16)ps->mask[v0 + v][j];
+            const int64_t off = ps->off[v0 + v][j];
+            const uintptr_t base = (uintptr_t)y + (uintptr_t)(off * (int64_t)sizeof(float));
+            const uintptr_t rbase = (uintptr_t)res + (uintptr_t)(off * (int64_t)sizeof(float));
+#pragma GCC unroll 16
+            for (int r = 0; r < GC_SP_MR; r++)
+                if (r < mr) {
+                    const uintptr_t ro = (uintptr_t)(r * ohw) * sizeof(float);
+                    gc_vf o = acc[r][v];
+                    if (epi) o = epi_vec(p, o, res ? vload_mask(m, (const void *)(rbase + ro)) : vset1(0.0f));
+                    vstore_mask((void *)(base + ro), m, o);
+                }
+        }
+}
+
+typedef float gc_vf8 __attribute__((vector_size(8 * sizeof(float))));
+#if defined(GC_X86_HEADER)
+#define gc_fmadd8(a, b, c) ((gc_vf8)_mm256_fmadd_ps((__m256)(a), (__m256)(b), (__m256)(c)))
+#else
+#define gc_fmadd8 __builtin_ia32_vfmaddps256
+#endif
+
+/* The tile's vector v0 alone when it holds at most 8 outputs: 8-lane vectors, whose FMAs take half the
+ * issue slots of 16-lane ones where the 512-bit units are two 256-bit halves (Zen 4), summed over k in the
+ * same order as spatial_tile (bits unchanged). Widened to 16 lanes for the store (the pieces' masks cover
+ * lanes below 8 only). */
+static GC_NOINLINE void spatial_tile_half(int64_t ckk, const int64_t *koff, const float *restrict xq,
+                                          const float *restrict w, const float *bias, int64_t mr,
+                                          const sp_pieces *ps, int v0, float *y, int64_t ohw,
+                                          const gc_conv2d_params *p, const float *res)
+{
+    gc_vf8 acc[GC_SP_MR];
+    const float *wr[GC_SP_MR];
+    for (int r = 0; r < GC_SP_MR; r++) {
+        acc[r] = (bias && r < mr ? bias[r] : 0.0f) - (gc_vf8){0};
+        wr[r] = w + (r < mr ? r : mr - 1) * ckk;
+    }
+    const float *xv0 = xq + v0 * GC_VW;
+    for (int64_t k = 0; k < ckk; k++) {
+        gc_vf8 xv;
+        memcpy(&xv, xv0 + koff[k], sizeof xv);
+#pragma GCC unroll 16
+        for (int r = 0; r < GC_SP_MR; r++) acc[r] = gc_fmadd8(wr[r][k] - (gc_vf8){0}, xv, acc[r]);
+    }
+    gc_vf wide[GC_SP_MR][GC_SP_NV];
+    const gc_vf8 zero = {0};
+    for (int r = 0; r < GC_SP_MR; r++)
+        wide[r][0] = __builtin_shufflevector(acc[r], zero, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    spatial_store_vectors(1, wide, mr, ps, v0, y, ohw, p, res);
+}
+#endif
+
 /* The micro-kernel: GC_SP_MR output channels x NV vectors of consecutive (wide) output positions, over
  * k = (input channel, tap) in [0, ckk): the input vector at xq + koff[k] times the weight of each output
  * channel, broadcast from its row w + r*ckk (rows past mr repeat the last valid one), summed in the same
@@ -732,7 +807,8 @@ static void spatial_store(const float *tile, int64_t mr, int64_t q0, int64_t qn,
  * with a constant NV. */
 static GC_ALWAYS_INLINE void spatial_tile(int NV, int64_t ckk, const int64_t *koff, const float *restrict xq,
                                           const float *restrict w, const float *bias, int64_t mr,
-                                          const sp_pieces *ps, int64_t pw, int64_t ow, float *y, int64_t ohw)
+                                          const sp_pieces *ps, int64_t pw, int64_t ow, float *y, int64_t ohw,
+                                          const gc_conv2d_params *p, const float *res)
 {
     gc_vf acc[GC_SP_MR][GC_SP_NV];
     const float *wr[GC_SP_MR];
@@ -754,17 +830,10 @@ static GC_ALWAYS_INLINE void spatial_tile(int NV, int64_t ckk, const int64_t *ko
 #if GC_VW == 16
     (void)pw;
     (void)ow;
-    for (int v = 0; v < NV; v++)
-        for (int j = 0; j < ps->n[v]; j++) {
-            const gc_mask16 m = (gc_mask16)ps->mask[v][j];
-            /* lane 0's address may lie before y's row: only the masked lanes are written */
-            const uintptr_t base = (uintptr_t)y + (uintptr_t)(ps->off[v][j] * (int64_t)sizeof(float));
-#pragma GCC unroll 16
-            for (int r = 0; r < GC_SP_MR; r++)
-                if (r < mr)
-                    vstore_mask((void *)(base + (uintptr_t)(r * ohw) * sizeof(float)), m, acc[r][v]);
-        }
+    spatial_store_vectors(NV, acc, mr, ps, 0, y, ohw, p, res);
 #else
+    (void)p;
+    (void)res;
     _Alignas(64) float tile[GC_SP_MR * GC_SP_TILE];
     for (int r = 0; r < GC_SP_MR; r++)
         for (int v = 0; v < NV; v++) vstore(tile + r * GC_SP_TILE + v * GC_VW, acc[r][v]);
@@ -777,9 +846,10 @@ static GC_ALWAYS_INLINE void spatial_tile(int NV, int64_t ckk, const int64_t *ko
 #define GC_SP_TILE_FN(NV)                                                                                     \
     static GC_NOINLINE void spatial_tile_##NV(int64_t ckk, const int64_t *koff, const float *xq, const float *w, \
                                              const float *bias, int64_t mr, const sp_pieces *ps, int64_t pw,   \
-                                             int64_t ow, float *y, int64_t ohw)                                \
+                                             int64_t ow, float *y, int64_t ohw, const gc_conv2d_params *p,     \
+                                             const float *res)                                                 \
     {                                                                                                         \
-        spatial_tile(NV, ckk, koff, xq, w, bias, mr, ps, pw, ow, y, ohw);                                     \
+        spatial_tile(NV, ckk, koff, xq, w, bias, mr, ps, pw, ow, y, ohw, p, res);                             \
     }
 GC_SP_TILE_FN(1)
 #if GC_SP_NV >= 2
@@ -873,8 +943,11 @@ static GC_NOINLINE void spatial_cv_tile(int64_t ckk, const int64_t *koff, const 
 static void spatial_band(const gc_conv2d_params *p, const spatial_geom *g, int64_t task, const float *x,
                          const float *w, const float *pack, const float *bias, float *y, float *planes)
 {
-    const int64_t item = task / g->bands, n = item / p->groups, grp = item % p->groups;
-    const int64_t r0 = task % g->bands * g->bh, rows = min64(g->bh, p->oh - r0);
+    const int64_t part = task % g->ocparts, band = task / g->ocparts;
+    const int64_t item = band / g->bands, n = item / p->groups, grp = item % p->groups;
+    const int64_t r0 = band % g->bands * g->bh, rows = min64(g->bh, p->oh - r0);
+    /* this task's blocks of output channels */
+    const int64_t b0 = g->ocb * part / g->ocparts, b1 = g->ocb * (part + 1) / g->ocparts;
     const int64_t cg = p->c / p->groups, ocg = p->oc / p->groups, taps = p->kh * p->kw, ckk = cg * taps;
     const int64_t ohw = p->oh * p->ow, wide = rows * g->pw, tiles = (wide + GC_SP_TILE - 1) / GC_SP_TILE;
     const float *wg = w + grp * ocg * ckk, *bg = bias ? bias + grp * ocg : NULL;
@@ -913,14 +986,22 @@ static void spatial_band(const gc_conv2d_params *p, const spatial_geom *g, int64
             const int64_t q0 = (t0 + t) * GC_SP_TILE;
             spatial_pieces(q0, min64(GC_SP_TILE, wide - q0), g->pw, p->ow, &pcs[t]);
         }
-        for (int64_t u = 0; u < g->ocb * nt; u++) {
+        for (int64_t u = b0 * nt; u < b1 * nt; u++) {
             const sp_pieces *ps = &pcs[u % nt];
             const int64_t o0 = u / nt * GC_SP_MR, mr = min64(GC_SP_MR, ocg - o0);
             const float *wo = wg + o0 * ckk, *xq = planes + ps->q0, *b = bg ? bg + o0 : NULL;
             float *yo = yg + o0 * ohw;
+            const float *ro = p->res ? p->res + (yo - y) : NULL;
+            int64_t nv = (ps->qn + GC_VW - 1) / GC_VW; /* the last tile may have fewer vectors */
+#if GC_VW == 16
+            if (ps->qn - (nv - 1) * GC_VW <= 8) { /* a last vector of at most 8 outputs: 8-lane FMAs */
+                spatial_tile_half(ckk, koff, xq, wo, b, mr, ps, (int)(nv - 1), yo, ohw, p, ro);
+                if (--nv == 0) continue;
+            }
+#endif
 #define GC_SP_CASE(NV) \
-    case NV: spatial_tile_##NV(ckk, koff, xq, wo, b, mr, ps, g->pw, p->ow, yo, ohw); break;
-            switch ((ps->qn + GC_VW - 1) / GC_VW) { /* the last tile may have fewer vectors */
+    case NV: spatial_tile_##NV(ckk, koff, xq, wo, b, mr, ps, g->pw, p->ow, yo, ohw, p, ro); break;
+            switch (nv) {
 #if GC_SP_NV >= 6
                 GC_SP_CASE(6)
 #endif
@@ -949,15 +1030,21 @@ static void spatial_task(const gc_conv2d_params *p, const spatial_geom *g, int64
                          const float *w, const float *pack, const float *bias, float *y, float *planes)
 {
     spatial_band(p, g, task, x, w, pack, bias, y, planes);
-    if (has_epilogue(p)) {
-        const int64_t item = task / g->bands, n = item / p->groups, grp = item % p->groups;
-        const int64_t r0 = task % g->bands * g->bh, rows = min64(g->bh, p->oh - r0), ocg = p->oc / p->groups;
+    /* AVX-512 register tiles apply the epilogue as they store; channel-vector tiles and the other ISAs,
+     * which store through a spilled tile, in one pass over the band here */
+    if (has_epilogue(p) && (GC_VW != 16 || g->chanvec)) {
+        const int64_t part = task % g->ocparts, band = task / g->ocparts;
+        const int64_t item = band / g->bands, n = item / p->groups, grp = item % p->groups;
+        const int64_t r0 = band % g->bands * g->bh, rows = min64(g->bh, p->oh - r0), ocg = p->oc / p->groups;
         const int64_t ohw = p->oh * p->ow;
-        epilogue_rows(p, y, (n * p->oc + grp * ocg) * ohw + r0 * p->ow, ocg, rows * p->ow, ohw, NULL);
+        const int64_t o0 = g->ocb * part / g->ocparts * GC_SP_MR;
+        const int64_t o1 = min64(ocg, g->ocb * (part + 1) / g->ocparts * GC_SP_MR);
+        epilogue_rows(p, y, (n * p->oc + grp * ocg + o0) * ohw + r0 * p->ow, o1 - o0, rows * p->ow, ohw, NULL);
     }
 }
 
-/* CONV_SPATIAL: (item, band) tasks; thread t runs tasks t, t + T, ... with its own planes in work. */
+/* CONV_SPATIAL: (item, band, block range) tasks; thread t runs tasks t, t + T, ... with its own planes in
+ * work. */
 /* pool task t: the spatial tasks t, t + T, ... with plane buffer t */
 typedef struct spatial_job {
     const gc_conv2d_params *p;
@@ -981,7 +1068,7 @@ static void conv2d_spatial(const gc_conv2d_params *p, const float *x, const floa
 {
     spatial_geom g;
     spatial_geometry(p, nthreads, &g);
-    const int64_t tasks = p->n * p->groups * g.bands;
+    const int64_t tasks = p->n * p->groups * g.bands * g.ocparts;
     const size_t buf = (size_t)(p->c / p->groups * g.cstride);
     float *pack = NULL, *planes = work;
 #if GC_VW == 16

@@ -355,6 +355,10 @@ CONV_CASES = [
     (1, 64, 60, 58, 12, (3, 3), (1, 1), (1, 1), (1, 1), 1),  # several bands (planes past the L2 budget)
     (3, 40, 50, 50, 4, (3, 3), (2, 2), (1, 1), (1, 1), 1),   # bands, 3 images over 2 threads
     (5, 3, 17, 19, 10, (3, 3), (1, 1), (0, 0), (1, 1), 1),   # no padding, 5 images
+    (1, 64, 4, 5, 36, (3, 3), (1, 1), (1, 1), (1, 1), 1),    # 24 wide positions: a vector + an 8-lane one;
+                                                             # 4.5 channel blocks split over 2 threads
+    (1, 24, 7, 7, 40, (3, 3), (1, 1), (1, 1), (1, 1), 1),    # ResNet's 7x7 layers: 48 + 8 wide positions
+    (1, 12, 15, 13, 9, (3, 3), (2, 2), (1, 1), (1, 1), 1),   # stride 2 onto 8x7: 8-lane vector, 2 blocks
     # spatial path by channel vectors (AVX-512; small images, output channels in blocks of 64)
     (1, 64, 8, 8, 64, (3, 3), (1, 1), (1, 1), (1, 1), 1),    # the example's 8x8 layer
     (2, 32, 16, 16, 64, (3, 3), (2, 2), (1, 1), (1, 1), 1),  # stride 2 onto 8x8
