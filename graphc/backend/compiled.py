@@ -240,6 +240,7 @@ class _Context:
         if threads is not None:
             self.set_threads(threads)
         self._args: tuple[Any, Any, Any] | None = None
+        self._fast: tuple | None = None
         self.arena: Any = None  # the caller's arena (set_arena), kept alive while the context uses it
 
     def use_arena(self, buffer: Any) -> None:
@@ -274,6 +275,16 @@ class _Context:
             self._args = (ffi.new("int64_t[]", max(1, ndims)), ffi.new("void *[]", max(1, nin)),
                           ffi.new("void *[]", max(1, nout)))
         return self._args
+
+    def fast(self, nin: int, nout: int) -> tuple:
+        """What CompiledModel._run_fast needs, looked up once: run_v, the context pointer, the argument
+        arrays, cffi's backend from_buffer and its char[] type (fill the arrays under the lock)."""
+        f = self._fast
+        if f is None:
+            ffi = self.lib.ffi
+            dims, ins, ous = self.args(0, nin, nout)
+            f = self._fast = (self.run_v, self.ptr, dims, ins, ous, ffi._backend.from_buffer, ffi.BCharA)
+        return f
 
     def set_threads(self, n: int) -> None:
         rc = self.lib.set_num_threads(self.ptr, int(n))
@@ -326,6 +337,10 @@ class CompiledModel:
 
             self._fast = ([(np.dtype(sp.np), tuple(sp.parts), c_strides(tuple(sp.parts), np.dtype(sp.np).itemsize))
                            for sp in self.inputs], [(tuple(sp.parts), np.dtype(sp.np)) for sp in self.outputs])
+        # the same for a model of one input and one output: (dtype, shape, strides, output shape, dtype)
+        self._fast1: tuple[Any, tuple, tuple, tuple, Any] | None = None
+        if self._fast is not None and len(self._fast[0]) == 1 and len(self._fast[1]) == 1:
+            self._fast1 = (*self._fast[0][0], *self._fast[1][0])
         self._cdef = (self.directory / f"{self.name}_cffi.h").read_text()
         self.sanitized = bool(self.manifest.get("options", {}).get("sanitize"))
         self._lib_value: _Library | None = None
@@ -623,30 +638,49 @@ class CompiledModel:
     def _run_fast(self, args: tuple) -> list[np.ndarray] | None:
         """Run on positional numpy inputs of exactly the static dtypes, shapes and C strides, with nothing
         validated twice: the outputs, else None when an input differs or the run fails (the caller then
-        takes the full path, which copies a misaligned input, or raises the error)."""
+        takes the full path, which copies a misaligned input, or raises the error).
+
+        The per-call cost is what the C run needs and little more (a one-add model: 1.2 us per call from
+        Python against 0.5 us for the bare cffi call of run_v, AMD EPYC Zen 4): the checks compare
+        against precomputed tuples, the argument arrays and the run function are the context's
+        (``_Context.fast``), and the pointers come from cffi's backend ``from_buffer`` without its Python
+        wrapper. The cdata of a buffer is not kept: the arrays it points into (the caller's inputs, the new
+        outputs) outlive the call."""
         ins_spec, outs_spec = self._fast  # type: ignore[misc]
         for a, (dt, shape, strides) in zip(args, ins_spec):
             if a.__class__ is not np.ndarray or a.dtype is not dt or a.shape != shape or a.strides != strides:
                 return None
         ctx = self._ctx_value or self._ctx
-        from_buffer = self._lib.ffi.from_buffer
+        run_v, ptr, dims, ins, ous, from_buffer, char_array = ctx.fast(len(args), len(outs_spec))
         outs = [np.empty(shape, dt) for shape, dt in outs_spec]
-        keep = [from_buffer(a) for a in args]
-        keep_out = [from_buffer(o) for o in outs]
         with ctx.lock:
-            dims, ins, ous = ctx.args(0, len(keep), len(keep_out))
-            for k, b in enumerate(keep):
-                ins[k] = b
-            for k, b in enumerate(keep_out):
-                ous[k] = b
-            rc = ctx.run_v(ctx.ptr, dims, ins, ous)
+            for k, a in enumerate(args):
+                ins[k] = from_buffer(char_array, a, False)
+            for k, o in enumerate(outs):
+                ous[k] = from_buffer(char_array, o, True)
+            rc = run_v(ptr, dims, ins, ous)
         return outs if rc == 0 else None
 
     def __call__(self, *args: Any, **kwargs: Any) -> np.ndarray | tuple[np.ndarray, ...]:
         """Run on inputs given positionally and/or by input name (``model(x, scale=s)``; numpy arrays,
         graphc Tensors or torch CPU tensors); one output -> array, else a tuple. An unknown, missing or
         twice-given input name is a TypeError naming it and the inputs."""
-        if self._fast is not None and not kwargs and len(args) == len(self._fast[0]):
+        one = self._fast1
+        if one is not None and len(args) == 1 and not kwargs:
+            # _run_fast for one input and one output, inlined (0.4 us less per call)
+            a = args[0]
+            dt, shape, strides, out_shape, out_dt = one
+            if a.__class__ is np.ndarray and a.dtype is dt and a.shape == shape and a.strides == strides:
+                ctx = self._ctx_value or self._ctx
+                run_v, ptr, dims, ins, ous, from_buffer, char_array = ctx._fast or ctx.fast(1, 1)
+                out = np.empty(out_shape, out_dt)
+                with ctx.lock:
+                    ins[0] = from_buffer(char_array, a, False)
+                    ous[0] = from_buffer(char_array, out, True)
+                    rc = run_v(ptr, dims, ins, ous)
+                if rc == 0:
+                    return out
+        elif self._fast is not None and not kwargs and len(args) == len(self._fast[0]):
             outs = self._run_fast(args)
             if outs is not None:
                 return outs[0] if len(outs) == 1 else tuple(outs)
