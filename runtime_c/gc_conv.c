@@ -253,10 +253,21 @@ static int depthwise_ok(const gc_conv2d_params *p)
            p->kw <= GC_SP_MAX_K && p->kh * p->kw <= GC_SP_MAX_TAPS && p->kh * p->kw > 1;
 }
 
-/* The spatial geometry with planes long enough for whole vectors at the end of every output row. */
+/* Square 3x3, 5x5 or 7x7 kernels at equal strides (1 or 2): the depthwise tiles with constant taps. */
+static int depthwise_square(const gc_conv2d_params *p)
+{
+    return GC_VW > 1 && p->kh == p->kw && (p->kh == 3 || p->kh == 5 || p->kh == 7) && p->stride_h == p->stride_w;
+}
+
+/* The spatial geometry with planes long enough for whole vectors at the end of every output row; for
+ * square kernels plane rows of whole vectors (written by aligned stores, dw_planes). */
 static int depthwise_geometry(const gc_conv2d_params *p, int nthreads, spatial_geom *g)
 {
     if (!spatial_geometry(p, nthreads, g)) return 0;
+    if (depthwise_square(p)) {
+        g->pw = (g->pw + GC_VW - 1) / GC_VW * GC_VW;
+        g->plane = spatial_plane_floats(g, g->bh);
+    }
     const int64_t reach = (g->bh - 1 + g->halo) * g->pw + g->maxoff + (p->ow + GC_VW - 1) / GC_VW * GC_VW;
     g->plane = (max64(g->plane, reach) + 15) / 16 * 16;
     g->cstride = g->na * g->nb * g->plane;
@@ -407,20 +418,55 @@ static GC_ALWAYS_INLINE gc_vf epi_vec(const gc_conv2d_params *p, gc_vf v, gc_vf 
     return v;
 }
 
-/* The epilogue on y[0, n) in place, res[0, n) the residual at the same outputs (NULL without one). The
- * last partial vector goes through a zero-padded copy: every output gets the same operations wherever
- * it sits, so the results do not depend on the split into tasks. */
-static void epilogue_span(const gc_conv2d_params *p, float *y, const float *res, float bias, int64_t n)
+/* epi_vec with the activation kind a constant (so that gc_vact's switch folds away) */
+static GC_ALWAYS_INLINE gc_vf epi_vec_kind(const int kind, const gc_conv2d_params *p, gc_vf v, gc_vf r)
+{
+    if (p->res && p->res_first) v = v + r;
+#if GC_VW > 1
+    if (kind) v = gc_vact(kind, v, p->act_lo, p->act_hi);
+#else
+    if (kind) v = epi_scalar(kind, v, p->act_lo, p->act_hi);
+#endif
+    if (p->res && !p->res_first) v = v + r;
+    return v;
+}
+
+static GC_ALWAYS_INLINE void epilogue_span_kind(const int kind, const gc_conv2d_params *p, float *y, const float *res,
+                                                float bias, int64_t n)
 {
     int64_t i = 0;
     const gc_vf zero = vset1(0.0f), b = vset1(bias);
-    for (; i + GC_VW <= n; i += GC_VW) vstore(y + i, epi_vec(p, vload(y + i) + b, res ? vload(res + i) : zero));
+    for (; i + GC_VW <= n; i += GC_VW)
+        vstore(y + i, epi_vec_kind(kind, p, vload(y + i) + b, res ? vload(res + i) : zero));
     if (i < n) {
         float t[GC_VW] = {0}, r[GC_VW] = {0};
         memcpy(t, y + i, (size_t)(n - i) * sizeof(float));
         if (res) memcpy(r, res + i, (size_t)(n - i) * sizeof(float));
-        vstore(t, epi_vec(p, vload(t) + b, vload(r)));
+        vstore(t, epi_vec_kind(kind, p, vload(t) + b, vload(r)));
         memcpy(y + i, t, (size_t)(n - i) * sizeof(float));
+    }
+}
+
+/* The epilogue on y[0, n) in place, res[0, n) the residual at the same outputs (NULL without one), one
+ * loop per activation kind. The last partial vector goes through a zero-padded copy: every output gets
+ * the same operations wherever it sits, so the results do not depend on the split into tasks. */
+static void epilogue_span(const gc_conv2d_params *p, float *y, const float *res, float bias, int64_t n)
+{
+    switch (p->act) {
+#define GC_EPI_CASE(k)                                  \
+    case k: epilogue_span_kind(k, p, y, res, bias, n); \
+        return;
+    GC_EPI_CASE(GC_ACT_EXP)
+    GC_EPI_CASE(GC_ACT_SIGMOID)
+    GC_EPI_CASE(GC_ACT_SILU)
+    GC_EPI_CASE(GC_ACT_TANH)
+    GC_EPI_CASE(GC_ACT_GELU)
+    GC_EPI_CASE(GC_ACT_GELU_TANH)
+    GC_EPI_CASE(GC_ACT_RELU)
+    GC_EPI_CASE(GC_ACT_CLAMP)
+    GC_EPI_CASE(GC_ACT_HARDSWISH)
+#undef GC_EPI_CASE
+    default: epilogue_span_kind(0, p, y, res, bias, n); return;
     }
 }
 
@@ -1245,21 +1291,204 @@ GC_DW2_FN(3)
 GC_DW2_FN(4)
 #undef GC_DW2_FN
 
+/* ------------------------------------------------------------------ depthwise, square kernels */
+
+/* the tile loops below have constant trip counts: unrolled, so accumulators and weights stay in registers */
+#if defined(__clang__)
+#define GC_UNROLL _Pragma("unroll")
+#elif defined(__GNUC__)
+#define GC_UNROLL _Pragma("GCC unroll 64")
+#else
+#define GC_UNROLL
+#endif
+
+/* Input columns c0 .. c0 + VW - 1 of row xr (W columns), zeros outside [0, W). */
+static GC_ALWAYS_INLINE gc_vf load_cols(const float *xr, int64_t W, int64_t c0)
+{
+    if (c0 >= 0 && c0 + GC_VW <= W) return vload(xr + c0);
+    const int64_t lo = max64(0, -c0), hi = min64(GC_VW, W - c0);
+    if (hi <= lo) return vset1(0.0f);
+#if GC_VW == 16
+    /* the masked-off lanes are not read: the address may lie before the row */
+    const gc_mask16 m = (gc_mask16)(((1u << hi) - 1u) & ~((1u << lo) - 1u));
+    return vload_mask(m, (const float *)((uintptr_t)xr + (uintptr_t)(c0 * (int64_t)sizeof(float))));
+#else
+    float t[GC_VW] = {0};
+    for (int64_t l = lo; l < hi; l++) t[l] = xr[c0 + l];
+    return vload(t);
+#endif
+}
+
+/* The phase planes of one channel xc[H, W] for the band of output rows from r0 with `rows` rows: the
+ * planes spatial_planes makes for one channel (the input where it falls, zeros everywhere else), each
+ * row (pw a multiple of VW, see depthwise_geometry) written as whole vectors that a masked load of the
+ * input row fills, with no division per row. Stride 1 loads the row's columns; stride 2 with both
+ * column phases loads twice as many and deinterleaves them; other strides go through spatial_planes. */
+static void dw_planes(const gc_conv2d_params *p, const spatial_geom *g, const float *xc, int64_t r0, int64_t rows,
+                      float *planes)
+{
+    const int64_t sw = p->stride_w;
+#if GC_VW > 1
+    if (g->pw % GC_VW == 0 && ((sw == 1 && g->nb == 1) || (sw == 2 && g->nb == 2))) {
+        const int64_t H = p->h, W = p->w, pw = g->pw, plane = g->plane, nv = pw / GC_VW;
+        for (int64_t ai = 0; ai < g->na; ai++) {
+            const int64_t ih0 = r0 * p->stride_h + g->arow[ai] - p->pad_h; /* input row of plane row 0 */
+            int64_t rlo, rhi;
+            valid_range(rows + g->halo, H, p->stride_h, ih0, &rlo, &rhi);
+            float *da = planes + ai * g->nb * plane;
+            for (int64_t bi = 0; bi < g->nb; bi++) {
+                zero_floats(da + bi * plane, rlo * pw);
+                zero_floats(da + bi * plane + rhi * pw, plane - rhi * pw);
+            }
+            for (int64_t r = rlo; r < rhi; r++) {
+                const float *xr = xc + (ih0 + r * p->stride_h) * W;
+                float *d = da + r * pw;
+                if (sw == 1) {
+                    for (int64_t k = 0; k < nv; k++) vstore(d + k * GC_VW, load_cols(xr, W, k * GC_VW - p->pad_w));
+                    continue;
+                }
+                float *de = d + (g->bcol[0] == 0 ? 0 : plane), *dd = d + (g->bcol[0] == 0 ? plane : 0);
+                for (int64_t k = 0; k < nv; k++) { /* plane column s of phase b reads input 2s + b - pad_w */
+                    const int64_t c0 = 2 * k * GC_VW - p->pad_w;
+                    const gc_vf a = load_cols(xr, W, c0), b = load_cols(xr, W, c0 + GC_VW);
+                    vstore(de + k * GC_VW, EVENS(a, b));
+                    vstore(dd + k * GC_VW, ODDS(a, b));
+                }
+            }
+        }
+        return;
+    }
+#endif
+    spatial_planes(p, g, xc, r0, rows, planes);
+}
+
+/* R output rows x NV vectors of output columns from column c (y and the planes pl at the tile's first
+ * row; the last vector has `last` valid lanes), K x K taps with the weights wv in registers. Stride 1 reads each input vector once for all R rows (output row r's tap (i, j) is input
+ * row r + i at column c + j); stride 2 reads tap t of row r at r * pw + koff[t]. Every output starts
+ * from the bias and adds its taps in (i, j) order, as dw_block does, whatever R and NV. */
+static GC_ALWAYS_INLINE void dw_tile(const int K, const int S, const int R, const int NV, const float *restrict pl,
+                                     int64_t pw, const int64_t *koff, const gc_vf *wv, gc_vf bv, float *y,
+                                     int64_t ow, int64_t c, int64_t last)
+{
+    gc_vf acc[4][4];
+    GC_UNROLL
+    for (int r = 0; r < R; r++) {
+        GC_UNROLL
+        for (int v = 0; v < NV; v++) acc[r][v] = bv;
+    }
+    if (S == 1) {
+        GC_UNROLL
+        for (int ii = 0; ii < R + K - 1; ii++) {
+            GC_UNROLL
+            for (int j = 0; j < K; j++) {
+                GC_UNROLL
+                for (int v = 0; v < NV; v++) {
+                    const gc_vf xv = vload(pl + ii * pw + c + v * GC_VW + j);
+                    GC_UNROLL
+                    for (int r = 0; r < R; r++)
+                        if (ii - r >= 0 && ii - r < K) acc[r][v] = vfma(wv[(ii - r) * K + j], xv, acc[r][v]);
+                }
+            }
+        }
+    } else {
+        GC_UNROLL
+        for (int t = 0; t < K * K; t++) {
+            GC_UNROLL
+            for (int r = 0; r < R; r++) {
+                GC_UNROLL
+                for (int v = 0; v < NV; v++)
+                    acc[r][v] = vfma(wv[t], vload(pl + r * pw + koff[t] + c + v * GC_VW), acc[r][v]);
+            }
+        }
+    }
+    GC_UNROLL
+    for (int r = 0; r < R; r++) {
+        GC_UNROLL
+        for (int v = 0; v < NV; v++) store_lanes(y + r * ow + c + v * GC_VW, acc[r][v], v == NV - 1 ? last : GC_VW);
+    }
+}
+
+/* One band of `rows` output rows (y at its first row) from its planes, bias included, no epilogue: tiles
+ * of 4 rows x 1 vector for rows of one vector, else 2 rows x 2 vectors, so that four accumulators hide
+ * the FMA latency. */
+static GC_ALWAYS_INLINE void dw_band(const int K, const int S, const gc_conv2d_params *p, const float *pl, int64_t pw,
+                                     const int64_t *koff, const float *wk, float b, float *y, int64_t rows)
+{
+    gc_vf wv[K * K];
+    GC_UNROLL
+    for (int t = 0; t < K * K; t++) wv[t] = vset1(wk[t]);
+    const gc_vf bv = vset1(b);
+    const int64_t ow = p->ow, nvec = (ow + GC_VW - 1) / GC_VW, last = ow - (nvec - 1) * GC_VW;
+#define GC_DW_TILE(R, NV, r, c, n)                                                                             \
+    dw_tile(K, S, R, NV, pl + (r) * pw, pw, koff, wv, bv, y + (r) * ow, ow, c, n)
+    int64_t r = 0;
+    if (nvec == 1) {
+        for (; r + 4 <= rows; r += 4) GC_DW_TILE(4, 1, r, 0, last);
+        for (; r + 2 <= rows; r += 2) GC_DW_TILE(2, 1, r, 0, last);
+        for (; r < rows; r++) GC_DW_TILE(1, 1, r, 0, last);
+        return;
+    }
+    for (; r + 2 <= rows; r += 2) {
+        int64_t v = 0;
+        for (; v + 2 <= nvec; v += 2) GC_DW_TILE(2, 2, r, v * GC_VW, v + 2 == nvec ? last : GC_VW);
+        if (v < nvec) GC_DW_TILE(2, 1, r, v * GC_VW, last);
+    }
+    for (; r < rows; r++) {
+        int64_t v = 0;
+        for (; v + 2 <= nvec; v += 2) GC_DW_TILE(1, 2, r, v * GC_VW, v + 2 == nvec ? last : GC_VW);
+        if (v < nvec) GC_DW_TILE(1, 1, r, v * GC_VW, last);
+    }
+#undef GC_DW_TILE
+}
+
+#define GC_DW_BAND_FN(K, S)                                                                                    \
+    static GC_NOINLINE void dw_band_##K##_##S(const gc_conv2d_params *p, const float *pl, int64_t pw,         \
+                                              const int64_t *koff, const float *wk, float b, float *y,       \
+                                              int64_t rows)                                                  \
+    {                                                                                                        \
+        dw_band(K, S, p, pl, pw, koff, wk, b, y, rows);                                                      \
+    }
+GC_DW_BAND_FN(3, 1)
+GC_DW_BAND_FN(3, 2)
+GC_DW_BAND_FN(5, 1)
+GC_DW_BAND_FN(5, 2)
+GC_DW_BAND_FN(7, 1)
+GC_DW_BAND_FN(7, 2)
+#undef GC_DW_BAND_FN
+
+typedef void (*dw_band_fn)(const gc_conv2d_params *, const float *, int64_t, const int64_t *, const float *, float,
+                           float *, int64_t);
+
+/* The band function of p: square 3x3, 5x5 or 7x7 kernels at equal strides 1 or 2; NULL for the others. */
+static dw_band_fn dw_band_of(const gc_conv2d_params *p)
+{
+    if (!depthwise_square(p)) return NULL;
+    const int s1 = p->stride_h == 1;
+    switch (p->kh) {
+    case 3: return s1 ? dw_band_3_1 : dw_band_3_2;
+    case 5: return s1 ? dw_band_5_1 : dw_band_5_2;
+    case 7: return s1 ? dw_band_7_1 : dw_band_7_2;
+    default: return NULL;
+    }
+}
+
 /* One task: band task % bands of plane task / bands = (image n, channel c). */
-static void depthwise_task(const gc_conv2d_params *p, const spatial_geom *g, int64_t task, const float *x,
-                           const float *w, const float *bias, float *y, float *planes)
+static void depthwise_task(const gc_conv2d_params *p, const spatial_geom *g, const int64_t *koff, dw_band_fn band,
+                           int64_t task, const float *x, const float *w, const float *bias, float *y, float *planes)
 {
     const int64_t q = task / g->bands, c = q % p->c;
     const int64_t r0 = task % g->bands * g->bh, rows = min64(g->bh, p->oh - r0), taps = p->kh * p->kw;
-    spatial_planes(p, g, x + q * p->h * p->w, r0, rows, planes);
-    int64_t koff[GC_SP_MAX_TAPS];
-    for (int64_t i = 0; i < p->kh; i++)
-        for (int64_t j = 0; j < p->kw; j++)
-            koff[i * p->kw + j] = (g->tap_a[i] * g->nb + g->tap_b[j]) * g->plane + i / p->stride_h * g->pw +
-                                  j / p->stride_w;
     const float *wk = w + c * taps;
     const float b = bias ? bias[c] : 0.0f;
     const int64_t ow = p->ow, step = GC_DW_NV * GC_VW;
+    if (band) {
+        const int64_t yoff = q * p->oh * ow + r0 * ow;
+        dw_planes(p, g, x + q * p->h * p->w, r0, rows, planes);
+        band(p, planes, g->pw, koff, wk, b, y + yoff, rows);
+        epilogue_rows(p, y, yoff, 1, rows * ow, 0, NULL); /* on the band's outputs, still in L1 */
+        return;
+    }
+    spatial_planes(p, g, x + q * p->h * p->w, r0, rows, planes);
     if (g->wide) {
         /* blocks of wide positions q = r*pw + col into a tile, whose columns below ow are copied out row by
          * row; the epilogue then runs over the band's outputs (consecutive in y, in L1) */
@@ -1332,10 +1561,11 @@ static void depthwise_task(const gc_conv2d_params *p, const spatial_geom *g, int
 }
 
 /* A task and, when it holds the whole plane, the plane's pooled output. */
-static void depthwise_task_pool(const gc_conv2d_params *p, const spatial_geom *g, int64_t task, const float *x,
-                                const float *w, const float *bias, float *y, float *planes)
+static void depthwise_task_pool(const gc_conv2d_params *p, const spatial_geom *g, const int64_t *koff,
+                                dw_band_fn band, int64_t task, const float *x, const float *w, const float *bias,
+                                float *y, float *planes)
 {
-    depthwise_task(p, g, task, x, w, bias, y, planes);
+    depthwise_task(p, g, koff, band, task, x, w, bias, y, planes);
     if (p->pool && g->bands == 1) {
         const int64_t ohw = p->oh * p->ow;
         p->pool[task] = (float)(gc_sum_floats(y + task * ohw, ohw) / (double)ohw);
@@ -1345,6 +1575,8 @@ static void depthwise_task_pool(const gc_conv2d_params *p, const spatial_geom *g
 typedef struct depthwise_job {
     const gc_conv2d_params *p;
     const spatial_geom *g;
+    const int64_t *koff;
+    dw_band_fn band;
     int64_t tasks;
     int T;
     const float *x, *w, *bias;
@@ -1356,7 +1588,8 @@ static void depthwise_slot(void *vj, int64_t t)
 {
     const depthwise_job *j = vj;
     for (int64_t task = t; task < j->tasks; task += j->T)
-        depthwise_task_pool(j->p, j->g, task, j->x, j->w, j->bias, j->y, j->planes + (size_t)t * j->buf);
+        depthwise_task_pool(j->p, j->g, j->koff, j->band, task, j->x, j->w, j->bias, j->y,
+                            j->planes + (size_t)t * j->buf);
 }
 
 static void conv2d_depthwise(const gc_conv2d_params *p, const float *x, const float *w, const float *bias, float *y,
@@ -1365,11 +1598,18 @@ static void conv2d_depthwise(const gc_conv2d_params *p, const float *x, const fl
     spatial_geom g;
     depthwise_geometry(p, nthreads, &g);
     const int64_t tasks = p->n * p->c * g.bands;
+    /* where tap (i, j) of an output reads, from the output's position in the phase planes */
+    int64_t koff[GC_SP_MAX_TAPS];
+    for (int64_t i = 0; i < p->kh; i++)
+        for (int64_t j = 0; j < p->kw; j++)
+            koff[i * p->kw + j] = (g.tap_a[i] * g.nb + g.tap_b[j]) * g.plane + i / p->stride_h * g.pw +
+                                  j / p->stride_w;
+    const dw_band_fn band = dw_band_of(p);
     if (g.threads <= 1) {
-        for (int64_t t = 0; t < tasks; t++) depthwise_task_pool(p, &g, t, x, w, bias, y, work);
+        for (int64_t t = 0; t < tasks; t++) depthwise_task_pool(p, &g, koff, band, t, x, w, bias, y, work);
         return;
     }
-    const depthwise_job job = {p, &g, tasks, g.threads, x, w, bias, y, work, (size_t)g.cstride};
+    const depthwise_job job = {p, &g, koff, band, tasks, g.threads, x, w, bias, y, work, (size_t)g.cstride};
     gc_parallel_for(g.threads, g.threads, depthwise_slot, (void *)&job);
 }
 

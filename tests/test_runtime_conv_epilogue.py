@@ -172,6 +172,13 @@ DEPTHWISE = [
     (1, 2, 6, 7, (2, 2), (2, 2), (0, 0)),        # even kernel, last column unread
     (1, 40, 28, 28, (3, 3), (1, 1), (1, 1)),     # many planes for 2 threads
     (1, 24, 56, 56, (3, 3), (2, 2), (1, 1)),     # MobileNetV2's strided layer shape
+    # square kernels (dw_band tiles): rows of 1, 2, 3 and 7 vectors, odd row counts (4/2/1-row tiles)
+    (1, 3, 7, 7, (5, 5), (1, 1), (2, 2)),
+    (1, 3, 15, 14, (5, 5), (2, 2), (2, 2)),
+    (1, 2, 13, 113, (3, 3), (2, 2), (1, 1)),
+    (1, 2, 29, 31, (7, 7), (2, 2), (3, 3)),
+    (1, 2, 5, 50, (3, 3), (1, 1), (0, 0)),
+    (1, 2, 11, 40, (5, 5), (1, 1), (1, 1)),      # padding below the kernel's half
 ]
 
 
