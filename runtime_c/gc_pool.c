@@ -3,7 +3,9 @@
  * The compiler has already folded ceil_mode into oh / ow (windows that would start in the right padding
  * are not part of the output). Max and average pooling work one output row at a time, tap by tap: for
  * tap (i, j) the valid span of output columns reads a unit- or constant-stride input row, so the inner
- * loops have no bounds checks and vectorise. Planes (n, c) are independent and split between threads.
+ * loops have no bounds checks and vectorise. Planes (n, c) are independent: runs of them are the tasks of
+ * one gc_parallel_for job (the context's pool, never an OpenMP region: libgomp's workers spin for
+ * milliseconds after a region, holding the core the pool's worker needs for the next kernel).
  */
 #include <math.h>
 
@@ -15,6 +17,32 @@
 
 static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+/* Planes [0, planes) in runs of `per`: about four tasks per thread, so a late worker holds a small piece */
+typedef struct planes_job planes_job;
+struct planes_job {
+    void (*plane)(const planes_job *j, int64_t q);
+    const gc_pool2d_params *p;
+    int64_t h, w, oh, ow; /* adaptive pooling's sizes */
+    const float *x;
+    float *y;
+    int64_t planes, per;
+};
+
+static void planes_task(void *arg, int64_t t)
+{
+    const planes_job *j = arg;
+    const int64_t q1 = (t + 1) * j->per < j->planes ? (t + 1) * j->per : j->planes;
+    for (int64_t q = t * j->per; q < q1; q++) j->plane(j, q);
+}
+
+static void run_planes(planes_job *j, int nthreads)
+{
+    const int64_t want = nthreads > 1 ? 4 * (int64_t)nthreads : 1;
+    j->per = (j->planes + want - 1) / want;
+    if (j->per < 1) j->per = 1;
+    gc_parallel_for((j->planes + j->per - 1) / j->per, nthreads, planes_task, j);
+}
+
 static inline int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
 static inline int64_t ceil_div(int64_t a, int64_t b) { return a >= 0 ? (a + b - 1) / b : -(-a / b); }
 
@@ -91,16 +119,18 @@ static void max_plane(const gc_pool2d_params *p, const float *x, float *y)
     }
 }
 
+static void max_job_plane(const planes_job *j, int64_t q)
+{
+    const gc_pool2d_params *p = j->p;
+    max_plane(p, j->x + q * p->h * p->w, j->y + q * p->oh * p->ow);
+}
+
 void gc_max_pool2d(const gc_pool2d_params *p, const float *x, float *y, int nthreads)
 {
-    const int64_t planes = p->n * p->c, in_plane = p->h * p->w, out_plane = p->oh * p->ow;
+    const int64_t planes = p->n * p->c, out_plane = p->oh * p->ow;
     const int nt = (double)planes * (double)out_plane * (double)(p->kh * p->kw) < GC_POOL_PARALLEL_MIN ? 1 : nthreads;
-    if (nt <= 1) { /* no OpenMP runtime call at all */
-        for (int64_t q = 0; q < planes; q++) max_plane(p, x + q * in_plane, y + q * out_plane);
-        return;
-    }
-    GC_PRAGMA(omp parallel for num_threads(nt) schedule(static))
-    for (int64_t q = 0; q < planes; q++) max_plane(p, x + q * in_plane, y + q * out_plane);
+    planes_job j = {max_job_plane, p, 0, 0, 0, 0, x, y, planes, 0};
+    run_planes(&j, nt);
 }
 
 /* ------------------------------------------------------------------ average pooling */
@@ -150,16 +180,18 @@ static void avg_plane(const gc_pool2d_params *p, const float *x, float *y)
     }
 }
 
+static void avg_job_plane(const planes_job *j, int64_t q)
+{
+    const gc_pool2d_params *p = j->p;
+    avg_plane(p, j->x + q * p->h * p->w, j->y + q * p->oh * p->ow);
+}
+
 void gc_avg_pool2d(const gc_pool2d_params *p, const float *x, float *y, int nthreads)
 {
-    const int64_t planes = p->n * p->c, in_plane = p->h * p->w, out_plane = p->oh * p->ow;
+    const int64_t planes = p->n * p->c, out_plane = p->oh * p->ow;
     const int nt = (double)planes * (double)out_plane * (double)(p->kh * p->kw) < GC_POOL_PARALLEL_MIN ? 1 : nthreads;
-    if (nt <= 1) { /* no OpenMP runtime call at all */
-        for (int64_t q = 0; q < planes; q++) avg_plane(p, x + q * in_plane, y + q * out_plane);
-        return;
-    }
-    GC_PRAGMA(omp parallel for num_threads(nt) schedule(static))
-    for (int64_t q = 0; q < planes; q++) avg_plane(p, x + q * in_plane, y + q * out_plane);
+    planes_job j = {avg_job_plane, p, 0, 0, 0, 0, x, y, planes, 0};
+    run_planes(&j, nt);
 }
 
 /* ------------------------------------------------------------------ adaptive average pooling */
@@ -182,16 +214,17 @@ static void adaptive_avg_plane(int64_t h, int64_t w, int64_t oh, int64_t ow, con
     }
 }
 
+static void adaptive_job_plane(const planes_job *j, int64_t q)
+{
+    adaptive_avg_plane(j->h, j->w, j->oh, j->ow, j->x + q * j->h * j->w, j->y + q * j->oh * j->ow);
+}
+
 void gc_adaptive_avg_pool2d(int64_t n, int64_t c, int64_t h, int64_t w, int64_t oh, int64_t ow, const float *x,
                             float *y, int nthreads)
 {
     const int64_t planes = n * c;
     /* every input element is read about once when the output is smaller than the input */
     const int nt = (double)planes * (double)(h * w + oh * ow) < GC_POOL_PARALLEL_MIN ? 1 : nthreads;
-    if (nt <= 1) { /* no OpenMP runtime call at all */
-        for (int64_t q = 0; q < planes; q++) adaptive_avg_plane(h, w, oh, ow, x + q * h * w, y + q * oh * ow);
-        return;
-    }
-    GC_PRAGMA(omp parallel for num_threads(nt) schedule(static))
-    for (int64_t q = 0; q < planes; q++) adaptive_avg_plane(h, w, oh, ow, x + q * h * w, y + q * oh * ow);
+    planes_job j = {adaptive_job_plane, NULL, h, w, oh, ow, x, y, planes, 0};
+    run_planes(&j, nt);
 }

@@ -28,6 +28,7 @@
 #define _GNU_SOURCE
 #endif
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -155,6 +156,11 @@ gc_pool *gc_pool_enter(gc_pool *p)
     return prev;
 }
 
+int gc_pool_bound(void)
+{
+    return current != NULL;
+}
+
 /* start workers until there are `want` (fewer if the system refuses threads: the caller does the rest) */
 static void grow(gc_pool *p, int want)
 {
@@ -200,7 +206,100 @@ void gc_parallel_for(int64_t n, int nthreads, void (*fn)(void *, int64_t), void 
         pthread_mutex_unlock(&p->lock);
     }
     run_tasks(p, tag, n, fn, arg);
-    /* every task is claimed: wait for the ones workers are still running */
-    while (__atomic_load_n(&p->done, __ATOMIC_ACQUIRE) < n)
-        GC_CPU_RELAX();
+    /* every task is claimed: wait for the ones workers are still running. A worker that takes long was
+     * most likely descheduled (a busy machine): after a spin the caller yields its core, which that
+     * worker may be waiting for */
+    for (int s = 0; __atomic_load_n(&p->done, __ATOMIC_ACQUIRE) < n; s++) {
+        if (s < GC_POOL_SPINS)
+            GC_CPU_RELAX();
+        else
+            sched_yield();
+    }
+}
+
+/* ------------------------------------------------------------------ adaptive threads
+ *
+ * A context with nthreads > 1 also has one thread as an option: with a busy neighbour process holding a
+ * core, a worker that claimed a task and was then descheduled makes the caller wait for it, and one
+ * thread wins. The policy is robust to single noisy runs:
+ * - a run right after a switch of option is not recorded (the workers were asleep, the caches hold the
+ *   other option's data), so each option is judged by its steady runs;
+ * - each option's time is the median of its last GC_PICK_SAMPLES recorded runs, never one sample;
+ * - until each option has GC_PICK_MIN samples the options take turns, GC_PICK_MIN + 1 runs at a time;
+ * - then the faster option runs, and the slower one is re-measured (GC_PICK_PROBE runs, the first not
+ *   recorded) after a number of runs that keeps the probes' cost near GC_PICK_BUDGET of the time:
+ *   every 8 runs when the two are close, up to every 128 when the slower is far behind. A wrong choice
+ *   (one noisy spell) is undone after two probes, when the slower option's median moves. */
+#define GC_PICK_MIN 2
+#define GC_PICK_PROBE 3
+#define GC_PICK_BUDGET 0.03
+
+static double picker_median(const gc_thread_picker *t, int o)
+{
+    double v[GC_PICK_SAMPLES];
+    const int n = t->count[o];
+    for (int i = 0; i < n; i++) { /* insertion sort of at most GC_PICK_SAMPLES values */
+        double x = t->s[o][i];
+        int j = i;
+        for (; j > 0 && v[j - 1] > x; j--)
+            v[j] = v[j - 1];
+        v[j] = x;
+    }
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* the faster option by median time (ties: the context's thread count) */
+static int picker_best(const gc_thread_picker *t)
+{
+    return picker_median(t, 1) < picker_median(t, 0);
+}
+
+/* runs on the faster option between probes of the slower: its extra time over GC_PICK_PROBE runs is about
+ * GC_PICK_BUDGET of the time spent */
+static int64_t picker_period(const gc_thread_picker *t, int best)
+{
+    const double fast = picker_median(t, best), slow = picker_median(t, !best);
+    const double ratio = fast > 0.0 ? slow / fast : 2.0;
+    const double every = GC_PICK_PROBE * (ratio - 1.0) / GC_PICK_BUDGET;
+    return every < 8.0 ? 8 : every > 128.0 ? 128 : (int64_t)every;
+}
+
+int gc_picker_one(const gc_thread_picker *t)
+{
+    if (t->count[0] < GC_PICK_MIN || t->count[1] < GC_PICK_MIN) {
+        const int last = t->last - 1;
+        if (last >= 0 && t->count[last] < GC_PICK_MIN)
+            return last; /* the option is still warming up */
+        return t->count[1] < t->count[0];
+    }
+    if (t->probe > 0)
+        return t->probing;
+    return picker_best(t);
+}
+
+void gc_picker_record(gc_thread_picker *t, int one, double seconds)
+{
+    one = one != 0;
+    const int switched = t->last != one + 1;
+    t->last = one + 1;
+    if (!switched) {
+        t->s[one][t->next[one]] = seconds;
+        t->next[one] = (t->next[one] + 1) % GC_PICK_SAMPLES;
+        if (t->count[one] < GC_PICK_SAMPLES)
+            t->count[one]++;
+    }
+    if (t->count[0] < GC_PICK_MIN || t->count[1] < GC_PICK_MIN)
+        return;
+    if (t->probe > 0) {
+        if (one == t->probing && --t->probe == 0)
+            t->since = 0;
+        return;
+    }
+    const int best = picker_best(t);
+    if (one != best)
+        return;
+    if (++t->since >= picker_period(t, best)) {
+        t->probing = !best;
+        t->probe = GC_PICK_PROBE;
+    }
 }

@@ -101,10 +101,28 @@ GC_INTERNAL gc_pool *gc_pool_new(void);
 GC_INTERNAL void gc_pool_free(gc_pool *pool);
 /* binds pool (may be NULL) to the calling thread for gc_parallel_for; returns the previous one */
 GC_INTERNAL gc_pool *gc_pool_enter(gc_pool *pool);
+/* 1 when a pool is bound to the calling thread (a context's run): the generated code's OpenMP loops then
+ * run on this thread alone, since libgomp's workers spin for milliseconds after a parallel region and
+ * hold the core the pool's worker needs for the next kernel (convnext_t measured 4x the CPU time) */
+GC_INTERNAL int gc_pool_bound(void);
 /* fn(arg, i) for i in [0, n) on up to nthreads threads: the calling thread's pool, else an OpenMP loop
  * (no pool bound: the runtime's tests, GRAPHC_THREADING=openmp). Tasks must not depend on which thread
  * runs them, and must not themselves run parallel loops. */
 GC_INTERNAL void gc_parallel_for(int64_t n, int nthreads, void (*fn)(void *arg, int64_t i), void *arg);
+
+/* Adaptive threads: which of a context's two options, its thread count (0) or one thread (1), the next run
+ * uses, from the recorded times of earlier runs (seconds per arena byte, so runs of other dims compare).
+ * The policy (gc_threadpool.c) depends on the recorded samples alone. Zero-initialised is the start. */
+#define GC_PICK_SAMPLES 5 /* the length of s[][] below (a literal there: tests parse this header with cffi) */
+typedef struct gc_thread_picker {
+    double s[2][5];               /* the latest recorded times of each option, a ring */
+    int count[2], next[2];        /* samples held, the ring's next slot */
+    int last;                     /* the option of the previous run + 1 (0: none yet) */
+    int probing, probe;           /* the slower option under re-measurement, and its runs left */
+    int64_t since;                /* runs on the faster option since the last probe */
+} gc_thread_picker;
+GC_INTERNAL int gc_picker_one(const gc_thread_picker *t);
+GC_INTERNAL void gc_picker_record(gc_thread_picker *t, int one, double seconds);
 
 /* ------------------------------------------------------------------ activations (gc_act.c) */
 /* y[i] = f(x[i]) for i in [0, n), vectorised (errors bounded in gc_vmath.h); y may be x. */
