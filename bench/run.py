@@ -19,8 +19,9 @@ waits until its own threads are idle (a peer's pool spinning after its burst wou
 Runtime's for about 40 ms) and makes one untimed call; a runner's time is the median
 per-call time of its bursts and the ratios (peer / graphc, above 1: graphc is faster) come from the same
 run. Then: compile times, arena against its lower bound (the largest sum of simultaneously live
-intermediates), library size, resident memory each runner added, graphc's per-kernel profile, and
-bench_gemm.py's GEMM table with % of numpy and of the machine's peak FMA rate. Nothing asserts on timings.
+intermediates and the scratch of the kernel running then), library size, resident memory each runner
+added, graphc's per-kernel profile, and bench_gemm.py's GEMM table with % of numpy and of the machine's
+peak FMA rate. Nothing asserts on timings.
 
 With --imported each model is compiled three ways: the graphc.nn model, the torch model through
 graphc.from_torch and its ONNX export (the file ONNX Runtime runs) through graphc.from_onnx, all with the
@@ -166,17 +167,58 @@ def rss_bytes() -> int:
 
 
 # ---------------------------------------------------------------------------------------------- runners
-def arena_lower_bound(manifest: dict[str, Any]) -> int | None:
-    """The largest sum of intermediates live at one step (static models; None when sizes are symbolic)."""
+def kernel_work_bytes(folder: Path, manifest: dict[str, Any], isa: str, nthreads: int) -> dict[int, int] | None:
+    """The bytes of runtime-sized scratch each step's kernel takes (its NAME_work(nthreads) floats), from a
+    small program built from the library's sources for the ISA the library runs (static models only:
+    None when a kernel takes a dim, when the sources are not there or when the compiler fails)."""
+    import subprocess
+    import tempfile
+
+    work = manifest["memory_plan"].get("work", [])
+    if not work:
+        return {}
+    if manifest.get("dims"):
+        return None
+    name = manifest["name"]
+    march = {"generic": "x86-64-v2", "avx2": "x86-64-v3", "avx512": "x86-64-v4"}.get(isa, "native")
+    units = sorted(folder.glob(f"{name}_kernels*.c"))
+    runtime = sorted((folder / "runtime").glob("*.c"))
+    if not units or not runtime or not (folder / f"{name}_internal.h").exists():
+        return None
+    lines = ["#include <stdio.h>", f'#include "{name}_internal.h"', "int main(void)", "{"]
+    lines += [f'    printf("%zu\\n", {w["kernel"]}_work({nthreads}));' for w in work]
+    lines += ["    return 0;", "}"]
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "work_sizes.c"
+        src.write_text("\n".join(lines) + "\n")
+        exe = Path(tmp) / "work_sizes"
+        cmd = ["cc", "-O0", "-std=gnu11", "-fopenmp", f"-march={march}", '-DGC_REQUIRED_ISA=""', f"-I{folder}",
+               f"-I{folder / 'runtime'}", str(src), *map(str, units), *map(str, runtime), "-lm", "-o", str(exe)]
+        if subprocess.run(cmd, capture_output=True).returncode:
+            return None
+        out = subprocess.run([str(exe)], capture_output=True, text=True)
+        if out.returncode:
+            return None
+    sizes = [int(x) * 4 for x in out.stdout.split()]
+    steps: dict[int, int] = {}
+    for w, size in zip(work, sizes):
+        steps[int(w["step"])] = max(steps.get(int(w["step"]), 0), size)
+    return steps
+
+
+def arena_lower_bound(manifest: dict[str, Any], work: dict[int, int] | None = None) -> int | None:
+    """The largest sum of the intermediates live at one step and the scratch of that step's kernel
+    (``work``: step -> bytes, kernel_work_bytes; static models: None when sizes are symbolic)."""
     blocks = manifest["memory_plan"]["blocks"]
     try:
         spans = [(int(b["first"]), int(b["last"]), int(str(b["size"]))) for b in blocks]
     except (KeyError, ValueError):
         return None
-    if not spans:
+    work = work or {}
+    if not spans and not work:
         return 0
-    last = max(s[1] for s in spans)
-    return max(sum(sz for f, la, sz in spans if f <= step <= la) for step in range(last + 1))
+    last = max([s[1] for s in spans] + list(work))
+    return max(sum(sz for f, la, sz in spans if f <= step <= la) + work.get(step, 0) for step in range(last + 1))
 
 
 def numpy_mlp(state: dict[str, Any]) -> Callable[..., Any]:
@@ -254,7 +296,8 @@ def build_runners(name: str, threads: int, build_dir: Path, cache_dir: Path) -> 
     facts["isa"] = cm.isa
     facts["lib_bytes"] = (cm.directory / f"lib{cm.name}.so").stat().st_size
     facts["arena_bytes"] = cm.arena_bytes()
-    facts["arena_lower_bound"] = arena_lower_bound(cm.manifest)
+    facts["arena_lower_bound"] = arena_lower_bound(cm.manifest, kernel_work_bytes(cm.directory, cm.manifest,
+                                                                                  cm.isa, threads))
     facts["rss"] = {"graphc": rss_bytes() - rss0}
     runners["graphc"] = lambda *a: cm(*a)
     facts["cm"] = cm
@@ -499,8 +542,9 @@ def report(rows: list[dict], args: argparse.Namespace, argv: list[str]) -> str:
             + " | " + " / ".join(f"{r['max_diff'][p]:.1e}" if p in r["max_diff"] else "n/a"
                                  for p in ("graphc", "onnxruntime")) + " |")
     lines += ["", "Cold compile: a model the cache has not seen (the runtime's objects already built); cached: "
-              "the same compile again. The arena holds every intermediate (64-byte aligned blocks) plus kernel "
-              "scratch; its bound is the largest sum of intermediates live at one step.", ""]
+              "the same compile again. The arena holds every intermediate (64-byte aligned blocks) and each "
+              "runtime kernel's scratch (in the bytes free at its step); its bound is the largest sum of the "
+              "intermediates live at one step and that step's scratch, at the table's thread count.", ""]
     reasons = {(r["model"], p): why for r in one for p, why in r.get("reasons", {}).items()}
     if reasons or errors:
         lines += ["n/a and failures:", ""] + [f"- {m}/{p}: {w}" for (m, p), w in reasons.items()] + [

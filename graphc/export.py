@@ -137,7 +137,10 @@ def manifest(prog: Program, options: BuildOptions, sources: Mapping[str, str], e
                     "backend": options.backend, "sanitize": options.sanitize, "openmp": options.openmp,
                     **get_backend(options.backend).manifest_options(options)},
         "memory_plan": {"arena_bytes": str(prog.plan.arena), "capacity_bytes": str(prog.plan.capacity),
-                        "blocks": prog.memory_table(), "steps": prog.plan_labels},
+                        "blocks": prog.memory_table(), "steps": prog.plan_labels,
+                        # the kernels whose scratch only a run sizes (NAME_work(dims..., nthreads), in floats) and the
+                        # step each runs at: that scratch lives in the arena's free bytes at its step
+                        "work": [{"kernel": k.name, "step": i} for i, k in enumerate(prog.kernels) if k.work]},
         # the weights file the folder's loaders read (None: the weights baked into the library); new weights
         # written into an embed-mode export set it (record_weights_file)
         "weights_file": f"{prog.name}.safetensors" if options.weights == "file" else None,

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from .._dtype import dtype
@@ -32,7 +32,7 @@ from ..sym import Dim, Sym, evaluate, is_static, prod
 from .epilogue import ConvEpilogue, conv_epilogues
 from .fusion import FusionGroup, GemmEpilogue, fusion_groups, gemm_epilogues, inlined_constants
 from .layouts import SdpaLayouts, fold_sdpa_layouts
-from .memplan import MemoryPlan, Step, plan_memory, poly_max
+from .memplan import MemoryPlan, Step, free_at, plan_memory, poly_max
 
 if TYPE_CHECKING:
     from .base import Backend
@@ -42,8 +42,9 @@ def is_view(n: Node) -> bool:
     return n.opdef.family == "view"
 
 # Names the templates use for locals in the run function and inside kernels; values never take them.
-RUN_LOCALS = ("ctx", "dims", "inputs", "outputs", "arena", "work", "nt", "rc", "need", "i", "fail", "st", "mark",
-              "w", "nthreads")  # model.c.j2 locals (work_bytes: w, nthreads) that a dim name must not shadow
+# RUN_LOCALS: model.c.j2's (work_bytes: w, floats, where, nthreads), which a dim name must not shadow either
+RUN_LOCALS = ("ctx", "dims", "inputs", "outputs", "arena", "work", "work_at", "nt", "rc", "need", "i", "fail", "st",
+              "mark", "w", "nthreads", "floats", "where")
 KERNEL_LOCALS = tuple(f"i{k}" for k in range(16)) + tuple(f"j{k}" for k in range(16)) + (
     "nthreads", "work", "p", "j", "acc", "best", "bi", "pos", "at", "mean", "val", "pa", "pb", "pc")
 
@@ -78,6 +79,10 @@ class Kernel:
     ops: str = ""
     flops_c: str = "0"
     bytes_c: str = "0"
+    # where its runtime-sized scratch may go (memplan.free_at): the gaps between the blocks live at its step as
+    # (offset, bytes) C expressions, and the top of them; the run takes the first gap that holds it, else the top
+    work_gaps: list[tuple[str, str]] = field(default_factory=list)
+    work_top: str = "0"
 
 
 @dataclass
@@ -171,12 +176,19 @@ class Program:
             exact[id(blk)] = size if old is None else poly_max([old, size])
         events: list[tuple[list[tuple[str, str]], list[tuple[str, str]]]] = []
         step = 0
+        n_work = 0
         for kern in self.kernels:
             if kern.step is None:
                 events.append(([], []))
                 continue
             born = [(sym_c(b.offset, cname), sym_c(exact[id(b)], cname)) for b in self.plan.blocks if b.first == step]
             dead = [(sym_c(b.offset, cname), sym_c(b.size, cname)) for b in self.plan.blocks if b.last == step]
+            if kern.work:  # its runtime-sized scratch, where the run put it (work_bytes in model.c.j2)
+                dims = "".join(f"{a.value}, " for a in kern.dim_args)
+                region = (f"work_at[{n_work}]", f"{kern.name}_work({dims}ctx->nthreads) * sizeof(float)")
+                born.append(region)
+                dead.append(region)
+                n_work += 1
             events.append((born, dead))
             step += 1
         return events
@@ -645,10 +657,19 @@ class Lowering:
         nbytes = {b: prod(b.type.shape) * b.type.dtype.itemsize for b in arena_values}
         names = {b: b.name for b in arena_values}
         plan = plan_memory(steps, arena_values, self.base, nbytes, names, self.maxima, inplace=self.fuse)
+        step_of = {id(st): i for i, st in enumerate(steps)}
+        n_work = 0
         for k in kernels:
             if k.step is not None:
                 written = {self.storage(v, plan) for v in k.step.writes}
                 k.noalias = not written & {self.storage(v, plan) for v in k.step.reads}
+            if k.work:
+                gaps, top = free_at(plan, step_of[id(k.step)], self.maxima)
+                k.work_gaps = [(self.size_c(o), self.size_c(r)) for o, r in gaps]
+                k.work_top = self.size_c(top)
+                k.args = [replace(a, value=f"(float *)(ctx->arena + work_at[{n_work}])") if a.value == "work" else a
+                          for a in k.args]
+                n_work += 1
         buffers = []
         to_c = self.size_c
         for blk in plan.blocks:

@@ -16,6 +16,10 @@ every block, and the arena size, both as polynomials in the dynamic dims (:data:
   input's block dies at that step, the output takes over the block instead of getting a new one.
 * Every size is rounded up to 64 bytes coefficient by coefficient (a polynomial that is a multiple of
   64 for every integer dim and at least the real size), so every offset is 64-byte aligned.
+* Runtime kernels' scratch whose size only a run knows (``*_work_floats``: dims and thread count) is no
+  block: :func:`free_at` lists each step's free bytes (the gaps between its live blocks, then the top)
+  and the run puts that scratch in the first gap that holds it (model.c.j2's work_bytes), so the arena
+  is the values' plan unless some scratch outgrows every gap of its step.
 """
 
 from __future__ import annotations
@@ -190,3 +194,29 @@ def plan_memory(steps: Sequence[Step], arena_values: Sequence[Any], base: Mappin
         placed.append(blk)
     arena = poly_max([b.end for b in blocks]) if blocks else 0
     return MemoryPlan(blocks, arena, block_of)
+
+
+
+def top_at(plan: MemoryPlan, step: int) -> Dim:
+    """The end of the highest block live at a step (0 when none is): bytes from there up hold no value
+    that step reads or writes."""
+    ends = [b.end for b in plan.blocks if b.first <= step <= b.last]
+    return poly_max(ends) if ends else 0
+
+
+def free_at(plan: MemoryPlan, step: int, maxima: Mapping[str, int]) -> tuple[list[tuple[Dim, Dim]], Dim]:
+    """The arena's free bytes at a step, for a kernel's scratch whose size only the run knows (its
+    *_work_floats: dims and thread count): the gaps between the blocks live at that step, as (offset,
+    bytes) with bytes >= 0 for every value of the dims, lowest first, and the top (top_at), above which
+    everything is free. A run puts the scratch in the first gap that holds it, else at the top."""
+    live = sorted((b for b in plan.blocks if b.first <= step <= b.last),
+                  key=lambda b: (evaluate(b.offset, maxima), evaluate(b.end, maxima)))
+    gaps: list[tuple[Dim, Dim]] = []
+    below: list[Dim] = []  # ends of the blocks under the next one
+    for b in live:
+        start = poly_max(below) if below else 0
+        room = b.offset - start
+        if nonneg(room) and evaluate(room, maxima) >= ALIGN:
+            gaps.append((start, room))
+        below.append(b.end)
+    return gaps, (poly_max(below) if below else 0)
