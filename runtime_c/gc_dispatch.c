@@ -180,8 +180,11 @@ const char *gc_isa_name(void)
     return level_names[isa()->level];
 }
 
-/* the variants: gc_sgemm_generic, gc_sgemm_avx2, gc_sgemm_avx512, ... (same types as the plain names) */
-#define GC_VARIANTS(f) extern __typeof__(f) f##_generic, f##_avx2, f##_avx512;
+/* the variants: gc_sgemm_generic, gc_sgemm_avx2, gc_sgemm_avx512, ... (same types as the plain names);
+ * weak: a library links only the kernel files its model calls (build.needed_runtime), the variants of
+ * the others are never picked */
+#define GC_VARIANTS(f) extern __typeof__(f) f##_generic GC_WEAK, f##_avx2 GC_WEAK, f##_avx512 GC_WEAK;
+#define GC_WEAK __attribute__((weak, visibility("hidden")))
 GC_VARIANTS(gc_sgemm)
 GC_VARIANTS(gc_sgemm_batched)
 GC_VARIANTS(gc_sgemm_ep)

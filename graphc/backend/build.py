@@ -9,7 +9,10 @@
 * Every translation unit is compiled on its own, in parallel (the runtime's missing objects and the
   library's units in one pool, the biggest first); each runtime object is cached on its own
   (``runtime/<key>/``, key: its source, the headers, its command and the compiler) and linked into every
-  library.
+  library that calls it: the kernel files the generated sources call, directly or through other runtime
+  files (:func:`needed_runtime`; gc_dispatch.c's variants of the others are weak, never picked): ResNet-18
+  compiles 3 of the 8 kernel files (conv, gemm, pool), each for 3 ISA levels. The folder keeps every
+  runtime source (an export's make and CMake build them all).
 * Trust: every cache folder is built under a unique ``tmp-<pid>-<uuid>`` name, gets ``graphc-entry.json``
   (size and sha256 of each file) and is renamed into place whole; a hit is used only when every file
   matches its record (checked on each hit; in one process again only when a file's stat changed). A
@@ -223,6 +226,55 @@ def runtime_files(names: Sequence[str] | None = None) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(rt.iterdir())
             if p.suffix == ".h" or (p.suffix == ".c" and (names is None or p.name in names))}
 
+
+
+_IDENT = re.compile(rb"\bgc_[A-Za-z0-9_]+\b")
+# a definition at the start of a line: "void gc_conv2d(const ..." (not a prototype, which ends in ";")
+_DEFINITION = re.compile(rb"^[A-Za-z_][\w \t\*]*?\b(gc_[A-Za-z0-9_]+)\s*\([^;{]*?\)\s*\{", re.M)
+# always linked: the dispatch table, the weights reader, the status strings and the thread pool
+_ALWAYS = ("gc_dispatch.c", "gc_safetensors.c", "gc_status.c", "gc_threadpool.c")
+
+
+@lru_cache(maxsize=4)
+def _runtime_symbols(files: tuple[tuple[str, bytes], ...]) -> tuple[dict[bytes, set[str]], dict[str, set[bytes]]]:
+    """(symbol -> the runtime .c files that define it, file -> the gc_ symbols it names)."""
+    defined: dict[bytes, set[str]] = {}
+    named: dict[str, set[bytes]] = {}
+    for n, text in files:
+        if not n.endswith(".c"):
+            continue
+        named[n] = set(_IDENT.findall(text))
+        if n == "gc_dispatch.c":
+            continue  # it defines every kernel's plain name: what it calls is found from the kernel files
+        for m in _DEFINITION.finditer(text):
+            defined.setdefault(m.group(1), set()).add(n)
+    return defined, named
+
+
+def needed_runtime(sources: Mapping[str, str]) -> list[str]:
+    """The runtime .c files a library's sources call into, with those they call in turn (and _ALWAYS):
+    a model without attention, norms or reductions compiles and links no such kernels (gc_dispatch.c's
+    variants are weak, so its table for the others stays empty)."""
+    files = runtime_files()
+    defined, named = _runtime_symbols(tuple(files.items()))
+    want = [n for n in _ALWAYS if n in files]
+    todo = set()
+    for n, text in sources.items():  # the library's code, not the Makefile's object lists or main.c
+        if n.endswith((".c", ".h", ".S")) and n != "main.c":
+            todo |= set(_IDENT.findall(text.encode()))
+    for n in want:
+        todo |= named.get(n, set()) if n != "gc_dispatch.c" else set()
+    seen: set[bytes] = set()
+    while todo:
+        sym = todo.pop()
+        if sym in seen:
+            continue
+        seen.add(sym)
+        for f in sorted(defined.get(sym, ())):
+            if f not in want:
+                want.append(f)
+                todo |= named[f] - seen
+    return sorted(want)
 
 
 def _digest(parts: Sequence[bytes]) -> str:
@@ -585,7 +637,7 @@ def build_library(sources: Mapping[str, str], options: BuildOptions, *, cache_di
     if _entry_ok(final, (lib.name,)):
         return final, True
     be = get_backend(options.backend)
-    rt_names = options.runtime_sources
+    rt_names = options.runtime_sources if options.runtime_sources is not None else needed_runtime(sources)
     rt_objs, rt_jobs, rt_publish, rt_discard = _runtime_plan(cache, cc, runtime_flags(flags), rt_names)
     rt_lock = None
     if rt_jobs:  # one builder of runtime objects at a time (threads, processes): the others wait, then reuse
@@ -596,7 +648,7 @@ def build_library(sources: Mapping[str, str], options: BuildOptions, *, cache_di
     (tmp / "runtime").mkdir(parents=True)
     for n, text in sources.items():
         (tmp / n).write_text(text)
-    for n, data in runtime_files(rt_names).items():
+    for n, data in runtime_files(options.runtime_sources).items():  # every source: an export's make builds them all
         (tmp / "runtime" / n).write_bytes(data)
     blob = tmp / baked_weights_name(name)
     if options.weights == "embed":
