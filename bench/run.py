@@ -462,6 +462,8 @@ def worker(args: argparse.Namespace) -> None:
             print(f"[{threads}t] {name}: FAILED {type(e).__name__}: {e}", file=sys.stderr, flush=True)
             continue
         xs, cm = facts.pop("xs"), facts.pop("cm")
+        if args.busy and threads > 1:  # the target: with a busy neighbour, N threads no slower than one
+            runners["graphc_1t"] = cm.new_context(threads=1)
         times = interleaved(runners, xs, args.rounds, args.burst)
         cm.enable_profile()
         reps = max(3, min(50, int(0.3 / max(1e-6, times["graphc"]))))
@@ -498,7 +500,7 @@ def report(rows: list[dict], args: argparse.Namespace, argv: list[str]) -> str:
     nominal = peak_gflops_per_core(flags, mhz)
     measured = args.fma_peak
     peak = measured or nominal
-    busy = " with one busy neighbour process (a Python spin loop)" if args.busy else ""
+    busy = " with one busy neighbour process (a Python spin loop pinned to the last CPU)" if args.busy else ""
     lines = ["# graphc benchmark" + (" (busy machine)" if args.busy else ""), "",
              f"CPU: {model}, {os.cpu_count()} logical CPUs, ISA flags {' '.join(flags)}; FMA peak "
              + (f"measured {measured:.0f} GFLOP/s per core (a 12-chain vector FMA loop, run just before the models; "
@@ -526,6 +528,15 @@ def report(rows: list[dict], args: argparse.Namespace, argv: list[str]) -> str:
             lines.append(f"| {r['model']} | {fmt_us(g)} | " + " | ".join(fmt_us(tm.get(p)) for p in PEERS) + " | "
                          + " | ".join(ratio) + f" | {gf:.1f} ({100 * gf / (peak * t):.0f}%) |")
         lines.append("")
+        same = [r for r in rows if r["threads"] == t and "graphc_1t" in r.get("times", {})]
+        if same:
+            lines += [f"graphc at {t} threads against a 1-thread context of the same library, taking turns in the "
+                      "same run (the busy target: at most 10% slower):", "",
+                      f"| model | graphc 1 thread us | graphc {t} threads us | {t} threads / 1 thread |",
+                      "|---|--:|--:|--:|"]
+            lines += [f"| {r['model']} | {fmt_us(r['times']['graphc_1t'])} | {fmt_us(r['times']['graphc'])} | "
+                      f"{r['times']['graphc'] / r['times']['graphc_1t']:.2f} |" for r in same]
+            lines.append("")
     one = [r for r in rows if "error" not in r and r["threads"] == min(x["threads"] for x in rows)]
     lines += ["## Build and memory", "",
               "| model | cold compile s | cached compile s | library MB | arena KB | lower bound KB | arena / bound "
@@ -654,7 +665,10 @@ def main(argv: list[str] | None = None) -> int:
     args.fma_peak = measured_fma_peak(cpu_info()[1])  # before the busy neighbour starts
     busy = None
     if args.busy:
-        busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        # a Python spin loop pinned to the last CPU (where the pool's worker would run)
+        cpu = max(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+        pin = f"import os; os.sched_setaffinity(0, {{{cpu}}})\n" if cpu is not None else ""
+        busy = subprocess.Popen([sys.executable, "-c", pin + "while True: pass"])
     rows: list[dict] = []
     try:
         for t in [int(x) for x in args.threads.split(",") if x]:
@@ -662,7 +676,8 @@ def main(argv: list[str] | None = None) -> int:
             js = build_dir / f"rows-{t}.json"
             cmd = [sys.executable, __file__, "--worker", str(t), "--json", str(js), "--models", args.models,
                    "--rounds", str(args.rounds), "--burst", str(args.burst), "--build-dir", str(build_dir)]
-            subprocess.run(cmd + (["--imported"] if args.imported else []), env=env, check=True)
+            subprocess.run(cmd + (["--imported"] if args.imported else []) + (["--busy"] if args.busy else []),
+                           env=env, check=True)
             rows += json.loads(js.read_text())
         text = report_imported(rows, argv) if args.imported else report(rows, args, argv)
     finally:
