@@ -513,6 +513,13 @@ MAX_POOL_CASES = [
     (1, 1, 5, 5, (5, 5), (1, 1), (2, 2), (1, 1), False),
     (1, 2, 6, 11, (2, 3), (2, 2), (0, 1), (1, 2), True),
     (2, 64, 16, 16, (3, 3), (2, 2), (1, 1), (1, 1), False),   # big enough to use threads
+    # 2 x 2 / 2 without padding (its own vector kernel): LeNet's two, whole vectors and a masked tail, an odd
+    # size that drops the last row and column, ceil_mode reading past the input (the general kernel), threads
+    (1, 6, 28, 28, (2, 2), (2, 2), (0, 0), (1, 1), False),
+    (1, 16, 10, 10, (2, 2), (2, 2), (0, 0), (1, 1), False),
+    (2, 3, 9, 71, (2, 2), (2, 2), (0, 0), (1, 1), False),
+    (1, 2, 7, 7, (2, 2), (2, 2), (0, 0), (1, 1), True),
+    (2, 32, 32, 40, (2, 2), (2, 2), (0, 0), (1, 1), False),
 ]
 
 
@@ -613,6 +620,10 @@ def test_other_builds_agree(rt, tmp_path, flags):
     stride, pad, out_pad, dil, groups = _conv_t_args(case)
     _close(port.conv2d(x, w, bias, stride, pad, dil, groups, 2, transpose=True, out_pad=out_pad),
            conv_transpose2d_ref(x, w, bias, stride, pad, out_pad, dil, groups))
+    x = _rand(rng, 2, 3, 9, 71)  # the 2 x 2 / 2 vector kernel: whole vectors and a scalar tail
+    x.flat[::29] = np.nan
+    np.testing.assert_array_equal(port.pool("max", x, (2, 2), (2, 2), (0, 0), nthreads=2),
+                                  max_pool_ref(x, (2, 2), (2, 2), (0, 0), (1, 1), False))
     x = _rand(rng, 2, 3, 9, 9)
     np.testing.assert_array_equal(port.pool("max", x, (3, 3), (2, 2), (1, 1), ceil_mode=True),
                                   rt.pool("max", x, (3, 3), (2, 2), (1, 1), ceil_mode=True))
