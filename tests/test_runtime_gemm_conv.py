@@ -359,6 +359,9 @@ CONV_CASES = [
                                                              # 4.5 channel blocks split over 2 threads
     (1, 24, 7, 7, 40, (3, 3), (1, 1), (1, 1), (1, 1), 1),    # ResNet's 7x7 layers: 48 + 8 wide positions
     (1, 12, 15, 13, 9, (3, 3), (2, 2), (1, 1), (1, 1), 1),   # stride 2 onto 8x7: 8-lane vector, 2 blocks
+    (1, 3, 48, 40, 20, (16, 16), (16, 16), (0, 0), (1, 1), 1),  # ViT's patch embedding: 256 one-tap phase planes
+    (2, 3, 29, 31, 12, (11, 11), (4, 4), (2, 2), (1, 1), 1),    # AlexNet's 11x11 / 4: 121 taps
+    (1, 4, 14, 13, 10, (9, 9), (1, 1), (4, 4), (1, 1), 1),      # 9x9: 81 taps
     # spatial path by channel vectors (AVX-512; small images, output channels in blocks of 64)
     (1, 64, 8, 8, 64, (3, 3), (1, 1), (1, 1), (1, 1), 1),    # the example's 8x8 layer
     (2, 32, 16, 16, 64, (3, 3), (2, 2), (1, 1), (1, 1), 1),  # stride 2 onto 8x8
