@@ -254,6 +254,14 @@ static int depthwise_ok(const gc_conv2d_params *p)
            p->kw <= GC_SP_MAX_K && p->kh * p->kw <= GC_SP_MAX_TAPS && p->kh * p->kw > 1;
 }
 
+/* Depthwise slots: runs of consecutive (plane, band) tasks, each slot with its own plane buffer; with
+ * several threads 4 slots per thread, claimed one at a time, so that a thread the OS runs late (a busy
+ * machine, a worker still waking up) leaves its share to the others instead of doubling the time. */
+static int64_t depthwise_slots(const gc_conv2d_params *p, const spatial_geom *g)
+{
+    return g->threads <= 1 ? 1 : min64(p->n * p->c * g->bands, 4 * (int64_t)g->threads);
+}
+
 /* Square 3x3, 5x5 or 7x7 kernels at equal strides (1 or 2): the depthwise tiles with constant taps. */
 static int depthwise_square(const gc_conv2d_params *p)
 {
@@ -294,7 +302,7 @@ static conv_plan conv2d_plan(const gc_conv2d_params *p, int nthreads)
     if (depthwise_ok(p) && depthwise_geometry(p, nthreads, &dg)) {
         pl.kind = CONV_DEPTHWISE;
         pl.col_floats = (size_t)dg.cstride;
-        pl.task_threads = dg.threads;
+        pl.task_threads = (int)depthwise_slots(p, &dg); /* plane buffers */
         return pl;
     }
     /* one input channel per group: the per-plane loops, unless there are enough output channels per
@@ -1580,8 +1588,7 @@ typedef struct depthwise_job {
     const spatial_geom *g;
     const int64_t *koff;
     dw_band_fn band;
-    int64_t tasks;
-    int T;
+    int64_t tasks, slots;
     const float *x, *w, *bias;
     float *y, *planes;
     size_t buf;
@@ -1590,7 +1597,7 @@ typedef struct depthwise_job {
 static void depthwise_slot(void *vj, int64_t t)
 {
     const depthwise_job *j = vj;
-    for (int64_t task = t; task < j->tasks; task += j->T)
+    for (int64_t task = j->tasks * t / j->slots; task < j->tasks * (t + 1) / j->slots; task++)
         depthwise_task_pool(j->p, j->g, j->koff, j->band, task, j->x, j->w, j->bias, j->y,
                             j->planes + (size_t)t * j->buf);
 }
@@ -1612,8 +1619,9 @@ static void conv2d_depthwise(const gc_conv2d_params *p, const float *x, const fl
         for (int64_t t = 0; t < tasks; t++) depthwise_task_pool(p, &g, koff, band, t, x, w, bias, y, work);
         return;
     }
-    const depthwise_job job = {p, &g, koff, band, tasks, g.threads, x, w, bias, y, work, (size_t)g.cstride};
-    gc_parallel_for(g.threads, g.threads, depthwise_slot, (void *)&job);
+    const int64_t slots = depthwise_slots(p, &g);
+    const depthwise_job job = {p, &g, koff, band, tasks, slots, x, w, bias, y, work, (size_t)g.cstride};
+    gc_parallel_for(slots, g.threads, depthwise_slot, (void *)&job);
 }
 
 typedef struct direct_job {
@@ -1643,6 +1651,12 @@ static void task_slot(void *vj, int64_t t)
     float *col = j->pl->col_floats ? j->work + (size_t)t * j->pl->col_floats : NULL;
     for (int64_t task = t; task < j->tasks; task += j->T)
         conv2d_task(j->p, j->pl, task, j->x, j->w, j->bias, j->y, col, 1);
+}
+
+static void task_one(void *vj, int64_t task)
+{
+    const task_job *j = vj;
+    conv2d_task(j->p, j->pl, task, j->x, j->w, j->bias, j->y, NULL, 1);
 }
 
 /* A 1x1 conv with 1x1 outputs: y[n, o] = epilogue(bias[o] + w[o, :] . x[n, group of o, :]), one dot
@@ -1743,7 +1757,11 @@ static void conv2d_run(const gc_conv2d_params *p, const conv_plan *plan, const f
         return;
     }
     const int64_t tasks = pl.items * pl.chunks;
-    if (pl.task_threads > 1) {
+    if (pl.task_threads > 1 && pl.kind == CONV_GEMM_DIRECT) {
+        /* no column buffer: the threads claim the tasks one at a time (a late thread leaves its share) */
+        const task_job job = {p, &pl, tasks, pl.task_threads, x, w, bias, y, work};
+        gc_parallel_for(tasks, pl.task_threads, task_one, (void *)&job);
+    } else if (pl.task_threads > 1) {
         /* pool task t runs tasks t, t + T, ... with column buffer t */
         const task_job job = {p, &pl, tasks, pl.task_threads, x, w, bias, y, work};
         gc_parallel_for(pl.task_threads, pl.task_threads, task_slot, (void *)&job);
