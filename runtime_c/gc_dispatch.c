@@ -188,6 +188,9 @@ const char *gc_isa_name(void)
 GC_VARIANTS(gc_sgemm)
 GC_VARIANTS(gc_sgemm_batched)
 GC_VARIANTS(gc_sgemm_ep)
+GC_VARIANTS(gc_sgemm_ep_packed)
+GC_VARIANTS(gc_sgemm_pack_b)
+GC_VARIANTS(gc_sgemm_pack_b_floats)
 GC_VARIANTS(gc_conv2d_work_floats)
 GC_VARIANTS(gc_conv2d)
 GC_VARIANTS(gc_conv_transpose2d_work_floats)
@@ -220,6 +223,23 @@ void gc_sgemm_ep(int transA, int transB, int64_t M, int64_t N, int64_t K, const 
                  int nthreads)
 {
     PICK(gc_sgemm_ep)(transA, transB, M, N, K, A, lda, B, ldb, C, ldc, bias, ep, nthreads);
+}
+
+size_t gc_sgemm_pack_b_floats(int64_t N, int64_t K)
+{
+    return PICK(gc_sgemm_pack_b_floats)(N, K);
+}
+
+void gc_sgemm_pack_b(int transB, int64_t N, int64_t K, const float *B, int64_t ldb, float *Bp)
+{
+    PICK(gc_sgemm_pack_b)(transB, N, K, B, ldb, Bp);
+}
+
+void gc_sgemm_ep_packed(int transA, int transB, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
+                        const float *B, int64_t ldb, const float *Bp, float *C, int64_t ldc, const float *bias,
+                        const gc_epilogue *ep, int nthreads)
+{
+    PICK(gc_sgemm_ep_packed)(transA, transB, M, N, K, A, lda, B, ldb, Bp, C, ldc, bias, ep, nthreads);
 }
 
 void gc_sgemm_batched(int transA, int transB, int64_t batch, int64_t M, int64_t N, int64_t K, const float *A,

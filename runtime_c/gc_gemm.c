@@ -53,6 +53,18 @@
 #endif
 #endif
 
+/* Blocking with B already packed (gc_sgemm_pack_b: constant weights packed once at create). Nothing is
+ * copied for B, so its block only has to stay in L2 (KC x GC_NC_PRE floats, 512 KiB on AVX-512) and A's
+ * block gets more rows: up to GC_A_PRE floats (128 KiB, on the stack), so that the token counts of
+ * transformer layers (64..256 rows) are packed once per depth block and stay in L2 while every B
+ * micro-panel streams past them. */
+#ifndef GC_NC_PRE
+#define GC_NC_PRE (GC_NR * (GC_VW == 16 ? 32 : 64))
+#endif
+#ifndef GC_A_PRE
+#define GC_A_PRE 32768
+#endif
+
 
 static inline float vsum(gc_vf v)
 {
@@ -318,12 +330,19 @@ static int64_t even_block(int64_t len, int64_t max, int64_t align)
 /* Sequential packed GEMM of an M x N block of C: loops nc (columns) / kc (depth) / mc (rows) around the
  * micro-kernel. The first depth block applies beta and bias, later ones accumulate. The depth blocks
  * depend on K only, so every C element sums in the same order whatever part of C a thread owns. */
+/* The depth blocks of a product: they depend on K only, so every C element sums in the same order for
+ * any part of C a thread owns, packed B or not. */
+static int64_t kc_block(int64_t K)
+{
+    return even_block(K, GC_KC, 1);
+}
+
 static void gemm_packed(int64_t M, int64_t N, int64_t K, view a, view b, float *C, int64_t ldc,
                         const epilogue *ep)
 {
     _Alignas(64) float apack[GC_MC * GC_KC];
     _Alignas(64) float bpack[GC_KC * GC_NC];
-    const int64_t nc_step = even_block(N, GC_NC, GC_NR), kc_step = even_block(K, GC_KC, 1);
+    const int64_t nc_step = even_block(N, GC_NC, GC_NR), kc_step = kc_block(K);
     const int64_t mc_step = even_block(M, GC_MC, GC_MR);
 
     for (int64_t jc = 0; jc < N; jc += nc_step) {
@@ -350,6 +369,47 @@ static void gemm_packed(int64_t M, int64_t N, int64_t K, view a, view b, float *
                     if (e.bias) et.bias = e.bias + jr;
                     for (int64_t ir = 0; ir < mc; ir += GC_MR)
                         micro_kernel(kc, apack + ir * kc, bpack + jr * kc, C + (ic + ir) * ldc + jc + jr, ldc,
+                                     min64(GC_MR, mc - ir), min64(GC_NR, nc - jr), &et);
+                }
+            }
+        }
+    }
+}
+
+/* gemm_packed with B already packed by gc_sgemm_pack_b: bp is the whole of op(B) as NR-column panels
+ * bp[panel][k][c] over all of K (K * NR floats apart), starting at this block's first column. A depth
+ * block of a panel is then the run of kc * NR floats at panel + pc * NR, the very floats (in the same
+ * order) that pack_b would have copied, so the micro-kernel sums exactly as in gemm_packed. */
+static void gemm_prepacked(int64_t M, int64_t N, int64_t K, view a, const float *bp, float *C, int64_t ldc,
+                           const epilogue *ep)
+{
+    _Alignas(64) float apack[GC_A_PRE + GC_MR * GC_KC];
+    const int64_t kc_step = kc_block(K), nc_step = even_block(N, GC_NC_PRE, GC_NR);
+    const int64_t mc_max = max64(GC_MR, GC_A_PRE / kc_step / GC_MR * GC_MR);
+    const int64_t mc_step = even_block(M, mc_max, GC_MR);
+
+    for (int64_t jc = 0; jc < N; jc += nc_step) {
+        const int64_t nc = min64(nc_step, N - jc);
+        for (int64_t pc = 0; pc < K; pc += kc_step) {
+            const int64_t kc = min64(kc_step, K - pc);
+            epilogue e = *ep;
+            if (pc > 0) {
+                e.beta = 1.0f;
+                e.bias = NULL;
+            } else if (ep->bias) {
+                e.bias = ep->bias + jc;
+            }
+            if (pc + kc < K) e.post = NULL;
+            for (int64_t ic = 0; ic < M; ic += mc_step) {
+                const int64_t mc = min64(mc_step, M - ic);
+                const view ab = {a.p + ic * a.rs + pc * a.cs, a.rs, a.cs};
+                pack_a(mc, kc, ab, apack);
+                for (int64_t jr = 0; jr < nc; jr += GC_NR) {
+                    epilogue et = e;
+                    if (e.bias) et.bias = e.bias + jr;
+                    const float *panel = bp + (jc + jr) * K + pc * GC_NR;
+                    for (int64_t ir = 0; ir < mc; ir += GC_MR)
+                        micro_kernel(kc, apack + ir * kc, panel, C + (ic + ir) * ldc + jc + jr, ldc,
                                      min64(GC_MR, mc - ir), min64(GC_NR, nc - jr), &et);
                 }
             }
@@ -479,7 +539,7 @@ static void gemm_axpy(int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t K,
 
 /* Split C into tm x tn thread rectangles (tm * tn == T): minimise a rough cost model per thread, the
  * padded micro-tile work plus the packing traffic (B block once per rectangle, A once per NC strip). */
-static void choose_grid(int64_t M, int64_t N, int T, int *tm_out, int *tn_out)
+static void choose_grid(int64_t M, int64_t N, int T, int prepacked, int *tm_out, int *tn_out)
 {
     double best = -1.0;
     for (int tm = 1; tm <= T; tm++) {
@@ -489,7 +549,10 @@ static void choose_grid(int64_t M, int64_t N, int T, int *tm_out, int *tn_out)
         const int64_t nt = ceil_div(ceil_div(N, tn), GC_NR) * GC_NR;
         if ((tm > 1 && mt * (tm - 1) >= M) || (tn > 1 && nt * (tn - 1) >= N)) continue; /* empty slices */
         const double fma_cost = (double)mt * (double)nt / (2.0 * GC_VW);
-        const double pack_cost = 0.5 * ((double)nt + (double)mt * (double)ceil_div(nt, GC_NC));
+        /* packed B: nothing to pack for B, but each thread reads its B columns from memory; A is packed
+         * once per GC_NC_PRE strip */
+        const double pack_cost = prepacked ? 0.25 * (double)nt + 0.5 * (double)mt * (double)ceil_div(nt, GC_NC_PRE)
+                                           : 0.5 * ((double)nt + (double)mt * (double)ceil_div(nt, GC_NC));
         const double cost = fma_cost + pack_cost;
         if (best < 0 || cost < best) {
             best = cost;
@@ -517,6 +580,7 @@ typedef struct gemm_job {
     int path;
     int64_t M, N, K;
     view a, b;
+    const float *bp; /* packed op(B) (gc_sgemm_pack_b), or NULL */
     float *C;
     int64_t ldc;
     epilogue ep;
@@ -552,7 +616,10 @@ static void run_slice(const gemm_job *g, int t)
         const view bt = {g->b.p + n0 * g->b.cs, g->b.rs, g->b.cs};
         epilogue e = g->ep;
         if (e.bias) e.bias += n0;
-        gemm_packed(m1 - m0, n1 - n0, g->K, at, bt, g->C + m0 * g->ldc + n0, g->ldc, &e);
+        if (g->bp)
+            gemm_prepacked(m1 - m0, n1 - n0, g->K, at, g->bp + n0 * g->K, g->C + m0 * g->ldc + n0, g->ldc, &e);
+        else
+            gemm_packed(m1 - m0, n1 - n0, g->K, at, bt, g->C + m0 * g->ldc + n0, g->ldc, &e);
         break;
     }
     }
@@ -564,8 +631,8 @@ static void slice_task(void *g, int64_t t)
 }
 
 static void sgemm(int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
-                  int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc, const float *bias,
-                  const gc_epilogue *post, int nthreads)
+                  int64_t lda, const float *B, int64_t ldb, const float *Bp, float beta, float *C, int64_t ldc,
+                  const float *bias, const gc_epilogue *post, int nthreads)
 {
     if (M <= 0 || N <= 0) return;
     if (K <= 0 || alpha == 0.0f) {
@@ -597,7 +664,8 @@ static void sgemm(int transA, int transB, int64_t M, int64_t N, int64_t K, float
     } else {
         /* packed path, a tm x tn grid of C rectangles */
         g.path = PATH_PACKED;
-        if (T > 1) choose_grid(M, N, T, &g.tm, &g.tn);
+        g.bp = Bp;
+        if (T > 1) choose_grid(M, N, T, Bp != NULL, &g.tm, &g.tn);
         T = g.tm * g.tn;
     }
     g.T = T;
@@ -612,14 +680,32 @@ static void sgemm(int transA, int transB, int64_t M, int64_t N, int64_t K, float
 void gc_sgemm(int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
               const float *B, int64_t ldb, float beta, float *C, int64_t ldc, const float *bias, int nthreads)
 {
-    sgemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias, NULL, nthreads);
+    sgemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, NULL, beta, C, ldc, bias, NULL, nthreads);
 }
 
 void gc_sgemm_ep(int transA, int transB, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
                  const float *B, int64_t ldb, float *C, int64_t ldc, const float *bias, const gc_epilogue *ep,
                  int nthreads)
 {
-    sgemm(transA, transB, M, N, K, 1.0f, A, lda, B, ldb, 0.0f, C, ldc, bias, ep, nthreads);
+    sgemm(transA, transB, M, N, K, 1.0f, A, lda, B, ldb, NULL, 0.0f, C, ldc, bias, ep, nthreads);
+}
+
+size_t gc_sgemm_pack_b_floats(int64_t N, int64_t K)
+{
+    return N > 0 && K > 0 ? (size_t)(ceil_div(N, GC_NR) * GC_NR) * (size_t)K : 0;
+}
+
+void gc_sgemm_pack_b(int transB, int64_t N, int64_t K, const float *B, int64_t ldb, float *Bp)
+{
+    if (N <= 0 || K <= 0) return;
+    pack_b(K, N, transB ? (view){B, 1, ldb} : (view){B, ldb, 1}, Bp);
+}
+
+void gc_sgemm_ep_packed(int transA, int transB, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
+                        const float *B, int64_t ldb, const float *Bp, float *C, int64_t ldc, const float *bias,
+                        const gc_epilogue *ep, int nthreads)
+{
+    sgemm(transA, transB, M, N, K, 1.0f, A, lda, B, ldb, Bp, 0.0f, C, ldc, bias, ep, nthreads);
 }
 
 /* one product of a batch, single-threaded (gc_sgemm_batched's threads take whole products) */

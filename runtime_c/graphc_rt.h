@@ -41,6 +41,9 @@ extern "C" {
 #define gc_sgemm GC_ISA_NAME(gc_sgemm)
 #define gc_sgemm_batched GC_ISA_NAME(gc_sgemm_batched)
 #define gc_sgemm_ep GC_ISA_NAME(gc_sgemm_ep)
+#define gc_sgemm_ep_packed GC_ISA_NAME(gc_sgemm_ep_packed)
+#define gc_sgemm_pack_b GC_ISA_NAME(gc_sgemm_pack_b)
+#define gc_sgemm_pack_b_floats GC_ISA_NAME(gc_sgemm_pack_b_floats)
 #define gc_conv2d_work_floats GC_ISA_NAME(gc_conv2d_work_floats)
 #define gc_conv2d GC_ISA_NAME(gc_conv2d)
 #define gc_conv_transpose2d_work_floats GC_ISA_NAME(gc_conv_transpose2d_work_floats)
@@ -155,6 +158,17 @@ GC_INTERNAL void gc_sgemm(int transA, int transB, int64_t M, int64_t N, int64_t 
 GC_INTERNAL void gc_sgemm_ep(int transA, int transB, int64_t M, int64_t N, int64_t K, const float *A,
                              int64_t lda, const float *B, int64_t ldb, float *C, int64_t ldc,
                              const float *bias, const gc_epilogue *ep, int nthreads);
+
+/* Constant B (a linear layer's weight) packed once into the micro-kernel's panels of this ISA level:
+ * gc_sgemm_pack_b copies op(B)[K,N] into Bp, which holds gc_sgemm_pack_b_floats(N, K) floats (64-byte
+ * aligned). gc_sgemm_ep_packed is gc_sgemm_ep with that copy as well: the shapes gc_sgemm_ep packs B for
+ * read Bp instead (the same floats in the same order, so the same bits), the others read B. Bp must come
+ * from the same process's gc_sgemm_pack_b (the level is chosen once per process). */
+GC_INTERNAL size_t gc_sgemm_pack_b_floats(int64_t N, int64_t K);
+GC_INTERNAL void gc_sgemm_pack_b(int transB, int64_t N, int64_t K, const float *B, int64_t ldb, float *Bp);
+GC_INTERNAL void gc_sgemm_ep_packed(int transA, int transB, int64_t M, int64_t N, int64_t K, const float *A,
+                                    int64_t lda, const float *B, int64_t ldb, const float *Bp, float *C,
+                                    int64_t ldc, const float *bias, const gc_epilogue *ep, int nthreads);
 
 /* Batched: for b in [0,batch): C_b = op(A_b) @ op(B_b) (+bias), with element strides between batch items
  * (a stride of 0 broadcasts). */

@@ -24,8 +24,9 @@ SOURCES = ("gc_gemm.c", "gc_conv.c", "gc_pool.c", "gc_threadpool.c")
 NATIVE_FLAGS = ("-O3", "-march=native", "-fopenmp")
 PORTABLE_FLAGS = ("-O2", "-std=c11")  # no OpenMP, baseline ISA: SSE2 vectors, no FMA
 AVX2_FLAGS = ("-O2", "-std=c11", "-fopenmp", "-mavx2", "-mfma")  # the 6 x 16 micro-kernel
-STRUCTS = ("gc_conv2d_params", "gc_conv_transpose2d_params", "gc_pool2d_params")
-FUNCTIONS = ("gc_sgemm", "gc_sgemm_batched", "gc_conv2d_work_floats", "gc_conv2d",
+STRUCTS = ("gc_epilogue", "gc_conv2d_params", "gc_conv_transpose2d_params", "gc_pool2d_params")
+FUNCTIONS = ("gc_sgemm", "gc_sgemm_ep", "gc_sgemm_pack_b_floats", "gc_sgemm_pack_b", "gc_sgemm_ep_packed",
+             "gc_sgemm_batched", "gc_conv2d_work_floats", "gc_conv2d",
              "gc_conv_transpose2d_work_floats", "gc_conv_transpose2d", "gc_max_pool2d", "gc_avg_pool2d",
              "gc_adaptive_avg_pool2d", "gc_pool_new", "gc_pool_free", "gc_pool_enter")
 GUARD = 64  # sentinel floats after every output / work buffer
@@ -80,6 +81,29 @@ class Runtime:
     def sgemm(self, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, bias=None, nthreads=1):
         self.lib.gc_sgemm(ta, tb, m, n, k, alpha, self.ptr(a), lda, self.ptr(b), ldb, beta, self.ptr(c), ldc,
                           self.ptr(bias), nthreads)
+
+    def pack_b(self, tb, n, k, b, ldb) -> np.ndarray:
+        """gc_sgemm_pack_b into a 64-byte aligned buffer of exactly gc_sgemm_pack_b_floats, guarded."""
+        floats = self.lib.gc_sgemm_pack_b_floats(n, k)
+        raw = np.full(floats + GUARD + 16, SENTINEL, np.float32)
+        skip = (-raw.ctypes.data % 64) // 4
+        packed = raw[skip:skip + floats + GUARD]
+        self.lib.gc_sgemm_pack_b(tb, n, k, self.ptr(b), ldb, self.ptr(packed))
+        assert (packed[floats:] == SENTINEL).all(), "gc_sgemm_pack_b wrote past gc_sgemm_pack_b_floats"
+        return packed
+
+    def sgemm_ep(self, ta, tb, m, n, k, a, lda, b, ldb, c, ldc, bias, scale, residual, nthreads, packed=None):
+        """gc_sgemm_ep (packed None) or gc_sgemm_ep_packed, the epilogue v * scale + residual (None: none)."""
+        ep = self.ffi.NULL
+        if scale is not None:
+            ep = self.ffi.new("gc_epilogue *", {"act": 0, "lo": 0.0, "hi": 0.0, "scale": scale,
+                                                "residual": self.ptr(residual)})
+        if packed is None:
+            self.lib.gc_sgemm_ep(ta, tb, m, n, k, self.ptr(a), lda, self.ptr(b), ldb, self.ptr(c), ldc,
+                                 self.ptr(bias), ep, nthreads)
+        else:
+            self.lib.gc_sgemm_ep_packed(ta, tb, m, n, k, self.ptr(a), lda, self.ptr(b), ldb, self.ptr(packed),
+                                        self.ptr(c), ldc, self.ptr(bias), ep, nthreads)
 
     @staticmethod
     def _guarded(shape) -> np.ndarray:
@@ -228,6 +252,41 @@ def test_sgemm_leading_dimensions(rt, m, n, k, ta, tb):
     np.testing.assert_array_equal(cbig[0], cbig0[0])
     np.testing.assert_array_equal(cbig[:, 0], cbig0[:, 0])
     np.testing.assert_array_equal(cbig[:, n + 1:], cbig0[:, n + 1:])
+
+
+# products with B packed beforehand (gc_sgemm_pack_b: a compiled model's linear weights): small M / N (the
+# unpacked dot and axpy paths), odd edges, several depth blocks, row blocks and column strips
+PACKED_SHAPES = [(1, 7, 3), (3, 50, 20), (17, 33, 5), (37, 50, 29), (70, 400, 300), (129, 65, 257),
+                 (20, 1100, 40), (600, 40, 130), (64, 96, 784)]
+
+
+def _check_packed(rt, m, n, k, ta, tb, seed=5):
+    """gc_sgemm_ep_packed against numpy and, bit for bit, against gc_sgemm_ep on the same operands (1 and
+    2 threads); with and without bias and an epilogue."""
+    rng = np.random.default_rng(seed + m * 7919 + n * 31 + k)
+    a = _rand(rng, k, m) if ta else _rand(rng, m, k)
+    b = _rand(rng, n, k) if tb else _rand(rng, k, n)
+    bias, res = _rand(rng, n), _rand(rng, m, n + 3)  # the residual is laid out as C
+    packed = rt.pack_b(tb, n, k, b, b.shape[1])
+    ref = (a.T if ta else a).astype(np.float64) @ (b.T if tb else b)
+    for use_bias, scale in ((True, None), (False, None), (True, 0.5)):
+        def run(nthreads, pk, use_bias=use_bias, scale=scale):
+            c = np.full((m, n + 3), np.nan, np.float32)  # ldc > n: the columns past n stay NaN
+            rt.sgemm_ep(ta, tb, m, n, k, a, a.shape[1], b, b.shape[1], c, n + 3, bias if use_bias else None,
+                        scale, res if scale is not None else None, nthreads, pk)
+            assert np.isnan(c[:, n:]).all()
+            return c[:, :n]
+
+        got = _same_for_threads(lambda nt: run(nt, packed))
+        np.testing.assert_array_equal(got, run(1, None))
+        want = ref + (bias if use_bias else 0.0)
+        _close(got, want if scale is None else want * scale + res[:, :n])
+
+
+@pytest.mark.parametrize("ta,tb", [(0, 1), (0, 0), (1, 1)])
+@pytest.mark.parametrize("m,n,k", PACKED_SHAPES)
+def test_sgemm_packed_b(rt, m, n, k, ta, tb):
+    _check_packed(rt, m, n, k, ta, tb)
 
 
 def test_sgemm_empty_depth(rt):
@@ -613,6 +672,8 @@ def test_other_builds_agree(rt, tmp_path, flags):
             c = np.full((m, n), np.nan, np.float32)
             port.sgemm(ta, tb, m, n, k, 1.0, a, a.shape[1], b, b.shape[1], 0.0, c, n, bias, 2)
             _close(c, (a.T if ta else a).astype(np.float64) @ (b.T if tb else b) + bias)
+    for m, n, k in PACKED_SHAPES[2:]:  # this build's panels (NR = 16 on AVX2, 8 with SSE vectors)
+        _check_packed(port, m, n, k, 0, 1)
     for case in (CONV_CASES[0], CONV_CASES[6], CONV_CASES[8], CONV_CASES[14], CONV_CASES[20], CONV_CASES[27],
                  CONV_CASES[36]):
         x, w, bias = _conv_data(case)

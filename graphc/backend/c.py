@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 from .._dtype import float32, float64, int32, int64
 from ..ir.graph import Node
-from ..sym import Dim, prod
+from ..sym import Dim, is_static, prod
 from .analysis import (
     adaptive_pool_params,
     axis_split,
@@ -115,6 +115,10 @@ _EPILOGUE_KIND = {None: "0", "sigmoid": "GC_ACT_SIGMOID", "silu": "GC_ACT_SILU",
                   "clamp": "GC_ACT_CLAMP"}
 
 
+# gc_sgemm's products with M or N at most this never pack B (its dot / axpy paths): no packed copy for them
+_UNPACKED_SIDE = 16
+
+
 @lowers("linear")
 def _linear(kb: KernelBuilder, n: Node) -> None:
     x, w, bias = (list(n.inputs) + [None])[:3]
@@ -123,12 +127,20 @@ def _linear(kb: KernelBuilder, n: Node) -> None:
     px, pw = kb.input(x), kb.input(w)
     pb = kb.input(bias)
     gemm = Gemm(0, 1, kb.dim(M), kb.dim(N), kb.dim(K), kb.dim(K), kb.dim(K), kb.dim(N), pb)
+    # a weight parameter is packed once at create into the GEMM's panels (the packed path's B), unless every
+    # product of this shape takes the unpacked small-M / small-N paths
+    small = any(is_static(d) and int(d) <= _UNPACKED_SIDE for d in (M, N))
+    packed = None if small else kb.packed_weight(w)
     ep = kb.gemm_epilogue
-    if ep is not None:  # gc_sgemm_ep applies the chain on each finished tile
-        fields = {"act": _EPILOGUE_KIND[ep.act], "lo": kb.literal(ep.lo, float32), "hi": kb.literal(ep.hi, float32),
-                  "scale": kb.literal(ep.scale, float32), "residual": kb.input(ep.residual)}
-        kb.emit("matmul.c.j2", a=px, b=pw, c=kb.output(ep.out), g=gemm, nest=kb.loops([], [[], [], []]),
-                inner=None, runtime=True, ep=fields, nthreads=kb.threads())
+    if ep is not None or packed is not None:  # gc_sgemm_ep applies the chain on each finished tile
+        fields = None
+        if ep is not None:
+            fields = {"act": _EPILOGUE_KIND[ep.act], "lo": kb.literal(ep.lo, float32),
+                      "hi": kb.literal(ep.hi, float32), "scale": kb.literal(ep.scale, float32),
+                      "residual": kb.input(ep.residual)}
+        kb.emit("matmul.c.j2", a=px, b=pw, c=kb.output(ep.out if ep is not None else n.out), g=gemm,
+                nest=kb.loops([], [[], [], []]), inner=None, runtime=True, ep=fields, packed=packed,
+                nthreads=kb.threads())
         return
     _gemm_emit(kb, n, px, pw, kb.output(n.out), gemm, [], [[], [], []], "double")
 

@@ -116,6 +116,18 @@ class ParamInfo:
 
 
 @dataclass
+class PackedWeight:
+    """A constant GEMM operand that create packs once into the micro-kernel's panels of the CPU's ISA
+    (gc_sgemm_pack_b of op(B) = param^T, the param being [n, k]): the context owns the copy, the kernel
+    reads it as ``ctx->packed[slot]``."""
+
+    slot: int
+    param: int  # index into Program.params
+    n: int
+    k: int
+
+
+@dataclass
 class BufferInfo:
     """A pointer into the arena declared in the run function."""
 
@@ -140,6 +152,7 @@ class Program:
     fingerprint: str
     arena_c: str  # bytes for the given dims (C expression): what a run with those dims allocates
     threads: int  # default thread count (0 = omp_get_max_threads())
+    packed: list[PackedWeight] = field(default_factory=list)  # weights create packs (linear layers)
 
     @property
     def work_kernels(self) -> list[Kernel]:
@@ -311,6 +324,22 @@ class KernelBuilder:
         self.args.append(Arg(f"const {self.ctype(v.type.dtype)} *", name, self.lower.cname(v)))
         self._names[v] = name
         self.step.reads.append(v)
+        return name
+
+    def packed_weight(self, w: Value) -> str | None:
+        """The kernel's name for the packed copy of linear weight w ([n, k], a float32 parameter: B = w^T
+        packed by create, see PackedWeight), or None when w is not a parameter (a computed value changes
+        with every run)."""
+        b = self.lower.base.get(w, w)
+        if b.kind != "param" or b is not w or len(w.type.shape) != 2 or not all(is_static(d) for d in w.type.shape):
+            return None
+        pw = self.lower.packed_weight(w)
+        key = ("packed", pw.slot)
+        if key in self._names:
+            return self._names[key]
+        name = self.ns.name(self.lower.hint(w) + "_packed", key)
+        self.args.append(Arg("const float *", name, f"ctx->packed[{pw.slot}]"))
+        self._names[key] = name
         return name
 
     def output(self, v: Value) -> str:
@@ -529,6 +558,15 @@ class Lowering:
         self._cname: dict[Any, str] = {}
         self.outputs: list[TensorInfo] = []
         self.layouts = SdpaLayouts()
+        self.packed: dict[Value, PackedWeight] = {}
+
+    def packed_weight(self, w: Value) -> PackedWeight:
+        """The create-time packing of parameter w (one per parameter, whatever uses it)."""
+        if w not in self.packed:
+            index = list(self.g.params.values()).index(w)
+            n, k = (int(d) for d in w.type.shape)
+            self.packed[w] = PackedWeight(len(self.packed), index, n, k)
+        return self.packed[w]
 
     def hint(self, v: Value) -> str:
         return v.name
@@ -683,7 +721,8 @@ class Lowering:
                     buffers.append(BufferInfo(self.cname(b), be.ctype(b.type.dtype), to_c(blk.offset),
                                               f"{b.type}, steps {blk.first}..{blk.last}"))
         return Program(self.name, g, self.dims, inputs, self.outputs, params, buffers, kernels, plan,
-                       [k.step.label for k in kernels], fingerprint(g), to_c(plan.arena), 0)
+                       [k.step.label for k in kernels], fingerprint(g), to_c(plan.arena), 0,
+                       list(self.packed.values()))
 
     def storage(self, v: Value, plan: MemoryPlan) -> Any:
         """Where v's bytes are: its arena block (shared by an in-place chain), else its buffer's name."""
