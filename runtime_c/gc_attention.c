@@ -37,13 +37,14 @@
 #define NVO 2
 #endif
 #define KW (NVK * GC_VW) /* keys per QK micro-tile */
+#define SROW 128 /* floats between the score rows of a block (the largest key block: constant offsets) */
 #define CHUNK_BLOCKS 32       /* at most this many query blocks per task (bounds the running state) */
 
 static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 static inline int64_t round_up(int64_t a, int64_t m) { return (a + m - 1) / m * m; }
 
-/* keys per block: the packed K^T and V blocks stay within about 64 KiB */
+/* keys per block (at most SROW): the packed K^T and V blocks stay within about 64 KiB */
 static int64_t key_block(int64_t d, int64_t dv)
 {
     return max64(d, dv) <= 64 ? 128 : 64;
@@ -65,7 +66,7 @@ static layout make_layout(int64_t tq, int64_t d, int64_t dv)
     L.qp = at, at += round_up(QB * max64(d, 1), 16);
     L.kt = at, at += round_up(max64(d, 1) * L.kb, 16);
     L.vp = at, at += round_up(L.kb * L.dvp, 16);
-    L.s = at, at += round_up(QB * L.kb, 16);
+    L.s = at, at += QB * SROW;
     L.o = at, at += round_up(L.chunk_rows * L.dvp, 16);
     L.m = at, at += round_up(L.chunk_rows, 16);
     L.l = at, at += round_up(L.chunk_rows, 16);
@@ -104,7 +105,7 @@ static GC_ALWAYS_INLINE void qk_tile(int NVC, int64_t d, const float *restrict q
     }
     for (int r = 0; r < QB; r++)
         for (int v = 0; v < NVC; v++)
-            vstore(s + r * kb + j0 + v * GC_VW, acc[r][v]);
+            vstore(s + r * SROW + j0 + v * GC_VW, acc[r][v]);
 }
 
 /* the scores of keys [0, n) (n a multiple of GC_VW): whole tiles of NVK vectors, then one narrower tile */
@@ -135,7 +136,7 @@ static void qk_block(int64_t d, const float *restrict qp, const float *restrict 
 
 /* o[r][c0 .. c0 + NVC vectors) += sum_{j < nk} p[r][j] * vb[j][c0 ..] for the QB rows of the block
  * (vb's rows vs floats apart) */
-static GC_ALWAYS_INLINE void pv_tile(int NVC, int64_t nk, const float *restrict p, int64_t kb,
+static GC_ALWAYS_INLINE void pv_tile(int NVC, int64_t nk, const float *restrict p,
                                      const float *restrict vb, int64_t vs, float *restrict o, int64_t dvp, int64_t c0)
 {
     gc_vf acc[QB][NVO];
@@ -147,7 +148,7 @@ static GC_ALWAYS_INLINE void pv_tile(int NVC, int64_t nk, const float *restrict 
         for (int v = 0; v < NVC; v++)
             b[v] = vload(vb + j * vs + c0 + v * GC_VW);
         for (int r = 0; r < QB; r++) {
-            const gc_vf a = vset1(p[r * kb + j]);
+            const gc_vf a = vset1(p[r * SROW + j]);
             for (int v = 0; v < NVC; v++)
                 acc[r][v] = vfma(a, b[v], acc[r][v]);
         }
@@ -158,32 +159,32 @@ static GC_ALWAYS_INLINE void pv_tile(int NVC, int64_t nk, const float *restrict 
 }
 
 /* o[r][0 .. dvp) += P V for the block: tiles of NVO vectors, then one narrower tile */
-static void pv_block(int64_t nk, const float *restrict p, int64_t kb, const float *restrict vb, int64_t vs,
+static void pv_block(int64_t nk, const float *restrict p, const float *restrict vb, int64_t vs,
                      float *restrict o, int64_t dvp)
 {
     int64_t c = 0;
     for (; c + NVO * GC_VW <= dvp; c += NVO * GC_VW)
-        pv_tile(NVO, nk, p, kb, vb, vs, o, dvp, c);
+        pv_tile(NVO, nk, p, vb, vs, o, dvp, c);
     switch ((dvp - c) / GC_VW) {
 #if NVO > 3
     case 3:
-        pv_tile(3, nk, p, kb, vb, vs, o, dvp, c);
+        pv_tile(3, nk, p, vb, vs, o, dvp, c);
         break;
 #endif
 #if NVO > 2
     case 2:
-        pv_tile(2, nk, p, kb, vb, vs, o, dvp, c);
+        pv_tile(2, nk, p, vb, vs, o, dvp, c);
         break;
 #endif
     case 1:
-        pv_tile(1, nk, p, kb, vb, vs, o, dvp, c);
+        pv_tile(1, nk, p, vb, vs, o, dvp, c);
         break;
     default:
         break;
     }
 }
 
-/* horizontal max / sum / or of a vector, by halves (a fixed order: the same bits on every call) */
+/* horizontal max / sum of a vector, by halves (a fixed order: the same bits on every call) */
 #if GC_VW == 16
 #define GC_HALVES(x, y, OP)                                                                                  \
     y = __builtin_shufflevector(x, x, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7), x = OP(x, y);  \
@@ -202,7 +203,6 @@ static void pv_block(int64_t nk, const float *restrict p, int64_t kb, const floa
 #endif
 #define GC_OP_MAX(a, b) gc_vmax(a, b)
 #define GC_OP_ADD(a, b) ((a) + (b))
-#define GC_OP_OR(a, b) ((a) | (b))
 
 static inline float hmax(gc_vf x)
 {
@@ -226,15 +226,6 @@ static inline float hsum(gc_vf x)
 #endif
 }
 
-#if GC_VW > 1
-static inline int hany(gc_vi32 x)
-{
-    gc_vi32 y;
-    GC_HALVES(x, y, GC_OP_OR);
-    return x[0] != 0;
-}
-#endif
-
 static inline gc_vf vmax2(gc_vf a, gc_vf b)
 {
 #if GC_VW == 1
@@ -248,7 +239,7 @@ static inline gc_vf vmax2(gc_vf a, gc_vf b)
  * overflows: x = n ln2 + r (Cody-Waite, |r| <= ln2/2), e^r by its degree-7 Taylor polynomial (truncation
  * below 6e-9), 2^n built straight from the exponent bits, within 2e-7 relative (the sdpa tests' sweeps).
  * Below -87.3 the result is 0: such a term is under 2^-126 of the row's largest (which is 1). A NaN
- * argument is not seen here (the caller takes NaN and +inf maxima apart). */
+ * argument gives NaN (a NaN score the block's maximum missed poisons the row's sum and output). */
 static inline gc_vf vexp_nonpos(gc_vf x)
 {
 #if GC_VW == 1
@@ -256,7 +247,7 @@ static inline gc_vf vexp_nonpos(gc_vf x)
 #else
     const gc_vf lo = vset1(-87.3f);
     const gc_vi32 under = x < lo;
-    const gc_vf xc = gc_vmax(x, lo);
+    const gc_vf xc = gc_vmax(lo, x); /* a NaN stays NaN (and so does the result) */
     const gc_vf magic = vset1(12582912.0f); /* 1.5 * 2^23: t's low mantissa bits hold n */
     const gc_vf t = vfma(xc, vset1(1.44269504088896341f), magic);
     const gc_vf n = t - magic;
@@ -378,32 +369,27 @@ static void softmax_update(float *restrict s, int64_t lim, int64_t nkp, float *m
         const gc_vi32 keep = lane < (gc_vi32){0} + (int32_t)(lim - j);
         vstore(s + j, gc_vselect(keep, vload(s + j), vset1(-INFINITY)));
     }
-    gc_vi32 nan = {0};
 #else
     for (int64_t j = lim; j < nkp; j++)
         s[j] = -INFINITY;
-    int nan = 0;
 #endif
-    /* the block's maximum; a NaN score makes it NaN (the row's output then is NaN, as PyTorch's) */
+    /* the block's maximum (a NaN score may or may not make it NaN: then the row is NaN from here on, and
+     * if not, its exponential is NaN) */
     gc_vf vm = vset1(-INFINITY);
-    for (int64_t j = 0; j < nkp; j += GC_VW) {
-        const gc_vf x = vload(s + j);
-        vm = vmax2(vm, x);
-        nan |= x != x;
-    }
-    float mb = hmax(vm);
-#if GC_VW > 1
-    if (hany(nan))
-        mb = NAN;
-#else
-    if (nan)
-        mb = NAN;
-#endif
+    for (int64_t j = 0; j < nkp; j += GC_VW)
+        vm = vmax2(vm, vload(s + j));
+    const float mb = hmax(vm);
     const float m_old = *m;
-    const float m_new = m_old > mb ? m_old : mb;
-    if (m_new == -INFINITY) { /* nothing visible so far: the row's state stays empty */
-        memset(s, 0, (size_t)nkp * sizeof(float));
-        return;
+    float m_new = m_old > mb ? m_old : mb;
+    if (m_new == -INFINITY) { /* nothing visible so far, unless a NaN hid from the maximum */
+        int nan = 0;
+        for (int64_t j = 0; j < nkp; j++)
+            nan |= s[j] != s[j];
+        if (!nan) { /* the row's state stays empty */
+            memset(s, 0, (size_t)nkp * sizeof(float));
+            return;
+        }
+        m_new = NAN;
     }
     const float alpha = m_old == -INFINITY ? 0.0f : expf(m_old - m_new);
     float bsum;
@@ -424,7 +410,7 @@ static void softmax_update(float *restrict s, int64_t lim, int64_t nkp, float *m
     }
     *l = *l * alpha + bsum;
     *m = m_new;
-    if (alpha != 1.0f) {
+    if (alpha != 1.0f && m_old != -INFINITY) { /* (a row with no visible key so far has a zero output) */
         const gc_vf va = vset1(alpha);
         for (int64_t c = 0; c < dvp; c += GC_VW)
             vstore(o + c, vload(o + c) * va);
@@ -494,7 +480,7 @@ static void run_item(const job *J, float *slot, int64_t item)
             qk_block(d, qp, kt, kb, s, blkp);
             float *ob = o + (i0 - r0) * dvp;
             for (int64_t r = 0; r < nr; r++) {
-                float *sr = s + r * kb;
+                float *sr = s + r * SROW;
                 const int64_t i = i0 + r;
                 const int64_t lim = p->causal ? max64(0, min64(blk, i + 1 - j0)) : blk;
                 if (mask) {
@@ -512,7 +498,7 @@ static void run_item(const job *J, float *slot, int64_t item)
                 }
                 softmax_update(sr, lim, blkp, &m[i - r0], &l[i - r0], ob + r * dvp, dvp);
             }
-            pv_block(blk, s, kb, vb, vs, ob, dvp);
+            pv_block(blk, s, vb, vs, ob, dvp);
         }
     }
     for (int64_t i = r0; i < r1; i++) {
