@@ -37,18 +37,25 @@ static split_mean split(double mean)
     return m;
 }
 
+/* the lanes of v added in double as a tree (depth log2 of the width instead of a chain of width adds:
+ * for short rows these sums were most of the time) */
 static inline double vsum_double(gc_vf v)
 {
     float t[GC_VW];
     vstore(t, v);
-    double s = 0.0;
+    double d[GC_VW];
     for (int l = 0; l < GC_VW; l++)
-        s += t[l];
-    return s;
+        d[l] = t[l];
+    for (int w = GC_VW / 2; w >= 1; w /= 2)
+        for (int l = 0; l < w; l++)
+            d[l] += d[l + w];
+    return d[0];
 }
 
-/* sums of d = (x - m.hi) - m.lo and of d^2 over x[0..n) */
-static void deviation_sums(const float *x, int64_t n, split_mean m, double *sum_out, double *sumsq_out)
+/* sums of d = (x - m.hi) - m.lo (want_sum) and of d^2 (want_sq) over x[0..n); always inlined with
+ * constant flags, so each caller computes only the sums it uses */
+static GC_ALWAYS_INLINE void deviation_sums_k(const int want_sum, const int want_sq, const float *x, int64_t n,
+                                              split_mean m, double *sum_out, double *sumsq_out)
 {
     const gc_vf hi = vset1(m.hi), lo = vset1(m.lo);
     double sum = 0.0, sumsq = 0.0;
@@ -59,15 +66,21 @@ static void deviation_sums(const float *x, int64_t n, split_mean m, double *sum_
         int64_t i = 0;
         for (; i + 2 * GC_VW <= len; i += 2 * GC_VW) {
             const gc_vf d0 = (vload(xc + i) - hi) - lo, d1 = (vload(xc + i + GC_VW) - hi) - lo;
-            s0 += d0;
-            s1 += d1;
-            q0 = vfma(d0, d0, q0);
-            q1 = vfma(d1, d1, q1);
+            if (want_sum) {
+                s0 += d0;
+                s1 += d1;
+            }
+            if (want_sq) {
+                q0 = vfma(d0, d0, q0);
+                q1 = vfma(d1, d1, q1);
+            }
         }
         for (; i + GC_VW <= len; i += GC_VW) {
             const gc_vf d0 = (vload(xc + i) - hi) - lo;
-            s0 += d0;
-            q0 = vfma(d0, d0, q0);
+            if (want_sum)
+                s0 += d0;
+            if (want_sq)
+                q0 = vfma(d0, d0, q0);
         }
         float ts = 0.0f, tq = 0.0f;
         for (; i < len; i++) {
@@ -75,25 +88,48 @@ static void deviation_sums(const float *x, int64_t n, split_mean m, double *sum_
             ts += d;
             tq += d * d;
         }
-        sum += vsum_double(s0 + s1) + ts;
-        sumsq += vsum_double(q0 + q1) + tq;
+        if (want_sum)
+            sum += vsum_double(s0 + s1) + ts;
+        if (want_sq)
+            sumsq += vsum_double(q0 + q1) + tq;
     }
     *sum_out = sum;
     *sumsq_out = sumsq;
 }
 
+static void deviation_sums(const float *x, int64_t n, split_mean m, double *sum_out, double *sumsq_out)
+{
+    deviation_sums_k(1, 1, x, n, m, sum_out, sumsq_out);
+}
+
+static double plain_sum(const float *x, int64_t n)
+{
+    const split_mean zero = {0.0f, 0.0f};
+    double sum, unused;
+    deviation_sums_k(1, 0, x, n, zero, &sum, &unused);
+    return sum;
+}
+
+static double square_sum(const float *x, int64_t n)
+{
+    const split_mean zero = {0.0f, 0.0f};
+    double unused, sumsq;
+    deviation_sums_k(0, 1, x, n, zero, &unused, &sumsq);
+    return sumsq;
+}
+
 /* mean and biased variance of x[0..n) (n > 0) */
 static void row_moments(const float *x, int64_t n, split_mean *mean_out, double *var_out)
 {
-    const split_mean zero = {0.0f, 0.0f};
+    const double inv_n = 1.0 / (double)n; /* off the dependency chain of the sums */
     double sum, sumsq;
-    deviation_sums(x, n, zero, &sum, &sumsq);
-    const split_mean m = split(sum / (double)n);
+    /* the first pass's mean, rounded to float, is only the shift of the second pass: that pass measures
+     * how far off it is (sum / n) and corrects both the mean and the variance */
+    const split_mean m = {(float)(plain_sum(x, n) * inv_n), 0.0f};
     deviation_sums(x, n, m, &sum, &sumsq);
-    /* the first pass's mean is only approximate (float partial sums): the second pass measures how far
-     * off it is (sum / n) and corrects both the mean and the variance */
-    const double var = (sumsq - sum * sum / (double)n) / (double)n;
-    *mean_out = split((double)m.hi + (double)m.lo + sum / (double)n);
+    const double dm = sum * inv_n;
+    const double var = sumsq * inv_n - dm * dm;
+    *mean_out = split((double)m.hi + dm);
     *var_out = var > 0.0 ? var : 0.0;
 }
 
@@ -160,9 +196,7 @@ static void row_task(void *arg, int64_t t)
         float *yr = j->y + r * j->n;
         if (j->rms) {
             const split_mean zero = {0.0f, 0.0f};
-            double sum, sumsq;
-            deviation_sums(xr, j->n, zero, &sum, &sumsq);
-            normalize_row(xr, yr, j->n, zero, inv_std(sumsq / (double)j->n, j->eps), j->w, NULL);
+            normalize_row(xr, yr, j->n, zero, inv_std(square_sum(xr, j->n) / (double)j->n, j->eps), j->w, NULL);
         } else {
             split_mean m;
             double var;
