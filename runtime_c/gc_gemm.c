@@ -6,7 +6,7 @@
  *    runs over them. Handles every layout; used for all "real" matrix products.
  *  - dot: op(A) rows and op(B) columns both contiguous along K (A not transposed, B transposed: the
  *    linear-layer layout; or a column-vector B) and M or N small (at most 4, or 16 when K >= 256).
- *    Tiles of up to 4 x 4 dot products, no packing.
+ *    Tiles of up to 4 x 4 dot products (a single row of A: 8 columns), no packing.
  *  - axpy: B not transposed and M <= 4 (GEMV-like). C rows accumulate broadcast(A) * B rows, no packing.
  * Threads get disjoint rectangles of C; each one packs into its own stack buffers, so nothing is
  * allocated and no synchronisation happens inside a product. Every C element is summed in the same
@@ -443,11 +443,52 @@ static GC_ALWAYS_INLINE void dot_tile(int R, int NC, int64_t K, const float *a, 
         }
 }
 
+/* One row of A against NC rows of B (M = 1, the GEMV of a batch-1 linear layer): the same sums as
+ * dot_tile(1, NC) (one vector accumulator per column, then vsum and the scalar tail), so a column gets
+ * the same bits whichever tile computes it. The product streams the weights (from L3 once they exceed
+ * L2): 8 rows at a time measured 5-15% faster than 4 (784 x 512: 21.2 -> 17.7-20.4 us, ~90 GB/s, near
+ * a plain sequential read's 96 GB/s on AMD EPYC Zen 4); software prefetch 256..2048 bytes ahead gained
+ * nothing over the hardware's. */
+#define GC_ROW_NC 8
+static GC_ALWAYS_INLINE void dot_row(int NC, int64_t K, const float *a, const float *b, int64_t ldb, float *c,
+                                     const epilogue *ep)
+{
+    gc_vf acc[GC_ROW_NC];
+    for (int j = 0; j < NC; j++) acc[j] = vset1(0.0f);
+    int64_t k = 0;
+    for (; k + GC_VW <= K; k += GC_VW) {
+        const gc_vf va = vload(a + k);
+        for (int j = 0; j < NC; j++) acc[j] = vfma(va, vload(b + j * ldb + k), acc[j]);
+    }
+    for (int j = 0; j < NC; j++) {
+        float s = vsum(acc[j]);
+        for (int64_t kk = k; kk < K; kk++) s = sfma(a[kk], b[j * ldb + kk], s);
+        c[j] = finish1(s, ep, &c[j], j);
+    }
+}
+
 /* C block [m0, m1) x [n0, n1) with R x 4 tiles (R = 4 except at the bottom edge), single columns at the
  * right edge; every tile size is a compile-time constant. */
 static void gemm_dot(int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t K, const float *A, int64_t lda,
                      const float *B, int64_t ldb, float *C, int64_t ldc, const epilogue *ep)
 {
+    if (m1 - m0 == 1) {
+        const float *a = A + m0 * lda;
+        float *c = C + m0 * ldc;
+        int64_t j = n0;
+        for (; j + GC_ROW_NC <= n1; j += GC_ROW_NC) {
+            epilogue e = *ep;
+            if (e.bias) e.bias += j;
+            dot_row(GC_ROW_NC, K, a, B + j * ldb, ldb, c + j, &e);
+        }
+        for (; j < n1; j++) {
+            epilogue e = *ep;
+            if (e.bias) e.bias += j;
+            dot_row(1, K, a, B + j * ldb, ldb, c + j, &e);
+        }
+        post_block(ep, 1, n1 - n0, c + n0, ldc);
+        return;
+    }
     for (int64_t i = m0; i < m1; i += 4) {
         const int R = (int)min64(4, m1 - i);
         for (int64_t j = n0; j < n1;) {

@@ -191,6 +191,7 @@ def _same_for_threads(f):
 GEMM_SHAPES = [
     (1, 1, 1), (1, 7, 3), (5, 1, 9), (3, 4, 5), (4, 70, 33), (2, 300, 40), (13, 17, 19), (37, 50, 29),
     (8, 32, 256), (70, 400, 300), (100, 3, 70), (129, 65, 257),
+    (1, 203, 787),  # a batch-1 linear (8-column dot tiles, odd tails; threads split 203 off the tile grid)
 ]
 
 
@@ -664,7 +665,7 @@ def test_other_builds_agree(rt, tmp_path, flags):
         pytest.skip("the CPU has no AVX2 / FMA")
     port = Runtime(*_build(tmp_path, flags))
     rng = np.random.default_rng(10)
-    for m, n, k in ((1, 40, 30), (3, 50, 17), (37, 50, 29), (70, 400, 300)):
+    for m, n, k in ((1, 40, 30), (1, 203, 787), (3, 50, 17), (37, 50, 29), (70, 400, 300)):
         for ta, tb in ((0, 0), (0, 1), (1, 0), (1, 1)):
             a = _rand(rng, k, m) if ta else _rand(rng, m, k)
             b = _rand(rng, n, k) if tb else _rand(rng, k, n)
