@@ -43,11 +43,13 @@
 #define GC_CPU_RELAX() ((void)0)
 #endif
 
-/* spins before a worker sleeps: about 100 us of pause instructions on Zen 4 (24 ns each); after the first
- * GC_POOL_SPINS_ALONE the worker yields its core every GC_POOL_YIELD_EVERY pauses, so on a busy machine a
- * neighbour (or this context's own caller, when the scheduler put both on one core) runs instead of the
- * spin; on an idle core sched_yield returns at once */
-#define GC_POOL_SPINS 4000
+/* spins before a worker sleeps: about 500 us of pause instructions on Zen 4 (24 ns each), longer than a
+ * short run on one thread (adaptive threads re-measuring it), since a worker woken on a loaded machine
+ * can take milliseconds to get a core back; after the first GC_POOL_SPINS_ALONE the worker yields its
+ * core every GC_POOL_YIELD_EVERY pauses, so on a busy machine a neighbour (or this context's own caller,
+ * when the scheduler put both on one core) runs instead of the spin; on an idle core sched_yield returns
+ * at once */
+#define GC_POOL_SPINS 20000
 #define GC_POOL_SPINS_ALONE 1000
 #define GC_POOL_YIELD_EVERY 128
 
@@ -65,6 +67,11 @@ struct gc_pool {
     void *arg;
     int64_t n;
     uint32_t tag;                 /* the current job's (even) tag: written by the pool's caller alone */
+#ifdef __linux__
+    cpu_set_t allowed;            /* the process's CPUs when the pool was made */
+    int nallowed;
+    int excluded;                 /* the caller's CPU the workers are kept off (-1: none yet) */
+#endif
 };
 
 static __thread gc_pool *current;
@@ -139,6 +146,11 @@ gc_pool *gc_pool_new(void)
         return NULL;
     pthread_mutex_init(&p->lock, NULL);
     pthread_cond_init(&p->wake, NULL);
+#ifdef __linux__
+    p->excluded = -1;
+    if (sched_getaffinity(0, sizeof p->allowed, &p->allowed) == 0)
+        p->nallowed = CPU_COUNT(&p->allowed);
+#endif
     return p;
 }
 
@@ -176,7 +188,33 @@ static void grow(gc_pool *p, int want)
         if (pthread_create(&p->threads[p->nworkers], NULL, worker, p) != 0)
             break;
         p->nworkers++;
+#ifdef __linux__
+        p->excluded = -1; /* the new worker gets the mask below */
+#endif
     }
+}
+
+/* Keep the workers off the caller's CPU. A worker woken on a loaded machine is often placed on its
+ * waker's CPU and can stay there for whole runs (measured: a 2-thread BERT layer's worker queued behind
+ * its caller in up to half of the samples, the context at 1-thread speed for seconds); there it only
+ * takes turns with the caller. The mask is the process's CPUs less the caller's, set again when the
+ * caller moves; with one CPU allowed nothing is restricted. */
+static void keep_off_caller(gc_pool *p)
+{
+#ifdef __linux__
+    if (p->nallowed < 2 || p->nworkers == 0)
+        return;
+    const int cpu = sched_getcpu();
+    if (cpu < 0 || cpu == p->excluded || cpu >= CPU_SETSIZE || !CPU_ISSET(cpu, &p->allowed))
+        return;
+    cpu_set_t m = p->allowed;
+    CPU_CLR(cpu, &m);
+    for (int i = 0; i < p->nworkers; i++)
+        pthread_setaffinity_np(p->threads[i], sizeof m, &m);
+    p->excluded = cpu;
+#else
+    (void)p;
+#endif
 }
 
 void gc_parallel_for(int64_t n, int nthreads, void (*fn)(void *, int64_t), void *arg)
@@ -198,6 +236,7 @@ void gc_parallel_for(int64_t n, int nthreads, void (*fn)(void *, int64_t), void 
         return;
     }
     grow(p, (int)(n < nthreads ? n : nthreads) - 1);
+    keep_off_caller(p);
     /* publish the job: an odd tag (no task can be claimed), the fields, then the even tag with the task
      * counter at 0 */
     const uint32_t tag = p->tag + 2;
@@ -218,7 +257,7 @@ void gc_parallel_for(int64_t n, int nthreads, void (*fn)(void *, int64_t), void 
      * most likely descheduled (a busy machine): after a spin the caller yields its core, which that
      * worker may be waiting for */
     for (int s = 0; __atomic_load_n(&p->done, __ATOMIC_ACQUIRE) < n; s++) {
-        if (s < GC_POOL_SPINS)
+        if (s < GC_POOL_SPINS_ALONE)
             GC_CPU_RELAX();
         else
             sched_yield();
@@ -229,18 +268,27 @@ void gc_parallel_for(int64_t n, int nthreads, void (*fn)(void *, int64_t), void 
  *
  * A context with nthreads > 1 also has one thread as an option: with a busy neighbour process holding a
  * core, a worker that claimed a task and was then descheduled makes the caller wait for it, and one
- * thread wins. The policy is robust to single noisy runs:
- * - a run right after a switch of option is not recorded (the workers were asleep, the caches hold the
- *   other option's data), so each option is judged by its steady runs;
- * - each option's time is the median of its last GC_PICK_SAMPLES recorded runs, never one sample;
- * - until each option has GC_PICK_MIN samples the options take turns, GC_PICK_MIN + 1 runs at a time;
- * - then the faster option runs, and the slower one is re-measured (GC_PICK_PROBE runs, the first not
- *   recorded) after a number of runs that keeps the probes' cost near GC_PICK_BUDGET of the time:
- *   every 8 runs when the two are close, up to every 128 when the slower is far behind. A wrong choice
- *   (one noisy spell) is undone after two probes, when the slower option's median moves. */
+ * thread can win. The policy is robust to single noisy runs and leans to the context's thread count:
+ * - after a switch of option, runs are not recorded until GC_PICK_SETTLE seconds (GC_PICK_SETTLE_N to
+ *   n threads) and at least one run have passed: the caches hold the other option's data, and the
+ *   workers were asleep: on a loaded machine a woken worker waits for the running task's slice (a
+ *   2-thread MLP b1 context ran at 1-thread speed for ~3 ms after each switch, and a 300 us window
+ *   kept it on one thread);
+ * - each option's time is the median of its last GC_PICK_SAMPLES recorded runs (seconds per arena
+ *   byte, so runs of other dims compare), never one sample;
+ * - until each option has GC_PICK_MIN samples the options take turns;
+ * - one thread is chosen only when its median is GC_PICK_MARGIN faster (noise never moves a quiet
+ *   machine's context to one thread; on a busy one, staying costs at most the margin);
+ * - the slower option is re-measured (GC_PICK_PROBE recorded runs) after at least 8 runs and after
+ *   the faster option ran long enough that the probe's extra time is GC_PICK_BUDGET of it, at most
+ *   GC_PICK_WAIT seconds: a wrong choice (one noisy spell) is undone within two probes. */
 #define GC_PICK_MIN 2
-#define GC_PICK_PROBE 3
+#define GC_PICK_PROBE 2
+#define GC_PICK_SETTLE 300e-6
+#define GC_PICK_SETTLE_N 2e-3
+#define GC_PICK_MARGIN 0.05
 #define GC_PICK_BUDGET 0.03
+#define GC_PICK_WAIT 2.0
 
 static double picker_median(const gc_thread_picker *t, int o)
 {
@@ -256,20 +304,10 @@ static double picker_median(const gc_thread_picker *t, int o)
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-/* the faster option by median time (ties: the context's thread count) */
+/* the faster option: one thread only when it is GC_PICK_MARGIN faster than the context's count */
 static int picker_best(const gc_thread_picker *t)
 {
-    return picker_median(t, 1) < picker_median(t, 0);
-}
-
-/* runs on the faster option between probes of the slower: its extra time over GC_PICK_PROBE runs is about
- * GC_PICK_BUDGET of the time spent */
-static int64_t picker_period(const gc_thread_picker *t, int best)
-{
-    const double fast = picker_median(t, best), slow = picker_median(t, !best);
-    const double ratio = fast > 0.0 ? slow / fast : 2.0;
-    const double every = GC_PICK_PROBE * (ratio - 1.0) / GC_PICK_BUDGET;
-    return every < 8.0 ? 8 : every > 128.0 ? 128 : (int64_t)every;
+    return picker_median(t, 1) < (1.0 - GC_PICK_MARGIN) * picker_median(t, 0);
 }
 
 int gc_picker_one(const gc_thread_picker *t)
@@ -285,13 +323,17 @@ int gc_picker_one(const gc_thread_picker *t)
     return picker_best(t);
 }
 
-void gc_picker_record(gc_thread_picker *t, int one, double seconds)
+void gc_picker_record(gc_thread_picker *t, int one, double seconds, double bytes)
 {
     one = one != 0;
-    const int switched = t->last != one + 1;
-    t->last = one + 1;
-    if (!switched) {
-        t->s[one][t->next[one]] = seconds;
+    if (t->last != one + 1) {
+        t->last = one + 1;
+        t->settle = -1.0; /* this run is not recorded, whatever its length */
+    }
+    const int record = t->settle >= (one ? GC_PICK_SETTLE : GC_PICK_SETTLE_N);
+    t->settle = (t->settle < 0.0 ? 0.0 : t->settle) + seconds;
+    if (record) {
+        t->s[one][t->next[one]] = seconds / (bytes > 0.0 ? bytes : 1.0);
         t->next[one] = (t->next[one] + 1) % GC_PICK_SAMPLES;
         if (t->count[one] < GC_PICK_SAMPLES)
             t->count[one]++;
@@ -299,15 +341,25 @@ void gc_picker_record(gc_thread_picker *t, int one, double seconds)
     if (t->count[0] < GC_PICK_MIN || t->count[1] < GC_PICK_MIN)
         return;
     if (t->probe > 0) {
-        if (one == t->probing && --t->probe == 0)
-            t->since = 0;
+        if (one == t->probing) {
+            t->probe_seconds += seconds;
+            if (record && --t->probe == 0)
+                t->since = 0, t->since_seconds = 0.0;
+        }
         return;
     }
     const int best = picker_best(t);
     if (one != best)
         return;
-    if (++t->since >= picker_period(t, best)) {
+    t->since++;
+    t->since_seconds += seconds;
+    const double fast = picker_median(t, best), slow = picker_median(t, !best);
+    const double gap = slow > fast ? 1.0 - fast / slow : 0.0; /* the share of a probe's time it loses */
+    double wait = t->probe_seconds * gap / GC_PICK_BUDGET;
+    wait = wait < GC_PICK_WAIT ? wait : GC_PICK_WAIT;
+    if (t->since >= 8 && t->since_seconds >= wait) {
         t->probing = !best;
         t->probe = GC_PICK_PROBE;
+        t->probe_seconds = 0.0;
     }
 }

@@ -114,18 +114,21 @@ GC_INTERNAL int gc_pool_bound(void);
 GC_INTERNAL void gc_parallel_for(int64_t n, int nthreads, void (*fn)(void *arg, int64_t i), void *arg);
 
 /* Adaptive threads: which of a context's two options, its thread count (0) or one thread (1), the next run
- * uses, from the recorded times of earlier runs (seconds per arena byte, so runs of other dims compare).
- * The policy (gc_threadpool.c) depends on the recorded samples alone. Zero-initialised is the start. */
+ * uses, from the recorded runs (seconds, and the run's arena bytes so runs of other dims compare). The
+ * policy (gc_threadpool.c) depends on the recorded runs alone. Zero-initialised is the start. */
 #define GC_PICK_SAMPLES 5 /* the length of s[][] below (a literal there: tests parse this header with cffi) */
 typedef struct gc_thread_picker {
-    double s[2][5];               /* the latest recorded times of each option, a ring */
+    double s[2][5];               /* the latest recorded seconds per byte of each option, a ring */
     int count[2], next[2];        /* samples held, the ring's next slot */
     int last;                     /* the option of the previous run + 1 (0: none yet) */
-    int probing, probe;           /* the slower option under re-measurement, and its runs left */
+    int probing, probe;           /* the slower option under re-measurement, and its samples to go */
+    double settle;                /* seconds on the current option since the last switch */
+    double probe_seconds;         /* seconds of the last probe */
+    double since_seconds;         /* seconds on the faster option since the last probe */
     int64_t since;                /* runs on the faster option since the last probe */
 } gc_thread_picker;
 GC_INTERNAL int gc_picker_one(const gc_thread_picker *t);
-GC_INTERNAL void gc_picker_record(gc_thread_picker *t, int one, double seconds);
+GC_INTERNAL void gc_picker_record(gc_thread_picker *t, int one, double seconds, double bytes);
 
 /* ------------------------------------------------------------------ activations (gc_act.c) */
 /* y[i] = f(x[i]) for i in [0, n), vectorised (errors bounded in gc_vmath.h); y may be x. */
