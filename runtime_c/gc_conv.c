@@ -797,26 +797,31 @@ static void spatial_store(const float *tile, int64_t mr, int64_t q0, int64_t qn,
  * with p's epilogue (activation, residual: res has y's layout, NULL without one) applied on the way: one
  * pass over the outputs instead of a second one over the band. The lanes outside a piece's mask are
  * neither read nor written (lane 0's address may lie before y's row). */
+/* Store row vector o (vector v of the pieces ps) into yr, the residual at rr (same layout), with the
+ * epilogue when epi. */
+static GC_ALWAYS_INLINE void spatial_store_vec(const sp_pieces *ps, int v, gc_vf o, float *yr, const float *rr,
+                                               const gc_conv2d_params *p, int epi)
+{
+    for (int j = 0; j < ps->n[v]; j++) {
+        const gc_mask16 m = (gc_mask16)ps->mask[v][j];
+        const int64_t off = ps->off[v][j];
+        /* lane 0's address may lie before y's row: only the masked lanes are read or written */
+        const uintptr_t at = (uintptr_t)(off * (int64_t)sizeof(float));
+        gc_vf t = o;
+        if (epi) t = epi_vec(p, t, rr ? vload_mask(m, (const void *)((uintptr_t)rr + at)) : vset1(0.0f));
+        vstore_mask((void *)((uintptr_t)yr + at), m, t);
+    }
+}
+
 static GC_ALWAYS_INLINE void spatial_store_vectors(int NV, gc_vf acc[GC_SP_MR][GC_SP_NV], int64_t mr,
                                                    const sp_pieces *ps, int v0, float *y, int64_t ohw,
                                                    const gc_conv2d_params *p, const float *res)
 {
     const int epi = has_epilogue(p);
     for (int v = 0; v < NV; v++)
-        for (int j = 0; j < ps->n[v0 + v]; j++) {
-            const gc_mask16 m = (gc_mask16)ps->mask[v0 + v][j];
-            const int64_t off = ps->off[v0 + v][j];
-            const uintptr_t base = (uintptr_t)y + (uintptr_t)(off * (int64_t)sizeof(float));
-            const uintptr_t rbase = (uintptr_t)res + (uintptr_t)(off * (int64_t)sizeof(float));
 #pragma GCC unroll 16
-            for (int r = 0; r < GC_SP_MR; r++)
-                if (r < mr) {
-                    const uintptr_t ro = (uintptr_t)(r * ohw) * sizeof(float);
-                    gc_vf o = acc[r][v];
-                    if (epi) o = epi_vec(p, o, res ? vload_mask(m, (const void *)(rbase + ro)) : vset1(0.0f));
-                    vstore_mask((void *)(base + ro), m, o);
-                }
-        }
+        for (int r = 0; r < GC_SP_MR; r++)
+            if (r < mr) spatial_store_vec(ps, v0 + v, acc[r][v], y + r * ohw, res ? res + r * ohw : NULL, p, epi);
 }
 
 typedef float gc_vf8 __attribute__((vector_size(8 * sizeof(float))));
@@ -853,6 +858,53 @@ static GC_NOINLINE void spatial_tile_half(int64_t ckk, const int64_t *koff, cons
     for (int r = 0; r < GC_SP_MR; r++)
         wide[r][0] = __builtin_shufflevector(acc[r], zero, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     spatial_store_vectors(1, wide, mr, ps, v0, y, ohw, p, res);
+}
+
+/* Bands of 49 to 56 wide positions (7x7 images: 7 rows of 8): GC_SP_MX_MR output channels x (3 vectors of
+ * 16 + one of 8 lanes) in one tile, so the last 8 positions share the tile's broadcast weights instead of
+ * running alone (spatial_tile_half: one broadcast per FMA). The same order over k as spatial_tile. ps: the
+ * pieces of the 48 first positions, ps8 those of the last 8 (its vector 0). */
+#define GC_SP_MX_MR 6
+static GC_NOINLINE void spatial_tile_mixed(int64_t ckk, const int64_t *koff, const float *restrict xq,
+                                           const float *restrict w, const float *bias, int64_t mr,
+                                           const sp_pieces *ps, const sp_pieces *ps8, float *y, int64_t ohw,
+                                           const gc_conv2d_params *p, const float *res)
+{
+    gc_vf acc[GC_SP_MX_MR][3];
+    gc_vf8 acc8[GC_SP_MX_MR];
+    const float *wr[GC_SP_MX_MR];
+    for (int r = 0; r < GC_SP_MX_MR; r++) {
+        const float b = bias && r < mr ? bias[r] : 0.0f;
+        for (int v = 0; v < 3; v++) acc[r][v] = vset1(b);
+        acc8[r] = b - (gc_vf8){0};
+        wr[r] = w + (r < mr ? r : mr - 1) * ckk;
+    }
+    for (int64_t k = 0; k < ckk; k++) {
+        const float *xk = xq + koff[k];
+        gc_vf xv[3];
+        gc_vf8 x8;
+        for (int v = 0; v < 3; v++) xv[v] = vload(xk + v * GC_VW);
+        memcpy(&x8, xk + 3 * GC_VW, sizeof x8);
+#pragma GCC unroll 16
+        for (int r = 0; r < GC_SP_MX_MR; r++) {
+            const gc_vf a = vset1(wr[r][k]);
+            for (int v = 0; v < 3; v++) acc[r][v] = vfma(a, xv[v], acc[r][v]);
+            /* the broadcast's low half (the same register): no second broadcast */
+            acc8[r] = gc_fmadd8(__builtin_shufflevector(a, a, 0, 1, 2, 3, 4, 5, 6, 7), x8, acc8[r]);
+        }
+    }
+    const int epi = has_epilogue(p);
+    const gc_vf8 zero = {0};
+#pragma GCC unroll 16
+    for (int r = 0; r < GC_SP_MX_MR; r++)
+        if (r < mr) {
+            float *yr = y + r * ohw;
+            const float *rr = res ? res + r * ohw : NULL;
+            for (int v = 0; v < 3; v++) spatial_store_vec(ps, v, acc[r][v], yr, rr, p, epi);
+            spatial_store_vec(ps8, 0,
+                              __builtin_shufflevector(acc8[r], zero, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                              yr, rr, p, epi);
+        }
 }
 #endif
 
@@ -1033,6 +1085,20 @@ static void spatial_band(const gc_conv2d_params *p, const spatial_geom *g, int64
     }
 #else
     (void)pack;
+#endif
+#if GC_VW == 16
+    if (wide > GC_SP_TILE && wide <= GC_SP_TILE + 8) { /* one mixed tile (3 vectors + 8 lanes) per block */
+        sp_pieces ps, ps8;
+        spatial_pieces(0, GC_SP_TILE, g->pw, p->ow, &ps);
+        spatial_pieces(GC_SP_TILE, wide - GC_SP_TILE, g->pw, p->ow, &ps8);
+        const int64_t o_hi = min64(ocg, b1 * GC_SP_MR);
+        for (int64_t o0 = b0 * GC_SP_MR; o0 < o_hi; o0 += GC_SP_MX_MR) {
+            float *yo = yg + o0 * ohw;
+            spatial_tile_mixed(ckk, koff, planes, wg + o0 * ckk, bg ? bg + o0 : NULL, min64(GC_SP_MX_MR, o_hi - o0),
+                               &ps, &ps8, yo, ohw, p, p->res ? p->res + (yo - y) : NULL);
+        }
+        return;
+    }
 #endif
     /* chunks of tiles: their pieces are worked out once, every block of output channels runs over the
      * chunk (its weights stay in L1 across the chunk's tiles, the chunk's input across the blocks) */
