@@ -50,6 +50,7 @@ typedef struct gc_conv2d_params {
     float act_lo, act_hi;
     const float *res;
     float *pool;
+    const float *in_scale;
 } gc_conv2d_params;
 size_t gc_conv2d_work_floats(const gc_conv2d_params *p, int nthreads);
 void gc_conv2d(const gc_conv2d_params *p, const float *x, const float *w, const float *bias, float *y,

@@ -1761,8 +1761,26 @@ static void gemv_slot(void *vj, int64_t t)
     gemv_rows(j, rows * t / j->T, rows * (t + 1) / j->T);
 }
 
+/* With an input scale: one image at a time, its weights scaled into the start of the work. */
+static gc_conv2d_params one_image(const gc_conv2d_params *p)
+{
+    gc_conv2d_params q = *p;
+    q.n = 1;
+    q.in_scale = NULL;
+    return q;
+}
+
+static size_t scaled_weight_floats(const gc_conv2d_params *p)
+{
+    return ((size_t)(p->oc * (p->c / p->groups) * p->kh * p->kw) + 15) / 16 * 16;
+}
+
 size_t gc_conv2d_work_floats(const gc_conv2d_params *p, int nthreads)
 {
+    if (p->in_scale) {
+        const gc_conv2d_params q = one_image(p);
+        return scaled_weight_floats(p) + gc_conv2d_work_floats(&q, nthreads);
+    }
     const conv_plan pl = conv2d_plan(p, nthreads);
     return pl.pack_floats + pl.col_floats * (size_t)pl.task_threads;
 }
@@ -1774,6 +1792,27 @@ void gc_conv2d(const gc_conv2d_params *p, const float *x, const float *w, const 
                float *work, int nthreads)
 {
     if (p->n <= 0 || p->oc <= 0 || p->oh <= 0 || p->ow <= 0) return;
+    if (p->in_scale) {
+        /* conv(x * s) = conv with w[o, c, :, :] * s[n, c]: per image, the weights scaled (OC x C/groups x
+         * taps multiplies, fewer than the C x H x W of scaling x when OC < H x W), then the plain conv */
+        const int64_t cg = p->c / p->groups, ocg = p->oc / p->groups, taps = p->kh * p->kw;
+        const int64_t hw = p->h * p->w, ohw = p->oh * p->ow;
+        gc_conv2d_params q = one_image(p);
+        float *ws = work, *rest = work + scaled_weight_floats(p);
+        for (int64_t n = 0; n < p->n; n++) {
+            const float *s = p->in_scale + n * p->c;
+            for (int64_t o = 0; o < p->oc; o++) {
+                const float *sg = s + o / ocg * cg, *wo = w + o * cg * taps;
+                float *d = ws + o * cg * taps;
+                for (int64_t c = 0; c < cg; c++)
+                    for (int64_t t = 0; t < taps; t++) d[c * taps + t] = wo[c * taps + t] * sg[c];
+            }
+            q.res = p->res ? p->res + n * p->oc * ohw : NULL;
+            q.pool = p->pool ? p->pool + n * p->oc : NULL;
+            gc_conv2d(&q, x + n * p->c * hw, ws, bias, y + n * p->oc * ohw, rest, nthreads);
+        }
+        return;
+    }
     const conv_plan pl = conv2d_plan(p, nthreads);
     conv2d_run(p, &pl, x, w, bias, y, work, nthreads);
     if (p->pool) {

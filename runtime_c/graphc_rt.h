@@ -198,6 +198,9 @@ typedef struct gc_conv2d_params {
     /* NULL, or pool[N, OC]: the mean of every output plane (after the epilogue), the same sums as
      * gc_adaptive_avg_pool2d to 1x1 makes (a squeeze-excitation's pooling, read while the plane is in cache) */
     float *pool;
+    /* NULL, or in_scale[N, C]: x[n, c] is taken times in_scale[n, c] (a squeeze-excitation's channel
+     * scaling folded into the conv that reads it); the weights are scaled per image into the work */
+    const float *in_scale;
 } gc_conv2d_params;
 
 GC_INTERNAL size_t gc_conv2d_work_floats(const gc_conv2d_params *p, int nthreads);

@@ -107,3 +107,50 @@ def test_epilogues_fused_into_the_convs(compiled):
     assert ops["one"] == "conv+hardtanh"
     fused = [op for op in ops.values() if op.startswith("conv+")]
     assert len(fused) >= 12, ops
+
+
+def build_se(nn: Any, F: Any) -> Any:
+    """Squeeze-excitation blocks: the scaled tensor feeds a 1x1 conv (with a residual add, and without one)."""
+
+    class SE(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.dw = nn.Conv2d(6, 6, 3, 1, 1, groups=6)
+            self.se1 = nn.Conv2d(6, 3, 1)
+            self.se2 = nn.Conv2d(3, 6, 1)
+            self.project = nn.Conv2d(6, 6, 1)
+            self.down = nn.Conv2d(6, 40, 3, 4, 1)
+            self.se3 = nn.Conv2d(40, 40, 1)
+            self.small = nn.Conv2d(40, 12, 1)  # 12 outputs >= 3 x 3 positions: the mul stays a kernel
+
+        def forward(self, x: Any) -> Any:
+            h = F.silu(self.dw(x))
+            h = h * F.sigmoid(self.se2(F.silu(self.se1(F.adaptive_avg_pool2d(h, 1)))))
+            h = x + self.project(h)
+            d = self.down(h)
+            d = self.small(d * F.sigmoid(self.se3(F.adaptive_avg_pool2d(d, 1))))
+            return h, d
+
+    return SE()
+
+
+def test_squeeze_excitation_scale_in_the_1x1_conv(tmp_path):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(1)
+    tm = build_se(torch.nn, torch.nn.functional).eval()
+    gm = build_se(graphc.nn, graphc.nn.functional)
+    gm.load_state_dict({k: v.detach().numpy().copy() for k, v in tm.state_dict().items()})
+    gm.eval()
+    x = np.random.default_rng(2).standard_normal((2, 6, 9, 11)).astype(np.float32)
+    cm = graphc.compile(gm, (x,), cache_dir=tmp_path)
+    with torch.inference_mode():
+        ref = [t.numpy() for t in tm(torch.from_numpy(x))]
+    for threads in (1, 2):
+        cm.set_num_threads(threads)
+        for a, b in zip(cm(x), ref):
+            np.testing.assert_allclose(np.asarray(a), b, rtol=2e-4, atol=2e-5)
+    cm.enable_profile()
+    cm(x)
+    ops = {r["module"]: r["op"] for r in cm.profile()}
+    assert ops["project"] == "mul+conv+add"  # the scale in the weights, the residual in the store
+    assert ops["small"] == "conv" and "mul" in ops.values()

@@ -74,7 +74,7 @@ class Runtime:
         return self.ffi.NULL if a is None else self.ffi.cast("float *", a.ctypes.data)
 
     def conv2d(self, x, w, bias, stride, pad, groups, nthreads, act=0, lo=0.0, hi=0.0, res=None, res_first=0,
-               pooled=None):
+               pooled=None, in_scale=None):
         n, c, h, wd = x.shape
         oc, kh, kw = w.shape[0], w.shape[2], w.shape[3]
         oh = (h + 2 * pad[0] - kh) // stride[0] + 1
@@ -91,6 +91,9 @@ class Runtime:
             p.res = self.ptr(res)
         if pooled is not None:  # a flat [n * oc + GUARD] buffer for the pooled outputs
             p.pool = self.ptr(pooled)
+        if in_scale is not None:
+            assert in_scale.shape == (n, c) and in_scale.dtype == np.float32 and in_scale.flags.c_contiguous
+            p.in_scale = self.ptr(in_scale)
         work = np.full(self.lib.gc_conv2d_work_floats(p, nthreads) + GUARD, SENTINEL, np.float32)
         y = np.full(n * oc * oh * ow + GUARD, SENTINEL, np.float32)
         self.lib.gc_conv2d(p, self.ptr(x), self.ptr(w), self.ptr(bias), self.ptr(y), self.ptr(work), nthreads)
@@ -262,3 +265,37 @@ def test_pooled_output(rt, path):
     y, pooled = both[:ref.size].reshape(ref.shape), both[ref.size:]
     _close(y, ref)
     np.testing.assert_allclose(pooled, y.astype(np.float64).mean(axis=(2, 3)).ravel(), rtol=1e-5, atol=1e-6)
+
+
+# the input scale (a squeeze-excitation's x * s[n, c] folded into the conv reading it): the weights scaled per
+# image; with a residual, an activation and the pooled output, batch 2, groups, and a spatial kernel
+SCALED = {
+    "gemm1x1": (2, 24, 9, 11, 10, (1, 1), (1, 1), (0, 0), 1),
+    "gemm1x1_chunked": (1, 16, 30, 40, 8, (1, 1), (1, 1), (0, 0), 1),
+    "groups": (2, 12, 6, 7, 8, (1, 1), (1, 1), (0, 0), 4),
+    "spatial": (2, 8, 10, 11, 10, (3, 3), (1, 1), (1, 1), 1),
+}
+
+
+@pytest.mark.parametrize("path", list(SCALED))
+def test_input_scale(rt, path):
+    n, c, h, w, oc, k, stride, pad, groups = SCALED[path]
+    x, wt, bias, rng = _data(11, n, c, h, w, oc, *k, groups)
+    s = rng.uniform(0.0, 1.0, (n, c)).astype(np.float32)
+    conv = conv_ref(x.astype(np.float64) * s[:, :, None, None], wt, bias, stride, pad, groups)
+    res = rng.standard_normal(conv.shape).astype(np.float32)
+
+    def run(nt):
+        pooled = np.full(n * oc + GUARD, SENTINEL, np.float32)
+        y = rt.conv2d(x, wt, bias, stride, pad, groups, nt, ACT["silu"], res=res, res_first=0, pooled=pooled,
+                      in_scale=s)
+        assert (pooled[-GUARD:] == SENTINEL).all(), "kernel wrote past the pooled output"
+        return np.concatenate([y.ravel(), pooled[:-GUARD]])
+
+    both = _both_threads(run)
+    ref = act_ref("silu", conv, 0, 0) + res
+    y, pooled = both[:ref.size].reshape(ref.shape), both[ref.size:]
+    _close(y, ref)
+    np.testing.assert_allclose(pooled, y.astype(np.float64).mean(axis=(2, 3)).ravel(), rtol=1e-5, atol=1e-6)
+    _close(rt.conv2d(x, wt, None, stride, pad, groups, 1, in_scale=s),
+           conv_ref(x.astype(np.float64) * s[:, :, None, None], wt, None, stride, pad, groups))

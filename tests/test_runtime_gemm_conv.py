@@ -730,6 +730,7 @@ int main(int argc, char **argv) {
     int bad = 0;
     for (int it = 0; it < iters && bad < 5; it++) {
         gc_conv2d_params p;
+        memset(&p, 0, sizeof p); /* no epilogue, pool or input scale */
         int64_t cg = pick(1, 20), ocg = pick(1, 19);
         p.groups = pick(1, 3);
         p.kh = pick(1, 5); p.kw = pick(1, 5);

@@ -311,6 +311,8 @@ class Backend:
     parallel_min: ClassVar[int] = 32768  # elements of a plain loop worth a parallel region
     # the conv rule prints fused epilogues (KernelBuilder.epilogue, graphc.backend.epilogue)
     conv_epilogues: ClassVar[bool] = False
+    # the conv rule honours a channel scale of a 1x1 conv's input (Lowering.conv_scales, conv_input_scales)
+    conv_input_scales: ClassVar[bool] = False
     # its sdpa kernel reads q/k/v and writes the output through strides: the permutes and slices around
     # attention are folded into them (graphc/backend/layouts.py)
     sdpa_strides: ClassVar[bool] = False

@@ -318,7 +318,9 @@ def _conv(kb: KernelBuilder, n: Node) -> None:
     x, w, bias = (list(n.inputs) + [None])[:3]
     p = conv_params(kb, n)
     kind = "gc_conv_transpose2d" if n.op == "conv_transpose" else "gc_conv2d"
-    px, pw, pb = kb.input(x), kb.input(w), kb.input(bias)
+    sc = kb.lower.conv_scales.get(n)  # x = mul(x', s): the kernel reads x' and scales its weights by s
+    px, pw, pb = kb.input(x if sc is None else sc.x), kb.input(w), kb.input(bias)
+    scale = kb.input(sc.scale) if sc is not None else None
     e = kb.epilogue
     epi = None
     if e is not None:
@@ -327,7 +329,7 @@ def _conv(kb: KernelBuilder, n: Node) -> None:
                "res": kb.input(e.residual) if e.residual is not None else None,
                "pool": kb.output(e.pool.out) if e.pool is not None else None}
     kb.emit("conv.c.j2", kind=kind, p=p, x=px, w=pw, bias=pb, y=kb.output(n.out if e is None else e.out),
-            work=kb.work(), epi=epi)
+            work=kb.work(), epi=epi, scale=scale)
 
 
 # an epilogue's activation (graphc.backend.epilogue.EPILOGUE_ACTS) as the runtime's kind
@@ -419,6 +421,7 @@ class CBackend(Backend):
     template_folder = "c"
     lowerings = LOWERINGS
     conv_epilogues = True
+    conv_input_scales = True
     sdpa_strides = True
 
     def lower_group(self, kb: KernelBuilder, group: FusionGroup) -> bool:

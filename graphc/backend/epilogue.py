@@ -13,6 +13,13 @@ stores each output: one pass over the output instead of two or three, and the co
 never stored. A global average pool of that result (adaptive_avg_pool2d to 1x1: a squeeze-excitation)
 goes into the same kernel as a second output, summed while each plane is in cache.
 
+A 1x1 conv (stride 1, no padding) that reads ``mul(x, s)`` with s of shape [N, C, 1, 1] (a
+squeeze-excitation's channel scaling, x * sigmoid(...)), the product used by nothing else, can take the
+scale instead (:func:`conv_input_scales`): conv(x * s) is the conv of x with weights w[o, c] * s[n, c],
+OC x C/groups multiplies per image instead of C x H x W for the product, which is then never stored nor
+read back. Taken when OC < H x W (EfficientNet: the project convs down to 14x14 images; at 7x7 scaling
+the weights would cost more than the product).
+
 The analysis is backend-neutral and changes no graph: a backend that can print epilogues (its
 ``conv_epilogues`` capability) asks :func:`conv_epilogues` which conv each fusable group belongs to;
 the driver (:mod:`graphc.backend.lowering`) then lowers the conv at the group's root, where every
@@ -27,9 +34,10 @@ from dataclasses import dataclass
 
 from .._dtype import float32
 from ..ir.graph import Graph, Node, Value
+from ..sym import is_static
 from .fusion import FusionGroup
 
-__all__ = ["ConvEpilogue", "conv_epilogues", "EPILOGUE_ACTS"]
+__all__ = ["ConvEpilogue", "conv_epilogues", "ConvInputScale", "conv_input_scales", "EPILOGUE_ACTS"]
 
 # the activations an epilogue applies (the names backends map to their own kinds)
 EPILOGUE_ACTS = ("relu", "clamp", "sigmoid", "silu", "tanh", "gelu", "gelu_tanh", "hardswish")
@@ -154,4 +162,55 @@ def conv_epilogues(g: Graph, groups: list[FusionGroup]) -> dict[Node, ConvEpilog
                                and u.out not in outs), None) if e.out.type.ndim == 4 else None
                 found[grp.root] = e
                 break
+    return found
+
+
+@dataclass
+class ConvInputScale:
+    """``conv`` reads ``mul(x, scale)``: its kernel reads x and scale instead, the mul is not lowered."""
+
+    conv: Node
+    mul: Node
+    x: Value
+    scale: Value  # [N, C, 1, 1]
+
+
+def _pointwise(conv: Node) -> bool:
+    """A 2-d 1x1 conv with stride 1 and no padding (static sizes)."""
+    shape = list(conv.inputs[0].type.shape)
+    w = list(conv.inputs[1].type.shape)
+    if conv.op != "conv" or len(shape) != 4 or len(w) != 4 or not all(is_static(d) for d in (*shape, *w)):
+        return False
+    a = conv.attrs
+
+    def ints(v: object) -> list:
+        return list(v) if isinstance(v, (list, tuple)) else [v, v]
+
+    return (w[2] == 1 and w[3] == 1 and all(s == 1 for s in ints(a["stride"]))
+            and all(isinstance(q, int) and q == 0 for q in ints(a["padding"])))
+
+
+def conv_input_scales(g: Graph, groups: list[FusionGroup]) -> dict[Node, ConvInputScale]:
+    """The 1x1 convs of g that take a channel scale of their input into their weights, keyed by the conv."""
+    users = g.users()
+    outs = {v for _, v in g.outputs}
+    single = {grp.root for grp in groups if len(grp.nodes) == 1 and not grp.constants}
+    found: dict[Node, ConvInputScale] = {}
+    for n in g.nodes:
+        if n.op != "conv" or len(n.inputs) < 2 or n.inputs[0] is None or n.inputs[0].node is None:
+            continue
+        v, m = n.inputs[0], n.inputs[0].node
+        if (m not in single or m.op != "mul" or len(m.inputs) != 2 or v in outs or users[v] != [n]
+                or any(u is not None and u.type.dtype is not float32 for u in (*n.inputs, *m.inputs))
+                or not _pointwise(n)):
+            continue
+        x, s = m.inputs
+        if x.type.shape != v.type.shape:
+            x, s = s, x
+        N, C, H, W = v.type.shape
+        if x.type.shape != v.type.shape or tuple(s.type.shape) != (N, C, 1, 1) or x is s:
+            continue
+        if n.out.type.shape[1] >= H * W:
+            continue  # scaling the weights would cost more than the product
+        found[n] = ConvInputScale(n, m, x, s)
     return found

@@ -29,7 +29,7 @@ from ..errors import UnsupportedError
 from ..ir.graph import Graph, Node, Value
 from ..ir.printer import print_graph, print_node
 from ..sym import Dim, Sym, evaluate, is_static, prod
-from .epilogue import ConvEpilogue, conv_epilogues
+from .epilogue import ConvEpilogue, ConvInputScale, conv_epilogues, conv_input_scales
 from .fusion import FusionGroup, GemmEpilogue, fusion_groups, gemm_epilogues, inlined_constants
 from .layouts import SdpaLayouts, fold_sdpa_layouts
 from .memplan import MemoryPlan, Step, free_at, plan_memory, poly_max
@@ -559,6 +559,8 @@ class Lowering:
         self.outputs: list[TensorInfo] = []
         self.layouts = SdpaLayouts()
         self.packed: dict[Value, PackedWeight] = {}
+        # 1x1 convs that take their input's channel scale into their weights (epilogue.conv_input_scales)
+        self.conv_scales: dict[Node, ConvInputScale] = {}
 
     def packed_weight(self, w: Value) -> PackedWeight:
         """The create-time packing of parameter w (one per parameter, whatever uses it)."""
@@ -605,6 +607,9 @@ class Lowering:
         # conv epilogues: the conv is lowered at its group's root, with the group in its output write
         epilogues = conv_epilogues(g, groups) if self.fuse and be.conv_epilogues else {}
         fused_convs = {e.conv for e in epilogues.values()} | {e.pool for e in epilogues.values() if e.pool}
+        if self.fuse and be.conv_input_scales:
+            self.conv_scales = conv_input_scales(g, groups)
+        scaled = {sc.mul for sc in self.conv_scales.values()}
         for n in g.nodes:
             if is_view(n) and n.inputs and n.inputs[0] is not None:
                 src = n.inputs[0]
@@ -634,15 +639,17 @@ class Lowering:
 
         kernels: list[Kernel] = []
         for n in g.nodes:
-            if is_view(n) or n in consts or n in fused_convs or n in gemm_eps or n in self.layouts.folded:
+            if (is_view(n) or n in consts or n in fused_convs or n in gemm_eps or n in self.layouts.folded
+                    or n in scaled):
                 continue
             if n in epilogues:
                 e = epilogues[n]
                 grp = e.group
                 fn = be.lowering_for(e.conv.opdef)
                 pool = [e.pool] if e.pool is not None else []
-                kb = KernelBuilder(self, [e.conv, *grp.constants, *grp.nodes, *pool], n.out.name,
-                                   self.kernel_name([e.conv, *grp.nodes, *pool]))
+                mul = [self.conv_scales[e.conv].mul] if e.conv in self.conv_scales else []
+                kb = KernelBuilder(self, [*mul, e.conv, *grp.constants, *grp.nodes, *pool], n.out.name,
+                                   self.kernel_name([*mul, e.conv, *grp.nodes, *pool]))
                 kb.epilogue = e
                 kb.node = e.conv
                 fn(kb, e.conv)
@@ -671,7 +678,8 @@ class Lowering:
                 fn = be.lowering_for(n.opdef)
                 if fn is None:
                     raise unsupported(n, None, "no lowering rule", backend=be.display_name)
-                kb = KernelBuilder(self, [n], n.out.name, self.kernel_name([n]))
+                nodes = [self.conv_scales[n].mul, n] if n in self.conv_scales else [n]
+                kb = KernelBuilder(self, nodes, n.out.name, self.kernel_name(nodes))
                 fn(kb, n)
             kernels.append(kb.finish())
         for k, v in copies:
