@@ -1443,9 +1443,9 @@ static void dw_planes(const gc_conv2d_params *p, const spatial_geom *g, const fl
  * row; the last vector has `last` valid lanes), K x K taps with the weights wv in registers. Stride 1 reads each input vector once for all R rows (output row r's tap (i, j) is input
  * row r + i at column c + j); stride 2 reads tap t of row r at r * pw + koff[t]. Every output starts
  * from the bias and adds its taps in (i, j) order, as dw_block does, whatever R and NV. */
-static GC_ALWAYS_INLINE void dw_tile(const int K, const int S, const int R, const int NV, const float *restrict pl,
-                                     int64_t pw, const int64_t *koff, const gc_vf *wv, gc_vf bv, float *y,
-                                     int64_t ow, int64_t c, int64_t last)
+static GC_ALWAYS_INLINE void dw_tile(const int K, const int S, const int ACT, const int R, const int NV,
+                                     const float *restrict pl, int64_t pw, const int64_t *koff, const gc_vf *wv,
+                                     gc_vf bv, float lo, float hi, float *y, int64_t ow, int64_t c, int64_t last)
 {
     gc_vf acc[4][4];
     GC_UNROLL
@@ -1481,14 +1481,20 @@ static GC_ALWAYS_INLINE void dw_tile(const int K, const int S, const int R, cons
     GC_UNROLL
     for (int r = 0; r < R; r++) {
         GC_UNROLL
-        for (int v = 0; v < NV; v++) store_lanes(y + r * ow + c + v * GC_VW, acc[r][v], v == NV - 1 ? last : GC_VW);
+        for (int v = 0; v < NV; v++) {
+#if GC_VW > 1
+            if (ACT) acc[r][v] = gc_vact(ACT, acc[r][v], lo, hi);
+#endif
+            store_lanes(y + r * ow + c + v * GC_VW, acc[r][v], v == NV - 1 ? last : GC_VW);
+        }
     }
 }
 
 /* One band of `rows` output rows (y at its first row) from its planes, bias included, no epilogue: tiles
  * of 4 rows x 1 vector for rows of one vector, else 2 rows x 2 vectors, so that four accumulators hide
  * the FMA latency. */
-static GC_ALWAYS_INLINE void dw_band(const int K, const int S, const gc_conv2d_params *p, const float *pl, int64_t pw,
+static GC_ALWAYS_INLINE void dw_band(const int K, const int S, const int ACT, const gc_conv2d_params *p,
+                                     const float *pl, int64_t pw,
                                      const int64_t *koff, const float *wk, float b, float *y, int64_t rows)
 {
     gc_vf wv[K * K];
@@ -1497,7 +1503,7 @@ static GC_ALWAYS_INLINE void dw_band(const int K, const int S, const gc_conv2d_p
     const gc_vf bv = vset1(b);
     const int64_t ow = p->ow, nvec = (ow + GC_VW - 1) / GC_VW, last = ow - (nvec - 1) * GC_VW;
 #define GC_DW_TILE(R, NV, r, c, n)                                                                             \
-    dw_tile(K, S, R, NV, pl + (r) * pw, pw, koff, wv, bv, y + (r) * ow, ow, c, n)
+    dw_tile(K, S, ACT, R, NV, pl + (r) * pw, pw, koff, wv, bv, p->act_lo, p->act_hi, y + (r) * ow, ow, c, n)
     int64_t r = 0;
     if (nvec == 1) {
         for (; r + 4 <= rows; r += 4) GC_DW_TILE(4, 1, r, 0, last);
@@ -1518,40 +1524,60 @@ static GC_ALWAYS_INLINE void dw_band(const int K, const int S, const gc_conv2d_p
 #undef GC_DW_TILE
 }
 
-#define GC_DW_BAND_FN(K, S)                                                                                    \
-    static GC_NOINLINE void dw_band_##K##_##S(const gc_conv2d_params *p, const float *pl, int64_t pw,         \
-                                              const int64_t *koff, const float *wk, float b, float *y,       \
-                                              int64_t rows)                                                  \
-    {                                                                                                        \
-        dw_band(K, S, p, pl, pw, koff, wk, b, y, rows);                                                      \
+#define GC_DW_BAND_FN(K, S, ACT)                                                                            \
+    static GC_NOINLINE void dw_band_##K##_##S##_##ACT(const gc_conv2d_params *p, const float *pl, int64_t pw,  \
+                                                      const int64_t *koff, const float *wk, float b, float *y, \
+                                                      int64_t rows)                                            \
+    {                                                                                                          \
+        dw_band(K, S, ACT, p, pl, pw, koff, wk, b, y, rows);                                                   \
     }
-GC_DW_BAND_FN(3, 1)
-GC_DW_BAND_FN(3, 2)
-GC_DW_BAND_FN(5, 1)
-GC_DW_BAND_FN(5, 2)
-GC_DW_BAND_FN(7, 1)
-GC_DW_BAND_FN(7, 2)
+/* no activation (any epilogue then runs as a pass over the band), and MobileNet's ReLU6 (3x3, 5x5) and
+ * EfficientNet's SiLU (3x3; 5x5 measured no faster: its 25 weights and SiLU's constants spill) applied
+ * to the accumulators before the store: 10-18% faster on ReLU6 layers than the pass, 15% on SiLU 3x3 */
+GC_DW_BAND_FN(3, 1, 0)
+GC_DW_BAND_FN(3, 2, 0)
+GC_DW_BAND_FN(5, 1, 0)
+GC_DW_BAND_FN(5, 2, 0)
+GC_DW_BAND_FN(7, 1, 0)
+GC_DW_BAND_FN(7, 2, 0)
+GC_DW_BAND_FN(3, 1, GC_ACT_CLAMP)
+GC_DW_BAND_FN(3, 2, GC_ACT_CLAMP)
+GC_DW_BAND_FN(5, 1, GC_ACT_CLAMP)
+GC_DW_BAND_FN(5, 2, GC_ACT_CLAMP)
+GC_DW_BAND_FN(3, 1, GC_ACT_SILU)
+GC_DW_BAND_FN(3, 2, GC_ACT_SILU)
 #undef GC_DW_BAND_FN
 
 typedef void (*dw_band_fn)(const gc_conv2d_params *, const float *, int64_t, const int64_t *, const float *, float,
                            float *, int64_t);
 
-/* The band function of p: square 3x3, 5x5 or 7x7 kernels at equal strides 1 or 2; NULL for the others. */
-static dw_band_fn dw_band_of(const gc_conv2d_params *p)
+/* The band function of p: square 3x3, 5x5 or 7x7 kernels at equal strides 1 or 2 (NULL for the others);
+ * *fused = 1 when it applies p's whole epilogue itself (no residual; see above), else the epilogue is a
+ * pass over each band's outputs. */
+static dw_band_fn dw_band_of(const gc_conv2d_params *p, int *fused)
 {
+    *fused = 0;
     if (!depthwise_square(p)) return NULL;
     const int s1 = p->stride_h == 1;
+    if (!p->res && p->act == GC_ACT_CLAMP && p->kh <= 5) {
+        *fused = 1;
+        return p->kh == 3 ? (s1 ? dw_band_3_1_GC_ACT_CLAMP : dw_band_3_2_GC_ACT_CLAMP)
+                          : (s1 ? dw_band_5_1_GC_ACT_CLAMP : dw_band_5_2_GC_ACT_CLAMP);
+    }
+    if (!p->res && p->act == GC_ACT_SILU && p->kh == 3) {
+        *fused = 1;
+        return s1 ? dw_band_3_1_GC_ACT_SILU : dw_band_3_2_GC_ACT_SILU;
+    }
     switch (p->kh) {
-    case 3: return s1 ? dw_band_3_1 : dw_band_3_2;
-    case 5: return s1 ? dw_band_5_1 : dw_band_5_2;
-    case 7: return s1 ? dw_band_7_1 : dw_band_7_2;
-    default: return NULL;
+    case 3: return s1 ? dw_band_3_1_0 : dw_band_3_2_0;
+    case 5: return s1 ? dw_band_5_1_0 : dw_band_5_2_0;
+    default: return s1 ? dw_band_7_1_0 : dw_band_7_2_0;
     }
 }
 
 /* One task: band task % bands of plane task / bands = (image n, channel c). */
 static void depthwise_task(const gc_conv2d_params *p, const spatial_geom *g, const int64_t *koff, dw_band_fn band,
-                           int64_t task, const float *x, const float *w, const float *bias, float *y, float *planes)
+                           int fused, int64_t task, const float *x, const float *w, const float *bias, float *y, float *planes)
 {
     const int64_t q = task / g->bands, c = q % p->c;
     const int64_t r0 = task % g->bands * g->bh, rows = min64(g->bh, p->oh - r0), taps = p->kh * p->kw;
@@ -1562,7 +1588,7 @@ static void depthwise_task(const gc_conv2d_params *p, const spatial_geom *g, con
         const int64_t yoff = q * p->oh * ow + r0 * ow;
         dw_planes(p, g, x + q * p->h * p->w, r0, rows, planes);
         band(p, planes, g->pw, koff, wk, b, y + yoff, rows);
-        epilogue_rows(p, y, yoff, 1, rows * ow, 0, NULL); /* on the band's outputs, still in L1 */
+        if (!fused) epilogue_rows(p, y, yoff, 1, rows * ow, 0, NULL); /* on the band's outputs, still in L1 */
         return;
     }
     spatial_planes(p, g, x + q * p->h * p->w, r0, rows, planes);
@@ -1639,10 +1665,10 @@ static void depthwise_task(const gc_conv2d_params *p, const spatial_geom *g, con
 
 /* A task and, when it holds the whole plane, the plane's pooled output. */
 static void depthwise_task_pool(const gc_conv2d_params *p, const spatial_geom *g, const int64_t *koff,
-                                dw_band_fn band, int64_t task, const float *x, const float *w, const float *bias,
+                                dw_band_fn band, int fused, int64_t task, const float *x, const float *w, const float *bias,
                                 float *y, float *planes)
 {
-    depthwise_task(p, g, koff, band, task, x, w, bias, y, planes);
+    depthwise_task(p, g, koff, band, fused, task, x, w, bias, y, planes);
     if (p->pool && g->bands == 1) {
         const int64_t ohw = p->oh * p->ow;
         p->pool[task] = (float)(gc_sum_floats(y + task * ohw, ohw) / (double)ohw);
@@ -1654,6 +1680,7 @@ typedef struct depthwise_job {
     const spatial_geom *g;
     const int64_t *koff;
     dw_band_fn band;
+    int fused;
     int64_t tasks, slots;
     const float *x, *w, *bias;
     float *y, *planes;
@@ -1664,7 +1691,7 @@ static void depthwise_slot(void *vj, int64_t t)
 {
     const depthwise_job *j = vj;
     for (int64_t task = j->tasks * t / j->slots; task < j->tasks * (t + 1) / j->slots; task++)
-        depthwise_task_pool(j->p, j->g, j->koff, j->band, task, j->x, j->w, j->bias, j->y,
+        depthwise_task_pool(j->p, j->g, j->koff, j->band, j->fused, task, j->x, j->w, j->bias, j->y,
                             j->planes + (size_t)t * j->buf);
 }
 
@@ -1680,13 +1707,14 @@ static void conv2d_depthwise(const gc_conv2d_params *p, const float *x, const fl
         for (int64_t j = 0; j < p->kw; j++)
             koff[i * p->kw + j] = (g.tap_a[i] * g.nb + g.tap_b[j]) * g.plane + i / p->stride_h * g.pw +
                                   j / p->stride_w;
-    const dw_band_fn band = dw_band_of(p);
+    int fused;
+    const dw_band_fn band = dw_band_of(p, &fused);
     if (g.threads <= 1) {
-        for (int64_t t = 0; t < tasks; t++) depthwise_task_pool(p, &g, koff, band, t, x, w, bias, y, work);
+        for (int64_t t = 0; t < tasks; t++) depthwise_task_pool(p, &g, koff, band, fused, t, x, w, bias, y, work);
         return;
     }
     const int64_t slots = depthwise_slots(p, &g);
-    const depthwise_job job = {p, &g, koff, band, tasks, slots, x, w, bias, y, work, (size_t)g.cstride};
+    const depthwise_job job = {p, &g, koff, band, fused, tasks, slots, x, w, bias, y, work, (size_t)g.cstride};
     gc_parallel_for(slots, g.threads, depthwise_slot, (void *)&job);
 }
 
