@@ -266,28 +266,31 @@ static void pack_b(int64_t kc, int64_t nc, view b, float *restrict bp)
     }
 }
 
-/* The register-blocked core: an MR x NR tile of A-panel @ B-panel over kc, then the epilogue on the
- * mr x nr valid corner of C (partial tiles go through a scratch tile). */
-static void micro_kernel(int64_t kc, const float *restrict ap, const float *restrict bp, float *restrict c,
-                         int64_t ldc, int64_t mr, int64_t nr, const epilogue *ep)
+/* The register-blocked core: an R x NR tile (R = MR, or the mr < MR rows of a bottom-edge tile, so they
+ * cost mr / MR of a tile, not a whole one) of A-panel @ B-panel over kc, then the epilogue on the
+ * R x nr valid corner of C (partial columns go through a scratch tile). Always inlined with a constant
+ * R: rows past R are never computed. Each accumulator sums over k in order whatever R is, so a row's
+ * bits do not depend on the tile it falls in. */
+static GC_ALWAYS_INLINE void micro_tile(int R, int64_t kc, const float *restrict ap, const float *restrict bp,
+                                        float *restrict c, int64_t ldc, int64_t nr, const epilogue *ep)
 {
     gc_vf acc[GC_MR][GC_NV];
-    for (int r = 0; r < GC_MR; r++)
+    for (int r = 0; r < R; r++)
         for (int v = 0; v < GC_NV; v++) acc[r][v] = vset1(0.0f);
 #if defined(__GNUC__)
     /* the C tile is read at the end: start fetching it now (C is large and usually not cached) */
-    for (int64_t r = 0; r < mr; r++) {
+    for (int r = 0; r < R; r++) {
         __builtin_prefetch(c + r * ldc, 1);
         __builtin_prefetch(c + r * ldc + nr - 1, 1);
     }
 #endif
 
-    /* k loop: NV vector loads of B, MR broadcasts of A, MR * NV FMAs */
+    /* k loop: NV vector loads of B, R broadcasts of A, R * NV FMAs */
     for (int64_t k = 0; k < kc; k++) {
         gc_vf b[GC_NV];
         for (int v = 0; v < GC_NV; v++) b[v] = *(const gc_vf *)(bp + v * GC_VW);
 #pragma GCC unroll 16
-        for (int r = 0; r < GC_MR; r++) {
+        for (int r = 0; r < R; r++) {
             const gc_vf a = vset1(ap[r]);
             for (int v = 0; v < GC_NV; v++) acc[r][v] = vfma(a, b[v], acc[r][v]);
         }
@@ -296,11 +299,11 @@ static void micro_kernel(int64_t kc, const float *restrict ap, const float *rest
     }
 
     const gc_vf valpha = vset1(ep->alpha), vbeta = vset1(ep->beta);
-    if (mr == GC_MR && nr == GC_NR) {
-        /* full tile: vector epilogue straight into C */
+    if (nr == GC_NR) {
+        /* whole columns: vector epilogue straight into C */
         gc_vf vbias[GC_NV];
         for (int v = 0; v < GC_NV; v++) vbias[v] = ep->bias ? vload(ep->bias + v * GC_VW) : vset1(0.0f);
-        for (int r = 0; r < GC_MR; r++) {
+        for (int r = 0; r < R; r++) {
             float *cr = c + r * ldc;
             for (int v = 0; v < GC_NV; v++) {
                 gc_vf x = vfma(valpha, acc[r][v], vbias[v]);
@@ -309,14 +312,43 @@ static void micro_kernel(int64_t kc, const float *restrict ap, const float *rest
             }
         }
     } else {
-        /* edge tile: spill the accumulators, then a scalar epilogue on the valid part */
+        /* right-edge tile: spill the accumulators, then a scalar epilogue (same rounding) on the valid part */
         float tile[GC_MR * GC_NR];
-        for (int r = 0; r < GC_MR; r++)
+        for (int r = 0; r < R; r++)
             for (int v = 0; v < GC_NV; v++) vstore(tile + r * GC_NR + v * GC_VW, acc[r][v]);
-        for (int64_t r = 0; r < mr; r++)
+        for (int r = 0; r < R; r++)
             for (int64_t j = 0; j < nr; j++) c[r * ldc + j] = finish1(tile[r * GC_NR + j], ep, &c[r * ldc + j], j);
     }
-    post_block(ep, mr, nr, c, ldc);
+    post_block(ep, R, nr, c, ldc);
+}
+
+static void micro_kernel(int64_t kc, const float *restrict ap, const float *restrict bp, float *restrict c,
+                         int64_t ldc, int64_t mr, int64_t nr, const epilogue *ep)
+{
+    switch (mr) {
+#if GC_MR > 7
+    case 7: micro_tile(7, kc, ap, bp, c, ldc, nr, ep); break;
+#endif
+#if GC_MR > 6
+    case 6: micro_tile(6, kc, ap, bp, c, ldc, nr, ep); break;
+#endif
+#if GC_MR > 5
+    case 5: micro_tile(5, kc, ap, bp, c, ldc, nr, ep); break;
+#endif
+#if GC_MR > 4
+    case 4: micro_tile(4, kc, ap, bp, c, ldc, nr, ep); break;
+#endif
+#if GC_MR > 3
+    case 3: micro_tile(3, kc, ap, bp, c, ldc, nr, ep); break;
+#endif
+#if GC_MR > 2
+    case 2: micro_tile(2, kc, ap, bp, c, ldc, nr, ep); break;
+#endif
+#if GC_MR > 1
+    case 1: micro_tile(1, kc, ap, bp, c, ldc, nr, ep); break;
+#endif
+    default: micro_tile(GC_MR, kc, ap, bp, c, ldc, nr, ep); break;
+    }
 }
 
 /* Block size for cutting len into ceil(len / max) nearly equal blocks, a multiple of align (max is one):
