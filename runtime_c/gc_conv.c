@@ -1551,6 +1551,76 @@ GC_DW_BAND_FN(3, 2, GC_ACT_SILU)
 typedef void (*dw_band_fn)(const gc_conv2d_params *, const float *, int64_t, const int64_t *, const float *, float,
                            float *, int64_t);
 
+#if GC_VW == 16
+/* Rows of at most 8 outputs (7x7 images) on AVX-512: R rows of one 8-lane vector, whose FMAs and loads
+ * take half the issue slots of 16-lane ones where the 512-bit units are two 256-bit halves (Zen 4), the
+ * taps in the same order as dw_tile. Widened to 16 lanes for the masked store. */
+static GC_ALWAYS_INLINE void dw_tile8(const int K, const int S, const int R, const float *restrict pl, int64_t pw,
+                                      const int64_t *koff, const gc_vf8 *wv, gc_vf8 bv, float *y, int64_t ow)
+{
+    gc_vf8 acc[4], xv;
+    GC_UNROLL
+    for (int r = 0; r < R; r++) acc[r] = bv;
+    if (S == 1) {
+        GC_UNROLL
+        for (int ii = 0; ii < R + K - 1; ii++) {
+            GC_UNROLL
+            for (int j = 0; j < K; j++) {
+                memcpy(&xv, pl + ii * pw + j, sizeof xv);
+                GC_UNROLL
+                for (int r = 0; r < R; r++)
+                    if (ii - r >= 0 && ii - r < K) acc[r] = gc_fmadd8(wv[(ii - r) * K + j], xv, acc[r]);
+            }
+        }
+    } else {
+        GC_UNROLL
+        for (int t = 0; t < K * K; t++) {
+            GC_UNROLL
+            for (int r = 0; r < R; r++) {
+                memcpy(&xv, pl + r * pw + koff[t], sizeof xv);
+                acc[r] = gc_fmadd8(wv[t], xv, acc[r]);
+            }
+        }
+    }
+    const gc_vf8 zero = {0};
+    const gc_mask16 m = (gc_mask16)((1u << ow) - 1u);
+    GC_UNROLL
+    for (int r = 0; r < R; r++)
+        vstore_mask(y + r * ow, m,
+                    __builtin_shufflevector(acc[r], zero, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+}
+
+static GC_ALWAYS_INLINE void dw_band8(const int K, const int S, const gc_conv2d_params *p, const float *pl,
+                                      int64_t pw, const int64_t *koff, const float *wk, float b, float *y,
+                                      int64_t rows)
+{
+    gc_vf8 wv[K * K];
+    GC_UNROLL
+    for (int t = 0; t < K * K; t++) wv[t] = wk[t] - (gc_vf8){0};
+    const gc_vf8 bv = b - (gc_vf8){0};
+    const int64_t ow = p->ow;
+    int64_t r = 0;
+    for (; r + 4 <= rows; r += 4) dw_tile8(K, S, 4, pl + r * pw, pw, koff, wv, bv, y + r * ow, ow);
+    for (; r + 2 <= rows; r += 2) dw_tile8(K, S, 2, pl + r * pw, pw, koff, wv, bv, y + r * ow, ow);
+    for (; r < rows; r++) dw_tile8(K, S, 1, pl + r * pw, pw, koff, wv, bv, y + r * ow, ow);
+}
+
+#define GC_DW_BAND8_FN(K, S)                                                                                   \
+    static GC_NOINLINE void dw_band8_##K##_##S(const gc_conv2d_params *p, const float *pl, int64_t pw,         \
+                                               const int64_t *koff, const float *wk, float b, float *y,        \
+                                               int64_t rows)                                                   \
+    {                                                                                                          \
+        dw_band8(K, S, p, pl, pw, koff, wk, b, y, rows);                                                       \
+    }
+GC_DW_BAND8_FN(3, 1)
+GC_DW_BAND8_FN(3, 2)
+GC_DW_BAND8_FN(5, 1)
+GC_DW_BAND8_FN(5, 2)
+GC_DW_BAND8_FN(7, 1)
+GC_DW_BAND8_FN(7, 2)
+#undef GC_DW_BAND8_FN
+#endif
+
 /* The band function of p: square 3x3, 5x5 or 7x7 kernels at equal strides 1 or 2 (NULL for the others);
  * *fused = 1 when it applies p's whole epilogue itself (no residual; see above), else the epilogue is a
  * pass over each band's outputs. */
@@ -1559,6 +1629,14 @@ static dw_band_fn dw_band_of(const gc_conv2d_params *p, int *fused)
     *fused = 0;
     if (!depthwise_square(p)) return NULL;
     const int s1 = p->stride_h == 1;
+#if GC_VW == 16
+    if (p->ow <= 8) /* 8-lane rows; the epilogue as a pass */
+        switch (p->kh) {
+        case 3: return s1 ? dw_band8_3_1 : dw_band8_3_2;
+        case 5: return s1 ? dw_band8_5_1 : dw_band8_5_2;
+        default: return s1 ? dw_band8_7_1 : dw_band8_7_2;
+        }
+#endif
     if (!p->res && p->act == GC_ACT_CLAMP && p->kh <= 5) {
         *fused = 1;
         return p->kh == 3 ? (s1 ? dw_band_3_1_GC_ACT_CLAMP : dw_band_3_2_GC_ACT_CLAMP)
