@@ -1555,8 +1555,9 @@ typedef void (*dw_band_fn)(const gc_conv2d_params *, const float *, int64_t, con
 /* Rows of at most 8 outputs (7x7 images) on AVX-512: R rows of one 8-lane vector, whose FMAs and loads
  * take half the issue slots of 16-lane ones where the 512-bit units are two 256-bit halves (Zen 4), the
  * taps in the same order as dw_tile. Widened to 16 lanes for the masked store. */
-static GC_ALWAYS_INLINE void dw_tile8(const int K, const int S, const int R, const float *restrict pl, int64_t pw,
-                                      const int64_t *koff, const gc_vf8 *wv, gc_vf8 bv, float *y, int64_t ow)
+static GC_ALWAYS_INLINE void dw_tile8(const int K, const int S, const int ACT, const int R, const float *restrict pl,
+                                      int64_t pw, const int64_t *koff, const gc_vf8 *wv, gc_vf8 bv, float lo,
+                                      float hi, float *y, int64_t ow)
 {
     gc_vf8 acc[4], xv;
     GC_UNROLL
@@ -1585,12 +1586,15 @@ static GC_ALWAYS_INLINE void dw_tile8(const int K, const int S, const int R, con
     const gc_vf8 zero = {0};
     const gc_mask16 m = (gc_mask16)((1u << ow) - 1u);
     GC_UNROLL
-    for (int r = 0; r < R; r++)
-        vstore_mask(y + r * ow, m,
-                    __builtin_shufflevector(acc[r], zero, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+    for (int r = 0; r < R; r++) {
+        gc_vf v = __builtin_shufflevector(acc[r], zero, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        if (ACT) v = gc_vact(ACT, v, lo, hi);
+        vstore_mask(y + r * ow, m, v);
+    }
 }
 
-static GC_ALWAYS_INLINE void dw_band8(const int K, const int S, const gc_conv2d_params *p, const float *pl,
+static GC_ALWAYS_INLINE void dw_band8(const int K, const int S, const int ACT, const gc_conv2d_params *p,
+                                      const float *pl,
                                       int64_t pw, const int64_t *koff, const float *wk, float b, float *y,
                                       int64_t rows)
 {
@@ -1600,24 +1604,32 @@ static GC_ALWAYS_INLINE void dw_band8(const int K, const int S, const gc_conv2d_
     const gc_vf8 bv = b - (gc_vf8){0};
     const int64_t ow = p->ow;
     int64_t r = 0;
-    for (; r + 4 <= rows; r += 4) dw_tile8(K, S, 4, pl + r * pw, pw, koff, wv, bv, y + r * ow, ow);
-    for (; r + 2 <= rows; r += 2) dw_tile8(K, S, 2, pl + r * pw, pw, koff, wv, bv, y + r * ow, ow);
-    for (; r < rows; r++) dw_tile8(K, S, 1, pl + r * pw, pw, koff, wv, bv, y + r * ow, ow);
+    const float lo = p->act_lo, hi = p->act_hi;
+    for (; r + 4 <= rows; r += 4) dw_tile8(K, S, ACT, 4, pl + r * pw, pw, koff, wv, bv, lo, hi, y + r * ow, ow);
+    for (; r + 2 <= rows; r += 2) dw_tile8(K, S, ACT, 2, pl + r * pw, pw, koff, wv, bv, lo, hi, y + r * ow, ow);
+    for (; r < rows; r++) dw_tile8(K, S, ACT, 1, pl + r * pw, pw, koff, wv, bv, lo, hi, y + r * ow, ow);
 }
 
-#define GC_DW_BAND8_FN(K, S)                                                                                   \
-    static GC_NOINLINE void dw_band8_##K##_##S(const gc_conv2d_params *p, const float *pl, int64_t pw,         \
-                                               const int64_t *koff, const float *wk, float b, float *y,        \
-                                               int64_t rows)                                                   \
-    {                                                                                                          \
-        dw_band8(K, S, p, pl, pw, koff, wk, b, y, rows);                                                       \
+#define GC_DW_BAND8_FN(K, S, ACT)                                                                             \
+    static GC_NOINLINE void dw_band8_##K##_##S##_##ACT(const gc_conv2d_params *p, const float *pl, int64_t pw, \
+                                                       const int64_t *koff, const float *wk, float b, float *y, \
+                                                       int64_t rows)                                          \
+    {                                                                                                         \
+        dw_band8(K, S, ACT, p, pl, pw, koff, wk, b, y, rows);                                                 \
     }
-GC_DW_BAND8_FN(3, 1)
-GC_DW_BAND8_FN(3, 2)
-GC_DW_BAND8_FN(5, 1)
-GC_DW_BAND8_FN(5, 2)
-GC_DW_BAND8_FN(7, 1)
-GC_DW_BAND8_FN(7, 2)
+GC_DW_BAND8_FN(3, 1, 0)
+GC_DW_BAND8_FN(3, 2, 0)
+GC_DW_BAND8_FN(5, 1, 0)
+GC_DW_BAND8_FN(5, 2, 0)
+GC_DW_BAND8_FN(7, 1, 0)
+GC_DW_BAND8_FN(7, 2, 0)
+GC_DW_BAND8_FN(3, 1, GC_ACT_CLAMP)
+GC_DW_BAND8_FN(3, 2, GC_ACT_CLAMP)
+GC_DW_BAND8_FN(5, 1, GC_ACT_CLAMP)
+GC_DW_BAND8_FN(5, 2, GC_ACT_CLAMP)
+GC_DW_BAND8_FN(3, 1, GC_ACT_SILU)
+GC_DW_BAND8_FN(3, 2, GC_ACT_SILU)
+
 #undef GC_DW_BAND8_FN
 #endif
 
@@ -1630,12 +1642,22 @@ static dw_band_fn dw_band_of(const gc_conv2d_params *p, int *fused)
     if (!depthwise_square(p)) return NULL;
     const int s1 = p->stride_h == 1;
 #if GC_VW == 16
-    if (p->ow <= 8) /* 8-lane rows; the epilogue as a pass */
-        switch (p->kh) {
-        case 3: return s1 ? dw_band8_3_1 : dw_band8_3_2;
-        case 5: return s1 ? dw_band8_5_1 : dw_band8_5_2;
-        default: return s1 ? dw_band8_7_1 : dw_band8_7_2;
+    if (p->ow <= 8) { /* 8-lane rows, ReLU6 (3x3, 5x5) or SiLU (3x3) in the store, as below */
+        if (!p->res && p->act == GC_ACT_CLAMP && p->kh <= 5) {
+            *fused = 1;
+            return p->kh == 3 ? (s1 ? dw_band8_3_1_GC_ACT_CLAMP : dw_band8_3_2_GC_ACT_CLAMP)
+                              : (s1 ? dw_band8_5_1_GC_ACT_CLAMP : dw_band8_5_2_GC_ACT_CLAMP);
         }
+        if (!p->res && p->act == GC_ACT_SILU && p->kh == 3) {
+            *fused = 1;
+            return s1 ? dw_band8_3_1_GC_ACT_SILU : dw_band8_3_2_GC_ACT_SILU;
+        }
+        switch (p->kh) {
+        case 3: return s1 ? dw_band8_3_1_0 : dw_band8_3_2_0;
+        case 5: return s1 ? dw_band8_5_1_0 : dw_band8_5_2_0;
+        default: return s1 ? dw_band8_7_1_0 : dw_band8_7_2_0;
+        }
+    }
 #endif
     if (!p->res && p->act == GC_ACT_CLAMP && p->kh <= 5) {
         *fused = 1;

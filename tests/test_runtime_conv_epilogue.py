@@ -202,6 +202,8 @@ PATHS = {
     "depthwise": (2, 6, 9, 21, 6, (3, 3), (1, 1), (1, 1), 6),
     "depthwise_s2": (1, 5, 11, 19, 5, (5, 5), (2, 2), (2, 2), 5),
     "depthwise_3s2": (1, 4, 12, 23, 4, (3, 3), (2, 2), (1, 1), 4),  # ReLU6 / SiLU in the tiles' stores
+    "depthwise_narrow": (1, 3, 13, 7, 3, (3, 3), (1, 1), (1, 1), 3),  # rows of 7: 8-lane tiles (AVX-512)
+    "depthwise_narrow_5s2": (1, 3, 9, 15, 3, (5, 5), (2, 2), (2, 2), 3),
     "direct": (2, 2, 12, 13, 4, (5, 5), (1, 1), (0, 0), 2),          # channel multiplier 2: per-plane loops
     "one_channel": (2, 1, 12, 13, 6, (5, 5), (1, 1), (2, 2), 1),     # LeNet's first conv: spatial tiles
     "gemm1x1": (2, 16, 7, 9, 12, (1, 1), (1, 1), (0, 0), 1),
