@@ -254,6 +254,42 @@ def _fill(n: int, k: int) -> np.ndarray:
     return (((i * 7 + k) % 13).astype(np.float32) / np.float32(6.5) - np.float32(1.0)).astype(np.float32)
 
 
+EXIT_SCRIPT = """
+import sys
+import numpy as np
+import graphc
+from graphc.backend import compiled
+cm = graphc.load_compiled(sys.argv[1])
+cm.set_num_threads(2)
+rng = np.random.default_rng(0)
+y = cm(rng.standard_normal((64, 32)).astype(np.float32), np.ones((1, 8), np.float32))
+path = str(cm.lib_path.resolve())
+if sys.argv[2] == "pin":
+    compiled._pin_open_libraries()  # what the interpreter's exit runs
+lib = next(v for v in compiled._LIBS.values() if str(v.path.resolve()) == path)
+lib.ffi.dlclose(lib.lib)  # what the last collection at exit does through cffi's dealloc
+lib.lib = None
+with open("/proc/self/maps") as f:
+    print(int(any(path in line for line in f)))
+"""
+
+
+def test_open_libraries_stay_mapped_at_exit(built):
+    """Contexts are not destroyed at interpreter exit, so their pool workers may still be spinning in the
+    library's code when the last collection frees cffi's library object, which dlcloses it: a busy
+    machine made every such exit a SIGSEGV (test_gemm_epilogue's ISA subprocesses). The atexit hook
+    marks open libraries RTLD_NODELETE: a dlclose after it leaves the library mapped (and without it
+    the same dlclose unmaps it, so the check can tell)."""
+    out = {}
+    for mode in ("pin", "nopin"):
+        res = subprocess.run([sys.executable, "-c", EXIT_SCRIPT, str(built["embed"].directory), mode],
+                             capture_output=True, text=True)
+        # without the pin the worker may already crash here (it did, on a quiet machine, right after)
+        assert res.returncode == 0 or mode == "nopin", res.stderr
+        out[mode] = res.stdout.strip()
+    assert out == {"pin": "1", "nopin": "0"}
+
+
 def test_two_same_named_models_in_one_host(tmp_path):
     """A C host linked with one library of model 'twin' dlopens another 'twin' (other weights and another
     hidden size): each library's twin_run must run its own twin_run_v on its own context. Before, B's

@@ -30,6 +30,8 @@ makes ASan abort the whole process, so there the model raises a :class:`GraphcEr
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import difflib
 import os
 import shutil
@@ -72,6 +74,7 @@ class _Library:
         self.ffi = cffi.FFI()
         self.ffi.cdef(cdef)
         self.lib = self.ffi.dlopen(str(path))
+        self.path = path
         if unload:
             _pin_openmp()
         self.name = name
@@ -148,6 +151,25 @@ class _Library:
 
 
 _PINNED: list[Any] = []
+
+
+def _pin_open_libraries() -> None:
+    """At interpreter exit: make every library still open impossible to unmap. Contexts are not destroyed
+    then (another thread may still be running one), so their pool workers live on, spinning in the
+    library's code for up to ~0.5 ms after a run, while the interpreter's last collection frees cffi's
+    library objects, whose dealloc dlcloses: a worker then ran unmapped code (SIGSEGV at exit, seen on a
+    busy machine). dlopen with RTLD_NOLOAD | RTLD_NODELETE marks an already loaded library never to be
+    unloaded, so those dlclose calls leave it mapped until the process ends."""
+    import ctypes
+
+    with _LIBS_LOCK:
+        paths = [lib.path for lib in _LIBS.values() if lib.lib is not None]
+    for path in paths:
+        with contextlib.suppress(OSError):
+            _PINNED.append(ctypes.CDLL(str(path), mode=os.RTLD_NOLOAD | os.RTLD_NODELETE))
+
+
+atexit.register(_pin_open_libraries)
 
 
 def _pin_openmp() -> None:
