@@ -162,11 +162,14 @@ def _pin_open_libraries() -> None:
     unloaded, so those dlclose calls leave it mapped until the process ends."""
     import ctypes
 
+    noload, nodelete = getattr(os, "RTLD_NOLOAD", 0), getattr(os, "RTLD_NODELETE", 0)
+    if not (noload and nodelete):  # a platform without them (not glibc / macOS)
+        return
     with _LIBS_LOCK:
         paths = [lib.path for lib in _LIBS.values() if lib.lib is not None]
     for path in paths:
         with contextlib.suppress(OSError):
-            _PINNED.append(ctypes.CDLL(str(path), mode=os.RTLD_NOLOAD | os.RTLD_NODELETE))
+            _PINNED.append(ctypes.CDLL(str(path), mode=noload | nodelete))
 
 
 atexit.register(_pin_open_libraries)
