@@ -656,28 +656,6 @@ static inline void zero_floats(float *d, int64_t n)
     for (; i < n; i++) d[i] = 0.0f;
 }
 
-/* Even / odd lanes of two vectors (a0 a2 ... b0 b2 ...), (a1 a3 ... b1 b3 ...). */
-#if GC_VW == 16
-#define GC_EVEN_IDX 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30
-#define GC_ODD_IDX 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31
-#elif GC_VW == 8
-#define GC_EVEN_IDX 0, 2, 4, 6, 8, 10, 12, 14
-#define GC_ODD_IDX 1, 3, 5, 7, 9, 11, 13, 15
-#elif GC_VW == 4
-#define GC_EVEN_IDX 0, 2, 4, 6
-#define GC_ODD_IDX 1, 3, 5, 7
-#endif
-#if GC_VW > 1
-#if defined(__clang__) || __GNUC__ >= 12
-#define EVENS(a, b) __builtin_shufflevector(a, b, GC_EVEN_IDX)
-#define ODDS(a, b) __builtin_shufflevector(a, b, GC_ODD_IDX)
-#else
-typedef int32_t gc_vi __attribute__((vector_size(GC_VW * sizeof(int32_t))));
-#define EVENS(a, b) __builtin_shuffle(a, b, (gc_vi){GC_EVEN_IDX})
-#define ODDS(a, b) __builtin_shuffle(a, b, (gc_vi){GC_ODD_IDX})
-#endif
-#endif
-
 /* The first ne even columns of input row xr to de[0, ne), the first no odd ones to dd[0, no). */
 static void deinterleave_row(const float *restrict xr, int64_t ne, int64_t no, float *restrict de,
                              float *restrict dd)
@@ -686,8 +664,8 @@ static void deinterleave_row(const float *restrict xr, int64_t ne, int64_t no, f
 #if GC_VW > 1
     for (; m + GC_VW <= ne && m + GC_VW <= no; m += GC_VW) {
         const gc_vf a = vload(xr + 2 * m), b = vload(xr + 2 * m + GC_VW);
-        vstore(de + m, EVENS(a, b));
-        vstore(dd + m, ODDS(a, b));
+        vstore(de + m, GC_EVENS(a, b));
+        vstore(dd + m, GC_ODDS(a, b));
     }
 #endif
 #if GC_VW == 16
@@ -698,8 +676,8 @@ static void deinterleave_row(const float *restrict xr, int64_t ne, int64_t no, f
         const gc_mask16 lb = (gc_mask16)((1u << max64(0, n_in - GC_VW)) - 1u);
         const gc_vf a = vload_mask(la, xr + 2 * m);
         const gc_vf b = vload_mask(lb, xr + 2 * m + GC_VW);
-        vstore_mask(de + m, (gc_mask16)((1u << max64(0, e)) - 1u), EVENS(a, b));
-        vstore_mask(dd + m, (gc_mask16)((1u << max64(0, o)) - 1u), ODDS(a, b));
+        vstore_mask(de + m, (gc_mask16)((1u << max64(0, e)) - 1u), GC_EVENS(a, b));
+        vstore_mask(dd + m, (gc_mask16)((1u << max64(0, o)) - 1u), GC_ODDS(a, b));
     }
 #else
     for (int64_t i = m; i < ne; i++) de[i] = xr[2 * i];
@@ -1428,8 +1406,8 @@ static void dw_planes(const gc_conv2d_params *p, const spatial_geom *g, const fl
                 for (int64_t k = 0; k < nv; k++) { /* plane column s of phase b reads input 2s + b - pad_w */
                     const int64_t c0 = 2 * k * GC_VW - p->pad_w;
                     const gc_vf a = load_cols(xr, W, c0), b = load_cols(xr, W, c0 + GC_VW);
-                    vstore(de + k * GC_VW, EVENS(a, b));
-                    vstore(dd + k * GC_VW, ODDS(a, b));
+                    vstore(de + k * GC_VW, GC_EVENS(a, b));
+                    vstore(dd + k * GC_VW, GC_ODDS(a, b));
                 }
             }
         }

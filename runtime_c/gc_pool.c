@@ -141,24 +141,6 @@ static inline gc_vf vnan_max(gc_vf m, gc_vf v)
     return (gc_vf)(((gc_pool_vi)v & take) | ((gc_pool_vi)m & ~take));
 }
 
-#if GC_VW == 16
-#define GC_EVEN_IDX 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30
-#define GC_ODD_IDX 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31
-#elif GC_VW == 8
-#define GC_EVEN_IDX 0, 2, 4, 6, 8, 10, 12, 14
-#define GC_ODD_IDX 1, 3, 5, 7, 9, 11, 13, 15
-#else
-#define GC_EVEN_IDX 0, 2, 4, 6
-#define GC_ODD_IDX 1, 3, 5, 7
-#endif
-#if defined(__clang__) || __GNUC__ >= 12
-#define GC_EVENS(a, b) __builtin_shufflevector(a, b, GC_EVEN_IDX)
-#define GC_ODDS(a, b) __builtin_shufflevector(a, b, GC_ODD_IDX)
-#else
-#define GC_EVENS(a, b) __builtin_shuffle(a, b, (gc_pool_vi){GC_EVEN_IDX})
-#define GC_ODDS(a, b) __builtin_shuffle(a, b, (gc_pool_vi){GC_ODD_IDX})
-#endif
-
 /* VW outputs from 2 x VW input columns of rows r0 and r1 */
 static inline gc_vf max2x2_vec(gc_vf a0, gc_vf a1, gc_vf b0, gc_vf b1)
 {

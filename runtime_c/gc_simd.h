@@ -112,6 +112,29 @@ GC_INTRINSIC void vstore_mask(void *p, gc_mask16 m, gc_vf v) /* _mm512_mask_stor
 #endif
 #endif
 
+/* Even / odd lanes of two vectors: GC_EVENS(a, b) = (a0 a2 ... b0 b2 ...), GC_ODDS(a, b) = (a1 a3 ... b1 b3
+ * ...) (stride-2 convolutions' input rows, 2 x 2 max pooling) */
+#if GC_VW > 1
+#if GC_VW == 16
+#define GC_EVEN_IDX 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30
+#define GC_ODD_IDX 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31
+#elif GC_VW == 8
+#define GC_EVEN_IDX 0, 2, 4, 6, 8, 10, 12, 14
+#define GC_ODD_IDX 1, 3, 5, 7, 9, 11, 13, 15
+#else
+#define GC_EVEN_IDX 0, 2, 4, 6
+#define GC_ODD_IDX 1, 3, 5, 7
+#endif
+#if defined(__clang__) || __GNUC__ >= 12
+#define GC_EVENS(a, b) __builtin_shufflevector(a, b, GC_EVEN_IDX)
+#define GC_ODDS(a, b) __builtin_shufflevector(a, b, GC_ODD_IDX)
+#else
+typedef int32_t gc_lane_idx __attribute__((vector_size(GC_VW * sizeof(int32_t))));
+#define GC_EVENS(a, b) __builtin_shuffle(a, b, (gc_lane_idx){GC_EVEN_IDX})
+#define GC_ODDS(a, b) __builtin_shuffle(a, b, (gc_lane_idx){GC_ODD_IDX})
+#endif
+#endif
+
 /* Sum of n floats: 8 independent float lanes (vectorisable) per chunk of 256, chunks added in double.
  * One definition for the pools and the conv's pooled output, which must give the same bits. */
 static inline double gc_sum_floats(const float *x, int64_t n)
