@@ -1512,22 +1512,18 @@ static GC_ALWAYS_INLINE void dw_band(const int K, const int S, const int ACT, co
 /* no activation (any epilogue then runs as a pass over the band), and MobileNet's ReLU6 (3x3, 5x5) and
  * EfficientNet's SiLU (3x3; 5x5 measured no faster: its 25 weights and SiLU's constants spill) applied
  * to the accumulators before the store: 10-18% faster on ReLU6 layers than the pass, 15% on SiLU 3x3 */
-GC_DW_BAND_FN(3, 1, 0)
-GC_DW_BAND_FN(3, 2, 0)
-GC_DW_BAND_FN(5, 1, 0)
-GC_DW_BAND_FN(5, 2, 0)
-GC_DW_BAND_FN(7, 1, 0)
-GC_DW_BAND_FN(7, 2, 0)
-GC_DW_BAND_FN(3, 1, GC_ACT_CLAMP)
-GC_DW_BAND_FN(3, 2, GC_ACT_CLAMP)
-GC_DW_BAND_FN(5, 1, GC_ACT_CLAMP)
-GC_DW_BAND_FN(5, 2, GC_ACT_CLAMP)
-GC_DW_BAND_FN(3, 1, GC_ACT_SILU)
-GC_DW_BAND_FN(3, 2, GC_ACT_SILU)
+/* (kernel, stride, activation in the store), in the order dw_variant indexes */
+#define GC_DW_VARIANTS(X)                                                                               \
+    X(3, 1, 0) X(3, 2, 0) X(5, 1, 0) X(5, 2, 0) X(7, 1, 0) X(7, 2, 0) X(3, 1, GC_ACT_CLAMP)              \
+    X(3, 2, GC_ACT_CLAMP) X(5, 1, GC_ACT_CLAMP) X(5, 2, GC_ACT_CLAMP) X(3, 1, GC_ACT_SILU) X(3, 2, GC_ACT_SILU)
+GC_DW_VARIANTS(GC_DW_BAND_FN)
 #undef GC_DW_BAND_FN
 
 typedef void (*dw_band_fn)(const gc_conv2d_params *, const float *, int64_t, const int64_t *, const float *, float,
                            float *, int64_t);
+#define GC_DW_BAND_NAME(K, S, ACT) dw_band_##K##_##S##_##ACT,
+static const dw_band_fn dw_bands[] = {GC_DW_VARIANTS(GC_DW_BAND_NAME)};
+#undef GC_DW_BAND_NAME
 
 #if GC_VW == 16
 /* Rows of at most 8 outputs (7x7 images) on AVX-512: R rows of one 8-lane vector, whose FMAs and loads
@@ -1595,21 +1591,28 @@ static GC_ALWAYS_INLINE void dw_band8(const int K, const int S, const int ACT, c
     {                                                                                                         \
         dw_band8(K, S, ACT, p, pl, pw, koff, wk, b, y, rows);                                                 \
     }
-GC_DW_BAND8_FN(3, 1, 0)
-GC_DW_BAND8_FN(3, 2, 0)
-GC_DW_BAND8_FN(5, 1, 0)
-GC_DW_BAND8_FN(5, 2, 0)
-GC_DW_BAND8_FN(7, 1, 0)
-GC_DW_BAND8_FN(7, 2, 0)
-GC_DW_BAND8_FN(3, 1, GC_ACT_CLAMP)
-GC_DW_BAND8_FN(3, 2, GC_ACT_CLAMP)
-GC_DW_BAND8_FN(5, 1, GC_ACT_CLAMP)
-GC_DW_BAND8_FN(5, 2, GC_ACT_CLAMP)
-GC_DW_BAND8_FN(3, 1, GC_ACT_SILU)
-GC_DW_BAND8_FN(3, 2, GC_ACT_SILU)
-
+GC_DW_VARIANTS(GC_DW_BAND8_FN)
 #undef GC_DW_BAND8_FN
+#define GC_DW_BAND8_NAME(K, S, ACT) dw_band8_##K##_##S##_##ACT,
+static const dw_band_fn dw_bands8[] = {GC_DW_VARIANTS(GC_DW_BAND8_NAME)};
+#undef GC_DW_BAND8_NAME
 #endif
+
+/* p's entry in GC_DW_VARIANTS' order: ReLU6 (3x3, 5x5) and SiLU (3x3) go into the store when there is no
+ * residual (*fused = 1), every other epilogue runs as a pass over the band */
+static int dw_variant(const gc_conv2d_params *p, int *fused)
+{
+    const int s = p->stride_h == 1 ? 0 : 1;
+    if (!p->res && p->act == GC_ACT_CLAMP && p->kh <= 5) {
+        *fused = 1;
+        return 6 + (p->kh == 3 ? 0 : 2) + s;
+    }
+    if (!p->res && p->act == GC_ACT_SILU && p->kh == 3) {
+        *fused = 1;
+        return 10 + s;
+    }
+    return (p->kh == 3 ? 0 : p->kh == 5 ? 2 : 4) + s;
+}
 
 /* The band function of p: square 3x3, 5x5 or 7x7 kernels at equal strides 1 or 2 (NULL for the others);
  * *fused = 1 when it applies p's whole epilogue itself (no residual; see above), else the epilogue is a
@@ -1618,39 +1621,11 @@ static dw_band_fn dw_band_of(const gc_conv2d_params *p, int *fused)
 {
     *fused = 0;
     if (!depthwise_square(p)) return NULL;
-    const int s1 = p->stride_h == 1;
+    const int v = dw_variant(p, fused);
 #if GC_VW == 16
-    if (p->ow <= 8) { /* 8-lane rows, ReLU6 (3x3, 5x5) or SiLU (3x3) in the store, as below */
-        if (!p->res && p->act == GC_ACT_CLAMP && p->kh <= 5) {
-            *fused = 1;
-            return p->kh == 3 ? (s1 ? dw_band8_3_1_GC_ACT_CLAMP : dw_band8_3_2_GC_ACT_CLAMP)
-                              : (s1 ? dw_band8_5_1_GC_ACT_CLAMP : dw_band8_5_2_GC_ACT_CLAMP);
-        }
-        if (!p->res && p->act == GC_ACT_SILU && p->kh == 3) {
-            *fused = 1;
-            return s1 ? dw_band8_3_1_GC_ACT_SILU : dw_band8_3_2_GC_ACT_SILU;
-        }
-        switch (p->kh) {
-        case 3: return s1 ? dw_band8_3_1_0 : dw_band8_3_2_0;
-        case 5: return s1 ? dw_band8_5_1_0 : dw_band8_5_2_0;
-        default: return s1 ? dw_band8_7_1_0 : dw_band8_7_2_0;
-        }
-    }
+    if (p->ow <= 8) return dw_bands8[v]; /* 8-lane rows */
 #endif
-    if (!p->res && p->act == GC_ACT_CLAMP && p->kh <= 5) {
-        *fused = 1;
-        return p->kh == 3 ? (s1 ? dw_band_3_1_GC_ACT_CLAMP : dw_band_3_2_GC_ACT_CLAMP)
-                          : (s1 ? dw_band_5_1_GC_ACT_CLAMP : dw_band_5_2_GC_ACT_CLAMP);
-    }
-    if (!p->res && p->act == GC_ACT_SILU && p->kh == 3) {
-        *fused = 1;
-        return s1 ? dw_band_3_1_GC_ACT_SILU : dw_band_3_2_GC_ACT_SILU;
-    }
-    switch (p->kh) {
-    case 3: return s1 ? dw_band_3_1_0 : dw_band_3_2_0;
-    case 5: return s1 ? dw_band_5_1_0 : dw_band_5_2_0;
-    default: return s1 ? dw_band_7_1_0 : dw_band_7_2_0;
-    }
+    return dw_bands[v];
 }
 
 /* One task: band task % bands of plane task / bands = (image n, channel c). */
