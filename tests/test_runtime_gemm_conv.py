@@ -422,6 +422,10 @@ CONV_CASES = [
     (1, 3, 48, 40, 20, (16, 16), (16, 16), (0, 0), (1, 1), 1),  # ViT's patch embedding: 256 one-tap phase planes
     (2, 3, 29, 31, 12, (11, 11), (4, 4), (2, 2), (1, 1), 1),    # AlexNet's 11x11 / 4: 121 taps
     (1, 4, 14, 13, 10, (9, 9), (1, 1), (4, 4), (1, 1), 1),      # 9x9: 81 taps
+    # depth blocks (AVX2 / generic: more than 16 input channels, bands of 16+ tiles): 16 + 16 + 8 channels,
+    # 12 channel blocks (the last partial) in groups of 8; then groups whose 24 channels split 16 + 8
+    (1, 40, 30, 28, 45, (3, 3), (1, 1), (1, 1), (1, 1), 1),
+    (2, 48, 24, 24, 36, (3, 3), (1, 1), (1, 1), (1, 1), 2),
     # spatial path by channel vectors (AVX-512; small images, output channels in blocks of 64)
     (1, 64, 8, 8, 64, (3, 3), (1, 1), (1, 1), (1, 1), 1),    # the example's 8x8 layer
     (2, 32, 16, 16, 64, (3, 3), (2, 2), (1, 1), (1, 1), 1),  # stride 2 onto 8x8
