@@ -204,6 +204,99 @@ static int is_max2x2(const gc_pool2d_params *p)
            p->dil_h == 1 && p->dil_w == 1 && 2 * p->oh <= p->h && 2 * p->ow <= p->w;
 }
 
+/* ------------------------------------------------------------------ separable max pooling */
+
+/* Other windows with dil_w 1 and stride_w 1 or 2 (ResNet's 3 x 3 / 2 pad 1, SPP's 5 x 5 / 1 pad 2), one
+ * output row at a time: the window's valid input rows are maxed column by column into a row buffer with
+ * -inf in the padding columns (every buffer float read is written), then each output takes the max of its
+ * kw consecutive buffer floats, whole vectors at a time (stride 2: even / odd lanes, GC_EVENS / GC_ODDS).
+ * max_plane ran 9 strided passes per output row: ResNet-18's 64 x 112 x 112 pool took 974 us on Zen 3
+ * (AVX2) against ONNX Runtime's 218. As for 2 x 2, only which of +0 / -0 or of two NaNs wins can differ. */
+#define GC_POOL_ROW_FLOATS 4096
+
+/* floats of the row buffer: every column an output reads, padding included */
+static int64_t sep_row_floats(const gc_pool2d_params *p)
+{
+    return (p->ow - 1) * p->stride_w + p->kw;
+}
+
+static int is_max_separable(const gc_pool2d_params *p)
+{
+    return GC_VW > 1 && p->dil_w == 1 && (p->stride_w == 1 || p->stride_w == 2) && p->kh * p->kw > 1 && p->kh <= 64 &&
+           sep_row_floats(p) + 2 * GC_VW <= GC_POOL_ROW_FLOATS && p->pad_w < p->kw;
+}
+
+#if GC_VW > 1
+/* output row oh of one plane xp into yr, with the row buffer buf */
+static void max_sep_row(const gc_pool2d_params *p, const float *xp, int64_t oh, float *yr, float *buf)
+{
+    const int64_t W = p->w, OW = p->ow, kw = p->kw, n = sep_row_floats(p), pw = p->pad_w;
+    const int64_t c1 = min64(W, n - pw); /* input columns [0, c1) land in the buffer at pw + c */
+    const float *rows[64];
+    int nr = 0;
+    for (int64_t i = 0; i < p->kh; i++) {
+        const int64_t ih = oh * p->stride_h - p->pad_h + i * p->dil_h;
+        if (ih >= 0 && ih < p->h && nr < 64) rows[nr++] = xp + ih * W;
+    }
+    int64_t b = 0;
+    for (; b < pw; b++) buf[b] = -INFINITY;
+    if (nr == 0) {
+        for (int64_t c = 0; c < c1; c++) buf[pw + c] = -INFINITY;
+    } else {
+        int64_t c = 0;
+        for (; c + GC_VW <= c1; c += GC_VW) {
+            gc_vf m = vload(rows[0] + c);
+            for (int r = 1; r < nr; r++) m = vnan_max(m, vload(rows[r] + c));
+            vstore(buf + pw + c, m);
+        }
+        for (; c < c1; c++) {
+            float m = rows[0][c];
+            for (int r = 1; r < nr; r++) m = nan_max(m, rows[r][c]);
+            buf[pw + c] = m;
+        }
+    }
+    for (b = pw + c1; b < n + 2 * GC_VW; b++) buf[b] = -INFINITY; /* right padding, and what vectors overread */
+    int64_t o = 0;
+    if (p->stride_w == 1) {
+        for (; o + GC_VW <= OW; o += GC_VW) {
+            gc_vf m = vload(buf + o);
+            for (int64_t j = 1; j < kw; j++) m = vnan_max(m, vload(buf + o + j));
+            vstore(yr + o, m);
+        }
+    } else {
+        for (; o + GC_VW <= OW; o += GC_VW) {
+            const float *bo = buf + 2 * o;
+            gc_vf lo = vload(bo), hi = vload(bo + GC_VW);
+            gc_vf m = GC_EVENS(lo, hi); /* tap 0 */
+            for (int64_t j = 1; j < kw; j++) {
+                if (j % 2) {
+                    m = vnan_max(m, GC_ODDS(lo, hi));
+                } else {
+                    lo = vload(bo + j);
+                    hi = vload(bo + j + GC_VW);
+                    m = vnan_max(m, GC_EVENS(lo, hi));
+                }
+            }
+            vstore(yr + o, m);
+        }
+    }
+    for (; o < OW; o++) {
+        float m = buf[o * p->stride_w];
+        for (int64_t j = 1; j < kw; j++) m = nan_max(m, buf[o * p->stride_w + j]);
+        yr[o] = m;
+    }
+}
+
+static void max_sep_job_plane(const planes_job *j, int64_t q)
+{
+    const gc_pool2d_params *p = j->p;
+    _Alignas(64) float buf[GC_POOL_ROW_FLOATS];
+    const float *xp = j->x + q * p->h * p->w;
+    float *yp = j->y + q * p->oh * p->ow;
+    for (int64_t oh = 0; oh < p->oh; oh++) max_sep_row(p, xp, oh, yp + oh * p->ow, buf);
+}
+#endif
+
 void gc_max_pool2d(const gc_pool2d_params *p, const float *x, float *y, int nthreads)
 {
     const int64_t planes = p->n * p->c, out_plane = p->oh * p->ow;
@@ -217,6 +310,13 @@ void gc_max_pool2d(const gc_pool2d_params *p, const float *x, float *y, int nthr
         }
         return;
     }
+#if GC_VW > 1
+    if (is_max_separable(p)) {
+        planes_job j = {max_sep_job_plane, p, 0, 0, 0, 0, x, y, planes, 0};
+        run_planes(&j, nt);
+        return;
+    }
+#endif
     planes_job j = {max_job_plane, p, 0, 0, 0, 0, x, y, planes, 0};
     run_planes(&j, nt);
 }

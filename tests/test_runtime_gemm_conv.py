@@ -587,6 +587,16 @@ MAX_POOL_CASES = [
     (2, 3, 9, 71, (2, 2), (2, 2), (0, 0), (1, 1), False),
     (1, 2, 7, 7, (2, 2), (2, 2), (0, 0), (1, 1), True),
     (2, 32, 32, 40, (2, 2), (2, 2), (0, 0), (1, 1), False),
+    # stride_w 1 or 2 without column dilation (the separable kernel: rows maxed into a padded row buffer,
+    # then the columns): ResNet's stem pool, an SPP 5 x 5 / 1, ceil_mode, even kh with stride_h 3, a
+    # one-row window, rows dilated; and a row too long for the buffer (the general kernel)
+    (1, 4, 112, 112, (3, 3), (2, 2), (1, 1), (1, 1), False),
+    (2, 3, 37, 45, (5, 5), (1, 1), (2, 2), (1, 1), False),
+    (1, 2, 30, 30, (3, 3), (2, 2), (1, 1), (1, 1), True),
+    (1, 2, 20, 53, (4, 3), (3, 2), (1, 1), (1, 1), True),
+    (1, 2, 9, 19, (1, 3), (1, 2), (0, 1), (1, 1), False),
+    (1, 2, 17, 40, (3, 3), (1, 2), (1, 1), (3, 1), False),
+    (1, 1, 3, 5000, (3, 3), (1, 1), (1, 1), (1, 1), False),
 ]
 
 
