@@ -767,7 +767,7 @@ static void spatial_pieces(int64_t q0, int64_t qn, int64_t pw, int64_t ow, sp_pi
     }
 }
 
-#if GC_VW != 16
+#if GC_VW == 1
 /* Copy the valid part of a spilled tile (mr rows, positions [q0, q0 + qn) of the wide numbering) into y,
  * whose rows (output channels) are ohw apart: one span per wide row, minus its columns past ow. */
 static void spatial_store(const float *tile, int64_t mr, int64_t q0, int64_t qn, int64_t pw, int64_t ow,
@@ -783,7 +783,7 @@ static void spatial_store(const float *tile, int64_t mr, int64_t q0, int64_t qn,
 }
 #endif
 
-#if GC_VW == 16
+#if GC_VW > 1
 /* Store vectors v0 .. v0 + NV - 1 of a tile (rows r < mr of acc, in registers) into y as the pieces say,
  * with p's epilogue (activation, residual: res has y's layout, NULL without one) applied on the way: one
  * pass over the outputs instead of a second one over the band. The lanes outside a piece's mask are
@@ -794,13 +794,33 @@ static GC_ALWAYS_INLINE void spatial_store_vec(const sp_pieces *ps, int v, gc_vf
                                                const gc_conv2d_params *p, int epi)
 {
     for (int j = 0; j < ps->n[v]; j++) {
-        const gc_mask16 m = (gc_mask16)ps->mask[v][j];
         const int64_t off = ps->off[v][j];
+#if GC_VW == 16
+        const gc_mask16 m = (gc_mask16)ps->mask[v][j];
         /* lane 0's address may lie before y's row: only the masked lanes are read or written */
         const uintptr_t at = (uintptr_t)(off * (int64_t)sizeof(float));
         gc_vf t = o;
         if (epi) t = epi_vec(p, t, rr ? vload_mask(m, (const void *)((uintptr_t)rr + at)) : vset1(0.0f));
         vstore_mask((void *)((uintptr_t)yr + at), m, t);
+#else
+        /* AVX2 / SSE: no cheap masked store (vmaskmovps is microcoded on AMD); a piece of all lanes is one
+         * store, the others (a wide row's first or last vector) go lane by lane through a spilled vector,
+         * the epilogue applied to the whole vector with zeros in the residual's other lanes, so every
+         * output gets the same operations wherever it sits */
+        const unsigned m = ps->mask[v][j];
+        if (m == (1u << GC_VW) - 1u) {
+            gc_vf t = o;
+            if (epi) t = epi_vec(p, t, rr ? vload(rr + off) : vset1(0.0f));
+            vstore(yr + off, t);
+        } else {
+            const int l0 = __builtin_ctz(m), l1 = 32 - __builtin_clz(m); /* the lanes [l0, l1) */
+            float r[GC_VW] = {0}, t[GC_VW];
+            if (epi && rr)
+                for (int l = l0; l < l1; l++) r[l] = rr[off + l];
+            vstore(t, epi ? epi_vec(p, o, vload(r)) : o);
+            for (int l = l0; l < l1; l++) yr[off + l] = t[l];
+        }
+#endif
     }
 }
 
@@ -814,7 +834,9 @@ static GC_ALWAYS_INLINE void spatial_store_vectors(int NV, gc_vf acc[GC_SP_MR][G
         for (int r = 0; r < GC_SP_MR; r++)
             if (r < mr) spatial_store_vec(ps, v0 + v, acc[r][v], y + r * ohw, res ? res + r * ohw : NULL, p, epi);
 }
+#endif
 
+#if GC_VW == 16
 typedef float gc_vf8 __attribute__((vector_size(8 * sizeof(float))));
 #if defined(GC_X86_HEADER)
 #define gc_fmadd8(a, b, c) ((gc_vf8)_mm256_fmadd_ps((__m256)(a), (__m256)(b), (__m256)(c)))
@@ -933,7 +955,7 @@ static GC_ALWAYS_INLINE void spatial_tile(int NV, int64_t k0, int64_t k1, int64_
             for (int v = 0; v < NV; v++) vstore(part_out + r * GC_SP_TILE + v * GC_VW, acc[r][v]);
         return;
     }
-#if GC_VW == 16
+#if GC_VW > 1
     (void)pw;
     (void)ow;
     spatial_store_vectors(NV, acc, mr, ps, 0, y, ohw, p, res);
@@ -1176,9 +1198,9 @@ static void spatial_task(const gc_conv2d_params *p, const spatial_geom *g, int64
                          const float *w, const float *pack, const float *bias, float *y, float *planes)
 {
     spatial_band(p, g, task, x, w, pack, bias, y, planes);
-    /* AVX-512 register tiles apply the epilogue as they store; channel-vector tiles and the other ISAs,
+    /* vector register tiles apply the epilogue as they store; channel-vector tiles and the scalar build,
      * which store through a spilled tile, in one pass over the band here */
-    if (has_epilogue(p) && (GC_VW != 16 || g->chanvec)) {
+    if (has_epilogue(p) && (GC_VW == 1 || g->chanvec)) {
         const int64_t part = task % g->ocparts, band = task / g->ocparts;
         const int64_t item = band / g->bands, n = item / p->groups, grp = item % p->groups;
         const int64_t r0 = band % g->bands * g->bh, rows = min64(g->bh, p->oh - r0), ocg = p->oc / p->groups;
