@@ -281,11 +281,32 @@ static int depthwise_square(const gc_conv2d_params *p)
     return GC_VW > 1 && p->kh == p->kw && (p->kh == 3 || p->kh == 5 || p->kh == 7) && p->stride_h == p->stride_w;
 }
 
+#if GC_VW == 8
+/* Square stride-2 kernels on AVX2 read the band's input rows as they are (zero-padded copies, no phase
+ * planes) and deinterleave them in the tiles (dw_tile_s2). */
+static int depthwise_raw2(const gc_conv2d_params *p)
+{
+    return depthwise_square(p) && p->stride_h == 2;
+}
+#endif
+
 /* The spatial geometry with planes long enough for whole vectors at the end of every output row; for
  * square kernels plane rows of whole vectors (written by aligned stores, dw_planes). */
 static int depthwise_geometry(const gc_conv2d_params *p, int nthreads, spatial_geom *g)
 {
     if (!spatial_geometry(p, nthreads, g)) return 0;
+#if GC_VW == 8
+    if (depthwise_raw2(p)) {
+        /* the band's 2 (bh - 1) + K input rows, each with its padding (so that a row's zeros are its own),
+         * pw floats apart; the tail holds what the last row's whole vectors read past it */
+        const int64_t nvec = (p->ow + GC_VW - 1) / GC_VW;
+        g->pw = (p->w + 2 * p->pad_w + GC_VW - 1) / GC_VW * GC_VW;
+        g->plane = ((2 * (g->bh - 1) + p->kh) * g->pw + 2 * nvec * GC_VW + p->kw + 2 * GC_VW + 15) / 16 * 16;
+        g->cstride = g->plane;
+        g->wide = 0;
+        return 1;
+    }
+#endif
     if (depthwise_square(p)) {
         g->pw = (g->pw + GC_VW - 1) / GC_VW * GC_VW;
         g->plane = spatial_plane_floats(g, g->bh);
@@ -1295,6 +1316,26 @@ static void pool_pass(const gc_conv2d_params *p, const float *y, int nthreads)
 #define GC_DW_NV 4
 #endif
 
+#if GC_VW == 8
+/* AVX masked loads and stores (vmaskmovps: the masked-off lanes are neither read nor written, so the
+ * address may lie before or past the row) of the lanes [lo, hi): a partial vector without a copy through
+ * the stack, whose scalar stores a vector load then waits for (store forwarding fails: that copy took
+ * more time than the convolution's multiply-adds on stride-2 layers). */
+typedef int32_t gc_dw_lanes8 __attribute__((vector_size(8 * sizeof(int32_t))));
+static GC_ALWAYS_INLINE gc_dw_lanes8 dw_mask8(int64_t lo, int64_t hi)
+{
+    const gc_dw_lanes8 idx = {0, 1, 2, 3, 4, 5, 6, 7};
+    return (idx >= (int32_t)lo) & (idx < (int32_t)hi);
+}
+#if defined(GC_X86_HEADER)
+#define dw_load8(m, p) ((gc_vf)_mm256_maskload_ps((const float *)(p), (__m256i)(m)))
+#define dw_store8(p, m, v) _mm256_maskstore_ps((float *)(p), (__m256i)(m), (__m256)(v))
+#else
+#define dw_load8(m, p) ((gc_vf)__builtin_ia32_maskloadps256((const gc_vf *)(p), (m)))
+#define dw_store8(p, m, v) __builtin_ia32_maskstoreps256((gc_vf *)(p), (m), (v))
+#endif
+#endif
+
 /* Store v's first n lanes (n <= GC_VW) at y. */
 static GC_ALWAYS_INLINE void store_lanes(float *y, gc_vf v, int64_t n)
 {
@@ -1304,6 +1345,8 @@ static GC_ALWAYS_INLINE void store_lanes(float *y, gc_vf v, int64_t n)
     }
 #if GC_VW == 16
     vstore_mask(y, (gc_mask16)((1u << n) - 1u), v);
+#elif GC_VW == 8
+    dw_store8(y, dw_mask8(0, n), v);
 #else
     float b[GC_VW];
     vstore(b, v);
@@ -1317,6 +1360,8 @@ static GC_ALWAYS_INLINE gc_vf load_lanes(const float *r, int64_t n)
     if (n == GC_VW) return vload(r);
 #if GC_VW == 16
     return vload_mask((gc_mask16)((1u << n) - 1u), r);
+#elif GC_VW == 8
+    return dw_load8(dw_mask8(0, n), r);
 #else
     float b[GC_VW] = {0};
     memcpy(b, r, (size_t)n * sizeof(float));
@@ -1434,11 +1479,28 @@ static GC_ALWAYS_INLINE gc_vf load_cols(const float *xr, int64_t W, int64_t c0)
     /* the masked-off lanes are not read: the address may lie before the row */
     const gc_mask16 m = (gc_mask16)(((1u << hi) - 1u) & ~((1u << lo) - 1u));
     return vload_mask(m, (const float *)((uintptr_t)xr + (uintptr_t)(c0 * (int64_t)sizeof(float))));
+#elif GC_VW == 8
+    return dw_load8(dw_mask8(lo, hi), (const float *)((uintptr_t)xr + (uintptr_t)(c0 * (int64_t)sizeof(float))));
 #else
     float t[GC_VW] = {0};
     for (int64_t l = lo; l < hi; l++) t[l] = xr[c0 + l];
     return vload(t);
 #endif
+}
+
+/* nv vectors to d: input row xr (W columns) from column -pad, zeros outside [0, W): the vectors wholly
+ * inside the row in a loop of plain loads, the few at its ends through load_cols. */
+static GC_ALWAYS_INLINE void dw_copy_row(const float *restrict xr, int64_t W, int64_t pad, float *restrict d,
+                                         int64_t nv)
+{
+    const int64_t klo = min64(nv, (pad + GC_VW - 1) / GC_VW); /* first vector with c0 >= 0 */
+    const int64_t khi = max64(klo, min64(nv, W + pad >= GC_VW ? (W + pad - GC_VW) / GC_VW + 1 : 0));
+    int64_t k = 0;
+    for (; k < klo; k++) vstore(d + k * GC_VW, load_cols(xr, W, k * GC_VW - pad));
+    const float *s = xr + klo * GC_VW - pad;
+    float *t = d + klo * GC_VW;
+    for (int64_t e = (khi - klo) * GC_VW, i = 0; i < e; i += GC_VW) vstore(t + i, vload(s + i));
+    for (k = khi; k < nv; k++) vstore(d + k * GC_VW, load_cols(xr, W, k * GC_VW - pad));
 }
 
 /* The phase planes of one channel xc[H, W] for the band of output rows from r0 with `rows` rows: the
@@ -1450,6 +1512,22 @@ static void dw_planes(const gc_conv2d_params *p, const spatial_geom *g, const fl
                       float *planes)
 {
     const int64_t sw = p->stride_w;
+#if GC_VW == 8
+    if (depthwise_raw2(p)) { /* input rows 2 r0 - pad_h .. with pad_w zeros before each (see depthwise_geometry) */
+        const int64_t H = p->h, W = p->w, pw = g->pw, nv = pw / GC_VW, n = 2 * (rows - 1) + p->kh;
+        for (int64_t r = 0; r < n; r++) {
+            const int64_t ih = 2 * r0 - p->pad_h + r;
+            float *d = planes + r * pw;
+            if (ih < 0 || ih >= H) {
+                zero_floats(d, pw);
+                continue;
+            }
+            dw_copy_row(xc + ih * W, W, p->pad_w, d, nv);
+        }
+        zero_floats(planes + n * pw, g->plane - n * pw);
+        return;
+    }
+#endif
 #if GC_VW > 1
     if (g->pw % GC_VW == 0 && ((sw == 1 && g->nb == 1) || (sw == 2 && g->nb == 2))) {
         const int64_t H = p->h, W = p->w, pw = g->pw, plane = g->plane, nv = pw / GC_VW;
@@ -1466,7 +1544,7 @@ static void dw_planes(const gc_conv2d_params *p, const spatial_geom *g, const fl
                 const float *xr = xc + (ih0 + r * p->stride_h) * W;
                 float *d = da + r * pw;
                 if (sw == 1) {
-                    for (int64_t k = 0; k < nv; k++) vstore(d + k * GC_VW, load_cols(xr, W, k * GC_VW - p->pad_w));
+                    dw_copy_row(xr, W, p->pad_w, d, nv);
                     continue;
                 }
                 float *de = d + (g->bcol[0] == 0 ? 0 : plane), *dd = d + (g->bcol[0] == 0 ? plane : 0);
@@ -1535,6 +1613,59 @@ static GC_ALWAYS_INLINE void dw_tile(const int K, const int S, const int ACT, co
     }
 }
 
+#if GC_VW == 8
+/* Stride 2 on AVX2: R output rows x NV vectors of output columns from column c, from the band's padded
+ * input rows pl (pw apart, the tile's first row first). Tap (i, j) of output column c + t reads row
+ * 2 r + i at column 2 (c + t) + j: the even (j = 2m) and odd (j = 2m + 1) lanes of the 16 floats from
+ * 2c + 2m, split by one in-lane shuffle each (vshufps), which leaves the output columns in the order
+ * c + (0 1 4 5 2 3 6 7); one cross-lane permute per output vector puts them back before the store. Every
+ * input vector serves each output row whose taps read it; every output starts from the bias and adds
+ * its taps in (i, j) order, as dw_tile does. */
+static GC_ALWAYS_INLINE void dw_tile_s2(const int K, const int ACT, const int R, const int NV,
+                                        const float *restrict pl, int64_t pw, const gc_vf *wv, gc_vf bv,
+                                        float lo, float hi, float *y, int64_t ow, int64_t c, int64_t last)
+{
+    gc_vf acc[4][4];
+    GC_UNROLL
+    for (int r = 0; r < R; r++) {
+        GC_UNROLL
+        for (int v = 0; v < NV; v++) acc[r][v] = bv;
+    }
+    GC_UNROLL
+    for (int ii = 0; ii < 2 * R + K - 2; ii++) {
+        GC_UNROLL
+        for (int v = 0; v < NV; v++) {
+            const float *xr = pl + ii * pw + 2 * (c + v * GC_VW);
+            GC_UNROLL
+            for (int m = 0; 2 * m < K; m++) {
+                const gc_vf a = vload(xr + 2 * m), b = vload(xr + 2 * m + GC_VW);
+                const gc_vf e = __builtin_shufflevector(a, b, 0, 2, 8, 10, 4, 6, 12, 14);
+                GC_UNROLL
+                for (int r = 0; r < R; r++)
+                    if (ii - 2 * r >= 0 && ii - 2 * r < K)
+                        acc[r][v] = vfma(wv[(ii - 2 * r) * K + 2 * m], e, acc[r][v]);
+                if (2 * m + 1 < K) {
+                    const gc_vf o = __builtin_shufflevector(a, b, 1, 3, 9, 11, 5, 7, 13, 15);
+                    GC_UNROLL
+                    for (int r = 0; r < R; r++)
+                        if (ii - 2 * r >= 0 && ii - 2 * r < K)
+                            acc[r][v] = vfma(wv[(ii - 2 * r) * K + 2 * m + 1], o, acc[r][v]);
+                }
+            }
+        }
+    }
+    GC_UNROLL
+    for (int r = 0; r < R; r++) {
+        GC_UNROLL
+        for (int v = 0; v < NV; v++) {
+            gc_vf o = __builtin_shufflevector(acc[r][v], acc[r][v], 0, 1, 4, 5, 2, 3, 6, 7);
+            if (ACT) o = gc_vact(ACT, o, lo, hi);
+            store_lanes(y + r * ow + c + v * GC_VW, o, v == NV - 1 ? last : GC_VW);
+        }
+    }
+}
+#endif
+
 /* One band of `rows` output rows (y at its first row) from its planes, bias included, no epilogue: tiles
  * of 4 rows x 1 vector for rows of one vector, else 2 rows x 2 vectors, so that four accumulators hide
  * the FMA latency. */
@@ -1547,9 +1678,31 @@ static GC_ALWAYS_INLINE void dw_band(const int K, const int S, const int ACT, co
     for (int t = 0; t < K * K; t++) wv[t] = vset1(wk[t]);
     const gc_vf bv = vset1(b);
     const int64_t ow = p->ow, nvec = (ow + GC_VW - 1) / GC_VW, last = ow - (nvec - 1) * GC_VW;
+    int64_t r = 0;
+#if GC_VW == 8
+    if (S == 2) { /* the band's input rows (depthwise_raw2) */
+#ifndef GC_DW2_R
+#define GC_DW2_R 4
+#define GC_DW2_NV 1
+#endif
+#define GC_DW_TILE2(R, NV, r, c, n)                                                                            \
+    dw_tile_s2(K, ACT, R, NV, pl + 2 * (r) * pw, pw, wv, bv, p->act_lo, p->act_hi, y + (r) * ow, ow, c, n)
+        for (; r + GC_DW2_R <= rows; r += GC_DW2_R) {
+            int64_t v = 0;
+            for (; v + GC_DW2_NV < nvec; v += GC_DW2_NV) GC_DW_TILE2(GC_DW2_R, GC_DW2_NV, r, v * GC_VW, GC_VW);
+            for (; v < nvec; v++) GC_DW_TILE2(GC_DW2_R, 1, r, v * GC_VW, v + 1 == nvec ? last : GC_VW);
+        }
+        for (; r < rows; r++) {
+            int64_t v = 0;
+            for (; v + 2 < nvec; v += 2) GC_DW_TILE2(1, 2, r, v * GC_VW, GC_VW);
+            for (; v < nvec; v++) GC_DW_TILE2(1, 1, r, v * GC_VW, v + 1 == nvec ? last : GC_VW);
+        }
+#undef GC_DW_TILE2
+        return;
+    }
+#endif
 #define GC_DW_TILE(R, NV, r, c, n)                                                                             \
     dw_tile(K, S, ACT, R, NV, pl + (r) * pw, pw, koff, wv, bv, p->act_lo, p->act_hi, y + (r) * ow, ow, c, n)
-    int64_t r = 0;
     if (nvec == 1) {
         for (; r + 4 <= rows; r += 4) GC_DW_TILE(4, 1, r, 0, last);
         for (; r + 2 <= rows; r += 2) GC_DW_TILE(2, 1, r, 0, last);
