@@ -1730,12 +1730,14 @@ static GC_ALWAYS_INLINE void dw_band(const int K, const int S, const int ACT, co
         dw_band(K, S, ACT, p, pl, pw, koff, wk, b, y, rows);                                                   \
     }
 /* no activation (any epilogue then runs as a pass over the band), and MobileNet's ReLU6 (3x3, 5x5) and
- * EfficientNet's SiLU (3x3; 5x5 measured no faster: its 25 weights and SiLU's constants spill) applied
- * to the accumulators before the store: 10-18% faster on ReLU6 layers than the pass, 15% on SiLU 3x3 */
+ * EfficientNet's SiLU (3x3; 5x5 measured no faster on AVX-512: its 25 weights and SiLU's constants spill;
+ * 5x5 stride 1 on AVX2, see GC_DW_SILU5) applied to the accumulators before the store: 10-18% faster on
+ * ReLU6 layers than the pass, 15% on SiLU 3x3 */
 /* (kernel, stride, activation in the store), in the order dw_variant indexes */
 #define GC_DW_VARIANTS(X)                                                                               \
     X(3, 1, 0) X(3, 2, 0) X(5, 1, 0) X(5, 2, 0) X(7, 1, 0) X(7, 2, 0) X(3, 1, GC_ACT_CLAMP)              \
-    X(3, 2, GC_ACT_CLAMP) X(5, 1, GC_ACT_CLAMP) X(5, 2, GC_ACT_CLAMP) X(3, 1, GC_ACT_SILU) X(3, 2, GC_ACT_SILU)
+    X(3, 2, GC_ACT_CLAMP) X(5, 1, GC_ACT_CLAMP) X(5, 2, GC_ACT_CLAMP) X(3, 1, GC_ACT_SILU) X(3, 2, GC_ACT_SILU)  \
+    X(5, 1, GC_ACT_SILU)
 GC_DW_VARIANTS(GC_DW_BAND_FN)
 #undef GC_DW_BAND_FN
 
@@ -1820,6 +1822,11 @@ static const dw_band_fn dw_bands8[] = {GC_DW_VARIANTS(GC_DW_BAND8_NAME)};
 
 /* p's entry in GC_DW_VARIANTS' order: ReLU6 (3x3, 5x5) and SiLU (3x3) go into the store when there is no
  * residual (*fused = 1), every other epilogue runs as a pass over the band */
+/* SiLU in the 5x5 stride-1 stores on AVX2: 4-17% faster than the pass there (672 / 480 channels 14x14,
+ * 1152 7x7); at stride 2 (the in-tile deinterleave) 3% slower */
+#ifndef GC_DW_SILU5
+#define GC_DW_SILU5 (GC_VW == 8)
+#endif
 static int dw_variant(const gc_conv2d_params *p, int *fused)
 {
     const int s = p->stride_h == 1 ? 0 : 1;
@@ -1827,9 +1834,9 @@ static int dw_variant(const gc_conv2d_params *p, int *fused)
         *fused = 1;
         return 6 + (p->kh == 3 ? 0 : 2) + s;
     }
-    if (!p->res && p->act == GC_ACT_SILU && p->kh == 3) {
+    if (!p->res && p->act == GC_ACT_SILU && (p->kh == 3 || (GC_DW_SILU5 && p->kh == 5 && !s))) {
         *fused = 1;
-        return 10 + s;
+        return p->kh == 3 ? 10 + s : 12;
     }
     return (p->kh == 3 ? 0 : p->kh == 5 ? 2 : 4) + s;
 }

@@ -184,6 +184,11 @@ DEPTHWISE = [
     (1, 2, 11, 40, (5, 5), (1, 1), (1, 1)),      # padding below the kernel's half
     (1, 3, 16, 15, (3, 3), (2, 2), (1, 1)),      # rows of 8 and 4 outputs: 8-lane tiles (AVX-512)
     (1, 2, 9, 4, (5, 5), (1, 1), (2, 2)),
+    # stride 2 deinterleaved in the tiles (AVX2): 4-row tiles and the rows left over, no padding, padding
+    # below the kernel's half, rows of 5 vectors of 8
+    (1, 2, 17, 61, (3, 3), (2, 2), (0, 0)),
+    (1, 2, 10, 26, (5, 5), (2, 2), (1, 1)),
+    (1, 2, 19, 79, (3, 3), (2, 2), (1, 1)),
 ]
 
 
@@ -204,6 +209,8 @@ PATHS = {
     "depthwise_3s2": (1, 4, 12, 23, 4, (3, 3), (2, 2), (1, 1), 4),  # ReLU6 / SiLU in the tiles' stores
     "depthwise_narrow": (1, 3, 13, 7, 3, (3, 3), (1, 1), (1, 1), 3),  # rows of 7: 8-lane tiles (AVX-512)
     "depthwise_narrow_5s2": (1, 3, 9, 15, 3, (5, 5), (2, 2), (2, 2), 3),
+    "depthwise_5s1": (1, 3, 14, 19, 3, (5, 5), (1, 1), (2, 2), 3),  # SiLU in the 5x5 tiles' stores (AVX2)
+    "depthwise_3s2_wide": (1, 3, 11, 75, 3, (3, 3), (2, 2), (1, 1), 3),  # 4-row tiles, 5 vectors a row
     "direct": (2, 2, 12, 13, 4, (5, 5), (1, 1), (0, 0), 2),          # channel multiplier 2: per-plane loops
     "one_channel": (2, 1, 12, 13, 6, (5, 5), (1, 1), (2, 2), 1),     # LeNet's first conv: spatial tiles
     "gemm1x1": (2, 16, 7, 9, 12, (1, 1), (1, 1), (0, 0), 1),
