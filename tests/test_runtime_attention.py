@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.shared_build import run_gcc
 
 cffi = pytest.importorskip("cffi")
 
@@ -104,7 +105,7 @@ def sdpa(request, tmp_path_factory) -> Sdpa:
     out = tmp_path_factory.mktemp(f"attn_{level}") / "libgc_attention.so"
     cmd = ["gcc", *LEVELS[level], "-Wall", "-Wextra", "-fPIC", "-shared", "-DGC_INTERNAL=", f"-I{RUNTIME}",
            *(str(RUNTIME / s) for s in SOURCES), "-o", str(out), "-lm", "-pthread"]
-    res = subprocess.run(cmd, capture_output=True, text=True)
+    res = run_gcc(cmd)
     assert res.returncode == 0 and "warning" not in res.stderr, res.stderr
     ffi = cffi.FFI()
     ffi.cdef(CDEF)

@@ -11,11 +11,13 @@ from __future__ import annotations
 import math
 import re
 import shutil
-import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.shared_build import run_gcc
 
 cffi = pytest.importorskip("cffi")
 
@@ -59,13 +61,14 @@ class Runtime:
             pytest.skip("gcc is not installed")
         common = ["gcc", *flags, "-Wall", "-Wextra", "-fPIC", "-DGC_INTERNAL=", f"-I{RUNTIME}"]
         objects = [directory / (Path(s).stem + ".o") for s in SOURCES]
-        jobs = [subprocess.Popen([*common, "-c", str(RUNTIME / s), "-o", str(o)], stderr=subprocess.PIPE, text=True)
-                for s, o in zip(SOURCES, objects)]
-        for job, source in zip(jobs, SOURCES):
-            _, err = job.communicate()
-            assert job.returncode == 0, f"gcc failed on {source}:\n{err}"
+        with ThreadPoolExecutor(len(SOURCES)) as pool:
+            results = list(pool.map(lambda so: run_gcc([*common, "-c", str(RUNTIME / so[0]), "-o", str(so[1])]),
+                                    zip(SOURCES, objects)))
+        for res, source in zip(results, SOURCES):
+            assert res.returncode == 0, f"gcc failed on {source}:\n{res.stderr}"
         lib = directory / "libgc_conv_epi.so"
-        subprocess.run([*common, "-shared", *map(str, objects), "-o", str(lib), "-lm"], check=True)
+        res = run_gcc([*common, "-shared", *map(str, objects), "-o", str(lib), "-lm"])
+        assert res.returncode == 0, res.stderr
         self.ffi = cffi.FFI()
         self.ffi.cdef(_cdef())
         self.lib = self.ffi.dlopen(str(lib))

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import math
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.shared_build import run_gcc
 
 cffi = pytest.importorskip("cffi")
 
@@ -54,7 +55,7 @@ def rt(request, tmp_path_factory):
     out = tmp_path_factory.mktemp(f"ep_{level}") / "libgc_ep.so"
     cmd = ["gcc", *LEVELS[level], "-Wall", "-Wextra", "-fPIC", "-shared", "-DGC_INTERNAL=", f"-I{RUNTIME}",
            *(str(RUNTIME / s) for s in SOURCES), "-o", str(out), "-lm"]
-    res = subprocess.run(cmd, capture_output=True, text=True)
+    res = run_gcc(cmd)
     assert res.returncode == 0 and "warning" not in res.stderr, res.stderr
     ffi = cffi.FFI()
     ffi.cdef(CDEF)

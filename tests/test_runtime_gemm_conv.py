@@ -11,10 +11,13 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.shared_build import run_gcc
 
 cffi = pytest.importorskip("cffi")
 
@@ -54,13 +57,14 @@ def _build(directory: Path, flags: tuple[str, ...]):
         pytest.skip("gcc is not installed")
     common = ["gcc", *flags, "-Wall", "-Wextra", "-fPIC", "-DGC_INTERNAL=", f"-I{RUNTIME}"]
     objects = [directory / (Path(s).stem + ".o") for s in SOURCES]
-    jobs = [subprocess.Popen([*common, "-c", str(RUNTIME / s), "-o", str(o)], stderr=subprocess.PIPE, text=True)
-            for s, o in zip(SOURCES, objects)]
-    for job, source in zip(jobs, SOURCES):
-        _, err = job.communicate()
-        assert job.returncode == 0, f"gcc failed on {source}:\n{err}"
+    with ThreadPoolExecutor(len(SOURCES)) as pool:
+        results = list(pool.map(lambda so: run_gcc([*common, "-c", str(RUNTIME / so[0]), "-o", str(so[1])]),
+                                zip(SOURCES, objects)))
+    for res, source in zip(results, SOURCES):
+        assert res.returncode == 0, f"gcc failed on {source}:\n{res.stderr}"
     lib_path = directory / "libgc_gemm_conv.so"
-    subprocess.run([*common, "-shared", *map(str, objects), "-o", str(lib_path), "-lm"], check=True)
+    res = run_gcc([*common, "-shared", *map(str, objects), "-o", str(lib_path), "-lm"])
+    assert res.returncode == 0, res.stderr
     ffi = cffi.FFI()
     ffi.cdef(_cdef())
     return ffi, ffi.dlopen(str(lib_path))
@@ -839,7 +843,7 @@ def test_conv2d_random_shapes(tmp_path, flags):
     cmd = ["gcc", *flags, "-Wall", "-Wextra", "-DGC_INTERNAL=", f"-I{RUNTIME}", "-o", str(exe), str(driver),
            str(RUNTIME / "gc_conv.c"), str(RUNTIME / "gc_gemm.c"), str(RUNTIME / "gc_threadpool.c"), "-pthread",
            "-lm"]
-    res = subprocess.run(cmd, capture_output=True, text=True)
+    res = run_gcc(cmd)
     assert res.returncode == 0 and "warning" not in res.stderr, res.stderr
     res = subprocess.run([str(exe), "1000", str(len(flags))], capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]

@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.shared_build import run_gcc
+
 cffi = pytest.importorskip("cffi")
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,7 +84,7 @@ FFI.cdef(header_cdef())
 
 def compile_library(out: Path, extra: list[str]) -> Path:
     cmd = ["gcc", *CFLAGS, *extra, "-o", str(out), *(str(RT / s) for s in SOURCES), "-lm", "-pthread"]
-    res = subprocess.run(cmd, capture_output=True, text=True)
+    res = run_gcc(cmd)
     assert res.returncode == 0, res.stderr
     assert "warning" not in res.stderr, res.stderr
     return out
@@ -1311,7 +1313,7 @@ def test_st_under_sanitizers(tmp_path):
         str(RT / "gc_safetensors.c"),
         str(RT / "gc_status.c"),
     ]
-    res = subprocess.run(cmd, capture_output=True, text=True)
+    res = run_gcc(cmd)
     assert res.returncode == 0 and "warning" not in res.stderr, res.stderr
     blob = small_file()
     corpus = [blob[:cut] for cut in range(len(blob) + 1)]

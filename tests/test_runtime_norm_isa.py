@@ -8,11 +8,12 @@ and chunk sizes, data on a large offset (norms), -inf entries and NaN rows (soft
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.shared_build import run_gcc
 
 cffi = pytest.importorskip("cffi")
 
@@ -45,7 +46,7 @@ def lib(request, tmp_path_factory):
     out = tmp_path_factory.mktemp(f"norm_{level}") / "libgc_norm.so"
     cmd = ["gcc", *LEVELS[level], "-Wall", "-Wextra", "-fPIC", "-shared", "-DGC_INTERNAL=", f"-I{RUNTIME}",
            *(str(RUNTIME / f) for f in ("gc_norm.c", "gc_reduce.c", "gc_threadpool.c")), "-o", str(out), "-lm"]
-    res = subprocess.run(cmd, capture_output=True, text=True)
+    res = run_gcc(cmd)
     assert res.returncode == 0 and "warning" not in res.stderr, res.stderr
     ffi = cffi.FFI()
     ffi.cdef(CDEF)
