@@ -12,7 +12,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -22,11 +21,11 @@ import graphc
 from graphc import nn
 from graphc.backend import compiled as compiled_mod
 from graphc.backend import load_compiled
+from tests.shared_build import shared_cache_dir
 
 
 def _cache_dir() -> str:
-    return os.environ.get("GRAPHC_TEST_CACHE_DIR") or os.path.join(tempfile.gettempdir(),
-                                                                    f"graphc-test-cache-{os.getuid()}")
+    return shared_cache_dir()
 
 
 class Two(nn.Module):

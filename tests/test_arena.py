@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -24,11 +23,11 @@ import graphc
 from graphc import nn
 from graphc.backend import RuntimeErrorC
 from graphc.backend.compiled import aligned_empty
+from tests.shared_build import shared_cache_dir
 
 
 def _cache_dir() -> str:
-    return os.environ.get("GRAPHC_TEST_CACHE_DIR") or os.path.join(tempfile.gettempdir(),
-                                                                    f"graphc-test-cache-{os.getuid()}")
+    return shared_cache_dir()
 
 
 class Net(nn.Module):

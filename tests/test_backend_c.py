@@ -12,7 +12,6 @@ inputs that exercise broadcasting, odd sizes and size 1.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +26,7 @@ from graphc.ir import Graph, interpret, verify
 from graphc.ops import get_op
 from graphc.ops.registry import TensorType
 from graphc.sym import Sym
+from tests.shared_build import shared_cache_dir
 
 f32, f64, i64, i32, b8 = graphc.float32, graphc.float64, graphc.int64, graphc.int32, graphc.bool
 B = Sym.var("B")
@@ -36,8 +36,7 @@ B = Sym.var("B")
 def cache_dir():
     """A build cache shared by the backend test files and kept between sessions (content-addressed, so
     it is never stale); GRAPHC_TEST_CACHE_DIR overrides its place."""
-    return os.environ.get("GRAPHC_TEST_CACHE_DIR") or os.path.join(tempfile.gettempdir(),
-                                                                    f"graphc-test-cache-{os.getuid()}")
+    return shared_cache_dir()
 
 
 @pytest.fixture(autouse=True)
@@ -516,14 +515,14 @@ def test_portable_target_flags(monkeypatch):
         cflags("gpu")
 
 
-def test_an_unused_input_does_not_shift_the_inputs_after_it(tmp_path):
+def test_an_unused_input_does_not_shift_the_inputs_after_it(cache_dir):
     # the run function's input pointers are indexed over all inputs, not over the used ones only
     g = Graph("unused_first")
     g.add_input("unused", TensorType((2, 0, 4), graphc.float32))
     b = g.add_input("b", TensorType((3, 4), graphc.float32))
     n = g.add_node("relu", [b], {}, TensorType((3, 4), graphc.float32))
     g.set_outputs([("y", n.out)])
-    lib = graphc.compile(g, cache_dir=tmp_path)
+    lib = graphc.compile(g, cache_dir=cache_dir)
     x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
     y = lib.run(unused=np.zeros((2, 0, 4), np.float32), b=x)["y"]
     np.testing.assert_array_equal(y, np.maximum(x, 0))

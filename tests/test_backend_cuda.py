@@ -18,7 +18,6 @@ import concurrent.futures
 import os
 import re
 import subprocess
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +28,7 @@ from graphc.backend import cuda, generate, optimize_graph
 from graphc.backend.compiled import RuntimeErrorC
 from graphc.errors import CompileError, UnsupportedError
 from graphc.ir import Graph
+from tests.shared_build import shared_cache_dir
 from tests.test_backend_c import (
     GB,
     check,
@@ -224,8 +224,7 @@ def test_sources_compile_with_nvcc(sources: dict[str, dict[str, str]], tmp_path:
 
 @pytest.fixture(scope="module")
 def cache_dir() -> str:
-    return os.environ.get("GRAPHC_TEST_CACHE_DIR") or os.path.join(tempfile.gettempdir(),
-                                                                    f"graphc-test-cache-{os.getuid()}")
+    return shared_cache_dir()
 
 
 @needs_nvcc

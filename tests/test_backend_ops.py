@@ -33,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -53,6 +52,7 @@ from graphc.ops import OPS, get_op
 from graphc.ops.registry import TensorType
 from graphc.sym import Sym
 from tests.op_table import SAMPLES
+from tests.shared_build import shared_cache_dir
 
 B = Sym.var("B")
 BATCHES = (1, 7)
@@ -480,8 +480,7 @@ class Library:
 @pytest.fixture(scope="session")
 def cache_dir():
     """The backend tests' build cache (see tests/test_backend_c.py): runtime objects build once."""
-    return os.environ.get("GRAPHC_TEST_CACHE_DIR") or os.path.join(tempfile.gettempdir(),
-                                                                    f"graphc-test-cache-{os.getuid()}")
+    return shared_cache_dir()
 
 
 class Libraries:

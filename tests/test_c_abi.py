@@ -9,11 +9,9 @@ tests/test_backend_c.py and kept between sessions (it is content-addressed, so n
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -26,11 +24,11 @@ from graphc import nn
 from graphc.backend import RuntimeErrorC, load_compiled, write_weights
 from graphc.backend.weights import read_safetensors, write_safetensors
 from graphc.ir import interpret
+from tests.shared_build import shared_cache_dir
 
 
 def _cache_dir() -> str:
-    return os.environ.get("GRAPHC_TEST_CACHE_DIR") or os.path.join(tempfile.gettempdir(),
-                                                                    f"graphc-test-cache-{os.getuid()}")
+    return shared_cache_dir()
 
 
 class Tiny(nn.Module):

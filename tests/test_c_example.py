@@ -16,11 +16,11 @@ pytestmark = pytest.mark.skipif(shutil.which("make") is None or shutil.which("cc
                                 reason="needs make and a C compiler")
 
 
-def test_classify_c_program_matches_python(tmp_path, monkeypatch):
+def test_classify_c_program_matches_python(tmp_path, monkeypatch, shared_cache):
     import graphc
     from graphc.modelfile import load_model_file
 
-    monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("GRAPHC_CACHE_DIR", shared_cache)
     lm = load_model_file(ROOT / "examples" / "digits" / "model.py")
     out = tmp_path / "digits"
     cm = graphc.compile(lm.module, lm.example_inputs, lm.dynamic, name="digits", out_dir=out)

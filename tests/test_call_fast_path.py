@@ -13,11 +13,11 @@ import graphc.nn as nn
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
+def model(tmp_path_factory, shared_cache):
     m = nn.Sequential(nn.Linear(12, 9), nn.ReLU(), nn.Linear(9, 5))
     x = np.random.default_rng(0).standard_normal((3, 12)).astype(np.float32)
-    cm = graphc.compile(m, (x,), cache_dir=tmp_path_factory.mktemp("cache"))
-    ref = graphc.compile(m, (x,), cache_dir=tmp_path_factory.mktemp("cache0"), opt_level=0)
+    cm = graphc.compile(m, (x,), cache_dir=shared_cache)
+    ref = graphc.compile(m, (x,), cache_dir=shared_cache, opt_level=0)
     return cm, ref, x
 
 

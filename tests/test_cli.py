@@ -18,10 +18,10 @@ EXAMPLES = ["mlp", "resnet", "transformer", "lora", "digits"]
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
+def env(tmp_path_factory, shared_cache):
     e = dict(os.environ)
     e["PYTHONPATH"] = str(ROOT) + os.pathsep + e.get("PYTHONPATH", "")
-    e["GRAPHC_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    e["GRAPHC_CACHE_DIR"] = shared_cache
     e.pop("GRAPHC_DEBUG", None)
     return e
 

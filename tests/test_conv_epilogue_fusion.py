@@ -62,7 +62,7 @@ def build(nn: Any, F: Any) -> Any:
 
 
 @pytest.fixture(scope="module")
-def compiled(tmp_path_factory):
+def compiled(tmp_path_factory, shared_cache):
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)
     tm = build(torch.nn, torch.nn.functional).eval()
@@ -73,7 +73,7 @@ def compiled(tmp_path_factory):
     gm.eval()
     rng = np.random.default_rng(0)
     xs = (rng.standard_normal((2, 3, 13, 11)).astype(np.float32), rng.standard_normal((2, 1, 9, 10)).astype(np.float32))
-    cm = graphc.compile(gm, xs, cache_dir=tmp_path_factory.mktemp("cache"))
+    cm = graphc.compile(gm, xs, cache_dir=shared_cache)
     with torch.inference_mode():
         ref = [t.numpy() for t in tm(*(torch.from_numpy(x) for x in xs))]
     return cm, xs, ref
@@ -134,7 +134,7 @@ def build_se(nn: Any, F: Any) -> Any:
     return SE()
 
 
-def test_squeeze_excitation_scale_in_the_1x1_conv(tmp_path):
+def test_squeeze_excitation_scale_in_the_1x1_conv(tmp_path, shared_cache):
     torch = pytest.importorskip("torch")
     torch.manual_seed(1)
     tm = build_se(torch.nn, torch.nn.functional).eval()
@@ -142,7 +142,7 @@ def test_squeeze_excitation_scale_in_the_1x1_conv(tmp_path):
     gm.load_state_dict({k: v.detach().numpy().copy() for k, v in tm.state_dict().items()})
     gm.eval()
     x = np.random.default_rng(2).standard_normal((2, 6, 9, 11)).astype(np.float32)
-    cm = graphc.compile(gm, (x,), cache_dir=tmp_path)
+    cm = graphc.compile(gm, (x,), cache_dir=shared_cache)
     with torch.inference_mode():
         ref = [t.numpy() for t in tm(torch.from_numpy(x))]
     for threads in (1, 2):

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
-import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +29,7 @@ from graphc.backend import optimize_graph
 from graphc.backend.compiled import RuntimeErrorC
 from graphc.ir import Graph
 from tests.cuda_emu import emulate
+from tests.shared_build import shared_cache_dir
 from tests.test_backend_c import (
     GB,
     B,
@@ -112,8 +112,7 @@ EXAMPLES = ["mlp", "resnet", "transformer", "lora", "digits"]
 @pytest.fixture(scope="module")
 def emu_cache() -> str:
     """The backend tests' build cache (content-addressed; GRAPHC_TEST_CACHE_DIR overrides its place)."""
-    return os.environ.get("GRAPHC_TEST_CACHE_DIR") or os.path.join(tempfile.gettempdir(),
-                                                                    f"graphc-test-cache-{os.getuid()}")
+    return shared_cache_dir()
 
 
 @pytest.fixture(scope="module")

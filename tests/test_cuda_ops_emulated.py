@@ -14,7 +14,6 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import re
-import tempfile
 from functools import lru_cache
 from typing import Any
 
@@ -28,6 +27,7 @@ from graphc.ir import Graph, interpret, verify
 from graphc.ops import OPS
 from tests import test_backend_ops as table
 from tests.cuda_emu import emulate
+from tests.shared_build import shared_cache_dir
 
 pytestmark = pytest.mark.skipif(not emulate.available(), reason="needs a C++ compiler (g++ or $CXX) and a C compiler")
 
@@ -58,8 +58,7 @@ def cuda_refusals() -> dict[str, str]:
 def results() -> dict[str, Any]:
     """Every library of the op table built on the emulation (in parallel) and run at each batch size:
     library name -> (cases, {batch: got}, {batch: want}) or the exception that stopped it."""
-    cache = os.environ.get("GRAPHC_TEST_CACHE_DIR") or os.path.join(tempfile.gettempdir(),
-                                                                     f"graphc-test-cache-{os.getuid()}")
+    cache = shared_cache_dir()
     refused = cuda_refusals()
     plan = table.library_plan()
     libs: dict[str, list[Any]] = {}

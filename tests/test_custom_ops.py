@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tempfile
 import textwrap
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import pytest
 import graphc
 from graphc import library
 from graphc.errors import CompileError, UnsupportedError
+from tests.shared_build import shared_cache_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -75,8 +75,7 @@ int softclip(const float *x, const int64_t *x_shape, float *out, const int64_t *
 @pytest.fixture(scope="module")
 def cache():
     """The backend tests' build cache: the runtime's objects build once (see tests/test_backend_c.py)."""
-    return os.environ.get("GRAPHC_TEST_CACHE_DIR") or os.path.join(tempfile.gettempdir(),
-                                                                    f"graphc-test-cache-{os.getuid()}")
+    return shared_cache_dir()
 
 
 @pytest.fixture(autouse=True)

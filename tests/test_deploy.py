@@ -10,7 +10,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ import pytest
 import graphc
 from graphc import nn
 from graphc.export import read_manifest, write_weights
+from tests.shared_build import shared_cache_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(shutil.which("make") is None or shutil.which("cc") is None,
@@ -27,8 +27,7 @@ TARGET = "x86-64-v2"  # one ISA level: the runtime is compiled once per file (fa
 
 
 def _cache_dir() -> str:
-    return os.environ.get("GRAPHC_TEST_CACHE_DIR") or os.path.join(tempfile.gettempdir(),
-                                                                    f"graphc-test-cache-{os.getuid()}")
+    return shared_cache_dir()
 
 
 class MLP(nn.Module):

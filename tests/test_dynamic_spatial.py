@@ -74,12 +74,12 @@ def _randomised(net):
 DYN = {"x": {0: "B", 2: 8 * graphc.Dim("h", 1, 8), 3: 8 * graphc.Dim("w", 1, 8)}}
 
 
-def test_resnet_and_mobilenet_blocks_with_a_dynamic_image_size(tmp_path):
+def test_resnet_and_mobilenet_blocks_with_a_dynamic_image_size(tmp_path, shared_cache):
     net = _randomised(build(graphc))
     x0 = np.random.RandomState(1).randn(2, 3, 32, 24).astype(np.float32)
     g = graphc.trace(net, (x0,), DYN)
     assert g.inputs[0].type.shape[2:] == (Sym.var("h") * 8, Sym.var("w") * 8)
-    cm = graphc.compile(net, (x0,), DYN, cache_dir=tmp_path / "cache")
+    cm = graphc.compile(net, (x0,), DYN, cache_dir=shared_cache)
     sizes = [str(b["size"]) for b in cm.memory_plan]
     assert any("h" in s and "w" in s for s in sizes), sizes  # the plan is a polynomial of the dims
     torch = pytest.importorskip("torch")
@@ -127,7 +127,7 @@ def test_stride_one_layers_take_any_size_and_strided_ones_ask_for_a_multiple():
         graphc.trace(Strided(), (np.ones((1, 3, 8, 8), np.float32),), {"x": {2: "H"}})
 
 
-def test_the_cuda_backend_with_a_dynamic_image_size_under_emulation(tmp_path):
+def test_the_cuda_backend_with_a_dynamic_image_size_under_emulation(tmp_path, shared_cache):
     from graphc.backend import optimize_graph
     from tests.cuda_emu import emulate
 
@@ -135,7 +135,7 @@ def test_the_cuda_backend_with_a_dynamic_image_size_under_emulation(tmp_path):
         pytest.skip("no host C++ compiler for the CUDA emulation")
     net = _randomised(build(graphc))
     g = optimize_graph(graphc.trace(net, (np.ones((1, 3, 16, 16), np.float32),), DYN), 2)
-    m = emulate.build(g, tmp_path / "cache")
+    m = emulate.build(g, shared_cache)
     for shape in [(1, 3, 16, 16), (2, 3, 8, 24)]:
         x = np.random.RandomState(shape[3]).randn(*shape).astype(np.float32)
         want = interpret(g, {"x": x})

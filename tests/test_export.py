@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -19,13 +18,13 @@ import pytest
 import graphc
 from graphc import nn
 from graphc.errors import ExportError
+from tests.shared_build import shared_cache_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _cache_dir() -> str:
-    return os.environ.get("GRAPHC_TEST_CACHE_DIR") or os.path.join(tempfile.gettempdir(),
-                                                                    f"graphc-test-cache-{os.getuid()}")
+    return shared_cache_dir()
 
 
 class Small(nn.Module):

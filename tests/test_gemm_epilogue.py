@@ -75,7 +75,7 @@ SHAPES = [((1,), 300, 50), ((2, 37), 29, 53), ((70,), 600, 130)]
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}x{s[2]}")
-def test_fused_chains_match_torch(shape, tmp_path):
+def test_fused_chains_match_torch(shape, tmp_path, shared_cache):
     lead, k, n = shape
     tm, gm = _models(k, n)
     rng = np.random.default_rng(k)
@@ -86,7 +86,7 @@ def test_fused_chains_match_torch(shape, tmp_path):
     fused = sorted(k.scope for k in kernels if k.ops.startswith("linear+"))
     assert fused == sorted(f"fc.{i}" for i in range(len(NAMES)))
     assert all(k.ops.startswith("linear+") for k in kernels if k.template != "copy.c.j2"), [k.ops for k in kernels]
-    cm = graphc.compile(gm, (x, r), cache_dir=tmp_path / "cache")
+    cm = graphc.compile(gm, (x, r), cache_dir=shared_cache)
     with torch.no_grad():
         want = tm(torch.from_numpy(x), torch.from_numpy(r))
     got1 = cm(x, r)
@@ -111,15 +111,15 @@ class _Unfusable(gnn.Module):
         return gF.relu(y) + y, h, h + 1.0, self.fc3(x) + b
 
 
-def test_unfusable_chains_stay_separate(tmp_path):
+def test_unfusable_chains_stay_separate(tmp_path, shared_cache):
     m = _Unfusable().eval()
     x = np.random.default_rng(0).standard_normal((5, 16)).astype(np.float32)
     b = np.random.default_rng(1).standard_normal((24,)).astype(np.float32)
     g = trace(m, (x, b))
     found = {p.scope: [m.op for m in ep.nodes] for p, ep in gemm_epilogues(g).items()}
     assert found == {"fc2": ["gelu"]}
-    cm = graphc.compile(m, (x, b), cache_dir=tmp_path / "cache")
-    ref = graphc.compile(m, (x, b), cache_dir=tmp_path / "cache", opt_level=0)
+    cm = graphc.compile(m, (x, b), cache_dir=shared_cache)
+    ref = graphc.compile(m, (x, b), cache_dir=shared_cache, opt_level=0)
     for got, want in zip(cm(x, b), ref(x, b)):
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
 
@@ -137,27 +137,27 @@ class _SumOfProducts(gnn.Module):
         return gF.relu(self.ih(x) + self.hh(h))
 
 
-def test_a_sum_of_two_products_fuses_into_one_of_them(tmp_path):
+def test_a_sum_of_two_products_fuses_into_one_of_them(tmp_path, shared_cache):
     m = _SumOfProducts().eval()
     rng = np.random.default_rng(4)
     x = rng.standard_normal((3, 12)).astype(np.float32)
     h = rng.standard_normal((3, 8)).astype(np.float32)
     found = {p.scope: [n.op for n in ep.nodes] for p, ep in gemm_epilogues(trace(m, (x, h))).items()}
     assert found == {"ih": ["add"]}
-    cm = graphc.compile(m, (x, h), cache_dir=tmp_path / "cache")
+    cm = graphc.compile(m, (x, h), cache_dir=shared_cache)
     sd = {k: v.numpy() for k, v in m.state_dict().items()}
     want = np.maximum(x @ sd["ih.weight"].T + sd["ih.bias"] + h @ sd["hh.weight"].T + sd["hh.bias"], 0)
     np.testing.assert_allclose(cm(x, h), want, rtol=1e-5, atol=1e-5)
 
 
-def test_isa_levels_agree(tmp_path):
+def test_isa_levels_agree(tmp_path, shared_cache):
     """One default-target library, run under each GRAPHC_ISA level in its own process."""
     tm, gm = _models(300, 50)
     rng = np.random.default_rng(3)
     x = rng.standard_normal((9, 300)).astype(np.float32)
     r = rng.standard_normal((9, 50)).astype(np.float32)
     out = tmp_path / "export"
-    graphc.compile(gm, (x, r), cache_dir=tmp_path / "cache", out_dir=out)
+    graphc.compile(gm, (x, r), cache_dir=shared_cache, out_dir=out)
     np.save(tmp_path / "x.npy", x)
     np.save(tmp_path / "r.npy", r)
     with torch.no_grad():

@@ -69,6 +69,7 @@ from graphc.backend import generate, load_compiled
 from graphc.backend.build import SANITIZE_FLAGS
 from graphc.ir import interpret, parse
 from graphc.sym import Sym, evaluate, parse_dim
+from tests.shared_build import shared_cache_dir
 from tests.test_backend_c import GB, i64, nn_graph, reduce_graph, shape_graph
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,8 +81,7 @@ REPORT = re.compile(r"ERROR: (Address|Leak)Sanitizer|runtime error:|SUMMARY: \w+
 
 
 def _cache_dir() -> str:
-    return os.environ.get("GRAPHC_TEST_CACHE_DIR") or os.path.join(tempfile.gettempdir(),
-                                                                    f"graphc-test-cache-{os.getuid()}")
+    return shared_cache_dir()
 
 
 def _probe_sanitizers() -> str | None:

@@ -18,7 +18,7 @@ def _export(tmp_path, module, args, names, dynamic_axes):
     return path
 
 
-def test_small_cnn_through_onnx_matches_torch_at_two_batch_sizes(tmp_path):
+def test_small_cnn_through_onnx_matches_torch_at_two_batch_sizes(tmp_path, shared_cache):
     torch = pytest.importorskip("torch")
     nn = torch.nn
     torch.manual_seed(0)
@@ -29,7 +29,7 @@ def test_small_cnn_through_onnx_matches_torch_at_two_batch_sizes(tmp_path):
     g = graphc.from_onnx(path, dims={"batch": (1, 8)})
     assert g.dims == {"batch": (1, 8)}
     assert any(p.endswith("weight") for p in g.params)
-    lib = graphc.compile(g, cache_dir=tmp_path / "cache")
+    lib = graphc.compile(g, cache_dir=shared_cache)
     for b in (1, 5):
         x = torch.randn(b, 3, 16, 16)
         np.testing.assert_allclose(lib(x.numpy()), m(x).detach().numpy(), atol=1e-4, rtol=1e-4)
@@ -86,7 +86,7 @@ def test_external_data_is_read_only_inside_the_model_folder(tmp_path):
         graphc.from_onnx(tmp_path / "m" / "short.onnx")
 
 
-def test_cli_compiles_an_onnx_file_with_a_dim_range(tmp_path):
+def test_cli_compiles_an_onnx_file_with_a_dim_range(tmp_path, shared_cache):
     import os
     import subprocess
     import sys
@@ -94,7 +94,7 @@ def test_cli_compiles_an_onnx_file_with_a_dim_range(tmp_path):
     torch = pytest.importorskip("torch")
     m = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Tanh()).eval()
     path = _export(tmp_path, m, (torch.randn(2, 4),), ["x"], {"x": {0: "batch"}})
-    env = {**os.environ, "GRAPHC_CACHE_DIR": str(tmp_path / "cache")}
+    env = {**os.environ, "GRAPHC_CACHE_DIR": str(shared_cache)}
     r = subprocess.run([sys.executable, "-m", "graphc", "compile", str(path), "-o", str(tmp_path / "out"), "--dim",
                         "batch=1..4"], env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
@@ -121,7 +121,7 @@ def _ort(model, feeds):
 
 
 @pytest.mark.parametrize("dynamic", [False, True])
-def test_gather_of_shape_at_a_0d_index_unsqueeze_concat_reshape(tmp_path, dynamic):
+def test_gather_of_shape_at_a_0d_index_unsqueeze_concat_reshape(tmp_path, dynamic, shared_cache):
     """torch.onnx's x.view(x.size(0), -1, 2): Gather(Shape(x), 0-d index) is a 0-d value, Unsqueeze makes
     it [1], Concat joins it with constants into Reshape's shape; a 0-d constant must stay 0-d."""
     pytest.importorskip("onnx")
@@ -143,7 +143,7 @@ def test_gather_of_shape_at_a_0d_index_unsqueeze_concat_reshape(tmp_path, dynami
     model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
                    [helper.make_tensor_value_info("z", TensorProto.FLOAT, None)], inits)
     g = graphc.from_onnx(model, dims={"B": (1, 8)} if dynamic else None)
-    lib = graphc.compile(g, cache_dir=tmp_path / "cache")
+    lib = graphc.compile(g, cache_dir=shared_cache)
     for b in ((2, 5) if dynamic else (3,)):
         x = np.random.default_rng(b).standard_normal((b, 6, 4)).astype(np.float32)
         want = _ort(model, {"x": x})[0]
@@ -169,7 +169,7 @@ def test_a_0d_constant_and_initializer_stay_0d():
 
 @pytest.mark.parametrize("dtype,fmod", [(np.int64, 0), (np.int32, 0), (np.int8, 0), (np.int64, 1), (np.int32, 1),
                                         (np.float32, 1), (np.float64, 1), (np.float32, 0)])
-def test_mod_matches_onnxruntime(tmp_path, dtype, fmod):
+def test_mod_matches_onnxruntime(tmp_path, dtype, fmod, shared_cache):
     pytest.importorskip("onnx")
     from onnx import helper
 
@@ -192,7 +192,7 @@ def test_mod_matches_onnxruntime(tmp_path, dtype, fmod):
         if "fmod" not in str(e) and "NOT_IMPLEMENTED" not in str(e):
             raise
         want = np.mod(a, b)
-    lib = graphc.compile(graphc.from_onnx(model, dims={"N": (1, 4)}), cache_dir=tmp_path / "cache")
+    lib = graphc.compile(graphc.from_onnx(model, dims={"N": (1, 4)}), cache_dir=shared_cache)
     got = lib(a, b)
     assert got.dtype == want.dtype
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)

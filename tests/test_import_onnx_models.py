@@ -66,8 +66,8 @@ def _compile(timer: _Timer, path, dims, cache):
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("onnx_models_cache")
+def cache(shared_cache):
+    return shared_cache
 
 
 # ------------------------------------------------------------------------------------ CNNs

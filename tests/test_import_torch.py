@@ -16,6 +16,7 @@ import pytest
 
 import graphc
 from graphc.errors import UnsupportedError
+from tests.shared_build import shared_cache_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 TOL = 1e-4
@@ -136,7 +137,7 @@ def _randomize_bn(model) -> None:
 
 
 def _cache(tmp_path_factory):
-    return tmp_path_factory.getbasetemp() / "import_torch_cache"
+    return shared_cache_dir()  # the suite's (tests/shared_build.py)
 
 
 # ------------------------------------------------------------------------------------ CNNs

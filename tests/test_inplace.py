@@ -197,13 +197,13 @@ def _torch_outputs(x: np.ndarray, w: np.ndarray) -> dict[str, np.ndarray]:
     return {k: v.numpy().astype(np.float32) for k, v in out.items()}
 
 
-def test_inplace_eager_traced_compiled_and_torch_agree(tmp_path):
+def test_inplace_eager_traced_compiled_and_torch_agree(tmp_path, shared_cache):
     model = Cases()
     x3 = _inputs(3)
     eager = {k: v.numpy() for k, v in model(graphc.tensor(x3)).items()}
     g = graphc.trace(model, (x3,), {"x": {0: "B"}})
     traced = interpret(g, {"x": x3})
-    cm = graphc.compile(model, (x3,), {"x": {0: "B"}}, cache_dir=tmp_path / "cache")
+    cm = graphc.compile(model, (x3,), {"x": {0: "B"}}, cache_dir=shared_cache)
     for b in (3, 5):
         x = _inputs(b)
         ref = _torch_outputs(x, model.w.numpy())

@@ -139,12 +139,12 @@ class ViewCases(graphc.nn.Module):
         return view_cases(graphc, x)
 
 
-def test_writes_through_every_view_kind_eager_traced_compiled_and_torch_agree(tmp_path):
+def test_writes_through_every_view_kind_eager_traced_compiled_and_torch_agree(tmp_path, shared_cache):
     torch = pytest.importorskip("torch")
     x0 = np.random.RandomState(0).randn(2, 4, 6).astype(np.float32)
     dyn = {"x": {0: "B"}}
     g = graphc.trace(ViewCases(), (x0.copy(),), dyn)
-    cm = graphc.compile(ViewCases(), (x0.copy(),), dyn, cache_dir=tmp_path / "cache")
+    cm = graphc.compile(ViewCases(), (x0.copy(),), dyn, cache_dir=shared_cache)
     for b in (2, 3):
         x = np.random.RandomState(b).randn(b, 4, 6).astype(np.float32)
         with torch.no_grad():
@@ -247,12 +247,12 @@ class DecidedEquality(graphc.nn.Module):
         return y + 1 if T == 5 else y  # T in 5..5 is decided too
 
 
-def test_equality_the_range_decides_is_decided_and_compiled(tmp_path):
+def test_equality_the_range_decides_is_decided_and_compiled(tmp_path, shared_cache):
     torch = pytest.importorskip("torch")
     dyn = {"x": {0: graphc.Dim("B", 2, 8), 1: graphc.Dim("T", 5, 5)}}
     x0 = np.ones((2, 5), np.float32)
     g = graphc.trace(DecidedEquality(), (x0,), dyn)
-    cm = graphc.compile(DecidedEquality(), (x0,), dyn, cache_dir=tmp_path / "cache")
+    cm = graphc.compile(DecidedEquality(), (x0,), dyn, cache_dir=shared_cache)
     for b in (2, 7):
         x = np.random.RandomState(b).randn(b, 5).astype(np.float32)
         ref = DecidedEquality()(torch.tensor(x)).numpy()
@@ -275,12 +275,12 @@ class DimValues(graphc.nn.Module):
         return dim_values(graphc, x)
 
 
-def test_dynamic_dims_as_powers_and_fill_values_eager_traced_compiled(tmp_path):
+def test_dynamic_dims_as_powers_and_fill_values_eager_traced_compiled(tmp_path, shared_cache):
     torch = pytest.importorskip("torch")
     x0 = np.ones((2, 6), np.float32)
     dyn = {"x": {0: "B"}}
     g = graphc.trace(DimValues(), (x0,), dyn)
-    cm = graphc.compile(DimValues(), (x0,), dyn, cache_dir=tmp_path / "cache")
+    cm = graphc.compile(DimValues(), (x0,), dyn, cache_dir=shared_cache)
     for b in (2, 5):
         x = np.random.RandomState(b).randn(b, 6).astype(np.float32)
         ref = {k: v.numpy() for k, v in dim_values(torch, torch.tensor(x)).items()}

@@ -8,9 +8,6 @@ code with PyTorch, and the vision stack also runs through the CUDA emulation."""
 
 from __future__ import annotations
 
-import os
-import tempfile
-
 import numpy as np
 import pytest
 
@@ -18,6 +15,7 @@ import graphc
 import graphc.nn as gnn
 import graphc.nn.functional as F
 from graphc import ShapeError, UnsupportedError
+from tests.shared_build import shared_cache_dir
 from tests.test_layers import arr, compare, randomize, twins
 
 rng = np.random.default_rng(10)
@@ -608,8 +606,7 @@ def _twin_models(tm, gm):
 
 
 def _cache() -> str:
-    return os.environ.get("GRAPHC_TEST_CACHE_DIR") or os.path.join(tempfile.gettempdir(),
-                                                                    f"graphc-test-cache-{os.getuid()}")
+    return shared_cache_dir()
 
 
 def _check_outputs(got: dict, ref: dict, rtol=1e-5, atol=1e-5) -> None:

@@ -11,11 +11,11 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 
-def test_onnx_node_tests_pass_compiled_and_interpreted(tmp_path):
+def test_onnx_node_tests_pass_compiled_and_interpreted(tmp_path, shared_cache):
     pytest.importorskip("onnx")
     import onnx_conformance as oc
 
-    results = oc.run(oc.load_cases(), cache_dir=str(tmp_path))
+    results = oc.run(oc.load_cases(), cache_dir=shared_cache)
     failed = [f"{r.case.name}: {r.reason}" for r in results if r.status == "failed"]
     assert not failed, "\n".join(failed)
     assert all(r.reason for r in results if r.status == "out of scope")

@@ -19,11 +19,11 @@ class Mix(nn.Module):
         return (x.permute(0, 2, 1) + y) * 0.5
 
 
-def test_pooled_elementwise_and_copy_loops(tmp_path):
+def test_pooled_elementwise_and_copy_loops(tmp_path, shared_cache):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 300, 100)).astype(np.float32)
     y = rng.standard_normal((2, 100, 300)).astype(np.float32)
-    cm = graphc.compile(Mix(), (x, y), {"x": {0: "B"}, "y": {0: "B"}}, threads=2, cache_dir=tmp_path,
+    cm = graphc.compile(Mix(), (x, y), {"x": {0: "B"}, "y": {0: "B"}}, threads=2, cache_dir=shared_cache,
                         out_dir=tmp_path / "src")
     source = "\n".join(p.read_text() for p in sorted((tmp_path / "src").glob("*_kernels*.c")))
     assert "gc_parallel_for" in source and "omp parallel" not in source

@@ -18,7 +18,6 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +28,7 @@ from graphc.backend.compiled import CompiledModel, RuntimeErrorC
 from graphc.ir import Graph, interpret, verify
 from graphc.ops import get_op
 from graphc.ops.registry import TensorType
+from tests.shared_build import shared_cache_dir
 
 pytestmark = pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"),
                                 reason="ISA levels are x86-64's")
@@ -115,8 +115,7 @@ def run_in_process(folder: Path, inputs_file: Path, out_file: Path, isa: str | N
 @pytest.fixture(scope="module")
 def cache_dir():
     """The build cache the backend tests share (the runtime's objects are built once for all of them)."""
-    return os.environ.get("GRAPHC_TEST_CACHE_DIR") or os.path.join(tempfile.gettempdir(),
-                                                                    f"graphc-test-cache-{os.getuid()}")
+    return shared_cache_dir()
 
 
 @pytest.fixture(scope="module")

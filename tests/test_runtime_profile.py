@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def mlp(tmp_path_factory):
-    cache = os.environ.get("GRAPHC_TEST_CACHE_DIR") or str(tmp_path_factory.mktemp("cache"))
+def mlp(tmp_path_factory, shared_cache):
+    cache = shared_cache
     model = nn.Sequential(nn.Linear(40, 24), nn.ReLU(), nn.Linear(24, 7))
     x = np.random.default_rng(0).standard_normal((3, 40)).astype(np.float32)
     out = tmp_path_factory.mktemp("profile") / "mlp"
@@ -85,11 +85,11 @@ def test_c_host_prints_profile_at_destroy(mlp):
     assert len(lines) - 2 == len(mlp[0].profile())
 
 
-def test_pool_and_adaptive_threads_change_no_result(tmp_path, monkeypatch):
+def test_pool_and_adaptive_threads_change_no_result(tmp_path, monkeypatch, shared_cache):
     """A 2-thread context runs its GEMMs on the context's pool and, by measured run times, sometimes on
     one thread (adaptive threads): every run equals the 1-thread context's bit for bit, and the OpenMP
     fallback (GRAPHC_THREADING=openmp) does too."""
-    cache = os.environ.get("GRAPHC_TEST_CACHE_DIR") or str(tmp_path / "cache")
+    cache = shared_cache
     model = nn.Sequential(nn.Linear(256, 512), nn.ReLU(), nn.Linear(512, 128))
     x = np.random.default_rng(1).standard_normal((64, 256)).astype(np.float32)
     cm = graphc.compile(model, (x,), name="pool_mlp", cache_dir=cache)

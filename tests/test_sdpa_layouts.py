@@ -68,11 +68,11 @@ def reference(tm, *xs):
 
 
 @pytest.mark.parametrize("kw", [{}, {"causal": True}, {"split_first": True}], ids=["plain", "causal", "split"])
-def test_folded_attention_matches_torch(kw, tmp_path):
+def test_folded_attention_matches_torch(kw, tmp_path, shared_cache):
     tm, gm = build(**kw)
     rng = np.random.default_rng(1)
     x = rng.standard_normal((2, 13, 32)).astype(np.float32)
-    cm = graphc.compile(gm, (x,), {"x": {0: "B", 1: "T"}}, cache_dir=tmp_path)
+    cm = graphc.compile(gm, (x,), {"x": {0: "B", 1: "T"}}, cache_dir=shared_cache)
     ops = kernel_ops(cm, x)
     assert "sdpa" in ops and not {"permute", "slice"} & set(ops), ops
     for nt in (1, 2):
@@ -82,21 +82,21 @@ def test_folded_attention_matches_torch(kw, tmp_path):
             np.testing.assert_allclose(cm(xb), reference(tm, xb), rtol=1e-4, atol=1e-5, err_msg=f"B={b} T={t}")
 
 
-def test_folded_attention_with_a_mask(tmp_path):
+def test_folded_attention_with_a_mask(tmp_path, shared_cache):
     tm, gm = build(heads=2, d=16)
     rng = np.random.default_rng(2)
     x = rng.standard_normal((2, 9, 16)).astype(np.float32)
     mask = np.where(rng.random((2, 1, 9, 9)) > 0.3, 0.0, -np.inf).astype(np.float32)
     mask[..., 0] = 0.0
-    cm = graphc.compile(gm, (x, mask), cache_dir=tmp_path)
+    cm = graphc.compile(gm, (x, mask), cache_dir=shared_cache)
     assert not {"permute", "slice"} & set(kernel_ops(cm, x, mask))
     np.testing.assert_allclose(cm(x, mask), reference(tm, x, mask), rtol=1e-4, atol=1e-5)
 
 
-def test_a_permute_with_another_use_keeps_its_copy(tmp_path):
+def test_a_permute_with_another_use_keeps_its_copy(tmp_path, shared_cache):
     tm, gm = build(extra_use=True)
     x = np.random.default_rng(3).standard_normal((1, 7, 32)).astype(np.float32)
-    cm = graphc.compile(gm, (x,), cache_dir=tmp_path)
+    cm = graphc.compile(gm, (x,), cache_dir=shared_cache)
     assert "permute" in kernel_ops(cm, x)
     np.testing.assert_allclose(cm(x), reference(tm, x), rtol=1e-4, atol=1e-5)
 

@@ -232,7 +232,7 @@ def _compiled_cases() -> list[Case]:
 
 
 @pytest.fixture(scope="module")
-def compiled(tmp_path_factory):
+def compiled(tmp_path_factory, shared_cache):
     """Every compiled case in one C library: inputs xs0, xs1, ... with the batch dim B dynamic."""
     cases = _compiled_cases()
     slots: list[tuple[Case, list[int]]] = []
@@ -250,7 +250,7 @@ def compiled(tmp_path_factory):
     dynamic = {f"xs{i}": {0: graphc.Dim("B", min=1, max=8)} for i, (c, k) in enumerate(specs)
                if c.inputs[k][0][:1] == ("B",)}
     lib = graphc.compile(Fn(forward), tuple(example), dynamic, name="torch_api",
-                         cache_dir=tmp_path_factory.mktemp("cache"))
+                         cache_dir=shared_cache)
     return lib, slots
 
 

@@ -7,15 +7,14 @@ compiled into one C library with a dynamic batch (and a dynamic sequence length 
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 import types
 
 import numpy as np
 import pytest
 
 import graphc
+from tests.shared_build import shared_cache_dir
 
 GPT = '''
 import math
@@ -686,8 +685,7 @@ def test_compiled_ports_match_torch(models):
     # the GPT's sequence length is dynamic too: nanoGPT's `assert t <= block_size` holds over T's range
     dynamic = {"idx": {0: "B", 1: graphc.Dim("T", 1, 16)}, "img": {0: "B"}, "swin_x": {0: "B"}, "unet_x": {0: "B"},
                "tokens": {0: "B"}}
-    cache = os.environ.get("GRAPHC_TEST_CACHE_DIR") or os.path.join(tempfile.gettempdir(),
-                                                                     f"graphc-test-cache-{os.getuid()}")
+    cache = shared_cache_dir()
     lib = graphc.compile(zoo, tuple(graphc.tensor(a) for a in examples), dynamic=dynamic, cache_dir=cache)
     rng = np.random.default_rng(5)
     for b, t in ((1, 5), (3, 16)):

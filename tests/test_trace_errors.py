@@ -107,11 +107,11 @@ def _dim_ref(x, i):
             "int": i * B + T, "cmp": (x < T).astype(np.float32)}
 
 
-def test_dynamic_sizes_in_tensor_arithmetic_eager_traced_compiled(tmp_path):
+def test_dynamic_sizes_in_tensor_arithmetic_eager_traced_compiled(tmp_path, shared_cache):
     x0, i0 = np.ones((2, 5), np.float32), np.ones((2, 5), np.int64)
     dyn = {"x": DYN["x"], "i": DYN["x"]}
     g = graphc.trace(DimArithmetic(), (x0, i0), dyn)
-    cm = graphc.compile(DimArithmetic(), (x0, i0), dyn, cache_dir=tmp_path / "cache")
+    cm = graphc.compile(DimArithmetic(), (x0, i0), dyn, cache_dir=shared_cache)
     for shape in [(2, 5), (3, 17), (1, 64)]:
         rs = np.random.RandomState(shape[1])
         x = (rs.randn(*shape) * 4).astype(np.float32)
