@@ -114,17 +114,19 @@ def run_gcc(cmd: Sequence[str], *, cwd: str | os.PathLike | None = None) -> subp
         if not (entry / "ok").exists():
             tmp = store / f"tmp-{os.getpid()}-{uuid.uuid4().hex}"
             tmp.mkdir(parents=True)
-            built = tmp / Path(out).name
-            res = subprocess.run([str(built) if c == out else c for c in cmd], cwd=base, capture_output=True,
-                                 text=True)
-            if res.returncode != 0:
-                shutil.rmtree(tmp, ignore_errors=True)
-                return subprocess.CompletedProcess(cmd, res.returncode, res.stdout, res.stderr)
-            (tmp / "stderr").write_text(res.stderr)
-            (tmp / "stdout").write_text(res.stdout)
-            (tmp / "ok").write_text("")
-            shutil.rmtree(entry, ignore_errors=True)
-            os.rename(tmp, entry)
+            try:
+                built = tmp / Path(out).name
+                res = subprocess.run([str(built) if c == out else c for c in cmd], cwd=base, capture_output=True,
+                                     text=True)
+                if res.returncode != 0:
+                    return subprocess.CompletedProcess(cmd, res.returncode, res.stdout, res.stderr)
+                (tmp / "stderr").write_text(res.stderr)
+                (tmp / "stdout").write_text(res.stdout)
+                (tmp / "ok").write_text("")
+                shutil.rmtree(entry, ignore_errors=True)
+                os.rename(tmp, entry)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)  # gone already when it was renamed into place
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(entry / Path(out).name, target)
     return subprocess.CompletedProcess(cmd, 0, (entry / "stdout").read_text(), (entry / "stderr").read_text())
