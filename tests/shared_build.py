@@ -39,6 +39,13 @@ def shared_cache_dir() -> str:
 
 
 # ---------------------------------------------------------------------------------- gcc output store
+def sanitized_cache_dir() -> str:
+    """The cache of the ASan/UBSan/TSan builds (a folder of its own: building a sanitized gc_conv.c takes
+    minutes of CPU per ISA level, and a cache's runtime objects are built under one lock, which kept the
+    other worker's unrelated builds waiting on the shared cache)."""
+    return os.path.join(shared_cache_dir(), "sanitized")
+
+
 @lru_cache(maxsize=8)
 def _compiler_id(cc: str) -> bytes:
     res = subprocess.run([cc, "--version"], capture_output=True)

@@ -23,7 +23,7 @@ import graphc
 from graphc import nn
 from graphc.backend import RuntimeErrorC
 from graphc.backend.compiled import aligned_empty
-from tests.shared_build import shared_cache_dir
+from tests.shared_build import sanitized_cache_dir, shared_cache_dir
 
 
 def _cache_dir() -> str:
@@ -45,7 +45,8 @@ MAX_B = 256
 
 def _compile(model: Net, out: Path, **kw):
     return graphc.compile(model, (graphc.randn(2, 3, 6, 6),), {"x": {0: graphc.Dim("B", 1, MAX_B)}}, name="ar",
-                          weights="embed", out_dir=out, cache_dir=_cache_dir(), **kw)
+                          weights="embed", out_dir=out,
+                          cache_dir=sanitized_cache_dir() if kw.get("sanitize") else _cache_dir(), **kw)
 
 
 @pytest.fixture(scope="module")

@@ -69,7 +69,7 @@ from graphc.backend import generate, load_compiled
 from graphc.backend.build import SANITIZE_FLAGS
 from graphc.ir import interpret, parse
 from graphc.sym import Sym, evaluate, parse_dim
-from tests.shared_build import shared_cache_dir
+from tests.shared_build import sanitized_cache_dir, shared_cache_dir
 from tests.test_backend_c import GB, i64, nn_graph, reduce_graph, shape_graph
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -210,7 +210,7 @@ def built(tmp_path_factory):
     def sanitized(name):
         g, kw = models[name]
         out = base / "san" / name
-        graphc.compile(g, name=name, cache_dir=_cache_dir(), out_dir=out, sanitize=True,
+        graphc.compile(g, name=name, cache_dir=sanitized_cache_dir(), out_dir=out, sanitize=True,
                        emit_only=_SAN_PROBLEM is not None, **kw)
         return out
 
@@ -350,7 +350,7 @@ def test_sanitized_arena_reports_a_write_past_a_tensor(built, tmp_path):
     mp.setenv("GRAPHC_CFLAGS", os.environ.get("GRAPHC_TEST_CFLAGS", STRICT))  # the runtime above, cached
     try:
         lib_dir, _ = build_library(files, sanitized(build_options("c", name="bt", weights="file")),
-                                   cache_dir=_cache_dir())
+                                   cache_dir=sanitized_cache_dir())
     finally:
         mp.undo()
     copy = tmp_path / "bt"
@@ -383,7 +383,7 @@ def test_sanitized_library_from_python_under_ld_preload(built):
 
 
 def test_cli_sanitize(tmp_path):
-    env = dict(os.environ, GRAPHC_CACHE_DIR=_cache_dir(),
+    env = dict(os.environ, GRAPHC_CACHE_DIR=sanitized_cache_dir(),
                PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     env["GRAPHC_CFLAGS"] = os.environ.get("GRAPHC_TEST_CFLAGS", STRICT)
     model = ROOT / "examples" / "mlp" / "model.py"
@@ -419,7 +419,8 @@ def small(tmp_path_factory):
         kinds["san"] = {"weights": "file", "sanitize": True}
 
     def one(kind):
-        return graphc.compile(g, name="fz", cache_dir=_cache_dir(), out_dir=base / kind, **kinds[kind])
+        cache = sanitized_cache_dir() if kinds[kind].get("sanitize") else _cache_dir()
+        return graphc.compile(g, name="fz", cache_dir=cache, out_dir=base / kind, **kinds[kind])
 
     out = _compile_all({k: (lambda k=k: one(k), kinds[k].get("target", "native")) for k in kinds})
     return {**out, "base": base}
@@ -1069,7 +1070,8 @@ def newops(tmp_path_factory):
         kinds = {"plain": {}, **({"san": {"sanitize": True}} if _SAN_PROBLEM is None else {})}
 
         def one(kind):
-            return graphc.compile(g, name="newops", cache_dir=_cache_dir(), out_dir=base / kind, weights="file",
+            cache = sanitized_cache_dir() if kinds[kind].get("sanitize") else _cache_dir()
+            return graphc.compile(g, name="newops", cache_dir=cache, out_dir=base / kind, weights="file",
                                   **kinds[kind])
 
         out = _compile_all({k: (lambda k=k: one(k), k) for k in kinds})
@@ -1399,11 +1401,11 @@ def test_newer_code_under_tsan_without_openmp(newops, tmp_path):
     try:  # the sources as an export ships them, built (not loaded: this Python has no TSan runtime) and cached
         out = tmp_path / "tsan"
         graphc.compile(newops["graph"], name="newops", weights="file", openmp=False, target="x86-64-v2",
-                       out_dir=out, emit_only=True, cache_dir=_cache_dir())
+                       out_dir=out, emit_only=True, cache_dir=sanitized_cache_dir())
         man = json.loads((out / "manifest.json").read_text())
         files = {n: (out / n).read_text() for n in man["files"]["sources"]}
         lib_dir, _ = build_library(files, serial(build_options("c", name="newops", weights="file",
-                                                               target="x86-64-v2")), cache_dir=_cache_dir())
+                                                               target="x86-64-v2")), cache_dir=sanitized_cache_dir())
     finally:
         mp.undo()
     shutil.copyfile(lib_dir / "libnewops.so", out / "libnewops.so")
