@@ -14,8 +14,10 @@ microseconds per call, GFLOP/s and the ratio torch / gc (above 1: gc_conv2d is f
 asserts on timings.
 
 A shape is N,C,H,W,OC,K,stride,pad[,groups] (square kernel, stride, padding; dilation 1); the batch N is
-replaced by each --batches value. Shape sets: resnet (examples/resnet), large (ResNet-18/50-style layers,
-to check that big convolutions do not get slower), misc (1x1, grouped, depthwise, odd sizes).
+replaced by each --batches value. --epilogue adds an activation and / or a residual to every conv (fused
+into gc_conv2d, separate ops after torch's conv). Shape sets: resnet (examples/resnet), large
+(ResNet-18/50-style layers, to check that big convolutions do not get slower), misc (1x1, grouped,
+depthwise, odd sizes).
 """
 
 from __future__ import annotations
@@ -40,6 +42,11 @@ SHAPE_SETS = {
     "misc": ("1,8,15,17,12,3,1,1", "1,24,20,20,24,3,1,1,3", "1,32,28,28,32,3,1,1,32", "1,16,32,32,16,5,1,2",
              "1,64,8,8,10,1,1,0"),
 }
+GC_ACT_RELU, GC_ACT_CLAMP = 7, 8  # graphc_rt.h
+# name -> (act, lo, hi, residual, res_first)
+EPILOGUES = {"none": (0, 0.0, 0.0, False, 0), "relu6": (GC_ACT_CLAMP, 0.0, 6.0, False, 0),
+             "add": (0, 0.0, 0.0, True, 0), "add_relu": (GC_ACT_RELU, 0.0, 0.0, True, 1),
+             "relu6_add": (GC_ACT_CLAMP, 0.0, 6.0, True, 0)}
 CDEF = """
 typedef struct gc_conv2d_params {
     int64_t n, c, h, w;
@@ -65,6 +72,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--shapes", default="resnet",
                    help="comma-separated shape sets (" + ", ".join(SHAPE_SETS) + ") or N,C,H,W,OC,K,S,P[,G] "
                         "shapes separated by ';' (default resnet)")
+    p.add_argument("--epilogue", default="none", choices=tuple(EPILOGUES),
+                   help="the fused epilogue of every conv: none, relu6 (MobileNetV2's expand / depthwise), add "
+                        "(+ residual: its projection), add_relu (relu(conv + residual): ResNet's block end), "
+                        "relu6_add (relu6, then + residual); torch runs the same ops after its conv")
     p.add_argument("--baseline", default="", help="git revision whose runtime_c/ is timed too (column 'base')")
     p.add_argument("--clock", choices=("auto", "cpu", "wall"), default="auto",
                    help="cpu: thread CPU time, wall: perf_counter; auto: cpu for 1 thread (default)")
@@ -176,10 +187,30 @@ def worker(args: argparse.Namespace) -> None:
             p.pad_h = p.pad_w = pad
             p.dil_h = p.dil_w = 1
             p.groups = groups
+            act, lo, hi, with_res, res_first = EPILOGUES[args.epilogue]
+            res = rng.standard_normal((batch, oc, oh, ow), dtype=np.float32) if with_res else None
+            p.act, p.act_lo, p.act_hi, p.res_first = act, lo, hi, res_first
+            if res is not None:
+                p.res = ffi.cast("float *", res.ctypes.data)
             y = np.empty((batch, oc, oh, ow), np.float32)
             ptr = partial(ffi.cast, "float *")
             tx, tw, tb = (torch.from_numpy(a) for a in (x, wt, bias))
-            ref = torch.nn.functional.conv2d(tx, tw, tb, s, pad, 1, groups).numpy()
+            tres = torch.from_numpy(res) if res is not None else None
+
+            def torch_conv(tx=tx, tw=tw, tb=tb, s=s, pad=pad, groups=groups, tres=tres, act=act, lo=lo, hi=hi,
+                           res_first=res_first):
+                t = torch.nn.functional.conv2d(tx, tw, tb, s, pad, 1, groups)
+                if tres is not None and res_first:
+                    t += tres
+                if act == GC_ACT_RELU:
+                    t.relu_()
+                elif act == GC_ACT_CLAMP:
+                    t.clamp_(lo, hi)
+                if tres is not None and not res_first:
+                    t += tres
+                return t
+
+            ref = torch_conv().numpy()
             calls, err = [], 0.0
             for lib in libs:
                 work = np.empty(max(1, lib.gc_conv2d_work_floats(p, nthreads)), np.float32)
@@ -188,7 +219,7 @@ def worker(args: argparse.Namespace) -> None:
                 calls[-1].work = work  # keep the buffer alive
                 calls[-1]()
                 err = max(err, float(np.abs(y - ref).max() / max(1e-30, float(np.abs(ref).max()))))
-            calls.append(partial(torch.nn.functional.conv2d, tx, tw, tb, s, pad, 1, groups))
+            calls.append(torch_conv)
             *times, t_torch = best_times(calls, args.min_time, args.bursts, clock)
             flops = 2.0 * batch * oc * oh * ow * (c // groups) * k * k
             label = f"{batch},{c},{h},{w},{oc},{k},{s},{pad}" + (f",{groups}" if groups > 1 else "")
@@ -215,7 +246,7 @@ def main(argv: list[str] | None = None) -> None:
                        MKL_NUM_THREADS=str(nthreads))
             cmd = [sys.executable, __file__, "--worker", str(nthreads), "--libs", os.pathsep.join(map(str, libs)),
                    "--shapes", split_shape_arg(args.shapes), "--batches", args.batches, "--clock", args.clock,
-                   "--min-time", str(args.min_time), "--bursts", str(args.bursts)]
+                   "--min-time", str(args.min_time), "--bursts", str(args.bursts), "--epilogue", args.epilogue]
             subprocess.run(cmd, env=env, check=True)
 
 
