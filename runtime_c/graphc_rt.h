@@ -138,14 +138,20 @@ enum { GC_ACT_EXP = 1, GC_ACT_SIGMOID = 2, GC_ACT_SILU = 3, GC_ACT_TANH = 4, GC_
 GC_INTERNAL void gc_act(int kind, int64_t n, const float *x, float *y, int nthreads);
 
 /* The epilogue a product applies to each element v of its output while the tile is in cache:
- *     v = act(v) * scale + residual
+ *     v = v + row_bias[row]                        (when row_bias is not NULL)
+ *     v = act(v) * scale + residual                (res_first 0)
+ *     v = act(v + residual) * scale                (res_first 1)
  * act 0 is none, else a GC_ACT_* kind (RELU, CLAMP and HARDSWISH included); scale 1 is none;
- * residual (NULL: none) is laid out like the output (same row stride) and must not overlap it. */
+ * residual (NULL: none) is laid out like the output (same row stride) and must not overlap it.
+ * row_bias holds one value per output row (a conv's bias per output channel, GEMM rows being channels);
+ * the product's own bias argument is per column. */
 typedef struct gc_epilogue {
     int act;
     float lo, hi;          /* GC_ACT_CLAMP's bounds */
     float scale;
     const float *residual;
+    const float *row_bias;
+    int res_first;
 } gc_epilogue;
 
 /* ------------------------------------------------------------------ GEMM (gc_gemm.c) */

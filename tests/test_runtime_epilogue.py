@@ -1,10 +1,11 @@
-"""gc_sgemm_ep: products with a fused epilogue (bias, activation, scale, residual) against numpy.
+"""gc_sgemm_ep: products with a fused epilogue (bias, row bias, activation, scale, residual) against numpy.
 
 gc_gemm.c (with gc_act.c, whose separate pass the epilogue must reproduce) is built at each ISA level this
 machine can run and called through cffi. Every product path is covered (dot: linear layout with a short
 side; axpy: row-major B with few rows; packed: everything else, with depths over one cache block so the
 epilogue must wait for the last one). Results must match the float64 reference within the activation's
-bound, equal gc_sgemm followed by gc_act bit for bit, and not depend on the thread count.
+bound, equal gc_sgemm followed by gc_act bit for bit, and not depend on the thread count. The conv's form
+(a bias per row, the residual before or after the activation) must equal the float32 steps done one by one.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ LEVELS = {"baseline": ("-O2", "-std=c11"), "avx2": ("-O3", "-std=gnu11", "-march
 KINDS = {"none": 0, "exp": 1, "sigmoid": 2, "silu": 3, "tanh": 4, "gelu": 5, "gelu_tanh": 6, "relu": 7, "clamp": 8,
          "hardswish": 9}
 CDEF = """
-typedef struct gc_epilogue { int act; float lo, hi; float scale; const float *residual; } gc_epilogue;
+typedef struct gc_epilogue {
+    int act; float lo, hi; float scale; const float *residual; const float *row_bias; int res_first;
+} gc_epilogue;
 void gc_sgemm(int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
               const float *B, int64_t ldb, float beta, float *C, int64_t ldc, const float *bias, int nthreads);
 void gc_sgemm_ep(int transA, int transB, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
@@ -93,10 +96,12 @@ def ref_act(kind: str, v: np.ndarray, lo: float, hi: float) -> np.ndarray:
         return np.clip(v, lo, hi)
 
 
-def run_ep(rt, ta, tb, m, n, k, a, b, bias, kind, scale, residual, nthreads, lo=-0.5, hi=1.5):
+def run_ep(rt, ta, tb, m, n, k, a, b, bias, kind, scale, residual, nthreads, lo=-0.5, hi=1.5, row_bias=None,
+           res_first=0):
     ffi, lib = rt
     ep = ffi.new("gc_epilogue *", {"act": KINDS[kind], "lo": lo, "hi": hi, "scale": scale,
-                                   "residual": _p(ffi, residual)})
+                                   "residual": _p(ffi, residual), "row_bias": _p(ffi, row_bias),
+                                   "res_first": res_first})
     c = np.full(m * n + 32, -7.0, np.float32)
     lda = m if ta else k
     ldb = k if tb else n
@@ -166,3 +171,50 @@ def test_epilogue_special_values(rt):
     c = np.full((2, 3), np.nan, np.float32)
     lib.gc_sgemm_ep(0, 1, 2, 3, 0, ffi.NULL, 1, ffi.NULL, 1, _p(ffi, c), 3, _p(ffi, bias), ep, 1)
     np.testing.assert_array_equal(c, np.maximum(bias, 0) * 2 + res)
+
+
+# the conv's shapes too: M output channels x N positions x K = C (1x1 convs), small K and small M
+CONV_SHAPES = SHAPES + [(96, 200, 16, 0, 0), (24, 150, 144, 0, 0), (5, 70, 24, 0, 0), (50, 49, 320, 0, 0)]
+
+
+@pytest.mark.parametrize("res_first", [0, 1])
+@pytest.mark.parametrize("kind", ["none", "relu", "clamp", "tanh", "hardswish"])
+@pytest.mark.parametrize("shape", CONV_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_row_bias_and_residual_order(rt, shape, kind, res_first):
+    """The conv's epilogue: v + row_bias[i], then act(v) + res or act(v + res). With the cheap activations
+    (applied in registers by the packed path) exactly the float32 steps one by one; all of them within the
+    activation's bound of the float64 reference, and the same for 1 and 2 threads."""
+    ffi, lib = rt
+    m, n, k, ta, tb = shape
+    rng = np.random.default_rng(3 * m + n + k)
+    a = rng.standard_normal((k, m) if ta else (m, k)).astype(np.float32) * np.float32(1.5 / math.sqrt(k))
+    b = rng.standard_normal((n, k) if tb else (k, n)).astype(np.float32)
+    rb = rng.standard_normal(m).astype(np.float32)
+    res = rng.standard_normal((m, n)).astype(np.float32)
+    got1 = run_ep(rt, ta, tb, m, n, k, a, b, None, kind, 1.0, res, 1, row_bias=rb, res_first=res_first)
+    got2 = run_ep(rt, ta, tb, m, n, k, a, b, None, kind, 1.0, res, 2, row_bias=rb, res_first=res_first)
+    assert np.array_equal(got1, got2, equal_nan=True), "the thread count changed the result"
+    opa = a.T if ta else a
+    opb = b.T if tb else b
+    p = opa.astype(np.float64) @ opb.astype(np.float64) + rb[:, None]
+    want = ref_act(kind, p + res, -0.5, 1.5) if res_first else ref_act(kind, p, -0.5, 1.5) + res
+    tol = 1e-5 * (np.abs(want) + np.abs(p) * (k / 64.0) + 2.0)
+    np.testing.assert_array_less(np.abs(got1 - want), tol)
+    if kind in ("none", "relu", "clamp"):
+        c = np.empty((m, n), np.float32)
+        lib.gc_sgemm(ta, tb, m, n, k, 1.0, _p(ffi, a), m if ta else k, _p(ffi, b), k if tb else n, 0.0, _p(ffi, c),
+                     n, ffi.NULL, 1)
+        v = c + rb[:, None]
+        if res_first:
+            v = v + res
+        v = np.where(v < 0, np.float32(0), v) if kind == "relu" else v
+        if kind == "clamp":
+            v = np.where(v <= -0.5, np.float32(-0.5), v)
+            v = np.where(v >= 1.5, np.float32(1.5), v)
+        if not res_first:
+            v = v + res
+        assert np.array_equal(got1, v.astype(np.float32)), "not the float32 steps one by one"
+    # without a residual, and the row bias alone (no activation): act(v + rb)
+    got = run_ep(rt, ta, tb, m, n, k, a, b, None, kind, 1.0, None, 1, row_bias=rb, res_first=res_first)
+    want = ref_act(kind, p, -0.5, 1.5)
+    np.testing.assert_array_less(np.abs(got - want), 1e-5 * (np.abs(want) + np.abs(p) * (k / 64.0) + 2.0))
