@@ -1325,25 +1325,6 @@ static void pool_pass(const gc_conv2d_params *p, const float *y, int nthreads)
 #define GC_DW_NV 4
 #endif
 
-#if GC_VW == 8
-/* AVX masked loads and stores (vmaskmovps: the masked-off lanes are neither read nor written, so the
- * address may lie before or past the row) of the lanes [lo, hi): a partial vector without a copy through
- * the stack, whose scalar stores a vector load then waits for (store forwarding fails: that copy took
- * more time than the convolution's multiply-adds on stride-2 layers). */
-typedef int32_t gc_dw_lanes8 __attribute__((vector_size(8 * sizeof(int32_t))));
-static GC_ALWAYS_INLINE gc_dw_lanes8 dw_mask8(int64_t lo, int64_t hi)
-{
-    const gc_dw_lanes8 idx = {0, 1, 2, 3, 4, 5, 6, 7};
-    return (idx >= (int32_t)lo) & (idx < (int32_t)hi);
-}
-#if defined(GC_X86_HEADER)
-#define dw_load8(m, p) ((gc_vf)_mm256_maskload_ps((const float *)(p), (__m256i)(m)))
-#define dw_store8(p, m, v) _mm256_maskstore_ps((float *)(p), (__m256i)(m), (__m256)(v))
-#else
-#define dw_load8(m, p) ((gc_vf)__builtin_ia32_maskloadps256((const gc_vf *)(p), (m)))
-#define dw_store8(p, m, v) __builtin_ia32_maskstoreps256((gc_vf *)(p), (m), (v))
-#endif
-#endif
 
 /* Store v's first n lanes (n <= GC_VW) at y. */
 static GC_ALWAYS_INLINE void store_lanes(float *y, gc_vf v, int64_t n)
@@ -1355,7 +1336,7 @@ static GC_ALWAYS_INLINE void store_lanes(float *y, gc_vf v, int64_t n)
 #if GC_VW == 16
     vstore_mask(y, (gc_mask16)((1u << n) - 1u), v);
 #elif GC_VW == 8
-    dw_store8(y, dw_mask8(0, n), v);
+    vstore_mask8(y, vmask8(0, n), v);
 #else
     float b[GC_VW];
     vstore(b, v);
@@ -1370,7 +1351,7 @@ static GC_ALWAYS_INLINE gc_vf load_lanes(const float *r, int64_t n)
 #if GC_VW == 16
     return vload_mask((gc_mask16)((1u << n) - 1u), r);
 #elif GC_VW == 8
-    return dw_load8(dw_mask8(0, n), r);
+    return vload_mask8(vmask8(0, n), r);
 #else
     float b[GC_VW] = {0};
     memcpy(b, r, (size_t)n * sizeof(float));
@@ -1489,7 +1470,7 @@ static GC_ALWAYS_INLINE gc_vf load_cols(const float *xr, int64_t W, int64_t c0)
     const gc_mask16 m = (gc_mask16)(((1u << hi) - 1u) & ~((1u << lo) - 1u));
     return vload_mask(m, (const float *)((uintptr_t)xr + (uintptr_t)(c0 * (int64_t)sizeof(float))));
 #elif GC_VW == 8
-    return dw_load8(dw_mask8(lo, hi), (const float *)((uintptr_t)xr + (uintptr_t)(c0 * (int64_t)sizeof(float))));
+    return vload_mask8(vmask8(lo, hi), (const float *)((uintptr_t)xr + (uintptr_t)(c0 * (int64_t)sizeof(float))));
 #else
     float t[GC_VW] = {0};
     for (int64_t l = lo; l < hi; l++) t[l] = xr[c0 + l];

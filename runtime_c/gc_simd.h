@@ -112,6 +112,26 @@ GC_INTRINSIC void vstore_mask(void *p, gc_mask16 m, gc_vf v) /* _mm512_mask_stor
 #endif
 #endif
 
+#if GC_VW == 8
+/* AVX masked loads and stores (vmaskmovps: the masked-off lanes are neither read nor written, so the
+ * address may lie before or past the row) of the lanes [lo, hi): a partial vector without a copy through
+ * the stack, whose scalar stores a vector load then waits for (store forwarding fails: that copy took
+ * more time than the multiply-adds of gc_conv.c's stride-2 depthwise layers). */
+typedef int32_t gc_lanes8 __attribute__((vector_size(8 * sizeof(int32_t))));
+static GC_ALWAYS_INLINE gc_lanes8 vmask8(int64_t lo, int64_t hi)
+{
+    const gc_lanes8 idx = {0, 1, 2, 3, 4, 5, 6, 7};
+    return (idx >= (int32_t)lo) & (idx < (int32_t)hi);
+}
+#if defined(GC_X86_HEADER)
+#define vload_mask8(m, p) ((gc_vf)_mm256_maskload_ps((const float *)(p), (__m256i)(m)))
+#define vstore_mask8(p, m, v) _mm256_maskstore_ps((float *)(p), (__m256i)(m), (__m256)(v))
+#else
+#define vload_mask8(m, p) ((gc_vf)__builtin_ia32_maskloadps256((const gc_vf *)(p), (m)))
+#define vstore_mask8(p, m, v) __builtin_ia32_maskstoreps256((gc_vf *)(p), (m), (v))
+#endif
+#endif
+
 /* Even / odd lanes of two vectors: GC_EVENS(a, b) = (a0 a2 ... b0 b2 ...), GC_ODDS(a, b) = (a1 a3 ... b1 b3
  * ...) (stride-2 convolutions' input rows, 2 x 2 max pooling) */
 #if GC_VW > 1
